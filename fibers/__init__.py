@@ -1,0 +1,69 @@
+"""fibers: plain sequential Python, run as thousands of cooperative fibers
+on one OS thread.
+
+    import fibers
+
+    def worker(n):
+        fibers.sleep(0.1)
+        return n * 2
+
+    def main():
+        jobs = [fibers.spawn(worker, i) for i in range(1000)]
+        return sum(f.join() for f in jobs)
+
+    print(fibers.run(main))
+
+The scheduler core is compiled (Cython/C).  There is no pure-Python
+fallback: if the extension is missing, importing fibers fails.
+"""
+
+try:
+    from . import _core
+except ImportError as e:  # pragma: no cover - exercised only on broken builds
+    raise ImportError(
+        "fibers' compiled core (fibers._core) is missing or failed to load; "
+        "build it with 'pip install .' or 'make build'"
+    ) from e
+
+from ._core import (
+    Condition,
+    Deadlock,
+    Fiber,
+    FiberExit,
+    Scheduler,
+    Timeout,
+    TimeoutScope,
+    Timer,
+    VirtualClock,
+    current,
+    delay,
+    move_on_after,
+    now,
+    on_signal,
+    periodic,
+    run,
+    signal_all,
+    signal_one,
+    sleep,
+    spawn,
+    step,
+    stop,
+    suspend,
+    timeout,
+    wait_for,
+    wait_signal,
+    when,
+    whenever,
+    yield_now,
+)
+from .functor import Functor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Condition", "Deadlock", "Fiber", "FiberExit", "Functor", "Scheduler",
+    "Timeout", "TimeoutScope", "Timer", "VirtualClock", "current", "delay",
+    "move_on_after", "now", "on_signal", "periodic", "run", "signal_all",
+    "signal_one", "sleep", "spawn", "step", "stop", "suspend", "timeout",
+    "wait_for", "wait_signal", "when", "whenever", "yield_now",
+]

@@ -1,0 +1,1562 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, always_allow_keywords=False
+"""The fibers scheduler core (compiled).
+
+Design notes
+============
+
+A fiber is a greenlet running one Python function.  The scheduler runs them
+cooperatively on one OS thread, in *ticks*:
+
+1. **Run the ready fibers.**  At the start of a tick we snapshot the length of
+   the ready ring (`_remaining`) and run exactly that many.  A fiber woken or
+   re-queued during the tick lands behind the snapshot and runs next tick, so
+   a fiber that yields in a loop cannot starve timers, I/O or its peers.
+
+2. **Direct hand-off.**  Within a tick a fiber that blocks or yields switches
+   straight to the next ready fiber's greenlet (`_switch_away`).  Only when
+   the snapshot is used up does control go back to the scheduler's own
+   greenlet (the *hub*), which is the greenlet that called run()/step().  A
+   greenlet switch is the unit cost here; going through the hub for every
+   yield would double it.
+
+3. **Quantum steps.**  The hub then runs the quantum steps: the I/O step
+   (for now the idle wait; the completion pump replaces it), the time step
+   (fire due timers from a C min-heap) and the conditions step (poll
+   predicates, only when some are pending).  They are the seed runtime's
+   add-ons; users can add their own or replace the iterator.
+
+Fibers are bound to worker greenlets lazily, when first run.  A worker whose
+fiber finished takes the next fiber from the ready ring *in place* when that
+fiber has never run, so a burst of spawned fibers that never block runs on a
+single greenlet with no switch at all; otherwise the worker parks itself in
+a bounded LIFO pool.
+
+Blocking is one primitive, `_park`: mark the fiber suspended and switch away.
+Every waiter (sleep, signals, join, conditions, suspend) is "register where
+the waker can find me, park, unregister in a finally".  A waker calls `_wake`
+(value) or `_throw` (exception); both only push onto the ready ring, so a
+waker never loses control to the woken fiber.
+
+Exceptions thrown into a fiber (kill, timeouts) are delivered at
+*checkpoints*: if the fiber is parked it is woken with the exception; if it
+is already queued with a value it keeps that value (a signal is never lost)
+and the exception waits for its next checkpoint.  A timeout scope clears its
+own pending exception when it exits, so a deadline that passed after the
+work finished raises nothing.
+"""
+
+cimport cython
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.object cimport PyCallable_Check
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport PyThread_get_thread_ident
+from libc.stdint cimport int64_t, uint64_t, INT64_MAX
+from libc.errno cimport EINTR
+from libc.math cimport isnan, llround
+
+import logging
+import threading
+
+PyGreenlet_Import()
+
+from greenlet import GreenletExit as _GreenletExit
+
+_log = logging.getLogger("fibers")
+
+# Deadlines beyond this are "never"; it keeps now + delay far from overflow.
+cdef int64_t NS_FOREVER = (<int64_t>1) << 62
+# How often pending conditions are polled when nothing else wakes us.
+cdef int64_t COND_POLL_NS = 1000000
+
+_STATE_NAMES = ("ready", "running", "suspended", "dead")
+
+
+# --------------------------------------------------------------------------
+# Exceptions
+# --------------------------------------------------------------------------
+
+class Timeout(TimeoutError):
+    """Raised in a fiber when a ``timeout=`` argument or a :func:`timeout`
+    scope expires.  A subclass of the builtin :class:`TimeoutError`."""
+
+
+class FiberExit(BaseException):
+    """Thrown into a fiber by :meth:`Fiber.kill` by default.
+
+    Like :class:`GeneratorExit`, it derives from :class:`BaseException` so
+    that ``except Exception`` blocks do not swallow it.  A fiber that ends
+    with it is considered killed, not failed: it is not logged and
+    :meth:`Fiber.join` returns ``None``."""
+
+
+class Deadlock(RuntimeError):
+    """Raised in the fiber that :func:`run` (or a blocking call made outside
+    any fiber) is waiting for, when nothing left in the scheduler can ever
+    wake it: no ready fiber, no timer, no condition and no pending I/O."""
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+cdef int64_t _to_ns(object seconds, str word) except -1:
+    """Validates a duration in seconds and converts it to nanoseconds."""
+    cdef double s
+    try:
+        s = seconds
+    except TypeError:
+        raise TypeError(f"{word}() needs a number of seconds, "
+                        f"got {type(seconds).__name__}") from None
+    if isnan(s):
+        raise ValueError(f"{word}() got NaN seconds")
+    if s < 0:
+        raise ValueError(f"{word}() needs seconds >= 0, got {seconds!r}")
+    if s >= 4e9:            # ~126 years: treat as forever
+        return NS_FOREVER
+    return <int64_t>llround(s * 1e9)
+
+
+cdef inline Scheduler _sched():
+    cdef void *p = fib__tls_get()
+    if p != NULL:
+        return <Scheduler>p
+    return _make_default()
+
+
+_tls = threading.local()
+
+
+cdef Scheduler _make_default():
+    # The threading.local owns the thread's default scheduler, so it dies
+    # with the thread; the C thread-local slot is the fast, borrowed copy.
+    s = Scheduler()
+    _tls.scheduler = s
+    fib__tls_set(<void *>s)
+    return s
+
+
+cdef object _exc_instance(object exc, str word):
+    if isinstance(exc, type) and issubclass(exc, BaseException):
+        return exc()
+    if isinstance(exc, BaseException):
+        return exc
+    raise TypeError(f"{word}() needs an exception class or instance, "
+                    f"got {type(exc).__name__}")
+
+
+# --------------------------------------------------------------------------
+# WaitQueue
+# --------------------------------------------------------------------------
+
+@cython.final
+cdef class WaitQueue:
+    """Internal: a FIFO of parked fibers with O(1) append, pop and remove."""
+
+    cdef inline void append(self, Fiber f):
+        f._wq = self
+        f._wq_next = None
+        f._wq_prev = self._tail
+        if self._tail is None:
+            self._head = f
+        else:
+            self._tail._wq_next = f
+        self._tail = f
+        self._count += 1
+
+    cdef inline Fiber popleft(self):
+        cdef Fiber f = self._head
+        if f is not None:
+            self.remove(f)
+        return f
+
+    cdef inline void remove(self, Fiber f):
+        if f._wq is not self:
+            return
+        if f._wq_prev is None:
+            self._head = f._wq_next
+        else:
+            f._wq_prev._wq_next = f._wq_next
+        if f._wq_next is None:
+            self._tail = f._wq_prev
+        else:
+            f._wq_next._wq_prev = f._wq_prev
+        f._wq = None
+        f._wq_prev = None
+        f._wq_next = None
+        self._count -= 1
+
+    def __len__(self):
+        return self._count
+
+
+# --------------------------------------------------------------------------
+# Fiber
+# --------------------------------------------------------------------------
+
+@cython.final
+@cython.freelist(1024)
+cdef class Fiber:
+    """A function running cooperatively in the scheduler.
+
+    Created by :func:`spawn`; do not instantiate directly.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Fiber objects are created by fibers.spawn()")
+
+    @property
+    def name(self):
+        """The fiber's name; settable.  Defaults to ``Fiber-<n>``."""
+        if self._name is None:
+            return f"Fiber-{self._id}"
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        self._name = str(value)
+
+    @property
+    def state(self):
+        """One of ``'ready'``, ``'running'``, ``'suspended'`` or ``'dead'``."""
+        return _STATE_NAMES[self._state]
+
+    @property
+    def dead(self):
+        """True once the fiber's function has returned or raised."""
+        return self._state == ST_DEAD
+
+    @property
+    def exception(self):
+        """The exception the fiber ended with, or None."""
+        return self._exception
+
+    @property
+    def scheduler(self):
+        """The :class:`Scheduler` this fiber belongs to."""
+        return self._sched
+
+    def __repr__(self):
+        return f"<Fiber {self.name!r} {_STATE_NAMES[self._state]}>"
+
+    cdef object _outcome(self):
+        if self._exception is not None:
+            if isinstance(self._exception, FiberExit):
+                return None
+            raise self._exception
+        return self._result
+
+    def join(self, timeout=None):
+        """Wait for the fiber to finish and return its result.
+
+        Re-raises the exception the fiber ended with (a fiber ended by
+        :class:`FiberExit` returns ``None``).  With ``timeout`` seconds,
+        raises :class:`Timeout` if the fiber is still running by then.
+        Called outside any fiber, it runs the scheduler until done.
+        """
+        cdef Scheduler s = self._sched
+        cdef Fiber me
+        cdef Timer t = None
+        self._joined = True
+        if self._state == ST_DEAD:
+            return self._outcome()
+        _check_thread(s, "join")
+        me = s._current
+        if me is None:
+            return s._drive("join", _join_body, (self, timeout))
+        if me is self:
+            raise RuntimeError("join(): a fiber cannot join itself")
+        if timeout is not None:
+            t = s._arm_timeout(me, timeout)
+        try:
+            s._wait_dead(me, self)
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+        return self._outcome()
+
+    def kill(self, exc=FiberExit, block=True):
+        """Throw ``exc`` (default :class:`FiberExit`) into the fiber.
+
+        The fiber's ``finally`` blocks and context managers run.  A fiber
+        that has not started yet is simply never run.  With ``block`` the
+        caller waits until the fiber is dead; the exception is not
+        re-raised to the caller.  Killing a dead fiber does nothing.
+        """
+        cdef Scheduler s = self._sched
+        cdef Fiber me
+        exc = _exc_instance(exc, "kill")
+        if self._state == ST_DEAD:
+            return
+        _check_thread(s, "kill")
+        me = s._current
+        if me is self:
+            raise exc
+        self._kill_exc = exc
+        if self._glet is None:
+            # Never ran: it stays in the ready ring and is skipped there.
+            s._finish(self, None, exc)
+            return
+        s._throw(self, exc)
+        if block:
+            if me is None:
+                s._drive("kill", _kill_wait_body, (self,))
+            else:
+                s._wait_dead(me, self)
+
+    def resume(self, value=None):
+        """Make a suspended fiber ready; its :func:`suspend` returns ``value``.
+
+        Raises RuntimeError if the fiber is not suspended.
+        """
+        if self._state != ST_SUSPENDED:
+            raise RuntimeError(f"cannot resume {self!r}: it is "
+                               f"{_STATE_NAMES[self._state]}, not suspended")
+        _check_thread(self._sched, "resume")
+        self._sched._wake(self, value)
+
+
+def _join_body(Fiber f, timeout):
+    return f.join(timeout)
+
+
+def _kill_wait_body(Fiber f):
+    cdef Scheduler s = f._sched
+    s._wait_dead(s._current, f)
+
+
+cdef inline int _check_thread(Scheduler s, str word) except -1:
+    if s._owner_thread != <long>PyThread_get_thread_ident():
+        raise RuntimeError(f"{word}(): this fiber belongs to a scheduler "
+                           f"in another thread")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Timer
+# --------------------------------------------------------------------------
+
+@cython.final
+@cython.freelist(256)
+cdef class Timer:
+    """A pending :func:`delay` or :func:`periodic` call.  Cancel it with
+    :meth:`cancel`."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Timer objects are created by fibers.delay() "
+                        "and fibers.periodic()")
+
+    cdef int _fire(self, int64_t now) except -1:
+        cdef Scheduler s = self._sched
+        cdef int64_t k
+        if self._node.kind == TK_THROW:
+            f = self._fiber
+            self._fiber = None
+            if f is not None:
+                s._throw(f, self._exc)
+            return 0
+        self.fired += 1
+        if self._interval > 0:
+            # Deadlines stay on the start + k*interval grid, so the schedule
+            # never drifts; ticks missed while we were late are skipped.
+            k = (now - self._start) // self._interval + 1
+            if fib__heap_push(&s._timers, &self._node,
+                              self._start + k * self._interval) < 0:
+                raise MemoryError()
+            Py_INCREF(self)
+        s._spawn(self._fn, self._args, None)
+        return 0
+
+    cdef bint _disarm(self):
+        if fib__heap_remove(&self._sched._timers, &self._node):
+            Py_DECREF(self)
+            return True
+        return False
+
+    def cancel(self):
+        """Stop the timer.  Returns True if it was still pending.
+
+        A cancelled timer never runs again, and it leaves the scheduler's
+        timer heap at once.
+        """
+        _check_thread(self._sched, "cancel")
+        self._fiber = None
+        return self._disarm()
+
+    @property
+    def active(self):
+        """True while the timer is armed."""
+        return fib__timer_armed(&self._node)
+
+    @property
+    def deadline(self):
+        """When the timer fires next, in seconds on the scheduler's clock,
+        or None when it is not armed."""
+        if not fib__timer_armed(&self._node):
+            return None
+        return self._node.deadline / 1e9
+
+    @property
+    def interval(self):
+        """The period in seconds for :func:`periodic`, else None."""
+        return self._interval / 1e9 if self._interval else None
+
+    def __repr__(self):
+        state = "active" if fib__timer_armed(&self._node) else "inactive"
+        return f"<Timer {self._fn!r} {state} fired={self.fired}>"
+
+
+cdef Timer _new_timer(Scheduler s, int kind):
+    cdef Timer t = Timer.__new__(Timer)
+    t._sched = s
+    fib__timer_node_init(&t._node, kind, <void *>t)
+    return t
+
+
+# --------------------------------------------------------------------------
+# Conditions
+# --------------------------------------------------------------------------
+
+@cython.final
+cdef class Condition:
+    """A pending :func:`when`, :func:`whenever` or :func:`wait_for`.
+
+    Its predicate is checked once per tick until it is cancelled (or, for
+    ``when``, until it fires)."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Condition objects are created by fibers.when() "
+                        "and fibers.whenever()")
+
+    def cancel(self):
+        """Stop checking the predicate.  Returns True if it was active."""
+        was = self._active
+        self._active = False
+        return was
+
+    @property
+    def active(self):
+        return self._active
+
+    def __repr__(self):
+        kind = ("wait_for", "when", "whenever")[self._kind]
+        return f"<Condition {kind} {self._pred!r} active={self._active}>"
+
+
+cdef Condition _new_condition(Scheduler s, int kind, pred, fn, Fiber fiber):
+    if not PyCallable_Check(pred):
+        raise TypeError(f"the predicate must be callable, got "
+                        f"{type(pred).__name__}")
+    if fn is not None and not PyCallable_Check(fn):
+        raise TypeError(f"the function must be callable, got "
+                        f"{type(fn).__name__}")
+    cdef Condition c = Condition.__new__(Condition)
+    c._sched = s
+    c._kind = kind
+    c._pred = pred
+    c._fn = fn
+    c._fiber = fiber
+    c._active = True
+    s._conds.append(c)
+    return c
+
+
+# --------------------------------------------------------------------------
+# Clocks
+# --------------------------------------------------------------------------
+
+@cython.final
+cdef class VirtualClock:
+    """A clock for tests: time moves only when told to.
+
+    ``advance(seconds)`` moves it forward.  With ``autojump=True`` the
+    scheduler also jumps it straight to the next timer deadline whenever no
+    fiber is ready, so a test that sleeps for an hour finishes at once and
+    the order of events is exactly what the deadlines say.
+    """
+
+    def __init__(self, start=0.0, autojump=False):
+        self._ns = _to_ns(start, "VirtualClock")
+        self.autojump = autojump
+
+    def now(self):
+        """The current virtual time, in seconds."""
+        return self._ns / 1e9
+
+    def advance(self, seconds):
+        """Move the clock forward by ``seconds`` (>= 0)."""
+        self._ns += _to_ns(seconds, "advance")
+
+    def __repr__(self):
+        return f"<VirtualClock now={self._ns / 1e9!r} autojump={self.autojump}>"
+
+
+# --------------------------------------------------------------------------
+# Quantum steps
+# --------------------------------------------------------------------------
+
+@cython.final
+cdef class _BuiltinStep:
+    cdef Scheduler _sched
+    cdef int _which
+
+    def __call__(self):
+        if self._which == STEP_IO:
+            self._sched._step_io()
+        elif self._which == STEP_TIME:
+            self._sched._step_time()
+        else:
+            self._sched._step_conditions()
+
+    def __repr__(self):
+        return f"<quantum step {('io', 'time', 'conditions')[self._which]!r}>"
+
+
+cdef _BuiltinStep _builtin(Scheduler s, int which):
+    cdef _BuiltinStep b = _BuiltinStep.__new__(_BuiltinStep)
+    b._sched = s
+    b._which = which
+    return b
+
+
+# --------------------------------------------------------------------------
+# Scheduler
+# --------------------------------------------------------------------------
+
+@cython.no_gc_clear
+cdef class Scheduler:
+    """A cooperative scheduler for fibers, owned by one OS thread.
+
+    Each thread has a default scheduler (:meth:`current`); the module-level
+    words (:func:`spawn`, :func:`sleep`, ...) act on it.  Create one
+    explicitly to choose its clock::
+
+        sched = Scheduler(clock=VirtualClock(autojump=True))
+        sched.run(main)
+
+    ``pool_size`` bounds how many idle worker greenlets are kept for reuse.
+    """
+
+    def __cinit__(self):
+        if fib__ring_init(&self._ready, 256) < 0:
+            raise MemoryError()
+        fib__heap_init(&self._timers)
+
+    def __init__(self, clock=None, *, pool_size=1024):
+        if pool_size < 0:
+            raise ValueError("pool_size must be >= 0")
+        self._pool_max = pool_size
+        self._pool = []
+        self._live = set()
+        self._signals = {}
+        self._conds = []
+        self._steps = [_builtin(self, STEP_IO), _builtin(self, STEP_TIME),
+                       _builtin(self, STEP_CONDITIONS)]
+        self._custom_steps = (type(self).quantum_steps
+                              is not Scheduler.quantum_steps)
+        self._owner_thread = <long>PyThread_get_thread_ident()
+        if clock is None:
+            self._clock_kind = CLOCK_MONOTONIC
+        elif isinstance(clock, VirtualClock):
+            self._clock_kind = CLOCK_VIRTUAL
+            self._vclock = clock
+        elif callable(getattr(clock, "now", None)):
+            self._clock_kind = CLOCK_CUSTOM
+        else:
+            raise TypeError("clock must be None, a VirtualClock, or an "
+                            "object with a now() method returning seconds")
+        self._clock = clock
+        self._now = self._now_ns()
+
+    def __dealloc__(self):
+        cdef void *p
+        cdef fib__timer_node *n
+        if fib__tls_get() == <void *>self:
+            fib__tls_set(NULL)
+        while self._ready.count:
+            p = fib__ring_pop(&self._ready)
+            Py_DECREF(<object>p)
+        fib__ring_destroy(&self._ready)
+        while self._timers.len:
+            n = fib__heap_pop(&self._timers)
+            Py_DECREF(<object>n.owner)
+        fib__heap_destroy(&self._timers)
+
+    # ---- clock ----------------------------------------------------------
+
+    cdef int64_t _now_ns(self) except? -1:
+        if self._clock_kind == CLOCK_MONOTONIC:
+            return fib__monotonic_ns()
+        if self._clock_kind == CLOCK_VIRTUAL:
+            return self._vclock._ns
+        return <int64_t>llround(<double>self._clock.now() * 1e9)
+
+    def now(self):
+        """The scheduler's clock, in seconds (monotonic unless a clock was
+        given)."""
+        return self._now_ns() / 1e9
+
+    @property
+    def clock(self):
+        """The clock given to the constructor, or None for the monotonic
+        clock."""
+        return self._clock
+
+    # ---- the ready ring --------------------------------------------------
+
+    cdef inline int _push(self, Fiber f) except -1:
+        if fib__ring_push(&self._ready, <void *>f) < 0:
+            raise MemoryError()
+        Py_INCREF(f)
+        return 0
+
+    cdef inline Fiber _pop_runnable(self):
+        # Pops within this tick's snapshot, skipping fibers killed before
+        # they ever ran (they stay in the ring until their turn comes).
+        cdef void *p
+        cdef Fiber f
+        while self._remaining > 0:
+            self._remaining -= 1
+            p = fib__ring_pop(&self._ready)
+            f = <Fiber>p
+            Py_DECREF(f)
+            if f._state != ST_DEAD:
+                return f
+        return None
+
+    # ---- switching -------------------------------------------------------
+
+    cdef int _bind(self, Fiber f) except -1:
+        if self._pool:
+            f._glet = self._pool.pop()
+            self._workers_reused += 1
+        else:
+            f._glet = PyGreenlet_New(self._worker_main, self._hub)
+            self._workers_created += 1
+        return 0
+
+    cdef int _switch_away(self, Fiber me) except -1:
+        cdef Fiber nxt
+        if me is not None and not me._registered:
+            # Only fibers that leave their greenlet need to be findable by
+            # close(); the ones that run straight through never register.
+            self._live.add(me)
+            me._registered = True
+        nxt = self._pop_runnable()
+        if nxt is None:
+            self._current = None
+            PyGreenlet_Switch(self._hub, NULL, NULL)
+            return 0
+        if nxt._glet is None:
+            self._bind(nxt)
+        self._current = nxt
+        nxt._state = ST_RUNNING
+        PyGreenlet_Switch(nxt._glet, NULL, NULL)
+        return 0
+
+    cdef object _park(self, Fiber me):
+        cdef object exc = me._exc
+        if exc is not None:
+            # A checkpoint with an exception already pending never parks.
+            me._exc = None
+            raise exc
+        me._state = ST_SUSPENDED
+        self._switch_away(me)
+        # Whoever switched to us set _current and _state already.
+        exc = me._exc
+        if exc is not None and me._wake != WAKE_VALUE:
+            me._exc = None
+            me._value = None
+            raise exc
+        value = me._value
+        me._value = None
+        return value
+
+    cdef int _yield(self, Fiber me) except -1:
+        cdef object exc = me._exc
+        if exc is None:
+            me._state = ST_READY
+            me._wake = WAKE_YIELD
+            self._push(me)
+            self._switch_away(me)
+            exc = me._exc
+            if exc is None:
+                return 0
+        me._exc = None
+        raise exc
+
+    cdef int _wake(self, Fiber f, object value) except -1:
+        f._value = value
+        f._wake = WAKE_VALUE
+        f._state = ST_READY
+        return self._push(f)
+
+    cdef int _throw(self, Fiber f, object exc) except -1:
+        if f._state == ST_DEAD:
+            return 0
+        f._exc = exc
+        if f._state == ST_SUSPENDED:
+            f._value = None
+            f._wake = WAKE_EXC
+            f._state = ST_READY
+            self._push(f)
+        return 0
+
+    # ---- fibers ----------------------------------------------------------
+
+    cdef Fiber _spawn(self, object fn, tuple args, dict kwargs):
+        if not PyCallable_Check(fn):
+            raise TypeError(f"spawn() needs a callable, got "
+                            f"{type(fn).__name__}")
+        if self._closed:
+            raise RuntimeError("spawn(): the scheduler is closed")
+        cdef Fiber f = Fiber.__new__(Fiber)
+        f._sched = self
+        f._func = fn
+        f._args = args
+        if kwargs:
+            f._kwargs = kwargs
+        self._spawned += 1
+        f._id = self._spawned
+        self._push(f)
+        return f
+
+    def spawn(self, fn, *args, **kwargs):
+        """Start ``fn(*args, **kwargs)`` as a new fiber of this scheduler.
+
+        The fiber is queued and runs at the scheduler's next tick.
+        Raises TypeError at once if ``fn`` is not callable."""
+        _check_thread(self, "spawn")
+        return self._spawn(fn, args, kwargs)
+
+    def _worker_main(self):
+        # The body of every worker greenlet: run fibers until the pool
+        # drops us (GreenletExit arrives at the idle switch below).
+        cdef Fiber f
+        cdef Fiber nxt
+        cdef greenlet me = PyGreenlet_GetCurrent()
+        while True:
+            f = self._current
+            self._run_body(f)
+            f = None
+            nxt = self._pop_runnable()
+            if nxt is not None and nxt._glet is None:
+                # Never-run fiber next in line: run it on this greenlet.
+                nxt._glet = me
+                self._workers_reused += 1
+                self._current = nxt
+                nxt._state = ST_RUNNING
+                continue
+            self._pool.append(me)
+            if nxt is None:
+                self._current = None
+                PyGreenlet_Switch(self._hub, NULL, NULL)
+            else:
+                self._current = nxt
+                nxt._state = ST_RUNNING
+                PyGreenlet_Switch(nxt._glet, NULL, NULL)
+            nxt = None
+            # Resumed: someone bound us to the fiber now in _current.
+
+    cdef int _run_body(self, Fiber f) except -1:
+        try:
+            if f._kwargs is None:
+                result = f._func(*f._args)
+            else:
+                result = f._func(*f._args, **f._kwargs)
+        except BaseException as e:
+            self._finish(f, None, e)
+            if isinstance(e, _GreenletExit):
+                # Our greenlet is being collected: let it end.
+                raise
+            return 0
+        self._finish(f, result, None)
+        return 0
+
+    cdef int _finish(self, Fiber f, object result, object exc) except -1:
+        cdef WaitQueue q = f._joiners
+        cdef Fiber w
+        f._state = ST_DEAD
+        f._result = result
+        f._exception = exc
+        f._func = None
+        f._args = None
+        f._kwargs = None
+        f._exc = None
+        f._value = None
+        f._glet = None
+        if f._registered and self._live is not None:
+            self._live.discard(f)
+            f._registered = False
+        if q is not None:
+            f._joiners = None
+            while q._count:
+                w = q.popleft()
+                if w._state == ST_SUSPENDED:
+                    self._wake(w, None)
+        if exc is not None and not f._joined:
+            if isinstance(exc, FiberExit) or exc is f._kill_exc:
+                pass
+            elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                # Not ours to swallow: the loop re-raises it to run()'s caller.
+                self._system_error = exc
+            elif not isinstance(exc, _GreenletExit):
+                _log.error("uncaught exception in %r", f,
+                           exc_info=(type(exc), exc, exc.__traceback__))
+        return 0
+
+    # ---- waiting ---------------------------------------------------------
+
+    cdef int _sleep(self, Fiber me, int64_t ns) except -1:
+        if ns == 0:
+            return self._yield(me)
+        fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
+        if fib__heap_push(&self._timers, &me._sleep_node,
+                          self._now_ns() + ns) < 0:
+            raise MemoryError()
+        Py_INCREF(me)
+        try:
+            self._park(me)
+        finally:
+            if fib__heap_remove(&self._timers, &me._sleep_node):
+                Py_DECREF(me)
+        return 0
+
+    cdef Timer _arm_timeout(self, Fiber me, object seconds):
+        cdef int64_t ns = _to_ns(seconds, "timeout")
+        cdef Timer t = _new_timer(self, TK_THROW)
+        t._fiber = me
+        t._exc = Timeout(f"timed out after {seconds} s")
+        if fib__heap_push(&self._timers, &t._node, self._now_ns() + ns) < 0:
+            raise MemoryError()
+        Py_INCREF(t)
+        return t
+
+    cdef int _disarm_timeout(self, Fiber me, Timer t) except -1:
+        t._disarm()
+        t._fiber = None
+        if me._exc is t._exc:
+            # Fired after the wait had already been satisfied: not ours to
+            # raise any more.
+            me._exc = None
+        return 0
+
+    cdef object _wait_in(self, Fiber me, WaitQueue q):
+        q.append(me)
+        try:
+            return self._park(me)
+        finally:
+            q.remove(me)
+
+    cdef object _wait_signal(self, Fiber me, object name):
+        cdef WaitQueue q = self._signals.get(name)
+        if q is None:
+            q = WaitQueue.__new__(WaitQueue)
+            self._signals[name] = q
+        try:
+            return self._wait_in(me, q)
+        finally:
+            if q._count == 0 and self._signals.get(name) is q:
+                del self._signals[name]
+
+    cdef int _wait_dead(self, Fiber me, Fiber target) except -1:
+        while target._state != ST_DEAD:
+            if target._joiners is None:
+                target._joiners = WaitQueue.__new__(WaitQueue)
+            self._wait_in(me, target._joiners)
+        return 0
+
+    cdef int _wait_for(self, Fiber me, object pred) except -1:
+        cdef Condition c
+        if pred():
+            return 0
+        c = _new_condition(self, CK_WAIT_FOR, pred, None, me)
+        try:
+            while c._active:
+                self._park(me)
+        finally:
+            c._active = False
+        return 0
+
+    def signal_all(self, name, value=None):
+        """Wake every fiber waiting on signal ``name``; see
+        :func:`signal_all`."""
+        cdef WaitQueue q = self._signals.pop(name, None)
+        cdef Fiber f
+        cdef Py_ssize_t n = 0
+        if q is None:
+            return 0
+        while q._count:
+            f = q.popleft()
+            self._wake(f, value)
+            n += 1
+        return n
+
+    def signal_one(self, name, value=None):
+        """Wake the oldest fiber waiting on signal ``name``; see
+        :func:`signal_one`."""
+        cdef WaitQueue q = self._signals.get(name)
+        if q is None or q._count == 0:
+            return False
+        self._wake(q.popleft(), value)
+        if q._count == 0:
+            del self._signals[name]
+        return True
+
+    # ---- the tick --------------------------------------------------------
+
+    cdef int _run_ready(self) except -1:
+        cdef Fiber f
+        self._remaining = self._ready.count
+        while True:
+            f = self._pop_runnable()
+            if f is None:
+                break
+            if f._glet is None:
+                self._bind(f)
+            self._current = f
+            f._state = ST_RUNNING
+            PyGreenlet_Switch(f._glet, NULL, NULL)
+        self._current = None
+        if len(self._pool) > self._pool_max:
+            # Dropping a parked worker greenlet makes greenlet throw
+            # GreenletExit into it, which ends _worker_main.
+            del self._pool[self._pool_max:]
+        return 0
+
+    cdef int _step_io(self) except -1:
+        # Without a completion pump, the I/O step is the idle wait: sleep
+        # until the next timer when no fiber is ready.
+        cdef fib__timer_node *n
+        cdef int64_t dt
+        cdef int rc
+        if self._ready.count or not self._may_block or self._stopping:
+            return 0
+        n = fib__heap_peek(&self._timers)
+        if self._clock_kind == CLOCK_VIRTUAL:
+            # Virtual time never passes by waiting: jump, or poll predicates.
+            if n != NULL:
+                if self._vclock.autojump and n.deadline > self._vclock._ns:
+                    self._vclock._ns = n.deadline
+                return 0
+            if not self._conds:
+                return 0
+            dt = COND_POLL_NS
+        elif n != NULL:
+            dt = n.deadline - self._now_ns()
+            if self._conds and dt > COND_POLL_NS:
+                dt = COND_POLL_NS
+        elif self._conds:
+            dt = COND_POLL_NS
+        else:
+            return 0
+        if dt <= 0:
+            return 0
+        with nogil:
+            rc = fib__sleep_ns(dt)
+        if rc == -EINTR:
+            PyErr_CheckSignals()
+        return 0
+
+    cdef int _step_time(self) except -1:
+        cdef fib__timer_node *n
+        cdef int64_t now
+        cdef object owner
+        cdef Fiber f
+        if self._timers.len == 0:
+            return 0
+        now = self._now_ns()
+        self._now = now
+        while True:
+            n = fib__heap_peek(&self._timers)
+            if n == NULL or n.deadline > now:
+                break
+            fib__heap_pop(&self._timers)
+            owner = <object>n.owner
+            Py_DECREF(owner)        # the heap's reference; `owner` holds one
+            if n.kind == TK_SLEEP:
+                f = <Fiber>owner
+                if f._state == ST_SUSPENDED:
+                    self._wake(f, None)
+            else:
+                (<Timer>owner)._fire(now)
+        return 0
+
+    cdef int _step_conditions(self) except -1:
+        cdef list conds = self._conds
+        cdef Py_ssize_t n = len(conds)
+        cdef Py_ssize_t i
+        cdef list keep
+        cdef Condition c
+        if n == 0:
+            return 0
+        keep = []
+        for i in range(n):
+            c = <Condition>conds[i]
+            if not c._active:
+                continue
+            try:
+                ok = c._pred()
+            except Exception as e:
+                c._active = False
+                if c._kind == CK_WAIT_FOR:
+                    self._throw(c._fiber, e)
+                else:
+                    _log.error("predicate %r raised; its condition is "
+                               "cancelled", c._pred,
+                               exc_info=(type(e), e, e.__traceback__))
+                continue
+            if not ok:
+                keep.append(c)
+            elif c._kind == CK_WAIT_FOR:
+                c._active = False
+                if c._fiber._state == ST_SUSPENDED:
+                    self._wake(c._fiber, None)
+            elif c._kind == CK_WHEN:
+                c._active = False
+                self._spawn(c._fn, (), None)
+            else:
+                self._spawn(c._fn, (), None)
+                keep.append(c)
+        # Conditions added by predicates during this step come after.
+        if len(conds) > n:
+            keep.extend(conds[n:])
+        self._conds = keep
+        return 0
+
+    cdef int _tick(self) except -1:
+        cdef object step
+        self._ticks += 1
+        self._run_ready()
+        if self._custom_steps:
+            steps = self.quantum_steps()
+        else:
+            steps = self._steps
+        for step in steps:
+            if type(step) is _BuiltinStep and \
+                    (<_BuiltinStep>step)._sched is self:
+                which = (<_BuiltinStep>step)._which
+                if which == STEP_IO:
+                    self._step_io()
+                elif which == STEP_TIME:
+                    self._step_time()
+                else:
+                    self._step_conditions()
+            else:
+                try:
+                    step()
+                except Exception as e:
+                    _log.error("quantum step %r raised", step,
+                               exc_info=(type(e), e, e.__traceback__))
+        return 0
+
+    cdef bint _idle(self):
+        if self._ready.count or self._timers.len:
+            return False
+        for c in self._conds:
+            if (<Condition>c)._active:
+                return False
+        return True
+
+    cdef int _enter(self, bint may_block) except -1:
+        if self._owner_thread != <long>PyThread_get_thread_ident():
+            raise RuntimeError("a Scheduler can only run in the thread that "
+                               "created it")
+        if self._running:
+            raise RuntimeError("the scheduler is already running (run() or "
+                               "step() called from inside a fiber?)")
+        if self._closed:
+            raise RuntimeError("the scheduler is closed")
+        self._hub = PyGreenlet_GetCurrent()
+        self._running = True
+        self._may_block = may_block
+        fib__tls_set(<void *>self)
+        return 0
+
+    cdef void _leave(self, void *prev):
+        self._running = False
+        self._stopping = False
+        self._current = None
+        self._hub = None
+        fib__tls_set(prev)
+
+    cdef object _loop(self, Fiber target):
+        cdef void *prev = fib__tls_get()
+        self._enter(True)
+        try:
+            while not self._stopping:
+                if target is not None and target._state == ST_DEAD:
+                    break
+                if self._idle():
+                    if target is None:
+                        break
+                    if target._state == ST_SUSPENDED:
+                        self._throw(target, Deadlock(
+                            f"{target!r} is waiting for something that can "
+                            f"never happen: no fiber is ready and no timer "
+                            f"or condition is pending"))
+                elif (self._ready.count == 0 and not self._conds
+                      and self._clock_kind == CLOCK_VIRTUAL
+                      and not self._vclock.autojump):
+                    raise RuntimeError(
+                        "every fiber is waiting for a timer, but the "
+                        "VirtualClock only moves when advanced; advance it "
+                        "or create it with autojump=True")
+                self._tick()
+                if self._system_error is not None:
+                    err = self._system_error
+                    self._system_error = None
+                    raise err
+        finally:
+            self._leave(prev)
+        return None
+
+    cdef object _drive(self, str word, object fn, tuple args):
+        # A blocking word called outside any fiber: run it in a helper fiber
+        # and drive the scheduler until it is done, as gevent does.
+        cdef Fiber f
+        if self._running:
+            raise RuntimeError(
+                f"{word}() cannot block here: it was called from the "
+                f"scheduler's own greenlet (a quantum step or a predicate), "
+                f"not from a fiber")
+        f = self._spawn(fn, args, None)
+        f._joined = True
+        self._loop(f)
+        if f._state != ST_DEAD:
+            raise RuntimeError(f"{word}(): the scheduler was stopped before "
+                               f"the call completed")
+        return f._outcome()
+
+    # ---- public control --------------------------------------------------
+
+    def run(self, main=None, *args):
+        """Run the scheduler.
+
+        With ``main``, run ``main(*args)`` as a fiber until it returns, and
+        return its result (re-raising what it raised).  Without, run until
+        no fiber is ready and no timer or condition is pending.  Returns
+        early (None) if :meth:`stop` is called.
+        """
+        cdef Fiber f
+        if main is None:
+            return self._loop(None)
+        f = self._spawn(main, args, None)
+        f._joined = True
+        self._loop(f)
+        if f._state != ST_DEAD:
+            return None
+        return f._outcome()
+
+    def step(self):
+        """Run exactly one tick without blocking, then return.
+
+        For driving the scheduler from a foreign loop (a GUI's idle
+        callback, say).  Returns True while there is still work pending.
+        """
+        cdef void *prev = fib__tls_get()
+        self._enter(False)
+        try:
+            self._tick()
+            if self._system_error is not None:
+                err = self._system_error
+                self._system_error = None
+                raise err
+        finally:
+            self._leave(prev)
+        return not self._idle()
+
+    def stop(self):
+        """Make :meth:`run` return at the end of the current tick.  Fibers
+        that have not finished stay where they are; a later run() resumes
+        them."""
+        if self._running:
+            self._stopping = True
+
+    def close(self):
+        """Kill every fiber still alive (their ``finally`` blocks run),
+        cancel all timers and conditions, and release the worker pool.
+        The scheduler cannot be used afterwards.  Idempotent."""
+        cdef Fiber f
+        cdef list queued = []
+        cdef void *p
+        cdef fib__timer_node *n
+        if self._closed:
+            return
+        if self._running:
+            raise RuntimeError("close() cannot be called while the scheduler "
+                               "is running")
+        # Timers and conditions first, so nothing new is spawned.
+        while self._timers.len:
+            n = fib__heap_pop(&self._timers)
+            owner = <object>n.owner
+            Py_DECREF(owner)
+            if n.kind != TK_SLEEP:
+                (<Timer>owner)._fiber = None
+            else:
+                # A sleeping fiber: it is in _live and gets killed below.
+                pass
+        for c in self._conds:
+            (<Condition>c)._active = False
+        self._conds = []
+        while self._ready.count:
+            p = fib__ring_pop(&self._ready)
+            f = <Fiber>p
+            Py_DECREF(f)
+            queued.append(f)
+        for f in queued:
+            if f._glet is None and f._state != ST_DEAD:
+                f._kill_exc = FiberExit()
+                self._finish(f, None, f._kill_exc)
+            elif f._state != ST_DEAD:
+                self._push(f)
+        # A fiber may catch FiberExit and block again; try a few rounds,
+        # then leave the stubborn ones to the garbage collector.
+        for _ in range(3):
+            if not self._live:
+                break
+            for f in list(self._live):
+                if f._kill_exc is None:
+                    f._kill_exc = FiberExit()
+                self._throw(f, f._kill_exc)
+            self._loop(None)
+        self._closed = True
+        del self._pool[:]
+        self._signals.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    @staticmethod
+    def current():
+        """The calling thread's scheduler: the one running now, or the
+        thread's default scheduler."""
+        return _sched()
+
+    # ---- quantum steps ---------------------------------------------------
+
+    def add_quantum_step(self, fn):
+        """Call ``fn()`` once per tick, after the ready fibers have run and
+        after the built-in steps.  Exceptions it raises are logged."""
+        if not callable(fn):
+            raise TypeError(f"add_quantum_step() needs a callable, got "
+                            f"{type(fn).__name__}")
+        self._steps.append(fn)
+
+    def remove_quantum_step(self, fn):
+        """Remove a step added by :meth:`add_quantum_step`.  Raises
+        ValueError if it is not there; built-in steps cannot be removed."""
+        for i, step in enumerate(self._steps):
+            if step is fn or (type(step) is not _BuiltinStep and step == fn):
+                if type(step) is _BuiltinStep:
+                    raise ValueError("built-in quantum steps cannot be removed")
+                del self._steps[i]
+                return
+        raise ValueError(f"{fn!r} is not a quantum step of this scheduler")
+
+    def quantum_steps(self):
+        """The iterator of steps the run loop calls once per tick.
+
+        The built-in steps come first: ``io`` (wait for the next event),
+        ``time`` (fire due timers), ``conditions`` (check predicates); then
+        the added ones.  A subclass may override this to return its own
+        iterator (for instance to skip or reorder steps)."""
+        return iter(self._steps)
+
+    # ---- introspection ---------------------------------------------------
+
+    @property
+    def running(self):
+        """True while run() or step() is executing."""
+        return self._running
+
+    @property
+    def pending_timers(self):
+        """How many timers (sleeps, delays, periodics, timeouts) are armed."""
+        return self._timers.len
+
+    def stats(self):
+        """Counters, for tests and monitoring.
+
+        ``workers_created`` counts greenlets ever made; ``workers_reused``
+        counts fibers that ran on a recycled worker instead."""
+        return {
+            "ticks": self._ticks,
+            "spawned": self._spawned,
+            "workers_created": self._workers_created,
+            "workers_reused": self._workers_reused,
+            "workers_idle": len(self._pool),
+            "ready": self._ready.count,
+            "timers": self._timers.len,
+            "conditions": len(self._conds),
+            "signals": len(self._signals),
+            "live": len(self._live),
+        }
+
+    def __repr__(self):
+        return (f"<Scheduler ready={self._ready.count} "
+                f"timers={self._timers.len} running={self._running}>")
+
+
+# --------------------------------------------------------------------------
+# Timeout scopes
+# --------------------------------------------------------------------------
+
+@cython.final
+cdef class TimeoutScope:
+    """Returned by :func:`timeout` and :func:`move_on_after`."""
+    cdef Scheduler _sched
+    cdef Fiber _fiber
+    cdef Timer _timer
+    cdef object _seconds
+    cdef bint _swallow
+    cdef readonly bint expired
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use fibers.timeout() or fibers.move_on_after()")
+
+    def __enter__(self):
+        cdef Scheduler s = _sched()
+        cdef Fiber me = s._current
+        if me is None:
+            raise RuntimeError("timeout() must be used inside a fiber")
+        if self._fiber is not None:
+            raise RuntimeError("a timeout scope cannot be entered twice")
+        self._sched = s
+        self._fiber = me
+        if self._seconds is not None:
+            self._timer = s._arm_timeout(me, self._seconds)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        cdef Timer t = self._timer
+        if t is None:
+            return False
+        self._timer = None
+        self._sched._disarm_timeout(self._fiber, t)
+        if exc is not None and exc is t._exc:
+            self.expired = True
+            return self._swallow
+        return False
+
+
+cdef TimeoutScope _scope(object seconds, bint swallow):
+    cdef TimeoutScope sc = TimeoutScope.__new__(TimeoutScope)
+    if seconds is not None:
+        _to_ns(seconds, "timeout")
+    sc._seconds = seconds
+    sc._swallow = swallow
+    return sc
+
+
+def timeout(seconds):
+    """A context manager that raises :class:`Timeout` in this fiber if its
+    body takes longer than ``seconds``.  ``None`` means no limit."""
+    return _scope(seconds, False)
+
+
+def move_on_after(seconds):
+    """Like :func:`timeout`, but the expiry is swallowed: the body is simply
+    abandoned and execution continues after the ``with`` block.  Check the
+    scope's ``expired`` attribute to know whether it happened."""
+    return _scope(seconds, True)
+
+
+# --------------------------------------------------------------------------
+# The words
+# --------------------------------------------------------------------------
+
+def spawn(fn, *args, **kwargs):
+    """Start ``fn(*args, **kwargs)`` as a new fiber and return its
+    :class:`Fiber`.  It runs at the scheduler's next tick."""
+    return _sched()._spawn(fn, args, kwargs)
+
+
+def yield_now():
+    """Let every other ready fiber run, then continue.
+
+    Outside any fiber, runs one tick of the scheduler."""
+    cdef Scheduler s = _sched()
+    cdef Fiber me = s._current
+    if me is not None:
+        s._yield(me)
+    elif s._running:
+        raise RuntimeError("yield_now() cannot be called from the "
+                           "scheduler's own greenlet")
+    else:
+        s.step()
+
+
+def current():
+    """The :class:`Fiber` that is running.  RuntimeError outside fibers."""
+    cdef Fiber me = _sched()._current
+    if me is None:
+        raise RuntimeError("current() was called outside any fiber")
+    return me
+
+
+def suspend():
+    """Park this fiber until someone calls its :meth:`Fiber.resume`, and
+    return the value given to resume()."""
+    cdef Scheduler s = _sched()
+    cdef Fiber me = s._current
+    if me is None:
+        raise RuntimeError("suspend() needs a fiber: it was called outside "
+                           "any fiber, where nothing could resume it")
+    return s._park(me)
+
+
+def sleep(seconds):
+    """Suspend this fiber for ``seconds`` (>= 0).  ``sleep(0)`` is
+    :func:`yield_now`.  Outside any fiber, runs the scheduler meanwhile."""
+    cdef Scheduler s = _sched()
+    cdef int64_t ns = _to_ns(seconds, "sleep")
+    cdef Fiber me = s._current
+    if me is None:
+        s._drive("sleep", sleep, (seconds,))
+        return
+    s._sleep(me, ns)
+
+
+def delay(fn, seconds, *args):
+    """Call ``fn(*args)`` in a new fiber after ``seconds``.  Returns a
+    :class:`Timer` that can be cancelled."""
+    cdef Scheduler s = _sched()
+    cdef int64_t ns = _to_ns(seconds, "delay")
+    cdef Timer t
+    if not PyCallable_Check(fn):
+        raise TypeError(f"delay() needs a callable, got {type(fn).__name__}")
+    t = _new_timer(s, TK_CALL)
+    t._fn = fn
+    t._args = args
+    if fib__heap_push(&s._timers, &t._node, s._now_ns() + ns) < 0:
+        raise MemoryError()
+    Py_INCREF(t)
+    return t
+
+
+def periodic(fn, interval, *args):
+    """Call ``fn(*args)`` in a new fiber every ``interval`` seconds (> 0).
+
+    Deadlines are start + k * interval, so the schedule does not drift; if
+    the scheduler falls behind, missed ticks are skipped, not bunched.
+    Returns a :class:`Timer`; cancel it to stop."""
+    cdef Scheduler s = _sched()
+    cdef int64_t ns = _to_ns(interval, "periodic")
+    cdef Timer t
+    if ns <= 0:
+        raise ValueError("periodic() needs an interval > 0")
+    if not PyCallable_Check(fn):
+        raise TypeError(f"periodic() needs a callable, got "
+                        f"{type(fn).__name__}")
+    t = _new_timer(s, TK_CALL)
+    t._fn = fn
+    t._args = args
+    t._interval = ns
+    t._start = s._now_ns()
+    if fib__heap_push(&s._timers, &t._node, t._start + ns) < 0:
+        raise MemoryError()
+    Py_INCREF(t)
+    return t
+
+
+def wait_for(predicate, timeout=None):
+    """Block this fiber until ``predicate()`` is true (checked now, then
+    once per tick).  Raises :class:`Timeout` after ``timeout`` seconds; if
+    the predicate raises, that exception is raised here."""
+    cdef Scheduler s = _sched()
+    cdef Fiber me = s._current
+    cdef Timer t = None
+    if not PyCallable_Check(predicate):
+        raise TypeError(f"wait_for() needs a callable predicate, got "
+                        f"{type(predicate).__name__}")
+    if me is None:
+        return s._drive("wait_for", wait_for, (predicate, timeout))
+    if timeout is not None:
+        t = s._arm_timeout(me, timeout)
+    try:
+        s._wait_for(me, predicate)
+    finally:
+        if t is not None:
+            s._disarm_timeout(me, t)
+
+
+def when(predicate, fn):
+    """Spawn ``fn()`` once, at the first tick where ``predicate()`` is true.
+    Returns a :class:`Condition`; cancel it to give up."""
+    return _new_condition(_sched(), CK_WHEN, predicate, fn, None)
+
+
+def whenever(predicate, fn):
+    """Spawn ``fn()`` at every tick where ``predicate()`` is true, until the
+    returned :class:`Condition` is cancelled."""
+    return _new_condition(_sched(), CK_WHENEVER, predicate, fn, None)
+
+
+def wait_signal(name, timeout=None):
+    """Park this fiber until ``name`` is signalled; return the signal's
+    value.  Raises :class:`Timeout` after ``timeout`` seconds (the fiber is
+    then no longer a waiter).  Signals are not latched: only fibers already
+    waiting see a signal."""
+    cdef Scheduler s = _sched()
+    cdef Fiber me = s._current
+    cdef Timer t = None
+    if me is None:
+        return s._drive("wait_signal", wait_signal, (name, timeout))
+    if timeout is not None:
+        t = s._arm_timeout(me, timeout)
+    try:
+        return s._wait_signal(me, name)
+    finally:
+        if t is not None:
+            s._disarm_timeout(me, t)
+
+
+def signal_one(name, value=None):
+    """Wake the oldest fiber waiting on ``name`` with ``value``.  Returns
+    False if nobody was waiting (the signal is then dropped)."""
+    return _sched().signal_one(name, value)
+
+
+def signal_all(name, value=None):
+    """Wake every fiber waiting on ``name`` with ``value``; return how
+    many.  The woken fibers run at the next tick; the caller keeps
+    running."""
+    return _sched().signal_all(name, value)
+
+
+def _on_signal_body(fn, name):
+    fn(wait_signal(name))
+
+
+def on_signal(fn, name):
+    """Spawn a fiber that waits for signal ``name`` and then calls
+    ``fn(value)`` once.  Returns that fiber."""
+    if not PyCallable_Check(fn):
+        raise TypeError(f"on_signal() needs a callable, got "
+                        f"{type(fn).__name__}")
+    return _sched()._spawn(_on_signal_body, (fn, name), None)
+
+
+def run(main=None, *args):
+    """Run the calling thread's scheduler; see :meth:`Scheduler.run`."""
+    return _sched().run(main, *args)
+
+
+def step():
+    """Run one tick of the calling thread's scheduler; see
+    :meth:`Scheduler.step`."""
+    return _sched().step()
+
+
+def stop():
+    """Stop the calling thread's scheduler; see :meth:`Scheduler.stop`."""
+    _sched().stop()
+
+
+def now():
+    """The calling thread's scheduler clock, in seconds."""
+    return _sched().now()
