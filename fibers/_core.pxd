@@ -165,6 +165,7 @@ cdef class Scheduler:
     cdef fib__heap _timers
     cdef size_t _remaining      # fibers left to run in this tick
     cdef Fiber _current
+    cdef Fiber _start_next      # a fresh fiber handed to the hub to start
     cdef greenlet _hub          # the greenlet running the loop
     cdef list _pool             # idle worker greenlets (LIFO)
     cdef Py_ssize_t _pool_max

@@ -648,6 +648,16 @@ cdef class Scheduler:
             PyGreenlet_Switch(self._hub, NULL, NULL)
             return 0
         if nxt._glet is None:
+            if not self._pool:
+                # A brand-new greenlet inherits the Python recursion depth
+                # of whoever starts it, so starting one here would nest it
+                # inside this fiber; a chain of such starts ends in
+                # RecursionError.  The hub sits at a fixed depth: it starts
+                # the fiber instead.
+                self._start_next = nxt
+                self._current = None
+                PyGreenlet_Switch(self._hub, NULL, NULL)
+                return 0
             self._bind(nxt)
         self._current = nxt
         nxt._state = ST_RUNNING
@@ -686,6 +696,13 @@ cdef class Scheduler:
         raise exc
 
     cdef int _wake(self, Fiber f, object value) except -1:
+        # A fiber leaves whatever queue it waited in the moment it is made
+        # ready, so queues only ever hold parked fibers and no waker can
+        # push the same fiber twice.
+        if f._state != ST_SUSPENDED:
+            return 0
+        if f._wq is not None:
+            f._wq.remove(f)
         f._value = value
         f._wake = WAKE_VALUE
         f._state = ST_READY
@@ -696,6 +713,8 @@ cdef class Scheduler:
             return 0
         f._exc = exc
         if f._state == ST_SUSPENDED:
+            if f._wq is not None:
+                f._wq.remove(f)
             f._value = None
             f._wake = WAKE_EXC
             f._state = ST_READY
@@ -909,9 +928,13 @@ cdef class Scheduler:
         cdef Fiber f
         self._remaining = self._ready.count
         while True:
-            f = self._pop_runnable()
-            if f is None:
-                break
+            f = self._start_next
+            if f is not None:
+                self._start_next = None
+            else:
+                f = self._pop_runnable()
+                if f is None:
+                    break
             if f._glet is None:
                 self._bind(f)
             self._current = f

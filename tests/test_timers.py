@@ -1,0 +1,176 @@
+"""sleep, delay, periodic and Timer.cancel on the virtual clock."""
+import math
+
+import pytest
+
+import fibers
+
+
+def test_sleep_advances_virtual_time_exactly(sched):
+    def main():
+        fibers.sleep(1.5)
+        a = fibers.now()
+        fibers.sleep(0.25)
+        return a, fibers.now()
+    assert sched.run(main) == (1.5, 1.75)
+
+
+def test_sleepers_wake_in_deadline_order(sched):
+    woke = []
+
+    def sleeper(t):
+        fibers.sleep(t)
+        woke.append((t, fibers.now()))
+
+    def main():
+        fs = [fibers.spawn(sleeper, t) for t in (3, 1, 2, 0.5)]
+        for f in fs:
+            f.join()
+    sched.run(main)
+    assert woke == [(0.5, 0.5), (1, 1.0), (2, 2.0), (3, 3.0)]
+
+
+@pytest.mark.parametrize("bad", [-1, -0.001, math.nan])
+def test_sleep_rejects_negative_and_nan(sched, bad):
+    def main():
+        with pytest.raises(ValueError):
+            fibers.sleep(bad)
+    sched.run(main)
+
+
+def test_sleep_rejects_non_numbers(sched):
+    def main():
+        with pytest.raises(TypeError):
+            fibers.sleep("1")
+    sched.run(main)
+
+
+def test_sleep_zero_yields(sched):
+    log = []
+
+    def other():
+        log.append("other")
+
+    def main():
+        fibers.spawn(other)
+        fibers.sleep(0)
+        log.append("main")
+    sched.run(main)
+    assert log == ["other", "main"]
+
+
+def test_delay_fires_once_at_its_time(sched):
+    calls = []
+
+    def main():
+        t = fibers.delay(lambda x: calls.append((x, fibers.now())), 2, "a")
+        assert t.active and t.deadline == 2.0
+        fibers.sleep(5)
+        assert not t.active
+        assert t.fired == 1
+    sched.run(main)
+    assert calls == [("a", 2.0)]
+
+
+def test_equal_deadlines_fire_fifo(sched):
+    calls = []
+
+    def main():
+        for i in range(20):
+            fibers.delay(calls.append, 1, i)
+        fibers.sleep(2)
+    sched.run(main)
+    assert calls == list(range(20))
+
+
+def test_cancelled_timer_never_runs_and_heap_shrinks(sched):
+    calls = []
+
+    def main():
+        timers = [fibers.delay(calls.append, 1 + i, i) for i in range(100)]
+        assert sched.pending_timers == 100
+        for t in timers[::2]:
+            assert t.cancel() is True
+        assert sched.pending_timers == 50
+        assert timers[0].cancel() is False      # already cancelled
+        fibers.sleep(200)
+        assert sched.pending_timers == 0
+    sched.run(main)
+    assert calls == list(range(1, 100, 2))
+
+
+def test_cancel_from_the_middle_keeps_heap_order(sched):
+    calls = []
+
+    def main():
+        timers = {i: fibers.delay(calls.append, (i * 7919) % 101, i)
+                  for i in range(101)}
+        for i in range(0, 101, 3):
+            timers[i].cancel()
+        fibers.sleep(200)
+    sched.run(main)
+    expected = sorted((i for i in range(101) if i % 3),
+                      key=lambda i: (i * 7919) % 101)
+    assert calls == expected
+
+
+def test_periodic_does_not_drift_over_1000_ticks(sched):
+    stamps = []
+
+    def main():
+        t = fibers.periodic(lambda: stamps.append(fibers.now()), 0.01)
+        fibers.wait_for(lambda: len(stamps) >= 1000)
+        t.cancel()
+    sched.run(main)
+    # main wakes the tick after the 1000th call; one more may land first.
+    assert 1000 <= len(stamps) <= 1001
+    # Each call lands exactly on the start + k*interval grid, in nanoseconds.
+    n = len(stamps)
+    assert [round(s * 1e9) for s in stamps] == [10_000_000 * k for k in range(1, n + 1)]
+
+
+def test_periodic_skips_missed_ticks_instead_of_bunching(clock):
+    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=False))
+    vclock = s.clock
+    stamps = []
+    try:
+        def setup():
+            return fibers.periodic(lambda: stamps.append(fibers.now()), 1.0)
+        t = s.run(setup)
+        vclock.advance(1.0)
+        s.step(); s.step()
+        assert stamps == [1.0]
+        vclock.advance(3.5)                      # now 4.5: ticks 2, 3, 4 missed
+        s.step(); s.step()
+        assert stamps == [1.0, 4.5]              # one call, not three
+        assert t.deadline == 5.0                 # back on the grid
+        vclock.advance(0.5)
+        s.step(); s.step()
+        assert stamps == [1.0, 4.5, 5.0]
+        t.cancel()
+    finally:
+        s.close()
+
+
+def test_periodic_rejects_zero_interval(sched):
+    with pytest.raises(ValueError):
+        fibers.periodic(lambda: None, 0)
+
+
+def test_delay_rejects_non_callable(sched):
+    with pytest.raises(TypeError):
+        fibers.delay(None, 1)
+
+
+def test_timer_callback_may_block(sched):
+    log = []
+
+    def cb():
+        fibers.sleep(1)
+        log.append(fibers.now())
+
+    def main():
+        fibers.delay(cb, 1)
+        fibers.sleep(3)
+    sched.run(main)
+    assert log == [2.0]
