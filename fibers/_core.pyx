@@ -20,10 +20,10 @@ cooperatively on one OS thread, in *ticks*:
    greenlet switch is the unit cost here; going through the hub for every
    yield would double it.
 
-3. **Quantum steps.**  The hub then runs the quantum steps: the I/O step
-   (for now the idle wait; the completion pump replaces it), the time step
-   (fire due timers from a C min-heap) and the conditions step (poll
-   predicates, only when some are pending).  They are the seed runtime's
+3. **Quantum steps.**  The hub then runs the quantum steps: the conditions
+   step (poll predicates, only when some are pending), the I/O step (for
+   now the idle wait until the next deadline; the completion pump replaces
+   it) and the time step (fire due timers from a C min-heap).  They are the seed runtime's
    add-ons; users can add their own or replace the iterator.
 
 Fibers are bound to worker greenlets lazily, when first run.  A worker whose
@@ -550,8 +550,11 @@ cdef class Scheduler:
         self._live = set()
         self._signals = {}
         self._conds = []
-        self._steps = [_builtin(self, STEP_IO), _builtin(self, STEP_TIME),
-                       _builtin(self, STEP_CONDITIONS)]
+        # Conditions come before the wait: a predicate made true by this
+        # tick's fibers must be seen before any time passes (and before a
+        # virtual clock jumps to the next deadline).
+        self._steps = [_builtin(self, STEP_CONDITIONS), _builtin(self, STEP_IO),
+                       _builtin(self, STEP_TIME)]
         self._custom_steps = (type(self).quantum_steps
                               is not Scheduler.quantum_steps)
         self._owner_thread = <long>PyThread_get_thread_ident()
@@ -1283,9 +1286,9 @@ cdef class Scheduler:
     def quantum_steps(self):
         """The iterator of steps the run loop calls once per tick.
 
-        The built-in steps come first: ``io`` (wait for the next event),
-        ``time`` (fire due timers), ``conditions`` (check predicates); then
-        the added ones.  A subclass may override this to return its own
+        The built-in steps come first: ``conditions`` (check predicates),
+        ``io`` (wait for the next event: I/O completion or the next timer
+        deadline), ``time`` (fire due timers); then the added ones.  A subclass may override this to return its own
         iterator (for instance to skip or reorder steps)."""
         return iter(self._steps)
 
