@@ -1,0 +1,53 @@
+# fibers: build, test, demo and benchmarks.  Every target installs what it
+# needs itself: Debian packages (tools/sysdeps.sh) and a private virtualenv.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
+TEST_DEPS  := pytest
+BENCH_DEPS := pytest-benchmark gevent uvloop trio
+
+SOURCES := $(wildcard fibers/*.pyx fibers/*.pxd csrc/*.c csrc/*.h) setup.py
+
+.PHONY: all sysdeps venv build test run bench bench-pytest clean
+
+all: build
+
+sysdeps:
+	@PYTHON=$(PYTHON) sh tools/sysdeps.sh
+
+$(VENV)/.base: | sysdeps
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(BUILD_DEPS) $(TEST_DEPS)
+	touch $@
+
+venv: $(VENV)/.base
+
+$(VENV)/.built: $(VENV)/.base $(SOURCES)
+	$(PIP) install --no-build-isolation -e .
+	touch $@
+
+build: $(VENV)/.built
+
+test: build
+	$(PY) -m pytest -q tests
+
+run: build
+	$(PY) examples/demo.py
+
+$(VENV)/.bench: $(VENV)/.base
+	$(PIP) install $(BENCH_DEPS)
+	touch $@
+
+bench: build $(VENV)/.bench
+	$(PY) -m bench.run
+
+bench-pytest: build $(VENV)/.bench
+	$(PY) -m pytest bench/test_bench.py --benchmark-only \
+	    --benchmark-json=bench/results/pytest-benchmark.json
+
+clean:
+	rm -rf build $(VENV) *.egg-info fibers/*.so fibers/_core.c fibers/*.html
