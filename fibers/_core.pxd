@@ -214,7 +214,7 @@ cdef class Scheduler:
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1
     cdef int _tick(self) except -1
-    cdef bint _idle(self)
+    cdef bint _idle(self) except -1
     cdef int _enter(self, bint may_block) except -1
     cdef void _leave(self, void *prev)
     cdef object _loop(self, Fiber target)

@@ -68,6 +68,8 @@ _log = logging.getLogger("fibers")
 cdef int64_t NS_FOREVER = (<int64_t>1) << 62
 # How often pending conditions are polled when nothing else wakes us.
 cdef int64_t COND_POLL_NS = 1000000
+# The first steps in Scheduler._steps are the built-in ones.
+cdef Py_ssize_t N_BUILTIN_STEPS = 3
 
 _STATE_NAMES = ("ready", "running", "suspended", "dead")
 
@@ -1076,11 +1078,19 @@ cdef class Scheduler:
                                exc_info=(type(e), e, e.__traceback__))
         return 0
 
-    cdef bint _idle(self):
+    cdef bint _idle(self) except -1:
+        # Nothing can happen any more: no ready fiber, no timer, no active
+        # condition, and no added step that says it has work in flight
+        # (TINN's add-ons answer tasksArePending(); ours answer pending()).
+        cdef Py_ssize_t i
         if self._ready.count or self._timers.len:
             return False
         for c in self._conds:
             if (<Condition>c)._active:
+                return False
+        for i in range(N_BUILTIN_STEPS, len(self._steps)):
+            pending = getattr(self._steps[i], "pending", None)
+            if pending is not None and pending():
                 return False
         return True
 
@@ -1266,7 +1276,11 @@ cdef class Scheduler:
 
     def add_quantum_step(self, fn):
         """Call ``fn()`` once per tick, after the ready fibers have run and
-        after the built-in steps.  Exceptions it raises are logged."""
+        after the built-in steps.  Exceptions it raises are logged.
+
+        If ``fn`` has a ``pending()`` method, the scheduler asks it whether
+        the step still has work in flight (say, fibers it will wake): while
+        it answers true, run() keeps going and reports no Deadlock."""
         if not callable(fn):
             raise TypeError(f"add_quantum_step() needs a callable, got "
                             f"{type(fn).__name__}")

@@ -148,6 +148,33 @@ def test_deadlock_is_reported_not_hung(sched):
         sched.run(main)
 
 
+def test_added_step_with_pending_work_keeps_run_alive(sched):
+    class Poller:
+        """A toy I/O step: wakes its waiter after three ticks."""
+
+        def __init__(self):
+            self.waiter = None
+            self.countdown = 3
+
+        def __call__(self):
+            if self.waiter is not None:
+                self.countdown -= 1
+                if self.countdown == 0:
+                    self.waiter.resume("io done")
+                    self.waiter = None
+
+        def pending(self):
+            return self.waiter is not None
+
+    poller = Poller()
+    sched.add_quantum_step(poller)
+
+    def main():
+        poller.waiter = fibers.current()
+        return fibers.suspend()
+    assert sched.run(main) == "io done"
+
+
 def test_deadlock_outside_a_fiber():
     with pytest.raises(fibers.Deadlock):
         fibers.wait_signal("never sent")
