@@ -25,10 +25,11 @@ cflags += ["-std=gnu11", "-Wno-unused-function"]
 extensions = [
     Extension(
         "fibers._core",
-        sources=["fibers/_core.pyx", "csrc/fib_heap.c"],
+        sources=["fibers/_core.pyx", "csrc/fib_heap.c", "csrc/fib_stack.c"],
         include_dirs=["csrc", greenlet_include()],
         extra_compile_args=cflags,
         depends=["csrc/fib_ring.h", "csrc/fib_heap.h", "csrc/fib_sys.h",
+                 "csrc/fib_stack.h", "csrc/fib_greenlet.h",
                  "fibers/_core.pxd"],
     ),
 ]

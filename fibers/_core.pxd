@@ -4,6 +4,7 @@
 # typed C attribute accesses, and so that later compiled modules (the I/O
 # pump, the C API) can reach the scheduler's internals with cimport.
 
+from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 
 
@@ -16,7 +17,10 @@ cdef extern from "greenlet/greenlet.h":
     void PyGreenlet_Import()
     greenlet PyGreenlet_New(object run, greenlet parent)
     greenlet PyGreenlet_GetCurrent()
-    object PyGreenlet_Switch(greenlet g, void *args, void *kwargs)
+
+
+cdef extern from "fib_greenlet.h":
+    int fib__switch_to(PyObject *g) except -1
 
 
 cdef extern from "fib_ring.h":
@@ -44,6 +48,12 @@ cdef extern from "fib_heap.h":
     int fib__heap_push(fib__heap *h, fib__timer_node *n, int64_t deadline)
     fib__timer_node *fib__heap_pop(fib__heap *h)
     int fib__heap_remove(fib__heap *h, fib__timer_node *n)
+
+
+cdef extern from "fib_stack.h":
+    int fib__stack_install() except -1
+    void fib__stack_seed()
+    Py_ssize_t fib__stack_in_use()
 
 
 cdef extern from "fib_sys.h":

@@ -59,6 +59,7 @@ import logging
 import threading
 
 PyGreenlet_Import()
+fib__stack_install()
 
 from greenlet import GreenletExit as _GreenletExit
 
@@ -650,7 +651,7 @@ cdef class Scheduler:
         nxt = self._pop_runnable()
         if nxt is None:
             self._current = None
-            PyGreenlet_Switch(self._hub, NULL, NULL)
+            fib__switch_to(<PyObject *>self._hub)
             return 0
         if nxt._glet is None:
             if not self._pool:
@@ -661,12 +662,12 @@ cdef class Scheduler:
                 # the fiber instead.
                 self._start_next = nxt
                 self._current = None
-                PyGreenlet_Switch(self._hub, NULL, NULL)
+                fib__switch_to(<PyObject *>self._hub)
                 return 0
             self._bind(nxt)
         self._current = nxt
         nxt._state = ST_RUNNING
-        PyGreenlet_Switch(nxt._glet, NULL, NULL)
+        fib__switch_to(<PyObject *>nxt._glet)
         return 0
 
     cdef object _park(self, Fiber me):
@@ -758,7 +759,17 @@ cdef class Scheduler:
         # drops us (GreenletExit arrives at the idle switch below).
         cdef Fiber f
         cdef Fiber nxt
-        cdef greenlet me = PyGreenlet_GetCurrent()
+        # Borrowed on purpose: a strong reference held on our own stack
+        # would keep this greenlet alive forever, so a worker dropped from
+        # the pool could never be collected.  The pool list and the bound
+        # fiber's _glet are the owners.
+        cdef PyObject *me
+        g = PyGreenlet_GetCurrent()
+        me = <PyObject *>g
+        g = None
+        # Before any Python frame runs here: a small root chunk for this
+        # greenlet's frames instead of a fresh 16 KiB mmap (fib_stack.h).
+        fib__stack_seed()
         while True:
             f = self._current
             self._run_body(f)
@@ -766,19 +777,19 @@ cdef class Scheduler:
             nxt = self._pop_runnable()
             if nxt is not None and nxt._glet is None:
                 # Never-run fiber next in line: run it on this greenlet.
-                nxt._glet = me
+                nxt._glet = <greenlet>me
                 self._workers_reused += 1
                 self._current = nxt
                 nxt._state = ST_RUNNING
                 continue
-            self._pool.append(me)
+            self._pool.append(<object>me)
             if nxt is None:
                 self._current = None
-                PyGreenlet_Switch(self._hub, NULL, NULL)
+                fib__switch_to(<PyObject *>self._hub)
             else:
                 self._current = nxt
                 nxt._state = ST_RUNNING
-                PyGreenlet_Switch(nxt._glet, NULL, NULL)
+                fib__switch_to(<PyObject *>nxt._glet)
             nxt = None
             # Resumed: someone bound us to the fiber now in _current.
 
@@ -944,7 +955,7 @@ cdef class Scheduler:
                 self._bind(f)
             self._current = f
             f._state = ST_RUNNING
-            PyGreenlet_Switch(f._glet, NULL, NULL)
+            fib__switch_to(<PyObject *>f._glet)
         self._current = None
         if len(self._pool) > self._pool_max:
             # Dropping a parked worker greenlet makes greenlet throw
@@ -1408,6 +1419,12 @@ def move_on_after(seconds):
 # --------------------------------------------------------------------------
 # The words
 # --------------------------------------------------------------------------
+
+def _stack_chunks_in_use():
+    """Internal, for tests: small root data-stack chunks now lent to worker
+    greenlets (see csrc/fib_stack.h)."""
+    return fib__stack_in_use()
+
 
 def spawn(fn, *args, **kwargs):
     """Start ``fn(*args, **kwargs)`` as a new fiber and return its
