@@ -17,6 +17,7 @@ cdef extern from "greenlet/greenlet.h":
     void PyGreenlet_Import()
     greenlet PyGreenlet_New(object run, greenlet parent)
     greenlet PyGreenlet_GetCurrent()
+    int PyGreenlet_SetParent(greenlet g, greenlet parent)
 
 
 cdef extern from "fib_greenlet.h":

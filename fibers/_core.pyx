@@ -755,8 +755,10 @@ cdef class Scheduler:
         return self._spawn(fn, args, kwargs)
 
     def _worker_main(self):
-        # The body of every worker greenlet: run fibers until the pool
-        # drops us (GreenletExit arrives at the idle switch below).
+        # The body of every worker greenlet: run fibers until the pool is
+        # full when we come back to it (we then return, and the greenlet
+        # ends), or until close() drops the pool (GreenletExit arrives at
+        # the idle switch below).
         cdef Fiber f
         cdef Fiber nxt
         # Borrowed on purpose: a strong reference held on our own stack
@@ -782,6 +784,16 @@ cdef class Scheduler:
                 self._current = nxt
                 nxt._state = ST_RUNNING
                 continue
+            if len(self._pool) >= self._pool_max:
+                # Pool full: this worker ends by returning, the cheap way
+                # for a greenlet to die (no GreenletExit thrown in).  Its
+                # parent must be the hub of this run; the hub then starts
+                # `nxt`, if any, from its _start_next slot.
+                self._start_next = nxt
+                self._current = None
+                if PyGreenlet_SetParent(<greenlet>me, self._hub) < 0:
+                    raise RuntimeError("cannot re-parent a worker greenlet")
+                return None
             self._pool.append(<object>me)
             if nxt is None:
                 self._current = None
@@ -957,10 +969,6 @@ cdef class Scheduler:
             f._state = ST_RUNNING
             fib__switch_to(<PyObject *>f._glet)
         self._current = None
-        if len(self._pool) > self._pool_max:
-            # Dropping a parked worker greenlet makes greenlet throw
-            # GreenletExit into it, which ends _worker_main.
-            del self._pool[self._pool_max:]
         return 0
 
     cdef int _step_io(self) except -1:
