@@ -1246,11 +1246,10 @@ cdef class Scheduler:
             n = fib__heap_pop(&self._timers)
             owner = <object>n.owner
             Py_DECREF(owner)
+            # (A TK_SLEEP owner is a sleeping fiber: it is in _live and is
+            # killed below.)
             if n.kind != TK_SLEEP:
                 (<Timer>owner)._fiber = None
-            else:
-                # A sleeping fiber: it is in _live and gets killed below.
-                pass
         for c in self._conds:
             (<Condition>c)._active = False
         self._conds = []
