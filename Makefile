@@ -12,7 +12,7 @@ BENCH_DEPS := pytest-benchmark gevent uvloop trio
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxd csrc/*.c csrc/*.h) setup.py
 
-.PHONY: all sysdeps venv build test run bench bench-pytest clean
+.PHONY: all sysdeps venv build test ctest run bench bench-pytest clean
 
 all: build
 
@@ -32,8 +32,15 @@ $(VENV)/.built: $(VENV)/.base $(SOURCES)
 
 build: $(VENV)/.built
 
-test: build
+test: build ctest
 	$(PY) -m pytest -q tests
+
+# The C containers alone, under AddressSanitizer and UBSan.
+ctest: | sysdeps
+	mkdir -p build
+	$(CC) -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -Icsrc tests/c/test_heap_ring.c csrc/fib_heap.c -o build/test_heap_ring
+	./build/test_heap_ring
 
 run: build
 	$(PY) examples/demo.py
