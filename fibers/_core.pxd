@@ -202,6 +202,8 @@ cdef class Scheduler:
     cdef uint64_t _workers_reused
 
     cdef int64_t _now_ns(self) except? -1
+    cdef int _arm(self, fib__timer_node *n, object owner,
+                  int64_t deadline) except -1
     cdef inline int _push(self, Fiber f) except -1
     cdef inline Fiber _pop_runnable(self)
     cdef int _bind(self, Fiber f) except -1
@@ -224,7 +226,9 @@ cdef class Scheduler:
     cdef int _step_io(self) except -1
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1
+    cdef int _run_builtin(self, int which) except -1
     cdef int _tick(self) except -1
+    cdef int _reraise_system_error(self) except -1
     cdef bint _idle(self) except -1
     cdef int _enter(self, bint may_block) except -1
     cdef void _leave(self, void *prev)

@@ -363,10 +363,7 @@ cdef class Timer:
             # Deadlines stay on the start + k*interval grid, so the schedule
             # never drifts; ticks missed while we were late are skipped.
             k = (now - self._start) // self._interval + 1
-            if fib__heap_push(&s._timers, &self._node,
-                              self._start + k * self._interval) < 0:
-                raise MemoryError()
-            Py_INCREF(self)
+            s._arm(&self._node, self, self._start + k * self._interval)
         s._spawn(self._fn, self._args, None)
         return 0
 
@@ -504,12 +501,7 @@ cdef class _BuiltinStep:
     cdef int _which
 
     def __call__(self):
-        if self._which == STEP_IO:
-            self._sched._step_io()
-        elif self._which == STEP_TIME:
-            self._sched._step_time()
-        else:
-            self._sched._step_conditions()
+        self._sched._run_builtin(self._which)
 
     def __repr__(self):
         return f"<quantum step {('io', 'time', 'conditions')[self._which]!r}>"
@@ -607,6 +599,15 @@ cdef class Scheduler:
         """The clock given to the constructor, or None for the monotonic
         clock."""
         return self._clock
+
+    cdef int _arm(self, fib__timer_node *n, object owner,
+                  int64_t deadline) except -1:
+        # The heap holds a reference to the node's owner while it is armed;
+        # whoever disarms it (pop or remove) gives that reference back.
+        if fib__heap_push(&self._timers, n, deadline) < 0:
+            raise MemoryError()
+        Py_INCREF(owner)
+        return 0
 
     # ---- the ready ring --------------------------------------------------
 
@@ -858,10 +859,7 @@ cdef class Scheduler:
         if ns == 0:
             return self._yield(me)
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
-        if fib__heap_push(&self._timers, &me._sleep_node,
-                          self._now_ns() + ns) < 0:
-            raise MemoryError()
-        Py_INCREF(me)
+        self._arm(&me._sleep_node, me, self._now_ns() + ns)
         try:
             self._park(me)
         finally:
@@ -874,9 +872,7 @@ cdef class Scheduler:
         cdef Timer t = _new_timer(self, TK_THROW)
         t._fiber = me
         t._exc = Timeout(f"timed out after {seconds} s")
-        if fib__heap_push(&self._timers, &t._node, self._now_ns() + ns) < 0:
-            raise MemoryError()
-        Py_INCREF(t)
+        self._arm(&t._node, t, self._now_ns() + ns)
         return t
 
     cdef int _disarm_timeout(self, Fiber me, Timer t) except -1:
@@ -1071,6 +1067,13 @@ cdef class Scheduler:
         self._conds = keep
         return 0
 
+    cdef int _run_builtin(self, int which) except -1:
+        if which == STEP_IO:
+            return self._step_io()
+        if which == STEP_TIME:
+            return self._step_time()
+        return self._step_conditions()
+
     cdef int _tick(self) except -1:
         cdef object step
         self._ticks += 1
@@ -1082,19 +1085,22 @@ cdef class Scheduler:
         for step in steps:
             if type(step) is _BuiltinStep and \
                     (<_BuiltinStep>step)._sched is self:
-                which = (<_BuiltinStep>step)._which
-                if which == STEP_IO:
-                    self._step_io()
-                elif which == STEP_TIME:
-                    self._step_time()
-                else:
-                    self._step_conditions()
+                self._run_builtin((<_BuiltinStep>step)._which)
             else:
                 try:
                     step()
                 except Exception as e:
                     _log.error("quantum step %r raised", step,
                                exc_info=(type(e), e, e.__traceback__))
+        return 0
+
+    cdef int _reraise_system_error(self) except -1:
+        # A fiber ended with KeyboardInterrupt or SystemExit and nobody
+        # joined it: it is the caller of run()/step() who must see it.
+        cdef object err = self._system_error
+        if err is not None:
+            self._system_error = None
+            raise err
         return 0
 
     cdef bint _idle(self) except -1:
@@ -1158,10 +1164,7 @@ cdef class Scheduler:
                         "VirtualClock only moves when advanced; advance it "
                         "or create it with autojump=True")
                 self._tick()
-                if self._system_error is not None:
-                    err = self._system_error
-                    self._system_error = None
-                    raise err
+                self._reraise_system_error()
         finally:
             self._leave(prev)
         return None
@@ -1213,10 +1216,7 @@ cdef class Scheduler:
         self._enter(False)
         try:
             self._tick()
-            if self._system_error is not None:
-                err = self._system_error
-                self._system_error = None
-                raise err
+            self._reraise_system_error()
         finally:
             self._leave(prev)
         return not self._idle()
@@ -1496,9 +1496,7 @@ def delay(fn, seconds, *args):
     t = _new_timer(s, TK_CALL)
     t._fn = fn
     t._args = args
-    if fib__heap_push(&s._timers, &t._node, s._now_ns() + ns) < 0:
-        raise MemoryError()
-    Py_INCREF(t)
+    s._arm(&t._node, t, s._now_ns() + ns)
     return t
 
 
@@ -1521,9 +1519,7 @@ def periodic(fn, interval, *args):
     t._args = args
     t._interval = ns
     t._start = s._now_ns()
-    if fib__heap_push(&s._timers, &t._node, t._start + ns) < 0:
-        raise MemoryError()
-    Py_INCREF(t)
+    s._arm(&t._node, t, t._start + ns)
     return t
 
 
