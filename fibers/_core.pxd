@@ -207,9 +207,12 @@ cdef class Scheduler:
     cdef inline int _push(self, Fiber f) except -1
     cdef inline Fiber _pop_runnable(self)
     cdef int _bind(self, Fiber f) except -1
+    cdef inline int _enter_fiber(self, Fiber f) except -1
+    cdef inline int _to_hub(self) except -1
     cdef int _switch_away(self, Fiber me) except -1
     cdef object _park(self, Fiber me)
     cdef int _yield(self, Fiber me) except -1
+    cdef inline int _unpark(self, Fiber f, object value, int why) except -1
     cdef int _wake(self, Fiber f, object value) except -1
     cdef int _throw(self, Fiber f, object exc) except -1
     cdef Fiber _spawn(self, object fn, tuple args, dict kwargs)

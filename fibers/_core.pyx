@@ -642,6 +642,16 @@ cdef class Scheduler:
             self._workers_created += 1
         return 0
 
+    cdef inline int _enter_fiber(self, Fiber f) except -1:
+        # f is bound to a worker greenlet: make it the running fiber.
+        self._current = f
+        f._state = ST_RUNNING
+        return fib__switch_to(<PyObject *>f._glet)
+
+    cdef inline int _to_hub(self) except -1:
+        self._current = None
+        return fib__switch_to(<PyObject *>self._hub)
+
     cdef int _switch_away(self, Fiber me) except -1:
         cdef Fiber nxt
         if me is not None and not me._registered:
@@ -651,9 +661,7 @@ cdef class Scheduler:
             me._registered = True
         nxt = self._pop_runnable()
         if nxt is None:
-            self._current = None
-            fib__switch_to(<PyObject *>self._hub)
-            return 0
+            return self._to_hub()
         if nxt._glet is None:
             if not self._pool:
                 # A brand-new greenlet inherits the Python recursion depth
@@ -662,14 +670,9 @@ cdef class Scheduler:
                 # RecursionError.  The hub sits at a fixed depth: it starts
                 # the fiber instead.
                 self._start_next = nxt
-                self._current = None
-                fib__switch_to(<PyObject *>self._hub)
-                return 0
+                return self._to_hub()
             self._bind(nxt)
-        self._current = nxt
-        nxt._state = ST_RUNNING
-        fib__switch_to(<PyObject *>nxt._glet)
-        return 0
+        return self._enter_fiber(nxt)
 
     cdef object _park(self, Fiber me):
         cdef object exc = me._exc
@@ -702,30 +705,28 @@ cdef class Scheduler:
         me._exc = None
         raise exc
 
-    cdef int _wake(self, Fiber f, object value) except -1:
+    cdef inline int _unpark(self, Fiber f, object value, int why) except -1:
         # A fiber leaves whatever queue it waited in the moment it is made
         # ready, so queues only ever hold parked fibers and no waker can
         # push the same fiber twice.
-        if f._state != ST_SUSPENDED:
-            return 0
         if f._wq is not None:
             f._wq.remove(f)
         f._value = value
-        f._wake = WAKE_VALUE
+        f._wake = why
         f._state = ST_READY
         return self._push(f)
+
+    cdef int _wake(self, Fiber f, object value) except -1:
+        if f._state != ST_SUSPENDED:
+            return 0
+        return self._unpark(f, value, WAKE_VALUE)
 
     cdef int _throw(self, Fiber f, object exc) except -1:
         if f._state == ST_DEAD:
             return 0
         f._exc = exc
         if f._state == ST_SUSPENDED:
-            if f._wq is not None:
-                f._wq.remove(f)
-            f._value = None
-            f._wake = WAKE_EXC
-            f._state = ST_READY
-            self._push(f)
+            self._unpark(f, None, WAKE_EXC)
         return 0
 
     # ---- fibers ----------------------------------------------------------
@@ -797,12 +798,9 @@ cdef class Scheduler:
                 return None
             self._pool.append(<object>me)
             if nxt is None:
-                self._current = None
-                fib__switch_to(<PyObject *>self._hub)
+                self._to_hub()
             else:
-                self._current = nxt
-                nxt._state = ST_RUNNING
-                fib__switch_to(<PyObject *>nxt._glet)
+                self._enter_fiber(nxt)
             nxt = None
             # Resumed: someone bound us to the fiber now in _current.
 
@@ -961,9 +959,7 @@ cdef class Scheduler:
                     break
             if f._glet is None:
                 self._bind(f)
-            self._current = f
-            f._state = ST_RUNNING
-            fib__switch_to(<PyObject *>f._glet)
+            self._enter_fiber(f)
         self._current = None
         return 0
 
