@@ -35,6 +35,8 @@ from ._core import (
     TimeoutScope,
     Timer,
     VirtualClock,
+    backend,
+    backends,
     current,
     delay,
     move_on_after,
@@ -51,12 +53,15 @@ from ._core import (
     suspend,
     timeout,
     wait_for,
+    wait_readable,
+    wait_writable,
     wait_signal,
     when,
     whenever,
     yield_now,
 )
 from .functor import Functor
+from . import io, net, ring  # noqa: E402  (submodules: fibers.net, ...)
 
 __version__ = "0.1.0"
 
@@ -65,5 +70,6 @@ __all__ = [
     "Timeout", "TimeoutScope", "Timer", "VirtualClock", "current", "delay",
     "move_on_after", "now", "on_signal", "periodic", "run", "signal_all",
     "signal_one", "sleep", "spawn", "step", "stop", "suspend", "timeout",
-    "wait_for", "wait_signal", "when", "whenever", "yield_now",
+    "wait_for", "wait_readable", "wait_writable", "wait_signal", "when",
+    "whenever", "yield_now", "backend", "backends", "io", "net", "ring",
 ]

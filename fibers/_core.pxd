@@ -57,6 +57,53 @@ cdef extern from "fib_stack.h":
     Py_ssize_t fib__stack_in_use()
 
 
+cdef extern from "fib_pump.h":
+    ctypedef struct fib__op:
+        unsigned char code
+        unsigned char flags
+        unsigned short events
+        int fd
+        int msg_flags
+        unsigned int len
+        void *buf
+        int64_t offset
+        void *owner
+        int res
+        unsigned char state
+        fib__op *live_next
+    ctypedef struct fib__backend:
+        const char *name
+    ctypedef struct fib__pump:
+        const fib__backend *be
+        size_t inflight
+        size_t unflushed
+        fib__op *live
+    enum:
+        FIB__OP_POLL
+        FIB__OP_RECV
+        FIB__OP_SEND
+        FIB__OP_ACCEPT
+        FIB__OP_READ
+        FIB__OP_WRITE
+        FIB__OP_FSYNC
+        FIB__F_FOREIGN
+        FIB__S_IDLE
+        FIB__S_INFLIGHT
+        FIB__S_CANCELLING
+        FIB__BACKEND_URING
+        FIB__BACKEND_EPOLL
+    int fib__uring_probe(char *why, size_t whylen)
+    int fib__pump_open(fib__pump *p, int backend, unsigned entries)
+    int fib__op_try(const fib__op *op, int regular)
+    void fib__pump_close(fib__pump *p)
+    int fib__pump_submit(fib__pump *p, fib__op *op)
+    int fib__pump_cancel(fib__pump *p, fib__op *op)
+    int fib__pump_forget_fd(fib__pump *p, int fd, int has_inflight)
+    int fib__pump_flush(fib__pump *p)
+    int fib__pump_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
+                       int max) nogil
+
+
 cdef extern from "fib_sys.h":
     void *fib__tls_get()
     void fib__tls_set(void *s)
@@ -169,6 +216,27 @@ cdef class Condition:
 cdef class VirtualClock:
     cdef int64_t _ns
     cdef public bint autojump
+    cdef int64_t _io_grace_ns   # real time to wait for I/O before a jump
+
+
+# How many completions one pump wait hands back at most.
+cdef enum:
+    PUMP_BATCH = 256
+
+
+cdef class _Op:
+    # One I/O operation: the C record the pump fills in, and the Python
+    # objects the kernel may touch until its completion.  While in flight
+    # the pump owns a reference (see Scheduler._io_wait).
+    cdef fib__op op
+    cdef Fiber fiber            # who waits for it; None once abandoned
+    cdef PyObject *raw          # a bytes object the kernel fills (owned)
+    cdef Py_buffer view         # a caller's buffer, while has_view
+    cdef bint has_view
+    cdef object keep            # anything else to keep alive (Ring data)
+    cdef object callback        # Ring operations
+
+    cdef int _release(self) except -1
 
 
 cdef class Scheduler:
@@ -200,6 +268,11 @@ cdef class Scheduler:
     cdef uint64_t _spawned
     cdef uint64_t _workers_created
     cdef uint64_t _workers_reused
+    # the completion pump, opened on first I/O
+    cdef fib__pump _pump
+    cdef bint _pump_open
+    cdef int _backend           # FIB__BACKEND_*
+    cdef fib__op *_done[PUMP_BATCH]
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,
@@ -227,6 +300,12 @@ cdef class Scheduler:
     cdef int _wait_for(self, Fiber me, object pred) except -1
     cdef int _run_ready(self) except -1
     cdef int _step_io(self) except -1
+    cdef fib__pump *_get_pump(self) except NULL
+    cdef int _pump_step(self) except -1
+    cdef int _complete(self, fib__op *op) except -1
+    cdef int _io_wait(self, Fiber me, _Op o) except? -1
+    cdef int _pump_shutdown(self) except -1
+    cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1
     cdef int _run_builtin(self, int which) except -1
@@ -237,3 +316,51 @@ cdef class Scheduler:
     cdef void _leave(self, void *prev)
     cdef object _loop(self, Fiber target)
     cdef object _drive(self, str word, object fn, tuple args)
+
+
+cdef class Socket:
+    cdef object _sock           # the stdlib socket: addresses, options
+    cdef int _fd
+    cdef int64_t _timeout_ns    # -1: blocking; 0: non-blocking mode
+    cdef Scheduler _reg         # the scheduler whose pump has seen the fd
+    cdef bint _nonblocking      # O_NONBLOCK is set on the fd
+    cdef int _inflight          # our operations in the pump now
+    cdef bint _closed
+    cdef object _pushback       # bytes an interrupted recv had received
+    cdef int _io_refs           # open makefile() objects
+    cdef bint _close_pending    # close() waits for them
+
+    cdef int _prepare(self, Scheduler s) except -1
+    cdef int _wait(self, Scheduler s, Fiber me, _Op o, bint try_first,
+                   bint timed) except? -1
+    cdef Timer _arm(self, Scheduler s, Fiber me)
+    cdef int _connect(self, object address) except? -1
+    cdef object _poll_loop(self, str word, object fn, tuple args,
+                           int events)
+    cdef int _real_close(self) except -1
+
+
+cdef class File:
+    cdef int _fd
+    cdef readonly object name
+    cdef readonly str mode
+    cdef bint _readable
+    cdef bint _writable
+    cdef Scheduler _reg
+
+    cdef int _check(self, bint write) except -1
+    cdef int _do(self, _Op o) except? -1
+
+
+cdef class Ring:
+    cdef fib__pump _pump
+    cdef bint _open
+    cdef int _entries
+    cdef int _unsubmitted
+    cdef list _finished         # completed records whose callback is due
+    cdef long _owner_thread
+    cdef fib__op *_done[PUMP_BATCH]
+
+    cdef int _check(self) except -1
+    cdef int _queue(self, _Op o, object callback) except -1
+    cdef int _harvest(self, int64_t timeout_ns) except -1

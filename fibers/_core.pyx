@@ -53,6 +53,11 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 from libc.errno cimport EINTR
+
+cdef extern from "<errno.h>":
+    enum:
+        ECANCELED
+from posix.unistd cimport close
 from libc.math cimport isnan, llround
 
 import logging
@@ -473,11 +478,23 @@ cdef class VirtualClock:
     scheduler also jumps it straight to the next timer deadline whenever no
     fiber is ready, so a test that sleeps for an hour finishes at once and
     the order of events is exactly what the deadlines say.
+
+    Real I/O does not run on virtual time.  When fibers wait for I/O and
+    nothing is ready, an autojumping clock first waits up to ``io_grace``
+    seconds of *real* time for a completion, and only then jumps.  On
+    loopback, data written by another fiber is already in the kernel, so
+    the grace is only paid when nothing is going to arrive (a timeout test).
     """
 
-    def __init__(self, start=0.0, autojump=False):
+    def __init__(self, start=0.0, autojump=False, io_grace=0.05):
         self._ns = _to_ns(start, "VirtualClock")
         self.autojump = autojump
+        self._io_grace_ns = _to_ns(io_grace, "VirtualClock")
+
+    @property
+    def io_grace(self):
+        """Real seconds to wait for I/O before an autojump."""
+        return self._io_grace_ns / 1e9
 
     def now(self):
         """The current virtual time, in seconds."""
@@ -530,6 +547,11 @@ cdef class Scheduler:
         sched.run(main)
 
     ``pool_size`` bounds how many idle worker greenlets are kept for reuse.
+
+    ``backend`` picks the completion pump: ``'io_uring'``, ``'epoll'``, or
+    None for the ``FIBERS_BACKEND`` environment variable, else io_uring
+    when this kernel can run it, else epoll (see :func:`backends`).
+    Asking for io_uring where it cannot run raises RuntimeError.
     """
 
     def __cinit__(self):
@@ -537,9 +559,10 @@ cdef class Scheduler:
             raise MemoryError()
         fib__heap_init(&self._timers)
 
-    def __init__(self, clock=None, *, pool_size=1024):
+    def __init__(self, clock=None, *, pool_size=1024, backend=None):
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
+        self._backend = _choose_backend(backend)
         self._pool_max = pool_size
         self._pool = []
         self._live = set()
@@ -579,6 +602,11 @@ cdef class Scheduler:
             n = fib__heap_pop(&self._timers)
             Py_DECREF(<object>n.owner)
         fib__heap_destroy(&self._timers)
+        if self._pump_open:
+            # Records still in flight keep their references: the kernel may
+            # still write into their buffers, so they are never freed.
+            fib__pump_close(&self._pump)
+            self._pump_open = False
 
     # ---- clock ----------------------------------------------------------
 
@@ -867,9 +895,13 @@ cdef class Scheduler:
 
     cdef Timer _arm_timeout(self, Fiber me, object seconds):
         cdef int64_t ns = _to_ns(seconds, "timeout")
+        return self._arm_exc(me, ns, Timeout(f"timed out after {seconds} s"))
+
+    cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc):
+        # A timeout that throws `exc` (say, the socket layer's "timed out").
         cdef Timer t = _new_timer(self, TK_THROW)
         t._fiber = me
-        t._exc = Timeout(f"timed out after {seconds} s")
+        t._exc = exc
         self._arm(&t._node, t, self._now_ns() + ns)
         return t
 
@@ -964,11 +996,14 @@ cdef class Scheduler:
         return 0
 
     cdef int _step_io(self) except -1:
-        # Without a completion pump, the I/O step is the idle wait: sleep
-        # until the next timer when no fiber is ready.
+        # With I/O in flight the pump does the waiting.  Without, the I/O
+        # step is the idle wait: sleep until the next timer when no fiber
+        # is ready.
         cdef fib__timer_node *n
         cdef int64_t dt
         cdef int rc
+        if self._pump_open and (self._pump.inflight or self._pump.unflushed):
+            return self._pump_step()
         if self._ready.count or not self._may_block or self._stopping:
             return 0
         n = fib__heap_peek(&self._timers)
@@ -996,6 +1031,133 @@ cdef class Scheduler:
         if rc == -EINTR:
             PyErr_CheckSignals()
         return 0
+
+    # ---- the completion pump --------------------------------------------
+
+    cdef fib__pump *_get_pump(self) except NULL:
+        cdef int rc
+        if not self._pump_open:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            rc = fib__pump_open(&self._pump, self._backend, 1024)
+            if rc < 0:
+                raise _oserror(-rc, f"cannot open the {self.backend} pump")
+            self._pump_open = True
+        return &self._pump
+
+    cdef int _pump_step(self) except -1:
+        # One kernel call per tick: submit what this tick's fibers queued
+        # and wait for completions.  The wait ends at the next timer
+        # deadline, at once when fibers are ready, or never when only I/O
+        # can wake anyone.
+        cdef fib__timer_node *n = fib__heap_peek(&self._timers)
+        cdef int64_t t
+        cdef int i, rc
+        cdef bint jump = False
+        if self._ready.count or not self._may_block or self._stopping:
+            t = 0
+        elif self._clock_kind == CLOCK_VIRTUAL:
+            # Real I/O does not run on virtual time: give it a real grace
+            # period, then let the clock jump (see VirtualClock).
+            if n == NULL and not self._conds:
+                t = -1
+            else:
+                t = self._vclock._io_grace_ns
+                jump = n != NULL and self._vclock.autojump
+        else:
+            t = -1
+            if n != NULL:
+                t = n.deadline - self._now_ns()
+                if t < 0:
+                    t = 0
+            if self._conds and (t < 0 or t > COND_POLL_NS):
+                t = COND_POLL_NS
+        if t == 0:
+            rc = fib__pump_wait(&self._pump, 0, self._done, PUMP_BATCH)
+        else:
+            with nogil:
+                rc = fib__pump_wait(&self._pump, t, self._done, PUMP_BATCH)
+        if rc == -EINTR:
+            PyErr_CheckSignals()
+            return 0
+        if rc < 0:
+            raise _oserror(-rc, "the I/O pump failed")
+        for i in range(rc):
+            self._complete(self._done[i])
+        if jump and rc == 0 and n.deadline > self._vclock._ns:
+            self._vclock._ns = n.deadline
+        return 0
+
+    cdef int _complete(self, fib__op *op) except -1:
+        # The final completion of a record: wake its fiber, or clean up
+        # after one that gave up on it.  Either way the pump's reference
+        # to the _Op goes.
+        cdef _Op o = <_Op>op.owner
+        cdef Fiber f = o.fiber
+        Py_DECREF(o)
+        if f is not None:
+            o.fiber = None
+            if f._state == ST_SUSPENDED:
+                self._wake(f, None)
+        elif op.code == FIB__OP_ACCEPT and op.res >= 0:
+            # Accepted after its acceptor was cancelled: nobody owns it.
+            close(op.res)
+        return 0
+
+    cdef int _io_wait(self, Fiber me, _Op o) except? -1:
+        # Submit o and park `me` until it completes.  Returns the result
+        # (>= 0 or -errno).  If the fiber is interrupted instead (kill,
+        # timeout), the operation is cancelled and the exception goes on;
+        # the record lives on, with its buffers, until its completion.
+        cdef int rc = fib__pump_submit(self._get_pump(), &o.op)
+        if rc != 0:
+            return o.op.res if rc == 1 else rc
+        Py_INCREF(o)
+        o.fiber = me
+        try:
+            self._park(me)
+        except BaseException:
+            if o.op.state != FIB__S_IDLE:
+                o.fiber = None
+                fib__pump_cancel(&self._pump, &o.op)
+            elif o.op.code == FIB__OP_ACCEPT and o.op.res >= 0:
+                # It completed in the same tick the exception arrived.
+                close(o.op.res)
+                o.op.res = -ECANCELED
+            raise
+        return o.op.res
+
+    cdef int _pump_shutdown(self) except -1:
+        # close(): cancel whatever is still in flight and reap it, so no
+        # record outlives the scheduler.  Bounded: a cancel completes at
+        # once for sockets; a disk read finishes on its own.
+        cdef fib__op *op
+        cdef int i, rc, rounds
+        if not self._pump_open:
+            return 0
+        op = self._pump.live
+        while op != NULL:
+            (<_Op>op.owner).fiber = None
+            fib__pump_cancel(&self._pump, op)
+            op = op.live_next
+        for rounds in range(100):
+            if self._pump.inflight == 0:
+                break
+            with nogil:
+                rc = fib__pump_wait(&self._pump, 10000000, self._done,
+                                    PUMP_BATCH)
+            for i in range(rc):
+                self._complete(self._done[i])
+        if self._pump.inflight == 0:
+            fib__pump_close(&self._pump)
+            self._pump_open = False
+        return 0
+
+    @property
+    def backend(self):
+        """The name of this scheduler's completion pump: ``'io_uring'`` or
+        ``'epoll'``."""
+        return _BACKEND_NAMES[self._backend]
 
     cdef int _step_time(self) except -1:
         cdef fib__timer_node *n
@@ -1105,6 +1267,8 @@ cdef class Scheduler:
         # (TINN's add-ons answer tasksArePending(); ours answer pending()).
         cdef Py_ssize_t i
         if self._ready.count or self._timers.len:
+            return False
+        if self._pump_open and self._pump.inflight:
             return False
         for c in self._conds:
             if (<Condition>c)._active:
@@ -1270,6 +1434,7 @@ cdef class Scheduler:
                     f._kill_exc = FiberExit()
                 self._throw(f, f._kill_exc)
             self._loop(None)
+        self._pump_shutdown()
         self._closed = True
         del self._pool[:]
         self._signals.clear()
@@ -1616,3 +1781,13 @@ def stop():
 def now():
     """The calling thread's scheduler clock, in seconds."""
     return _sched().now()
+
+
+# --------------------------------------------------------------------------
+# I/O: the pump's Python side, sockets, files, the callback ring
+# --------------------------------------------------------------------------
+
+include "_pump.pxi"
+include "_net.pxi"
+include "_file.pxi"
+include "_ring.pxi"

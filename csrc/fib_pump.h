@@ -1,0 +1,184 @@
+/*
+ * fib_pump.h -- the completion pump: the one contract between the scheduler
+ * and an I/O backend.
+ *
+ * The scheduler speaks completions, whatever the kernel speaks.  A caller
+ * fills an operation record (fib__op) and submits it; later, wait() hands
+ * back the record with its result.  Every backend keeps four promises:
+ *
+ *   1. submit() returns 1 when the operation finished on the spot (res is
+ *      set and no completion will follow), 0 when it is in flight (exactly
+ *      one completion will follow, from wait()), or -errno when it was
+ *      refused (nothing follows).
+ *   2. A record in flight belongs to the pump: the caller keeps it, and the
+ *      memory it points at, alive until wait() hands it back.  cancel()
+ *      does not change that: a cancelled operation still completes (with
+ *      -ECANCELED, or with its real result if it won the race).
+ *   3. wait(timeout) makes at most one blocking kernel call.  It first
+ *      sends everything queued since the last call, so a tick costs one
+ *      system call however many fibers asked for I/O (the io_uring
+ *      backend's whole point; the epoll backend has nothing to send).
+ *   4. Nothing in a backend touches Python: wait() runs without the GIL.
+ *
+ * Two backends implement it, one file each: fib_uring.c (io_uring, real
+ * completions) and fib_epoll.c (readiness, turned into completions by doing
+ * the system call when the fd becomes ready).  fib_pump.c chooses.
+ */
+#ifndef FIB_PUMP_H
+#define FIB_PUMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Operation codes (fib__op.code). */
+enum {
+    FIB__OP_POLL = 1,   /* wait until fd is ready for `events`; res = revents */
+    FIB__OP_RECV,       /* recv(fd, buf, len, msg_flags) */
+    FIB__OP_SEND,       /* send(fd, buf, len, msg_flags) */
+    FIB__OP_ACCEPT,     /* accept4(fd, NULL, NULL, SOCK_CLOEXEC); res = new fd */
+    FIB__OP_READ,       /* pread(fd, buf, len, offset); offset -1 = file position */
+    FIB__OP_WRITE,      /* pwrite(fd, buf, len, offset); offset -1 = file position */
+    FIB__OP_FSYNC,      /* fsync(fd) */
+};
+
+/* Caller flags (fib__op.flags). */
+enum {
+    /* The fd may have been closed and reused behind the pump's back (a
+     * foreign fd): do not trust cached per-fd state. */
+    FIB__F_FOREIGN = 1,
+};
+
+/* Record states (fib__op.state), private to the pump. */
+enum {
+    FIB__S_IDLE = 0,
+    FIB__S_INFLIGHT,
+    FIB__S_CANCELLING,
+};
+
+typedef struct fib__op fib__op;
+struct fib__op {
+    /* public, set by the caller before submit() */
+    uint8_t code;
+    uint8_t flags;
+    uint16_t events;        /* POLL: POLLIN or POLLOUT */
+    int32_t fd;
+    int32_t msg_flags;      /* RECV/SEND */
+    uint32_t len;
+    void *buf;
+    int64_t offset;         /* READ/WRITE */
+    void *owner;            /* the caller's cookie; the pump never looks */
+    /* public, read-only: the result, >= 0 or -errno */
+    int32_t res;
+    /* private */
+    uint8_t state;
+    uint8_t queued;         /* epoll: 1 on a wait list, 2 on the done list */
+    fib__op *next;          /* epoll: the fd's wait list, or its done list */
+    fib__op *prev;
+    fib__op *live_next;     /* the pump's list of records in flight */
+    fib__op *live_prev;
+};
+
+typedef struct fib__pump fib__pump;
+
+/* What a backend provides.  All return -errno on failure. */
+typedef struct fib__backend {
+    const char *name;
+    int (*open)(fib__pump *p, unsigned entries);
+    int (*submit)(fib__pump *p, fib__op *op);
+    int (*cancel)(fib__pump *p, fib__op *op);
+    /* Cancel everything in flight on fd, before the caller closes it. */
+    int (*forget_fd)(fib__pump *p, int fd, int has_inflight);
+    /* Send queued work without waiting; returns how many were sent. */
+    int (*flush)(fib__pump *p);
+    /* timeout_ns < 0 waits forever, 0 only polls.  Returns how many
+     * completed records were stored in out[] (at most max), or -errno;
+     * -EINTR means a signal arrived. */
+    int (*wait)(fib__pump *p, int64_t timeout_ns, fib__op **out, int max);
+    void (*close)(fib__pump *p);
+} fib__backend;
+
+struct fib__pump {
+    /* public, read-only */
+    const fib__backend *be;
+    size_t inflight;        /* submitted, completion not yet handed back */
+    size_t unflushed;       /* queued since the last flush()/wait() */
+    fib__op *live;          /* every record in flight, for shutdown */
+    /* private */
+    void *impl;
+};
+
+/* Backend names, and the index used by fib__pump_open(). */
+enum { FIB__BACKEND_URING = 0, FIB__BACKEND_EPOLL = 1 };
+
+extern const fib__backend fib__uring_backend;
+extern const fib__backend fib__epoll_backend;
+
+/* Can io_uring run here?  0 if yes; otherwise -errno and a reason in why. */
+int fib__uring_probe(char *why, size_t whylen);
+
+int fib__pump_open(fib__pump *p, int backend, unsigned entries);
+
+/* Does op's system call right now, without the pump: >= 0, or -errno
+ * (-EAGAIN when it would wait).  `regular` uses the offset for READ/WRITE;
+ * otherwise they use the file position. */
+int32_t fib__op_try(const fib__op *op, int regular);
+void fib__pump_close(fib__pump *p);
+
+static inline int fib__pump_submit(fib__pump *p, fib__op *op)
+{
+    int rc = p->be->submit(p, op);
+    if (rc == 0) {
+        op->state = FIB__S_INFLIGHT;
+        op->live_prev = NULL;
+        op->live_next = p->live;
+        if (p->live != NULL)
+            p->live->live_prev = op;
+        p->live = op;
+        p->inflight++;
+        p->unflushed++;
+    }
+    return rc;
+}
+
+static inline int fib__pump_cancel(fib__pump *p, fib__op *op)
+{
+    if (op->state != FIB__S_INFLIGHT)
+        return 0;
+    op->state = FIB__S_CANCELLING;
+    return p->be->cancel(p, op);
+}
+
+static inline int fib__pump_forget_fd(fib__pump *p, int fd, int has_inflight)
+{
+    return p->be->forget_fd(p, fd, has_inflight);
+}
+
+static inline int fib__pump_flush(fib__pump *p)
+{
+    p->unflushed = 0;
+    return p->be->flush(p);
+}
+
+static inline int fib__pump_wait(fib__pump *p, int64_t timeout_ns,
+                                 fib__op **out, int max)
+{
+    int i, n = p->be->wait(p, timeout_ns, out, max);
+    fib__op *op;
+    p->unflushed = 0;
+    for (i = 0; i < n; i++) {
+        op = out[i];
+        op->state = FIB__S_IDLE;
+        if (op->live_prev != NULL)
+            op->live_prev->live_next = op->live_next;
+        else
+            p->live = op->live_next;
+        if (op->live_next != NULL)
+            op->live_next->live_prev = op->live_prev;
+        op->live_next = op->live_prev = NULL;
+    }
+    if (n > 0)
+        p->inflight -= (size_t)n;
+    return n;
+}
+
+#endif /* FIB_PUMP_H */

@@ -1,0 +1,373 @@
+/*
+ * fib_uring.c -- the io_uring backend of the completion pump.
+ *
+ * Some facts about io_uring that shape this file:
+ *
+ * - Submission is free until io_uring_enter.  Records are turned into SQEs
+ *   the moment a fiber asks, but nothing reaches the kernel until the tick's
+ *   single wait(), which submits the whole batch and reaps completions in
+ *   the same system call.
+ *
+ * - Set-up flags are a ladder.  SINGLE_ISSUER | DEFER_TASKRUN (6.1+) lets
+ *   the kernel run completion work only when we ask for events, in our own
+ *   thread, with no interrupts of the running fiber; COOP_TASKRUN (5.19+)
+ *   is the next best; plain set-up works everywhere io_uring does.  The
+ *   scheduler is single-threaded, which is exactly what SINGLE_ISSUER asks.
+ *
+ * - A socket with O_NONBLOCK set makes io_uring hand back -EAGAIN instead
+ *   of waiting for data.  The socket layer therefore keeps its fds blocking
+ *   on this backend and uses MSG_DONTWAIT where it tries a call directly.
+ *
+ * - An in-flight request holds its own reference to the file, so closing
+ *   an fd does not end a recv waiting on it.  forget_fd() cancels by fd and
+ *   submits at once, before the caller's close() can free the number.
+ *
+ * - Cancel requests complete too.  Their user_data is NULL, which wait()
+ *   skips; the cancelled request's own completion arrives separately.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fib_pump.h"
+
+#ifdef FIB_HAVE_LIBURING
+
+#include <liburing.h>
+
+typedef struct {
+    struct io_uring ring;
+    unsigned setup_flags;
+} fib__uring;
+
+/* The set-up ladder, best first. */
+static const unsigned fib__uring_ladder[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+    IORING_SETUP_COOP_TASKRUN,
+    0,
+};
+
+static const int fib__uring_needed_ops[] = {
+    IORING_OP_POLL_ADD, IORING_OP_RECV, IORING_OP_SEND, IORING_OP_ACCEPT,
+    IORING_OP_READ, IORING_OP_WRITE, IORING_OP_FSYNC, IORING_OP_ASYNC_CANCEL,
+};
+static const char *const fib__uring_needed_names[] = {
+    "POLL_ADD", "RECV", "SEND", "ACCEPT", "READ", "WRITE", "FSYNC",
+    "ASYNC_CANCEL",
+};
+
+static int fib__uring_setup(struct io_uring *ring, unsigned entries,
+                            unsigned *flags_used)
+{
+    struct io_uring_params params;
+    size_t i;
+    int rc = -ENOSYS;
+
+    for (i = 0; i < sizeof(fib__uring_ladder) / sizeof(unsigned); i++) {
+        memset(&params, 0, sizeof(params));
+        /* A roomy completion queue: a burst of completions larger than
+         * the submission queue is normal for a server. */
+        params.flags = fib__uring_ladder[i] | IORING_SETUP_CQSIZE;
+        params.cq_entries = entries * 4;
+        rc = io_uring_queue_init_params(entries, ring, &params);
+        if (rc == 0) {
+            *flags_used = fib__uring_ladder[i];
+            return 0;
+        }
+        if (rc != -EINVAL)      /* EINVAL: this kernel lacks the flags */
+            return rc;
+    }
+    return rc;
+}
+
+static int fib__uring_missing_op(struct io_uring *ring)
+{
+    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+    size_t i;
+    if (probe == NULL)
+        return 0;   /* pre-5.6 kernels cannot probe; set-up succeeded */
+    for (i = 0; i < sizeof(fib__uring_needed_ops) / sizeof(int); i++) {
+        if (!io_uring_opcode_supported(probe, fib__uring_needed_ops[i])) {
+            io_uring_free_probe(probe);
+            return (int)i + 1;
+        }
+    }
+    io_uring_free_probe(probe);
+    return 0;
+}
+
+int fib__uring_probe(char *why, size_t whylen)
+{
+    struct io_uring ring;
+    unsigned flags;
+    int rc, missing;
+    FILE *f;
+    int disabled = 0;
+
+    rc = fib__uring_setup(&ring, 8, &flags);
+    if (rc < 0) {
+        f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+        if (f != NULL) {
+            if (fscanf(f, "%d", &disabled) != 1)
+                disabled = 0;
+            fclose(f);
+        }
+        if (rc == -ENOSYS)
+            snprintf(why, whylen, "io_uring_setup failed with ENOSYS: this "
+                     "kernel has no io_uring");
+        else if (rc == -EPERM && disabled)
+            snprintf(why, whylen, "io_uring_setup failed with EPERM: "
+                     "kernel.io_uring_disabled=%d", disabled);
+        else if (rc == -EPERM)
+            snprintf(why, whylen, "io_uring_setup failed with EPERM: "
+                     "blocked by a seccomp filter (containers often do "
+                     "this)");
+        else
+            snprintf(why, whylen, "io_uring_setup failed: %s",
+                     strerror(-rc));
+        return rc;
+    }
+    missing = fib__uring_missing_op(&ring);
+    io_uring_queue_exit(&ring);
+    if (missing) {
+        snprintf(why, whylen, "the kernel's io_uring lacks opcode %s",
+                 fib__uring_needed_names[missing - 1]);
+        return -EOPNOTSUPP;
+    }
+    why[0] = '\0';
+    return 0;
+}
+
+static int fib__uring_open(fib__pump *p, unsigned entries)
+{
+    fib__uring *u = calloc(1, sizeof(*u));
+    int rc;
+    if (u == NULL)
+        return -ENOMEM;
+    rc = fib__uring_setup(&u->ring, entries, &u->setup_flags);
+    if (rc < 0) {
+        free(u);
+        return rc;
+    }
+    p->impl = u;
+    return 0;
+}
+
+/* An SQE, flushing the queue to the kernel once if it is full. */
+static struct io_uring_sqe *fib__uring_sqe(fib__uring *u)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    if (sqe == NULL) {
+        io_uring_submit(&u->ring);
+        sqe = io_uring_get_sqe(&u->ring);
+    }
+    return sqe;
+}
+
+static int fib__uring_submit(fib__pump *p, fib__op *op)
+{
+    fib__uring *u = p->impl;
+    struct io_uring_sqe *sqe = fib__uring_sqe(u);
+    if (sqe == NULL)
+        return -EBUSY;
+    switch (op->code) {
+    case FIB__OP_POLL:
+        io_uring_prep_poll_add(sqe, op->fd, op->events);
+        break;
+    case FIB__OP_RECV:
+        io_uring_prep_recv(sqe, op->fd, op->buf, op->len, op->msg_flags);
+        break;
+    case FIB__OP_SEND:
+        io_uring_prep_send(sqe, op->fd, op->buf, op->len, op->msg_flags);
+        break;
+    case FIB__OP_ACCEPT:
+        io_uring_prep_accept(sqe, op->fd, NULL, NULL, SOCK_CLOEXEC);
+        break;
+    case FIB__OP_READ:
+        io_uring_prep_read(sqe, op->fd, op->buf, op->len,
+                           (__u64)op->offset);
+        break;
+    case FIB__OP_WRITE:
+        io_uring_prep_write(sqe, op->fd, op->buf, op->len,
+                            (__u64)op->offset);
+        break;
+    case FIB__OP_FSYNC:
+        io_uring_prep_fsync(sqe, op->fd, 0);
+        break;
+    default:
+        /* Hand the slot back as a no-op that nobody waits for. */
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data(sqe, NULL);
+        return -EINVAL;
+    }
+    io_uring_sqe_set_data(sqe, op);
+    return 0;
+}
+
+static int fib__uring_cancel(fib__pump *p, fib__op *op)
+{
+    fib__uring *u = p->impl;
+    struct io_uring_sqe *sqe = fib__uring_sqe(u);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)op, 0);
+    io_uring_sqe_set_data(sqe, NULL);
+    return 0;
+}
+
+static int fib__uring_forget_fd(fib__pump *p, int fd, int has_inflight)
+{
+    fib__uring *u = p->impl;
+    struct io_uring_sqe *sqe;
+    int rc;
+    if (!has_inflight)
+        return 0;
+    sqe = fib__uring_sqe(u);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data(sqe, NULL);
+    /* Now, while fd still names the file the requests hold. */
+    rc = io_uring_submit(&u->ring);
+    return rc < 0 ? rc : 0;
+}
+
+static int fib__uring_flush(fib__pump *p)
+{
+    fib__uring *u = p->impl;
+    return io_uring_submit(&u->ring);
+}
+
+static int fib__uring_harvest(fib__uring *u, fib__op **out, int max)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    fib__op *op;
+    int n = 0;
+
+    io_uring_for_each_cqe(&u->ring, head, cqe) {
+        if (n == max)
+            break;
+        seen++;
+        op = io_uring_cqe_get_data(cqe);
+        if (op == NULL)
+            continue;       /* a cancel request's own completion */
+        op->res = cqe->res;
+        out[n++] = op;
+    }
+    io_uring_cq_advance(&u->ring, seen);
+    return n;
+}
+
+static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
+                           int max)
+{
+    fib__uring *u = p->impl;
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts;
+    int rc, n;
+
+    /* Completions already posted need no system call to wait for. */
+    if (timeout_ns != 0 && io_uring_cq_ready(&u->ring) > 0)
+        timeout_ns = 0;
+    if (timeout_ns == 0) {
+        rc = io_uring_submit_and_get_events(&u->ring);
+    } else if (timeout_ns < 0) {
+        rc = io_uring_submit_and_wait(&u->ring, 1);
+    } else {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+    }
+    n = fib__uring_harvest(u, out, max);
+    if (n == 0 && rc == -EINTR)
+        return -EINTR;
+    /* ETIME is a timeout; EBUSY/EAGAIN mean the CQ is full and the harvest
+     * above made room.  Neither is an error for the caller. */
+    return n;
+}
+
+static void fib__uring_close(fib__pump *p)
+{
+    fib__uring *u = p->impl;
+    if (u == NULL)
+        return;
+    io_uring_queue_exit(&u->ring);
+    free(u);
+}
+
+#else /* !FIB_HAVE_LIBURING */
+
+/* Built without liburing: the backend exists so the table is complete,
+ * and the probe explains why it cannot be chosen. */
+
+int fib__uring_probe(char *why, size_t whylen)
+{
+    snprintf(why, whylen, "fibers was built without liburing (install "
+             "liburing-dev and pkg-config, then rebuild)");
+    return -ENOSYS;
+}
+
+static int fib__uring_open(fib__pump *p, unsigned entries)
+{
+    (void)p;
+    (void)entries;
+    return -ENOSYS;
+}
+
+static int fib__uring_submit(fib__pump *p, fib__op *op)
+{
+    (void)p;
+    (void)op;
+    return -ENOSYS;
+}
+
+static int fib__uring_cancel(fib__pump *p, fib__op *op)
+{
+    (void)p;
+    (void)op;
+    return -ENOSYS;
+}
+
+static int fib__uring_forget_fd(fib__pump *p, int fd, int has_inflight)
+{
+    (void)p;
+    (void)fd;
+    (void)has_inflight;
+    return 0;
+}
+
+static int fib__uring_flush(fib__pump *p)
+{
+    (void)p;
+    return 0;
+}
+
+static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
+                           int max)
+{
+    (void)p;
+    (void)timeout_ns;
+    (void)out;
+    (void)max;
+    return -ENOSYS;
+}
+
+static void fib__uring_close(fib__pump *p)
+{
+    (void)p;
+}
+
+#endif /* FIB_HAVE_LIBURING */
+
+const fib__backend fib__uring_backend = {
+    "io_uring",
+    fib__uring_open,
+    fib__uring_submit,
+    fib__uring_cancel,
+    fib__uring_forget_fd,
+    fib__uring_flush,
+    fib__uring_wait,
+    fib__uring_close,
+};

@@ -1,0 +1,219 @@
+# Cooperative files (fibers.io).  Included by _core.pyx.
+#
+# Every read, write and fsync is one pump operation.  On io_uring the
+# kernel does it while other fibers run; on epoll, which cannot wait on
+# regular files, the pump does the call on the spot (see fib_epoll.c).
+# read() and write() use the file position (offset -1, which io_uring
+# honours), so they interleave correctly with pread/pwrite at offsets.
+
+from posix.fcntl cimport (O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC,
+                          O_APPEND, O_EXCL)
+
+cdef extern from "<fcntl.h>":
+    enum:
+        O_CLOEXEC
+
+
+cdef int _mode_flags(str mode) except -1:
+    cdef int flags
+    if not isinstance(mode, str) or len(set(mode)) != len(mode) or \
+            not set(mode) <= set("rwaxb+"):
+        raise ValueError(f"invalid mode: {mode!r}")
+    if "b" not in mode:
+        raise ValueError(f"fibers.io.open() is binary only; use {mode!r} "
+                         f"with 'b' (got {mode!r})")
+    kinds = [c for c in mode if c in "rwax"]
+    if len(kinds) != 1:
+        raise ValueError(f"mode must have exactly one of r, w, a, x: "
+                         f"{mode!r}")
+    k = kinds[0]
+    plus = "+" in mode
+    if k == "r":
+        flags = O_RDWR if plus else O_RDONLY
+    elif k == "w":
+        flags = (O_RDWR if plus else O_WRONLY) | O_CREAT | O_TRUNC
+    elif k == "a":
+        flags = (O_RDWR if plus else O_WRONLY) | O_CREAT | O_APPEND
+    else:
+        flags = (O_RDWR if plus else O_WRONLY) | O_CREAT | O_EXCL
+    return flags | O_CLOEXEC
+
+
+@cython.final
+cdef class File:
+    """A binary file whose reads and writes go through the completion pump.
+    Returned by :func:`fibers.io.open`."""
+
+    def __cinit__(self):
+        self._fd = -1
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use fibers.io.open() to open a File")
+
+    def __dealloc__(self):
+        if self._fd >= 0:
+            if self._reg is not None and self._reg._pump_open:
+                fib__pump_forget_fd(&self._reg._pump, self._fd, 0)
+            close(self._fd)
+
+    cdef int _check(self, bint write) except -1:
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed file")
+        if write and not self._writable:
+            raise _io_mod.UnsupportedOperation("File not open for writing")
+        if not write and not self._readable:
+            raise _io_mod.UnsupportedOperation("File not open for reading")
+        return 0
+
+    cdef int _do(self, _Op o) except? -1:
+        # One operation for the calling fiber; returns >= 0 or raises.
+        cdef Scheduler s = _sched()
+        cdef int res
+        if self._reg is not s:
+            if self._reg is not None and self._reg._pump_open:
+                fib__pump_forget_fd(&self._reg._pump, self._fd, 0)
+            self._reg = s
+        res = s._io_wait(s._current, o)
+        if res < 0:
+            raise _oserror(-res, f"{self.name!r}")
+        return res
+
+    def read(self, Py_ssize_t size=-1):
+        """Read up to ``size`` bytes from the file position (all of the
+        rest when ``size`` is negative); ``b''`` at end of file."""
+        cdef _Op o
+        cdef int res
+        if _sched()._current is None:
+            return _sched()._drive("read", self.read, (size,))
+        self._check(False)
+        if size < 0:
+            chunks = []
+            while True:
+                piece = self.read(1 << 20)
+                if not piece:
+                    return b"".join(chunks)
+                chunks.append(piece)
+        o = _new_op(FIB__OP_READ, self._fd)
+        _op_alloc(o, size)
+        res = self._do(o)
+        return _op_bytes(o, res)
+
+    def readinto(self, buffer):
+        """Read into a writable buffer; returns the number of bytes."""
+        cdef _Op o
+        if _sched()._current is None:
+            return _sched()._drive("readinto", self.readinto, (buffer,))
+        self._check(False)
+        o = _new_op(FIB__OP_READ, self._fd)
+        _op_view(o, buffer, True)
+        return self._do(o)
+
+    def write(self, data):
+        """Write all of ``data`` at the file position (at the end, in
+        append mode); returns its length."""
+        cdef _Op o
+        cdef Py_ssize_t off = 0
+        cdef char *base
+        if _sched()._current is None:
+            return _sched()._drive("write", self.write, (data,))
+        self._check(True)
+        o = _new_op(FIB__OP_WRITE, self._fd)
+        _op_view(o, data, False)
+        base = <char *>o.view.buf
+        while off < o.view.len:
+            o.op.buf = base + off
+            o.op.len = <unsigned int>min(o.view.len - off, MAX_IO)
+            off += self._do(o)
+        return off
+
+    def pread(self, Py_ssize_t size, offset):
+        """Read up to ``size`` bytes at ``offset``; the file position does
+        not move."""
+        cdef _Op o
+        cdef int res
+        if _sched()._current is None:
+            return _sched()._drive("pread", self.pread, (size, offset))
+        self._check(False)
+        if size < 0:
+            raise ValueError("pread() needs size >= 0")
+        if offset < 0:
+            raise ValueError("pread() needs offset >= 0")
+        o = _new_op(FIB__OP_READ, self._fd)
+        o.op.offset = offset
+        _op_alloc(o, size)
+        res = self._do(o)
+        return _op_bytes(o, res)
+
+    def pwrite(self, data, offset):
+        """Write ``data`` at ``offset`` (the file position does not move);
+        returns the number of bytes written."""
+        cdef _Op o
+        if _sched()._current is None:
+            return _sched()._drive("pwrite", self.pwrite, (data, offset))
+        self._check(True)
+        if offset < 0:
+            raise ValueError("pwrite() needs offset >= 0")
+        o = _new_op(FIB__OP_WRITE, self._fd)
+        o.op.offset = offset
+        _op_view(o, data, False)
+        return self._do(o)
+
+    def fsync(self):
+        """Flush the file's data and metadata to the device."""
+        cdef _Op o
+        if _sched()._current is None:
+            return _sched()._drive("fsync", self.fsync, ())
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed file")
+        o = _new_op(FIB__OP_FSYNC, self._fd)
+        self._do(o)
+
+    def seek(self, offset, whence=0):
+        """Move the file position, as os.lseek(); returns the new one."""
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed file")
+        return _os.lseek(self._fd, offset, whence)
+
+    def tell(self):
+        """The file position."""
+        return self.seek(0, 1)
+
+    def fileno(self):
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed file")
+        return self._fd
+
+    @property
+    def closed(self):
+        return self._fd < 0
+
+    def close(self):
+        """Close the file.  Idempotent."""
+        cdef int fd = self._fd
+        if fd < 0:
+            return
+        self._fd = -1
+        if self._reg is not None and self._reg._pump_open:
+            fib__pump_forget_fd(&self._reg._pump, fd, 0)
+        _os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._fd < 0 else f"fd={self._fd}"
+        return f"<fibers.io.File {self.name!r} mode={self.mode!r} {state}>"
+
+
+def _open_file(path, mode="rb"):
+    cdef int flags = _mode_flags(mode)
+    cdef File f = File.__new__(File)
+    f._fd = _os.open(path, flags, 0o666)
+    f.name = path
+    f.mode = mode
+    f._readable = "r" in mode or "+" in mode
+    f._writable = "r" not in mode or "+" in mode
+    return f

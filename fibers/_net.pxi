@@ -1,0 +1,555 @@
+# Cooperative sockets (fibers.net.Socket).  Included by _core.pyx.
+#
+# A Socket wraps a stdlib socket.socket, which does what it does well:
+# address parsing, options, names, lifetime.  The calls that wait go through
+# the pump instead: recv, recv_into, send, sendall and accept are pump
+# operations on the raw fd; connect, recvfrom and sendto are "try with
+# MSG_DONTWAIT, else wait for readiness" through the stdlib object.
+#
+# The fd's O_NONBLOCK flag follows the backend: io_uring wants blocking fds
+# (on an O_NONBLOCK socket it hands back -EAGAIN instead of waiting), epoll
+# wants non-blocking ones.  The flag is fixed lazily, the first time a
+# scheduler uses the socket, and the direct calls use MSG_DONTWAIT so they
+# never block whatever the flag says.
+#
+# send and sendall try the system call first on io_uring too: a socket with
+# room in its buffer takes the data at once, with no park and no extra
+# tick, which is what a server writing replies sees almost always.
+
+import io as _io_mod
+import socket as _socket_mod
+from libc.errno cimport EISCONN, EALREADY
+from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
+
+cdef extern from "<sys/socket.h>":
+    enum:
+        MSG_NOSIGNAL
+        MSG_DONTWAIT
+
+
+cdef object _closed_error():
+    return OSError(EBADF, "Bad file descriptor")
+
+
+cdef int _set_nonblocking(int fd, bint on) except -1:
+    cdef int flags = fcntl(fd, F_GETFL)
+    if flags < 0:
+        raise _oserror(errno_get())
+    if on:
+        flags |= O_NONBLOCK
+    else:
+        flags &= ~O_NONBLOCK
+    if fcntl(fd, F_SETFL, flags) < 0:
+        raise _oserror(errno_get())
+    return 0
+
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static int fib__errno(void) { return errno; }
+    """
+    int errno_get "fib__errno"()
+
+
+cdef Socket _adopt(object sock, bint nonblocking):
+    cdef Socket self = Socket.__new__(Socket)
+    self._sock = sock
+    self._fd = sock.fileno()
+    self._timeout_ns = -1
+    self._nonblocking = nonblocking
+    return self
+
+
+@cython.final
+cdef class Socket:
+    """A cooperative socket, mirroring :class:`socket.socket`.
+
+    Calls that would block suspend only the calling fiber.  Outside any
+    fiber they drive the scheduler until done.  Errors are the stdlib's:
+    :class:`TimeoutError`, :class:`ConnectionResetError`,
+    :class:`BrokenPipeError`, :class:`OSError` with the right errno.
+
+    ``fileno=`` adopts an existing fd, which the Socket then owns.
+    """
+
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if fileno is None:
+            sock = _socket_mod.socket(
+                _socket_mod.AF_INET if family == -1 else family,
+                _socket_mod.SOCK_STREAM if type == -1 else type,
+                0 if proto == -1 else proto)
+        else:
+            sock = _socket_mod.socket(family, type, proto, fileno)
+        # The stdlib object stays in non-blocking mode so that its calls
+        # (connect_ex, recvfrom, ...) never wait inside CPython.
+        sock.settimeout(0)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._timeout_ns = -1
+        self._nonblocking = True
+
+    def __dealloc__(self):
+        if not self._closed and self._reg is not None and \
+                self._reg._pump_open:
+            fib__pump_forget_fd(&self._reg._pump, self._fd, self._inflight)
+
+    # ---- plumbing -------------------------------------------------------
+
+    cdef int _prepare(self, Scheduler s) except -1:
+        cdef bint want
+        if self._closed:
+            raise _closed_error()
+        if self._reg is not s:
+            if self._reg is not None and self._reg._pump_open:
+                fib__pump_forget_fd(&self._reg._pump, self._fd,
+                                    self._inflight)
+            self._reg = s
+        want = s._backend == FIB__BACKEND_EPOLL or self._timeout_ns == 0
+        if want != self._nonblocking:
+            _set_nonblocking(self._fd, want)
+            self._nonblocking = want
+        return 0
+
+    cdef Timer _arm(self, Scheduler s, Fiber me):
+        if self._timeout_ns <= 0:
+            return None
+        return s._arm_exc(me, self._timeout_ns, TimeoutError("timed out"))
+
+    cdef int _wait(self, Scheduler s, Fiber me, _Op o, bint try_first,
+                   bint timed) except? -1:
+        # Runs o to completion for this fiber; returns >= 0 or -errno.
+        cdef Timer t = None
+        cdef int res
+        if self._timeout_ns == 0 or (try_first and
+                                     s._backend == FIB__BACKEND_URING):
+            res = fib__op_try(&o.op, 0)
+            if res != -EAGAIN:
+                return res
+            if self._timeout_ns == 0:
+                raise BlockingIOError(EAGAIN, "Resource temporarily "
+                                      "unavailable")
+        if timed:
+            t = self._arm(s, me)
+        self._inflight += 1
+        try:
+            res = s._io_wait(me, o)
+        except BaseException:
+            if o.op.state == FIB__S_IDLE and o.op.code == FIB__OP_RECV \
+                    and o.op.res > 0:
+                # It completed in the tick the interruption came: keep the
+                # data for the next recv rather than lose it.
+                if o.raw != NULL:
+                    self._pushback = _op_bytes(o, o.op.res)
+                else:
+                    self._pushback = (<char *>o.op.buf)[:o.op.res]
+            raise
+        finally:
+            self._inflight -= 1
+            if t is not None:
+                s._disarm_timeout(me, t)
+        if res == -ECANCELED and self._closed:
+            res = -EBADF
+        return res
+
+    cdef object _poll_loop(self, str word, object fn, tuple args,
+                           int events):
+        # For the calls the pump has no operation for (connect's wait,
+        # recvfrom, sendto): try through the stdlib object, wait for
+        # readiness, try again.
+        cdef Scheduler s = _sched()
+        cdef Fiber me = s._current
+        cdef Timer t
+        cdef _Op o
+        cdef int rc
+        self._prepare(s)
+        t = self._arm(s, me)
+        try:
+            while True:
+                try:
+                    return fn(*args)
+                except BlockingIOError:
+                    if self._timeout_ns == 0:
+                        raise
+                o = _new_op(FIB__OP_POLL, self._fd)
+                o.op.events = <unsigned short>events
+                rc = self._wait(s, me, o, False, False)
+                if rc < 0:
+                    raise _oserror(-rc, word)
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+
+    # ---- receiving ------------------------------------------------------
+
+    def recv(self, Py_ssize_t bufsize, int flags=0):
+        """Receive up to ``bufsize`` bytes; ``b''`` at end of stream."""
+        cdef Scheduler s = _sched()
+        cdef Fiber me = s._current
+        cdef _Op o
+        cdef int res
+        if me is None:
+            return s._drive("recv", self.recv, (bufsize, flags))
+        self._prepare(s)
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        if self._pushback is not None:
+            data = self._pushback
+            self._pushback = data[bufsize:] or None
+            return data[:bufsize]
+        o = _new_op(FIB__OP_RECV, self._fd)
+        o.op.msg_flags = flags
+        _op_alloc(o, bufsize)
+        res = self._wait(s, me, o, False, True)
+        if res < 0:
+            raise _oserror(-res)
+        return _op_bytes(o, res)
+
+    def recv_into(self, buffer, Py_ssize_t nbytes=0, int flags=0):
+        """Receive into a writable buffer; returns the number of bytes."""
+        cdef Scheduler s = _sched()
+        cdef Fiber me = s._current
+        cdef _Op o
+        cdef int res
+        cdef Py_ssize_t n
+        if me is None:
+            return s._drive("recv_into", self.recv_into,
+                            (buffer, nbytes, flags))
+        self._prepare(s)
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        o = _new_op(FIB__OP_RECV, self._fd)
+        o.op.msg_flags = flags
+        _op_view(o, buffer, True)
+        if nbytes:
+            if nbytes > o.view.len:
+                raise ValueError("buffer too small for requested bytes")
+            o.op.len = <unsigned int>nbytes
+        if self._pushback is not None:
+            data = self._pushback
+            n = min(len(data), o.op.len)
+            memoryview(buffer)[:n] = data[:n]
+            self._pushback = data[n:] or None
+            return n
+        res = self._wait(s, me, o, False, True)
+        if res < 0:
+            raise _oserror(-res)
+        return res
+
+    def recvfrom(self, Py_ssize_t bufsize, int flags=0):
+        """Receive a datagram (or stream data): ``(bytes, address)``."""
+        if _sched()._current is None:
+            return _sched()._drive("recvfrom", self.recvfrom,
+                                   (bufsize, flags))
+        return self._poll_loop("recvfrom", self._sock.recvfrom,
+                               (bufsize, flags | MSG_DONTWAIT), POLLIN)
+
+    def recvfrom_into(self, buffer, Py_ssize_t nbytes=0, int flags=0):
+        """Like recvfrom(), into a writable buffer: ``(nbytes, address)``."""
+        if _sched()._current is None:
+            return _sched()._drive("recvfrom_into", self.recvfrom_into,
+                                   (buffer, nbytes, flags))
+        return self._poll_loop("recvfrom_into", self._sock.recvfrom_into,
+                               (buffer, nbytes, flags | MSG_DONTWAIT), POLLIN)
+
+    # ---- sending --------------------------------------------------------
+
+    def send(self, data, int flags=0):
+        """Send some of ``data``; returns how many bytes went."""
+        cdef Scheduler s = _sched()
+        cdef Fiber me = s._current
+        cdef _Op o
+        cdef int res
+        if me is None:
+            return s._drive("send", self.send, (data, flags))
+        self._prepare(s)
+        o = _new_op(FIB__OP_SEND, self._fd)
+        o.op.msg_flags = flags | MSG_NOSIGNAL
+        _op_view(o, data, False)
+        res = self._wait(s, me, o, True, True)
+        if res < 0:
+            raise _oserror(-res)
+        return res
+
+    def sendall(self, data, int flags=0):
+        """Send all of ``data``.  A timeout applies to the whole call."""
+        cdef Scheduler s = _sched()
+        cdef Fiber me = s._current
+        cdef _Op o
+        cdef int res
+        cdef Py_ssize_t off = 0
+        cdef Timer t
+        cdef char *base
+        if me is None:
+            return s._drive("sendall", self.sendall, (data, flags))
+        self._prepare(s)
+        o = _new_op(FIB__OP_SEND, self._fd)
+        o.op.msg_flags = flags | MSG_NOSIGNAL
+        _op_view(o, data, False)
+        base = <char *>o.view.buf
+        t = self._arm(s, me)
+        try:
+            while off < o.view.len:
+                o.op.buf = base + off
+                o.op.len = <unsigned int>min(o.view.len - off, MAX_IO)
+                res = self._wait(s, me, o, True, False)
+                if res < 0:
+                    raise _oserror(-res)
+                off += res
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+        return None
+
+    def sendto(self, data, flags_or_address, address=None):
+        """Send a datagram: ``sendto(data, address)`` or
+        ``sendto(data, flags, address)``."""
+        cdef int flags = 0
+        if address is None:
+            address = flags_or_address
+        else:
+            flags = flags_or_address
+        if _sched()._current is None:
+            return _sched()._drive("sendto", self.sendto,
+                                   (data, flags, address))
+        return self._poll_loop("sendto", self._sock.sendto,
+                               (data, flags | MSG_DONTWAIT | MSG_NOSIGNAL,
+                                address), POLLOUT)
+
+    # ---- connections ----------------------------------------------------
+
+    def accept(self):
+        """Wait for a connection: ``(Socket, address)``."""
+        cdef Scheduler s = _sched()
+        cdef Fiber me = s._current
+        cdef _Op o
+        cdef int res
+        cdef Socket conn
+        if me is None:
+            return s._drive("accept", self.accept, ())
+        self._prepare(s)
+        o = _new_op(FIB__OP_ACCEPT, self._fd)
+        res = self._wait(s, me, o, False, True)
+        if res < 0:
+            raise _oserror(-res)
+        try:
+            sock = _socket_mod.socket(self._sock.family, self._sock.type,
+                                      self._sock.proto, res)
+        except BaseException:
+            close(res)
+            raise
+        # The epoll backend (and the direct try) accept non-blocking fds;
+        # io_uring's accept makes blocking ones, as io_uring wants.
+        conn = _adopt(sock, s._backend == FIB__BACKEND_EPOLL or
+                      self._timeout_ns == 0)
+        conn._timeout_ns = self._timeout_ns if self._timeout_ns > 0 else -1
+        conn._reg = s
+        try:
+            addr = sock.getpeername()
+        except OSError:
+            addr = None     # reset before we could ask
+        return conn, addr
+
+    cdef int _connect(self, object address) except? -1:
+        # Returns 0 or an errno, as connect_ex does.
+        cdef Scheduler s = _sched()
+        cdef int err, rc
+        cdef _Op o
+        self._prepare(s)
+        if not self._nonblocking:
+            _set_nonblocking(self._fd, True)
+        try:
+            err = self._sock.connect_ex(address)
+        finally:
+            if not self._nonblocking:
+                _set_nonblocking(self._fd, False)
+        if err == EINPROGRESS or err == EALREADY or \
+                (err == EAGAIN and self._sock.family == _socket_mod.AF_UNIX):
+            if self._timeout_ns == 0:
+                return err
+            o = _new_op(FIB__OP_POLL, self._fd)
+            o.op.events = POLLOUT
+            rc = self._wait(s, s._current, o, False, True)
+            if rc < 0:
+                return -rc
+            err = self._sock.getsockopt(_socket_mod.SOL_SOCKET,
+                                        _socket_mod.SO_ERROR)
+        elif err == EISCONN:
+            err = 0
+        return err
+
+    def connect(self, address):
+        """Connect to ``address``, suspending this fiber until done."""
+        cdef int err
+        if _sched()._current is None:
+            return _sched()._drive("connect", self.connect, (address,))
+        err = self._connect(address)
+        if err:
+            raise _oserror(err)
+
+    def connect_ex(self, address):
+        """Like connect(), but returns an errno (0 on success) instead of
+        raising for connection errors."""
+        if _sched()._current is None:
+            return _sched()._drive("connect_ex", self.connect_ex, (address,))
+        return self._connect(address)
+
+    # ---- the rest mirrors socket.socket ---------------------------------
+
+    def bind(self, address):
+        self._sock.bind(address)
+
+    def listen(self, backlog=None):
+        if backlog is None:
+            self._sock.listen()
+        else:
+            self._sock.listen(backlog)
+
+    def shutdown(self, int how):
+        if self._closed:
+            raise _closed_error()
+        self._sock.shutdown(how)
+
+    def setsockopt(self, *args):
+        self._sock.setsockopt(*args)
+
+    def getsockopt(self, *args):
+        return self._sock.getsockopt(*args)
+
+    def getsockname(self):
+        return self._sock.getsockname()
+
+    def getpeername(self):
+        return self._sock.getpeername()
+
+    def fileno(self):
+        """The fd, or -1 once closed."""
+        return -1 if self._closed else self._fd
+
+    @property
+    def family(self):
+        return self._sock.family
+
+    @property
+    def type(self):
+        return self._sock.type
+
+    @property
+    def proto(self):
+        return self._sock.proto
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def settimeout(self, value):
+        """None blocks (suspending the fiber) without limit; 0 makes calls
+        raise BlockingIOError instead of waiting; a positive number makes
+        waiting calls raise TimeoutError('timed out') after that long."""
+        if value is None:
+            self._timeout_ns = -1
+        else:
+            try:
+                if value < 0:
+                    raise ValueError("Timeout value out of range")
+            except TypeError:
+                raise TypeError("Timeout value must be int, float or None")
+            self._timeout_ns = _to_ns(value, "settimeout")
+            if self._timeout_ns == 0 and value > 0:
+                self._timeout_ns = 1
+
+    def gettimeout(self):
+        if self._timeout_ns < 0:
+            return None
+        return self._timeout_ns / 1e9
+
+    def setblocking(self, flag):
+        self.settimeout(None if flag else 0)
+
+    def getblocking(self):
+        return self._timeout_ns != 0
+
+    def detach(self):
+        """Give up the fd without closing it; returns it."""
+        if self._closed:
+            return -1
+        if self._reg is not None and self._reg._pump_open:
+            fib__pump_forget_fd(&self._reg._pump, self._fd, self._inflight)
+        self._closed = True
+        return self._sock.detach()
+
+    cdef int _real_close(self) except -1:
+        if self._reg is not None and self._reg._pump_open:
+            # Before the fd number is freed: cancel its waiters (they see
+            # EBADF) and drop its pump state.
+            fib__pump_forget_fd(&self._reg._pump, self._fd, self._inflight)
+        self._sock.close()
+        return 0
+
+    def close(self):
+        """Close the socket.  Fibers blocked on it get OSError(EBADF)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._io_refs > 0:
+            self._close_pending = True
+            return
+        self._real_close()
+
+    def _decref_socketios(self):
+        # socket.SocketIO calls this when a makefile() object closes.
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._close_pending and self._io_refs == 0:
+            self._close_pending = False
+            self._real_close()
+
+    def makefile(self, mode="r", buffering=None, *, encoding=None,
+                 errors=None, newline=None):
+        """A file object over the socket, as socket.makefile() returns;
+        its reads and writes suspend only this fiber."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        raw = _socket_mod.SocketIO(self, ("r" if reading else "") +
+                                   ("w" if writing else ""))
+        self._io_refs += 1
+        if buffering is None or buffering < 0:
+            buffering = _io_mod.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if "b" not in mode:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        if reading and writing:
+            buf = _io_mod.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buf = _io_mod.BufferedReader(raw, buffering)
+        else:
+            buf = _io_mod.BufferedWriter(raw, buffering)
+        if "b" in mode:
+            return buf
+        text = _io_mod.TextIOWrapper(buf, _io_mod.text_encoding(encoding),
+                                     errors, newline)
+        text.mode = mode
+        return text
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        if self._closed:
+            return "<fibers.net.Socket [closed]>"
+        return (f"<fibers.net.Socket fd={self._fd} "
+                f"family={self._sock.family!r} type={self._sock.type!r}>")
+
+
+def _adopt_socket(sock):
+    """Take over a stdlib socket (used by fibers.net)."""
+    cdef Socket self
+    sock.settimeout(0)
+    self = _adopt(sock, True)
+    return self

@@ -1,0 +1,224 @@
+# The completion pump, seen from Python: choosing a backend, the operation
+# record (_Op), and waiting on foreign fds.  Included by _core.pyx.
+#
+# The C side (csrc/fib_pump.h) speaks completions only.  The scheduler owns
+# one pump, opened on first I/O, and drives it from the `io` quantum step
+# (Scheduler._pump_step): one kernel call per tick that submits what the
+# tick's fibers queued and waits no longer than the next timer.  A fiber
+# doing I/O fills an _Op, submits it and parks; the completion wakes it.
+#
+# Ownership: while an _Op is in flight the pump holds a reference to it
+# (taken in Scheduler._io_wait, dropped in Scheduler._complete), and the
+# _Op holds every buffer the kernel may touch.  A fiber that gives up
+# (killed, timed out) only cancels; the record and its buffers live until
+# the kernel's final word on it.
+
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
+                             PyBUF_SIMPLE, PyBUF_WRITABLE)
+from libc.errno cimport EBADF, EAGAIN, EINPROGRESS, EBUSY, EINVAL
+
+cdef extern from "Python.h":
+    PyObject *_fib_bytes_new "PyBytes_FromStringAndSize"(
+        const char *s, Py_ssize_t n) except NULL
+    int _PyBytes_Resize(PyObject **obj, Py_ssize_t n) except -1
+    char *PyBytes_AS_STRING(PyObject *obj)
+    Py_ssize_t PyBytes_GET_SIZE(PyObject *obj)
+
+cdef extern from "<poll.h>":
+    enum:
+        POLLIN
+        POLLOUT
+
+import os as _os
+
+_BACKEND_NAMES = ("io_uring", "epoll")
+
+# One kernel call moves at most this much: Linux caps a single read or
+# write just below 2 GiB anyway.
+cdef Py_ssize_t MAX_IO = 0x7ffff000
+
+
+# --------------------------------------------------------------------------
+# Choosing a backend
+# --------------------------------------------------------------------------
+
+cdef bint _uring_probed = False
+cdef object _uring_why = None       # None: io_uring can run here
+cdef bint _fallback_logged = False
+
+
+cdef object _probe_uring():
+    # Once per process: set up a small ring and probe its opcodes.
+    global _uring_probed, _uring_why
+    cdef char why[256]
+    if not _uring_probed:
+        if fib__uring_probe(why, sizeof(why)) == 0:
+            _uring_why = None
+        else:
+            _uring_why = why.decode("utf-8", "replace")
+        _uring_probed = True
+    return _uring_why
+
+
+cdef int _choose_backend(object name) except -1:
+    global _fallback_logged
+    cdef str source = "backend="
+    if name is None:
+        name = _os.environ.get("FIBERS_BACKEND") or None
+        source = "FIBERS_BACKEND="
+    if name is None:
+        why = _probe_uring()
+        if why is None:
+            return FIB__BACKEND_URING
+        if not _fallback_logged:
+            _fallback_logged = True
+            _log.warning("io_uring is unavailable (%s); using epoll", why)
+        return FIB__BACKEND_EPOLL
+    if name == "io_uring":
+        why = _probe_uring()
+        if why is not None:
+            raise RuntimeError(f"{source}'io_uring' was asked for, but "
+                               f"io_uring cannot run here: {why}")
+        return FIB__BACKEND_URING
+    if name == "epoll":
+        return FIB__BACKEND_EPOLL
+    raise ValueError(f"unknown backend {name!r} (from {source}); choose "
+                     f"'io_uring' or 'epoll'")
+
+
+def backends():
+    """Which completion pumps can run here.
+
+    Returns ``{'io_uring': why, 'epoll': None}`` where ``why`` is None when
+    io_uring is usable, and otherwise says why not (for example EPERM from
+    a container's seccomp filter, or a build without liburing)."""
+    return {"io_uring": _probe_uring(), "epoll": None}
+
+
+def backend():
+    """The name of the calling thread's scheduler's completion pump:
+    exactly ``'io_uring'`` or ``'epoll'``."""
+    return _BACKEND_NAMES[_sched()._backend]
+
+
+cdef object _oserror(int err, str context=None):
+    # OSError(errno, msg) picks the stdlib subclass itself:
+    # ConnectionResetError, BrokenPipeError, TimeoutError, ...
+    msg = _os.strerror(err)
+    if context:
+        msg = f"{context}: {msg}"
+    return OSError(err, msg)
+
+
+# --------------------------------------------------------------------------
+# Operation records
+# --------------------------------------------------------------------------
+
+@cython.freelist(256)
+@cython.final
+cdef class _Op:
+    def __dealloc__(self):
+        self._release()
+
+    cdef int _release(self) except -1:
+        if self.has_view:
+            self.has_view = False
+            PyBuffer_Release(&self.view)
+        if self.raw != NULL:
+            Py_DECREF(<object>self.raw)
+            self.raw = NULL
+        return 0
+
+
+cdef inline _Op _new_op(int code, int fd):
+    cdef _Op o = _Op.__new__(_Op)
+    o.op.code = <unsigned char>code
+    o.op.fd = fd
+    o.op.offset = -1
+    o.op.owner = <void *>o
+    return o
+
+
+cdef inline int _op_alloc(_Op o, Py_ssize_t n) except -1:
+    # A fresh bytes object for the kernel to fill; _op_bytes hands it out.
+    if n > MAX_IO:
+        n = MAX_IO
+    o.raw = _fib_bytes_new(NULL, n)
+    o.op.buf = PyBytes_AS_STRING(o.raw)
+    o.op.len = <unsigned int>n
+    return 0
+
+
+cdef object _op_bytes(_Op o, Py_ssize_t n):
+    # The filled bytes, shrunk to n.  We hold the only reference, so the
+    # resize is in place.
+    cdef PyObject *raw = o.raw
+    o.raw = NULL
+    if n != PyBytes_GET_SIZE(raw):
+        _PyBytes_Resize(&raw, n)
+    result = <object>raw
+    Py_DECREF(result)       # the reference that `raw` carried
+    return result
+
+
+cdef inline int _op_view(_Op o, object obj, bint writable) except -1:
+    PyObject_GetBuffer(obj, &o.view, PyBUF_WRITABLE if writable
+                       else PyBUF_SIMPLE)
+    o.has_view = True
+    o.op.buf = o.view.buf
+    o.op.len = <unsigned int>(o.view.len if o.view.len < MAX_IO else MAX_IO)
+    return 0
+
+
+cdef int _fileno(object fd) except -1:
+    cdef int n
+    if not isinstance(fd, int):
+        fileno = getattr(fd, "fileno", None)
+        if fileno is None:
+            raise TypeError(f"expected an fd or an object with fileno(), "
+                            f"got {type(fd).__name__}")
+        fd = fileno()
+    n = fd
+    if n < 0:
+        raise ValueError(f"file descriptor cannot be negative: {n}")
+    return n
+
+
+# --------------------------------------------------------------------------
+# Waiting on foreign fds
+# --------------------------------------------------------------------------
+
+def _wait_fd(fd, int events, timeout, str word):
+    cdef Scheduler s = _sched()
+    cdef Fiber me = s._current
+    cdef Timer t = None
+    cdef _Op o
+    cdef int rc
+    if me is None:
+        return s._drive(word, _wait_fd, (fd, events, timeout, word))
+    o = _new_op(FIB__OP_POLL, _fileno(fd))
+    o.op.events = <unsigned short>events
+    o.op.flags = FIB__F_FOREIGN
+    if timeout is not None:
+        t = s._arm_timeout(me, timeout)
+    try:
+        rc = s._io_wait(me, o)
+    finally:
+        if t is not None:
+            s._disarm_timeout(me, t)
+    if rc < 0:
+        raise _oserror(-rc, word)
+
+
+def wait_readable(fd, timeout=None):
+    """Suspend this fiber until ``fd`` (an int, or anything with
+    ``fileno()``) is readable.  Raises :class:`Timeout` after ``timeout``
+    seconds.  For fds owned by other libraries; fibers' own sockets and
+    files wait by themselves."""
+    _wait_fd(fd, POLLIN, timeout, "wait_readable")
+
+
+def wait_writable(fd, timeout=None):
+    """Suspend this fiber until ``fd`` is writable; see
+    :func:`wait_readable`."""
+    _wait_fd(fd, POLLOUT, timeout, "wait_writable")

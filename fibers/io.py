@@ -1,0 +1,24 @@
+"""Cooperative files: reads and writes that suspend only the calling fiber.
+
+    with fibers.io.open("data.bin", "rb") as f:
+        header = f.pread(64, 0)
+
+On io_uring the kernel does the I/O while other fibers run.  The epoll
+backend cannot wait on regular files, so there each call completes on the
+spot.  A :func:`fibers.timeout` scope applies to every call.
+"""
+
+from ._core import File, _open_file
+
+
+def open(path, mode="rb"):  # noqa: A001 - mirrors the builtin on purpose
+    """Open ``path`` and return a :class:`File`.
+
+    ``mode`` is a binary mode: ``'rb'``, ``'wb'``, ``'ab'``, ``'xb'``,
+    ``'r+b'``, ``'w+b'`` or ``'a+b'``.  Text modes raise ValueError.
+    Errors opening the file are the stdlib's (FileNotFoundError, ...).
+    """
+    return _open_file(path, mode)
+
+
+__all__ = ["File", "open"]

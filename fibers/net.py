@@ -1,0 +1,170 @@
+"""Cooperative networking: blocking-style sockets for fibers.
+
+    import fibers
+    from fibers import net
+
+    def echo(conn, addr):
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+
+    def main():
+        server = net.serve(("127.0.0.1", 8000), echo)
+        fibers.sleep(60)
+        server.stop(grace=5)
+
+    fibers.run(main)
+
+Every call that would block suspends only the calling fiber; the
+completion pump (io_uring, or epoll) resumes it.  Errors are the stdlib's.
+"""
+
+import socket as _socket
+
+from . import _core
+from ._core import Socket, _adopt_socket
+
+__all__ = ["Socket", "Server", "socketpair", "listen", "connect", "serve"]
+
+
+def _family_of(address):
+    if isinstance(address, (str, bytes)):
+        return _socket.AF_UNIX
+    if isinstance(address, tuple) and address and isinstance(address[0], str) \
+            and ":" in address[0]:
+        return _socket.AF_INET6
+    return _socket.AF_INET
+
+
+def socketpair(family=_socket.AF_UNIX, type=_socket.SOCK_STREAM, proto=0):
+    """A pair of connected Sockets, as :func:`socket.socketpair`."""
+    a, b = _socket.socketpair(family, type, proto)
+    return _adopt_socket(a), _adopt_socket(b)
+
+
+def listen(address, backlog=1024, reuse_port=False):
+    """A listening stream Socket bound to ``address``.
+
+    The family follows the address: a str (or bytes) path is a Unix socket,
+    a host with ':' is IPv6, anything else IPv4.  SO_REUSEADDR is set for
+    IP sockets; ``reuse_port=True`` also sets SO_REUSEPORT, so several
+    processes can share the port."""
+    family = _family_of(address)
+    sock = Socket(family, _socket.SOCK_STREAM)
+    try:
+        if family != _socket.AF_UNIX:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def connect(address, timeout=None):
+    """A stream Socket connected to ``address`` (a Unix path, or a
+    ``(host, port)`` pair).  ``timeout`` limits the connect and stays on
+    the socket, as with :func:`socket.create_connection`."""
+    sock = Socket(_family_of(address), _socket.SOCK_STREAM)
+    try:
+        if timeout is not None:
+            sock.settimeout(timeout)
+        if sock.family != _socket.AF_UNIX:
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Server:
+    """A running server, returned by :func:`serve`.
+
+    ``address`` is the bound address (with the real port when 0 was
+    asked for); ``connections`` is how many handlers are running."""
+
+    def __init__(self, sock, handler):
+        self._sock = sock
+        self._handler = handler
+        self._handlers = set()
+        self._stopping = False
+        self.address = sock.getsockname()
+        self._acceptor = _core.spawn(self._accept_loop)
+        self._acceptor.name = f"serve {self.address!r}"
+
+    @property
+    def connections(self):
+        return len(self._handlers)
+
+    def _accept_loop(self):
+        log = _core._log
+        while not self._stopping:
+            try:
+                conn, addr = self._sock.accept()
+            except OSError as e:
+                if self._stopping:
+                    return
+                # Out of fds, or a connection reset before we took it:
+                # keep serving the others.
+                log.warning("serve %r: accept failed: %s", self.address, e)
+                _core.sleep(0.01)
+                continue
+            if conn.family != _socket.AF_UNIX:
+                conn.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            f = _core.spawn(self._run_handler, conn, addr)
+            self._handlers.add(f)
+
+    def _run_handler(self, conn, addr):
+        try:
+            with conn:
+                self._handler(conn, addr)
+        finally:
+            self._handlers.discard(_core.current())
+
+    def stop(self, grace=None):
+        """Stop accepting, wait up to ``grace`` seconds for the running
+        handlers to finish (None: as long as they take), then kill the rest.
+        Suspends the calling fiber while it waits."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._sock.close()
+        self._acceptor.join()
+        if grace is None:
+            for f in list(self._handlers):
+                f.join()
+        else:
+            with _core.move_on_after(grace):
+                for f in list(self._handlers):
+                    f.join()
+        for f in list(self._handlers):
+            f.kill()
+        self._handlers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def __repr__(self):
+        state = "stopped" if self._stopping else "serving"
+        return (f"<fibers.net.Server {self.address!r} {state} "
+                f"connections={len(self._handlers)}>")
+
+
+def serve(address, handler, *, reuse_port=False, backlog=1024):
+    """Listen on ``address`` and run ``handler(conn, addr)`` in a new fiber
+    for each connection; ``conn`` is closed when the handler returns.
+    Returns a :class:`Server` at once (call it from a fiber, or before
+    :func:`fibers.run`)."""
+    if not callable(handler):
+        raise TypeError(f"serve() needs a callable handler, got "
+                        f"{type(handler).__name__}")
+    return Server(listen(address, backlog, reuse_port), handler)
