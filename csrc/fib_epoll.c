@@ -117,6 +117,10 @@ static int fib__epoll_register(fib__epoll *e, fib__fdent *ent, int fd,
             ent->registered = 1;
             return 0;
         }
+        if (errno == EPERM) {
+            ent->regular = 1;
+            return 0;
+        }
         if (errno != ENOENT)
             return -errno;
     }

@@ -64,8 +64,13 @@ cdef class Ring:
         o.callback = callback
         o.op.flags = FIB__F_FOREIGN
         rc = fib__pump_submit(&self._pump, &o.op)
+        if rc == -EBUSY:
+            raise _oserror(EBUSY, "the submission queue is full")
         if rc < 0:
-            raise _oserror(-rc, "cannot queue the operation")
+            # Refused before reaching the kernel (epoll: a bad fd): report
+            # it the way io_uring would, through the callback.
+            o.op.res = rc
+            rc = 1
         if rc == 1:
             # Done on the spot (epoll): its callback is due all the same.
             self._finished.append(o)
