@@ -41,3 +41,51 @@ def errlog():
     log.addHandler(h)
     yield h
     log.removeHandler(h)
+
+
+# ---- I/O layer ---------------------------------------------------------------
+
+# Last-resort guard for the I/O suite: a test wedged in a kernel wait would
+# otherwise hang the whole run.  Far above any test's real duration (< 2 s);
+# on expiry faulthandler prints every thread's stack and exits.
+IO_HANG_LIMIT = 60.0
+
+
+@pytest.fixture(scope="session")
+def _real_stderr_fd(request):
+    """A dup of the real stderr: pytest captures fd 2 during tests, and a
+    hang report written there would vanish with the process."""
+    import os
+
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        fd = os.dup(2)
+    else:
+        with capman.global_and_fixture_disabled():
+            fd = os.dup(2)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture(params=["io_uring", "epoll"])
+def backend(request, _real_stderr_fd):
+    """Each I/O test runs once per completion backend."""
+    import faulthandler
+
+    name = request.param
+    if name == "io_uring":
+        reason = fibers.backends()["io_uring"]
+        if reason is not None:
+            pytest.skip(f"io_uring unavailable here: {reason}")
+    faulthandler.dump_traceback_later(IO_HANG_LIMIT, exit=True,
+                                      file=_real_stderr_fd)
+    yield name
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def io_sched(backend):
+    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
+                         backend=backend)
+    yield s
+    s.close()

@@ -1,0 +1,270 @@
+"""Timeouts on recv, accept, connect and sendall: settimeout(), the
+fibers.timeout() scope and connect(timeout=).  All times are virtual."""
+import os
+import socket
+import struct
+
+import pytest
+
+import fibers
+import fibers.net
+
+
+# ---- helpers -----------------------------------------------------------------
+
+def open_fds():
+    """The fds open in this process (without the one listdir itself uses)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:           # listdir's own, closed by now
+            continue
+        fds.add(int(name))
+    return fds
+
+
+def warm_up():
+    """One round trip, so fds the backend creates lazily exist before a
+    test takes its baseline."""
+    a, b = fibers.net.socketpair()
+    a.sendall(b".")
+    assert b.recv(1) == b"."
+    a.close()
+    b.close()
+
+
+def accept_queue(listener):
+    """(connections waiting in the accept queue, its limit) of a listening
+    TCP socket, from TCP_INFO (tcpi_unacked and tcpi_sacked are aliased to
+    these for listeners)."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("II", info, 24)
+
+
+@pytest.fixture
+def silent_address():
+    """A loopback address whose SYNs are dropped: a listener with backlog 0
+    that never accepts, its accept queue filled by plain connections."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    addr = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(16):
+            waiting, limit = accept_queue(listener)
+            if waiting > limit:
+                break
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(addr)
+            fillers.append(s)
+        else:
+            pytest.skip("could not fill the accept queue of a loopback "
+                        "listener with 16 connections")
+        yield addr
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+# ---- recv ------------------------------------------------------------------------
+
+def test_settimeout_recv_raises_timeouterror_after_the_timeout(io_sched):
+    def main():
+        a, b = fibers.net.socketpair()
+        with a, b:
+            b.settimeout(5)
+            assert b.gettimeout() == 5.0
+            t0 = fibers.now()
+            with pytest.raises(TimeoutError, match="timed out"):
+                b.recv(10)
+            return fibers.now() - t0
+    elapsed = io_sched.run(main)
+    assert 5 <= elapsed < 5.5
+
+
+def test_timeout_scope_recv(io_sched):
+    def main():
+        a, b = fibers.net.socketpair()
+        with a, b:
+            t0 = fibers.now()
+            with pytest.raises(fibers.Timeout):
+                with fibers.timeout(5):
+                    b.recv(10)
+            return fibers.now() - t0
+    elapsed = io_sched.run(main)
+    assert 5 <= elapsed < 5.5
+
+
+def test_recv_timeout_not_reached_returns_the_data(io_sched):
+    def late_sender(sock):
+        fibers.sleep(1)
+        sock.sendall(b"in time")
+
+    def main():
+        a, b = fibers.net.socketpair()
+        with a, b:
+            b.settimeout(5)
+            t0 = fibers.now()
+            fibers.spawn(late_sender, a)
+            got = b.recv(100)
+            return got, fibers.now() - t0
+    got, elapsed = io_sched.run(main)
+    assert got == b"in time"
+    assert 1 <= elapsed < 1.5
+
+
+def test_socket_still_works_after_a_recv_timeout(io_sched):
+    def main():
+        a, b = fibers.net.socketpair()
+        with a, b:
+            with pytest.raises(TimeoutError):
+                with fibers.timeout(3):
+                    b.recv(10)
+            a.sendall(b"after")
+            with fibers.timeout(3):
+                return b.recv(10)
+    assert io_sched.run(main) == b"after"
+
+
+def test_settimeout_none_waits_without_limit(io_sched):
+    def late_sender(sock):
+        fibers.sleep(1000)
+        sock.sendall(b"eventually")
+
+    def main():
+        a, b = fibers.net.socketpair()
+        with a, b:
+            b.settimeout(3)
+            b.settimeout(None)
+            assert b.gettimeout() is None
+            fibers.spawn(late_sender, a)
+            return b.recv(100), fibers.now()
+    got, t = io_sched.run(main)
+    assert got == b"eventually"
+    assert 1000 <= t < 1000.5
+
+
+# ---- accept -------------------------------------------------------------------------
+
+def test_settimeout_accept(io_sched):
+    def main():
+        with fibers.net.listen(("127.0.0.1", 0)) as lst:
+            lst.settimeout(3)
+            t0 = fibers.now()
+            with pytest.raises(TimeoutError):
+                lst.accept()
+            return fibers.now() - t0
+    elapsed = io_sched.run(main)
+    assert 3 <= elapsed < 3.5
+
+
+def test_timeout_scope_accept_and_listener_still_accepts(io_sched):
+    def main():
+        with fibers.net.listen(("127.0.0.1", 0)) as lst:
+            t0 = fibers.now()
+            with pytest.raises(fibers.Timeout):
+                with fibers.timeout(4):
+                    lst.accept()
+            elapsed = fibers.now() - t0
+            with fibers.net.connect(lst.getsockname()) as c:
+                with fibers.timeout(3):
+                    conn, addr = lst.accept()
+                with conn:
+                    assert addr == c.getsockname()
+            return elapsed
+    elapsed = io_sched.run(main)
+    assert 4 <= elapsed < 4.5
+
+
+# ---- connect ------------------------------------------------------------------------
+
+def test_silent_address_really_hangs_a_plain_connect(silent_address):
+    # Guards the fixture itself: a non-blocking connect to it stays pending.
+    s = socket.socket()
+    try:
+        s.setblocking(False)
+        s.connect_ex(silent_address)
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        assert info[0] == 2                       # TCP_SYN_SENT
+    finally:
+        s.close()
+
+
+def test_settimeout_connect_then_the_socket_can_be_closed(io_sched, silent_address):
+    def main():
+        warm_up()
+        before = open_fds()
+        s = fibers.net.Socket()
+        s.settimeout(3)
+        t0 = fibers.now()
+        with pytest.raises(TimeoutError):
+            s.connect(silent_address)
+        elapsed = fibers.now() - t0
+        assert s.gettimeout() == 3.0
+        host, port = s.getsockname()              # still a usable socket
+        assert host == "127.0.0.1" and port != 0
+        s.close()
+        return elapsed, open_fds() ^ before
+    elapsed, fd_diff = io_sched.run(main)
+    assert 3 <= elapsed < 3.5
+    assert fd_diff == set()
+
+
+def test_timeout_scope_connect(io_sched, silent_address):
+    def main():
+        warm_up()
+        before = open_fds()
+        t0 = fibers.now()
+        with fibers.net.Socket() as s:
+            with pytest.raises(fibers.Timeout):
+                with fibers.timeout(4):
+                    s.connect(silent_address)
+        return fibers.now() - t0, open_fds() ^ before
+    elapsed, fd_diff = io_sched.run(main)
+    assert 4 <= elapsed < 4.5
+    assert fd_diff == set()
+
+
+def test_net_connect_timeout_argument_leaks_no_fd(io_sched, silent_address):
+    def main():
+        warm_up()
+        before = open_fds()
+        t0 = fibers.now()
+        with pytest.raises(TimeoutError):
+            fibers.net.connect(silent_address, timeout=2)
+        return fibers.now() - t0, open_fds() ^ before
+    elapsed, fd_diff = io_sched.run(main)
+    assert 2 <= elapsed < 2.5
+    assert fd_diff == set()
+
+
+def test_connect_timeout_not_reached(io_sched):
+    def main():
+        with fibers.net.listen(("127.0.0.1", 0)) as lst:
+            t0 = fibers.now()
+            with fibers.net.connect(lst.getsockname(), timeout=5) as c:
+                peer = c.getpeername()
+            return peer == lst.getsockname(), fibers.now() - t0
+    ok, elapsed = io_sched.run(main)
+    assert ok
+    assert elapsed < 0.5
+
+
+# ---- send ---------------------------------------------------------------------------
+
+def test_sendall_times_out_when_nobody_reads(io_sched):
+    def main():
+        a, b = fibers.net.socketpair()
+        with a, b:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            a.settimeout(2)
+            t0 = fibers.now()
+            with pytest.raises(TimeoutError):
+                a.sendall(b"z" * (8 << 20))
+            return fibers.now() - t0
+    elapsed = io_sched.run(main)
+    assert 2 <= elapsed < 2.5
