@@ -216,6 +216,8 @@ static int fib__epoll_submit(fib__pump *p, fib__op *op)
     int32_t res;
     int rc, foreign = (op->flags & FIB__F_FOREIGN) != 0;
 
+    if (op->code == FIB__OP_RECV_MULTI || op->code == FIB__OP_ACCEPT_MULTI)
+        return -EOPNOTSUPP;     /* readiness has no multishot to offer */
     if (op->code < FIB__OP_POLL || op->code > FIB__OP_FSYNC)
         return -EINVAL;
     if (op->code == FIB__OP_POLL &&
@@ -319,7 +321,7 @@ static void fib__epoll_run_list(fib__epoll *e, fib__fdent *ent, int read_side,
     }
 }
 
-static int fib__epoll_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
+static int fib__epoll_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
                            int max)
 {
     fib__epoll *e = p->impl;
@@ -366,7 +368,10 @@ static int fib__epoll_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
             e->done_tail = NULL;
         op->next = NULL;
         op->queued = 0;
-        out[n++] = op;
+        out[n].op = op;
+        out[n].res = op->res;
+        out[n].flags = 0;
+        n++;
     }
     return n;
 }
@@ -381,6 +386,27 @@ static void fib__epoll_close(fib__pump *p)
     free(e);
 }
 
+static int fib__epoll_provide(fib__pump *p, unsigned count, unsigned size)
+{
+    (void)p;
+    (void)count;
+    (void)size;
+    return -EOPNOTSUPP;
+}
+
+static void *fib__epoll_buffer(fib__pump *p, unsigned bid)
+{
+    (void)p;
+    (void)bid;
+    return NULL;
+}
+
+static void fib__epoll_recycle(fib__pump *p, unsigned bid)
+{
+    (void)p;
+    (void)bid;
+}
+
 const fib__backend fib__epoll_backend = {
     "epoll",
     fib__epoll_open,
@@ -390,4 +416,7 @@ const fib__backend fib__epoll_backend = {
     fib__epoll_flush,
     fib__epoll_wait,
     fib__epoll_close,
+    fib__epoll_provide,
+    fib__epoll_buffer,
+    fib__epoll_recycle,
 };

@@ -39,7 +39,27 @@ enum {
     FIB__OP_READ,       /* pread(fd, buf, len, offset); offset -1 = file position */
     FIB__OP_WRITE,      /* pwrite(fd, buf, len, offset); offset -1 = file position */
     FIB__OP_FSYNC,      /* fsync(fd) */
+    /* Multishot (io_uring only; other backends refuse with -EOPNOTSUPP):
+     * one submission, a completion per result until one comes without
+     * FIB__C_MORE. */
+    FIB__OP_RECV_MULTI, /* recv into provided buffers; FIB__C_BUFFER set */
+    FIB__OP_ACCEPT_MULTI,
 };
+
+/* A completion as wait() hands it back.  A multishot record can appear
+ * several times in one batch, so the result travels here, not in the
+ * record; for the final completion it is also stored in op->res. */
+typedef struct fib__cqe {
+    struct fib__op *op;
+    int32_t res;
+    uint32_t flags;         /* FIB__C_*; the buffer id in the top 16 bits */
+} fib__cqe;
+
+enum {
+    FIB__C_MORE = 1,        /* the record stays in flight: more will come */
+    FIB__C_BUFFER = 2,      /* res bytes are in provided buffer BID */
+};
+#define FIB__CQE_BID(flags) ((unsigned)(flags) >> 16)
 
 /* Caller flags (fib__op.flags). */
 enum {
@@ -93,8 +113,14 @@ typedef struct fib__backend {
     /* timeout_ns < 0 waits forever, 0 only polls.  Returns how many
      * completed records were stored in out[] (at most max), or -errno;
      * -EINTR means a signal arrived. */
-    int (*wait)(fib__pump *p, int64_t timeout_ns, fib__op **out, int max);
+    int (*wait)(fib__pump *p, int64_t timeout_ns, fib__cqe *out, int max);
     void (*close)(fib__pump *p);
+    /* Provided buffers for RECV_MULTI: `count` (a power of two) buffers
+     * of `size` bytes.  A completion with FIB__C_BUFFER lends one out;
+     * recycle() gives it back once its bytes are copied. */
+    int (*provide)(fib__pump *p, unsigned count, unsigned size);
+    void *(*buffer)(fib__pump *p, unsigned bid);
+    void (*recycle)(fib__pump *p, unsigned bid);
 } fib__backend;
 
 struct fib__pump {
@@ -160,14 +186,19 @@ static inline int fib__pump_flush(fib__pump *p)
 }
 
 static inline int fib__pump_wait(fib__pump *p, int64_t timeout_ns,
-                                 fib__op **out, int max)
+                                 fib__cqe *out, int max)
 {
     int i, n = p->be->wait(p, timeout_ns, out, max);
     fib__op *op;
+    size_t finished = 0;
     p->unflushed = 0;
     for (i = 0; i < n; i++) {
-        op = out[i];
+        if (out[i].flags & FIB__C_MORE)
+            continue;
+        op = out[i].op;
+        op->res = out[i].res;
         op->state = FIB__S_IDLE;
+        finished++;
         if (op->live_prev != NULL)
             op->live_prev->live_next = op->live_next;
         else
@@ -176,9 +207,24 @@ static inline int fib__pump_wait(fib__pump *p, int64_t timeout_ns,
             op->live_next->live_prev = op->live_prev;
         op->live_next = op->live_prev = NULL;
     }
-    if (n > 0)
-        p->inflight -= (size_t)n;
+    p->inflight -= finished;
     return n;
+}
+
+static inline int fib__pump_provide(fib__pump *p, unsigned count,
+                                    unsigned size)
+{
+    return p->be->provide(p, count, size);
+}
+
+static inline void *fib__pump_buffer(fib__pump *p, unsigned bid)
+{
+    return p->be->buffer(p, bid);
+}
+
+static inline void fib__pump_recycle(fib__pump *p, unsigned bid)
+{
+    p->be->recycle(p, bid);
 }
 
 #endif /* FIB_PUMP_H */

@@ -24,7 +24,14 @@
  *
  * - Cancel requests complete too.  Their user_data is NULL, which wait()
  *   skips; the cancelled request's own completion arrives separately.
+ *
+ * - Multishot recv needs provided buffers: the kernel picks one per
+ *   completion from a ring we share with it.  liburing 2.3 has no
+ *   io_uring_setup_buf_ring, so provide() maps and registers the ring by
+ *   hand.  The socket layer copies each buffer's bytes out and recycles it
+ *   at once, so a buffer is never lent for longer than one harvest.
  */
+#include <sys/mman.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +46,12 @@
 typedef struct {
     struct io_uring ring;
     unsigned setup_flags;
+    /* provided buffers (group 0), set up by provide() */
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    char *bufs;
+    unsigned nbufs;
+    unsigned bufsize;
 } fib__uring;
 
 /* The set-up ladder, best first. */
@@ -195,6 +208,19 @@ static int fib__uring_submit(fib__pump *p, fib__op *op)
     case FIB__OP_FSYNC:
         io_uring_prep_fsync(sqe, op->fd, 0);
         break;
+    case FIB__OP_RECV_MULTI:
+        if (u->br == NULL) {
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data(sqe, NULL);
+            return -ENOBUFS;
+        }
+        io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, op->msg_flags);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = 0;
+        break;
+    case FIB__OP_ACCEPT_MULTI:
+        io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_CLOEXEC);
+        break;
     default:
         /* Hand the slot back as a no-op that nobody waits for. */
         io_uring_prep_nop(sqe);
@@ -239,7 +265,7 @@ static int fib__uring_flush(fib__pump *p)
     return io_uring_submit(&u->ring);
 }
 
-static int fib__uring_harvest(fib__uring *u, fib__op **out, int max)
+static int fib__uring_harvest(fib__uring *u, fib__cqe *out, int max)
 {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
@@ -253,14 +279,18 @@ static int fib__uring_harvest(fib__uring *u, fib__op **out, int max)
         op = io_uring_cqe_get_data(cqe);
         if (op == NULL)
             continue;       /* a cancel request's own completion */
-        op->res = cqe->res;
-        out[n++] = op;
+        out[n].op = op;
+        out[n].res = cqe->res;
+        out[n].flags = (cqe->flags & IORING_CQE_F_MORE ? FIB__C_MORE : 0) |
+                       (cqe->flags & IORING_CQE_F_BUFFER ? FIB__C_BUFFER : 0) |
+                       (cqe->flags >> IORING_CQE_BUFFER_SHIFT << 16);
+        n++;
     }
     io_uring_cq_advance(&u->ring, seen);
     return n;
 }
 
-static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
+static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
                            int max)
 {
     fib__uring *u = p->impl;
@@ -288,12 +318,83 @@ static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
     return n;
 }
 
+static int fib__uring_provide(fib__pump *p, unsigned count, unsigned size)
+{
+    fib__uring *u = p->impl;
+    struct io_uring_buf_reg reg;
+    unsigned i;
+    int rc;
+
+    if (u->br != NULL)
+        return 0;
+    if (count == 0 || (count & (count - 1)) || count > 32768)
+        return -EINVAL;
+    u->br_bytes = count * sizeof(struct io_uring_buf);
+    u->br = mmap(NULL, u->br_bytes, PROT_READ | PROT_WRITE,
+                 MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (u->br == MAP_FAILED) {
+        u->br = NULL;
+        return -errno;
+    }
+    u->bufs = NULL;
+    if (posix_memalign((void **)&u->bufs, 4096, (size_t)count * size) != 0) {
+        munmap(u->br, u->br_bytes);
+        u->br = NULL;
+        return -ENOMEM;
+    }
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (__u64)(uintptr_t)u->br;
+    reg.ring_entries = count;
+    reg.bgid = 0;
+    rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+    if (rc < 0) {
+        free(u->bufs);
+        munmap(u->br, u->br_bytes);
+        u->br = NULL;
+        u->bufs = NULL;
+        return rc;
+    }
+    io_uring_buf_ring_init(u->br);
+    for (i = 0; i < count; i++)
+        io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * size, size,
+                              (unsigned short)i,
+                              io_uring_buf_ring_mask(count), (int)i);
+    io_uring_buf_ring_advance(u->br, (int)count);
+    u->nbufs = count;
+    u->bufsize = size;
+    return 0;
+}
+
+static void *fib__uring_buffer(fib__pump *p, unsigned bid)
+{
+    fib__uring *u = p->impl;
+    if (u->br == NULL || bid >= u->nbufs)
+        return NULL;
+    return u->bufs + (size_t)bid * u->bufsize;
+}
+
+static void fib__uring_recycle(fib__pump *p, unsigned bid)
+{
+    fib__uring *u = p->impl;
+    if (u->br == NULL || bid >= u->nbufs)
+        return;
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->bufsize,
+                          u->bufsize, (unsigned short)bid,
+                          io_uring_buf_ring_mask(u->nbufs), 0);
+    io_uring_buf_ring_advance(u->br, 1);
+}
+
 static void fib__uring_close(fib__pump *p)
 {
     fib__uring *u = p->impl;
     if (u == NULL)
         return;
+    /* Exiting the ring drops the buffer registration with it. */
     io_uring_queue_exit(&u->ring);
+    if (u->br != NULL) {
+        munmap(u->br, u->br_bytes);
+        free(u->bufs);
+    }
     free(u);
 }
 
@@ -344,7 +445,7 @@ static int fib__uring_flush(fib__pump *p)
     return 0;
 }
 
-static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
+static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
                            int max)
 {
     (void)p;
@@ -359,6 +460,27 @@ static void fib__uring_close(fib__pump *p)
     (void)p;
 }
 
+static int fib__uring_provide(fib__pump *p, unsigned count, unsigned size)
+{
+    (void)p;
+    (void)count;
+    (void)size;
+    return -ENOSYS;
+}
+
+static void *fib__uring_buffer(fib__pump *p, unsigned bid)
+{
+    (void)p;
+    (void)bid;
+    return NULL;
+}
+
+static void fib__uring_recycle(fib__pump *p, unsigned bid)
+{
+    (void)p;
+    (void)bid;
+}
+
 #endif /* FIB_HAVE_LIBURING */
 
 const fib__backend fib__uring_backend = {
@@ -370,4 +492,7 @@ const fib__backend fib__uring_backend = {
     fib__uring_flush,
     fib__uring_wait,
     fib__uring_close,
+    fib__uring_provide,
+    fib__uring_buffer,
+    fib__uring_recycle,
 };

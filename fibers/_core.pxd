@@ -71,6 +71,10 @@ cdef extern from "fib_pump.h":
         int res
         unsigned char state
         fib__op *live_next
+    ctypedef struct fib__cqe:
+        fib__op *op
+        int res
+        unsigned int flags
     ctypedef struct fib__backend:
         const char *name
     ctypedef struct fib__pump:
@@ -86,6 +90,10 @@ cdef extern from "fib_pump.h":
         FIB__OP_READ
         FIB__OP_WRITE
         FIB__OP_FSYNC
+        FIB__OP_RECV_MULTI
+        FIB__OP_ACCEPT_MULTI
+        FIB__C_MORE
+        FIB__C_BUFFER
         FIB__F_FOREIGN
         FIB__S_IDLE
         FIB__S_INFLIGHT
@@ -100,8 +108,12 @@ cdef extern from "fib_pump.h":
     int fib__pump_cancel(fib__pump *p, fib__op *op)
     int fib__pump_forget_fd(fib__pump *p, int fd, int has_inflight)
     int fib__pump_flush(fib__pump *p)
-    int fib__pump_wait(fib__pump *p, int64_t timeout_ns, fib__op **out,
+    int fib__pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
                        int max) nogil
+    int fib__pump_provide(fib__pump *p, unsigned count, unsigned size)
+    void *fib__pump_buffer(fib__pump *p, unsigned bid)
+    void fib__pump_recycle(fib__pump *p, unsigned bid)
+    unsigned FIB__CQE_BID(unsigned flags)
 
 
 cdef extern from "fib_sys.h":
@@ -239,6 +251,21 @@ cdef class _Op:
     cdef int _release(self) except -1
 
 
+cdef class _Stream:
+    # What a multishot operation delivered that nobody has taken yet: bytes
+    # chunks (recv) or fds (accept), and how it ended.
+    cdef list items
+    cdef Py_ssize_t buffered    # bytes queued (recv)
+    cdef _Op op                 # the armed record, or None
+    cdef Fiber waiter           # the fiber parked until something arrives
+    cdef int err                # -errno to raise once (0: none)
+    cdef bint ended             # EOF, error or close: nothing more comes
+    cdef bint accepting         # items are fds: close leftovers
+    cdef bint unsupported       # the kernel refused multishot
+
+    cdef int _drop(self) except -1
+
+
 cdef class Scheduler:
     cdef fib__ring _ready
     cdef fib__heap _timers
@@ -272,7 +299,9 @@ cdef class Scheduler:
     cdef fib__pump _pump
     cdef bint _pump_open
     cdef int _backend           # FIB__BACKEND_*
-    cdef fib__op *_done[PUMP_BATCH]
+    cdef fib__cqe _done[PUMP_BATCH]
+    cdef bint _multishot        # servers use multishot accept/recv
+    cdef int _provided          # 0 not yet, 1 buffers ready, -1 refused
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,
@@ -302,7 +331,9 @@ cdef class Scheduler:
     cdef int _step_io(self) except -1
     cdef fib__pump *_get_pump(self) except NULL
     cdef int _pump_step(self) except -1
-    cdef int _complete(self, fib__op *op) except -1
+    cdef int _complete(self, fib__cqe *c) except -1
+    cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1
+    cdef int _arm_stream(self, _Stream st, int code, int fd) except -1
     cdef int _io_wait(self, Fiber me, _Op o) except? -1
     cdef int _pump_shutdown(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
@@ -329,6 +360,7 @@ cdef class Socket:
     cdef object _pushback       # bytes an interrupted recv had received
     cdef int _io_refs           # open makefile() objects
     cdef bint _close_pending    # close() waits for them
+    cdef _Stream _ms            # multishot results (io_uring servers)
 
     cdef int _prepare(self, Scheduler s) except -1
     cdef int _wait(self, Scheduler s, Fiber me, _Op o, bint try_first,
@@ -338,6 +370,12 @@ cdef class Socket:
     cdef object _poll_loop(self, str word, object fn, tuple args,
                            int events)
     cdef int _real_close(self) except -1
+    cdef int _end_stream(self) except -1
+    cdef inline bint _busy(self)
+    cdef object _stream_accept(self, Scheduler s, Fiber me)
+    cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
+                             int flags)
+    cdef int _stream_wait(self, Scheduler s, Fiber me) except -1
 
 
 cdef class File:
@@ -359,7 +397,7 @@ cdef class Ring:
     cdef int _unsubmitted
     cdef list _finished         # completed records whose callback is due
     cdef long _owner_thread
-    cdef fib__op *_done[PUMP_BATCH]
+    cdef fib__cqe _done[PUMP_BATCH]
 
     cdef int _check(self) except -1
     cdef int _queue(self, _Op o, object callback) except -1

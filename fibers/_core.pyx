@@ -57,6 +57,8 @@ from libc.errno cimport EINTR
 cdef extern from "<errno.h>":
     enum:
         ECANCELED
+        ENOBUFS
+        EINVAL
 from posix.unistd cimport close
 from libc.math cimport isnan, llround
 
@@ -563,6 +565,8 @@ cdef class Scheduler:
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
         self._backend = _choose_backend(backend)
+        self._multishot = (self._backend == FIB__BACKEND_URING and
+                           _os.environ.get("FIBERS_MULTISHOT", "1") != "0")
         self._pool_max = pool_size
         self._pool = []
         self._live = set()
@@ -1083,17 +1087,21 @@ cdef class Scheduler:
         if rc < 0:
             raise _oserror(-rc, "the I/O pump failed")
         for i in range(rc):
-            self._complete(self._done[i])
+            self._complete(&self._done[i])
         if jump and rc == 0 and n.deadline > self._vclock._ns:
             self._vclock._ns = n.deadline
         return 0
 
-    cdef int _complete(self, fib__op *op) except -1:
-        # The final completion of a record: wake its fiber, or clean up
-        # after one that gave up on it.  Either way the pump's reference
-        # to the _Op goes.
+    cdef int _complete(self, fib__cqe *c) except -1:
+        # A completion: wake the record's fiber, or clean up after one that
+        # gave up on it.  At the record's final completion the pump's
+        # reference to the _Op goes.
+        cdef fib__op *op = c.op
         cdef _Op o = <_Op>op.owner
-        cdef Fiber f = o.fiber
+        cdef Fiber f
+        if op.code >= FIB__OP_RECV_MULTI:
+            return self._stream_complete(o, c)
+        f = o.fiber
         Py_DECREF(o)
         if f is not None:
             o.fiber = None
@@ -1102,6 +1110,74 @@ cdef class Scheduler:
         elif op.code == FIB__OP_ACCEPT and op.res >= 0:
             # Accepted after its acceptor was cancelled: nobody owns it.
             close(op.res)
+        return 0
+
+    cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1:
+        # One result of a multishot record: queue it on its stream.
+        cdef _Stream st = <_Stream>o.keep
+        cdef unsigned bid
+        cdef Fiber w
+        cdef int res = c.res
+        if c.flags & FIB__C_BUFFER:
+            bid = FIB__CQE_BID(c.flags)
+            if res > 0 and not st.ended:
+                st.items.append((<char *>fib__pump_buffer(&self._pump,
+                                                          bid))[:res])
+                st.buffered += res
+            fib__pump_recycle(&self._pump, bid)
+        elif o.op.code == FIB__OP_ACCEPT_MULTI and res >= 0:
+            if st.ended:
+                close(res)
+            else:
+                st.items.append(res)
+                st.buffered += 1
+        if (c.flags & FIB__C_MORE) and st.op is o and st.buffered >= (
+                STREAM_HIGH_WATER if o.op.code == FIB__OP_RECV_MULTI
+                else ACCEPT_HIGH_WATER):
+            # The reader is behind: stop reading until it catches up.
+            fib__pump_cancel(&self._pump, &o.op)
+        if res == 0 and o.op.code == FIB__OP_RECV_MULTI:
+            st.ended = True                 # end of stream
+        elif res < 0 and res != -ECANCELED and res != -ENOBUFS and \
+                not st.ended:
+            # ENOBUFS (the buffers ran dry) and our own cancels only end
+            # this arming; the next read arms again.  EINVAL before any
+            # data means the kernel has no multishot for this: fall back.
+            if res == -EINVAL and not st.items:
+                st.unsupported = True
+                self._multishot = False
+            else:
+                st.err = res
+        if not (c.flags & FIB__C_MORE):
+            if st.op is o:
+                st.op = None
+            o.keep = None
+            Py_DECREF(o)
+        w = st.waiter
+        if w is not None and w._state == ST_SUSPENDED:
+            self._wake(w, None)
+        return 0
+
+    cdef int _arm_stream(self, _Stream st, int code, int fd) except -1:
+        # Starts (or restarts) the multishot record that feeds st.
+        cdef _Op o
+        cdef int rc
+        if code == FIB__OP_RECV_MULTI and self._provided <= 0:
+            if self._provided == 0:
+                self._provided = 1 if fib__pump_provide(
+                    self._get_pump(), STREAM_BUFFERS, STREAM_BUFFER_SIZE) \
+                    == 0 else -1
+            if self._provided < 0:
+                st.unsupported = True
+                return 0
+        o = _new_op(code, fd)
+        o.keep = st
+        rc = fib__pump_submit(self._get_pump(), &o.op)
+        if rc < 0:
+            st.unsupported = True
+            return 0
+        Py_INCREF(o)
+        st.op = o
         return 0
 
     cdef int _io_wait(self, Fiber me, _Op o) except? -1:
@@ -1147,7 +1223,7 @@ cdef class Scheduler:
                 rc = fib__pump_wait(&self._pump, 10000000, self._done,
                                     PUMP_BATCH)
             for i in range(rc):
-                self._complete(self._done[i])
+                self._complete(&self._done[i])
         if self._pump.inflight == 0:
             fib__pump_close(&self._pump)
             self._pump_open = False

@@ -21,10 +21,13 @@ import socket as _socket_mod
 from libc.errno cimport EISCONN, EALREADY
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
 
+from libc.string cimport memcpy
+
 cdef extern from "<sys/socket.h>":
     enum:
         MSG_NOSIGNAL
         MSG_DONTWAIT
+        MSG_PEEK
 
 
 cdef object _closed_error():
@@ -92,7 +95,13 @@ cdef class Socket:
     def __dealloc__(self):
         if not self._closed and self._reg is not None and \
                 self._reg._pump_open:
-            fib__pump_forget_fd(&self._reg._pump, self._fd, self._inflight)
+            fib__pump_forget_fd(&self._reg._pump, self._fd,
+                                self._busy())
+
+    cdef inline bint _busy(self):
+        # Anything of ours in the pump: a waiting call or an armed stream.
+        return self._inflight > 0 or (self._ms is not None and
+                                      self._ms.op is not None)
 
     # ---- plumbing -------------------------------------------------------
 
@@ -103,7 +112,7 @@ cdef class Socket:
         if self._reg is not s:
             if self._reg is not None and self._reg._pump_open:
                 fib__pump_forget_fd(&self._reg._pump, self._fd,
-                                    self._inflight)
+                                    self._busy())
             self._reg = s
         want = s._backend == FIB__BACKEND_EPOLL or self._timeout_ns == 0
         if want != self._nonblocking:
@@ -197,6 +206,11 @@ cdef class Socket:
             data = self._pushback
             self._pushback = data[bufsize:] or None
             return data[:bufsize]
+        if self._ms is not None:
+            data = self._stream_take(s, me, bufsize, flags)
+            if data is not None:
+                return data
+            self._ms = None
         o = _new_op(FIB__OP_RECV, self._fd)
         o.op.msg_flags = flags
         _op_alloc(o, bufsize)
@@ -231,6 +245,13 @@ cdef class Socket:
             memoryview(buffer)[:n] = data[:n]
             self._pushback = data[n:] or None
             return n
+        if self._ms is not None:
+            data = self._stream_take(s, me, o.op.len, flags)
+            if data is not None:
+                n = len(data)
+                memcpy(o.op.buf, <char *>data, n)
+                return n
+            self._ms = None
         res = self._wait(s, me, o, False, True)
         if res < 0:
             raise _oserror(-res)
@@ -241,6 +262,8 @@ cdef class Socket:
         if _sched()._current is None:
             return _sched()._drive("recvfrom", self.recvfrom,
                                    (bufsize, flags))
+        if self._ms is not None and not self._ms.accepting:
+            return self.recv(bufsize, flags), None
         return self._poll_loop("recvfrom", self._sock.recvfrom,
                                (bufsize, flags | MSG_DONTWAIT), POLLIN)
 
@@ -328,10 +351,21 @@ cdef class Socket:
         if me is None:
             return s._drive("accept", self.accept, ())
         self._prepare(s)
-        o = _new_op(FIB__OP_ACCEPT, self._fd)
-        res = self._wait(s, me, o, False, True)
-        if res < 0:
-            raise _oserror(-res)
+        fd = None
+        if s._multishot and self._timeout_ns != 0:
+            if self._ms is None:
+                self._ms = _Stream.__new__(_Stream)
+                self._ms.accepting = True
+            fd = self._stream_accept(s, me)
+            if fd is None:
+                self._ms = None
+        if fd is not None:
+            res = fd
+        else:
+            o = _new_op(FIB__OP_ACCEPT, self._fd)
+            res = self._wait(s, me, o, False, True)
+            if res < 0:
+                raise _oserror(-res)
         try:
             sock = _socket_mod.socket(self._sock.family, self._sock.type,
                                       self._sock.proto, res)
@@ -344,6 +378,9 @@ cdef class Socket:
                       self._timeout_ns == 0)
         conn._timeout_ns = self._timeout_ns if self._timeout_ns > 0 else -1
         conn._reg = s
+        if s._multishot and conn._sock.type == _socket_mod.SOCK_STREAM:
+            # A server's connection: read it with multishot recv.
+            conn._ms = _Stream.__new__(_Stream)
         try:
             addr = sock.getpeername()
         except OSError:
@@ -473,18 +510,115 @@ cdef class Socket:
         """Give up the fd without closing it; returns it."""
         if self._closed:
             return -1
-        if self._reg is not None and self._reg._pump_open:
-            fib__pump_forget_fd(&self._reg._pump, self._fd, self._inflight)
+        self._end_stream()
         self._closed = True
         return self._sock.detach()
 
-    cdef int _real_close(self) except -1:
+    cdef int _end_stream(self) except -1:
+        # Before the fd number is freed: cancel everything of ours in the
+        # pump (waiters see EBADF), drop its pump state, and end the
+        # multishot stream (fds it accepted and nobody took are closed).
+        cdef _Stream st = self._ms
         if self._reg is not None and self._reg._pump_open:
-            # Before the fd number is freed: cancel its waiters (they see
-            # EBADF) and drop its pump state.
-            fib__pump_forget_fd(&self._reg._pump, self._fd, self._inflight)
+            fib__pump_forget_fd(&self._reg._pump, self._fd, self._busy())
+        if st is not None:
+            st._drop()
+            st.err = -EBADF
+            if st.waiter is not None and self._reg is not None:
+                self._reg._wake(st.waiter, None)
+        return 0
+
+    cdef int _real_close(self) except -1:
+        self._end_stream()
         self._sock.close()
         return 0
+
+    cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
+                             int flags):
+        # recv() from the multishot stream: up to n bytes of what has
+        # arrived, waiting if nothing has.  None: the kernel has no
+        # multishot recv, use single-shot.
+        cdef _Stream st = self._ms
+        cdef list items
+        while True:
+            if st.unsupported:
+                return None
+            items = st.items
+            if items:
+                if len(items) == 1:
+                    data = items[0]
+                else:
+                    data = b"".join(items)
+                if len(data) > n:
+                    rest = data[n:]
+                    data = data[:n]
+                else:
+                    rest = None
+                if not (flags & MSG_PEEK):
+                    if rest is None:
+                        del items[:]
+                        st.buffered = 0
+                    else:
+                        items[:] = [rest]
+                        st.buffered = len(rest)
+                    if st.op is None and not st.ended and \
+                            st.buffered < STREAM_HIGH_WATER:
+                        s._arm_stream(st, FIB__OP_RECV_MULTI, self._fd)
+                return data
+            if st.err:
+                err = st.err
+                st.err = 0
+                st.ended = True
+                raise _oserror(-err)
+            if st.ended:
+                return b""
+            if st.op is None:
+                s._arm_stream(st, FIB__OP_RECV_MULTI, self._fd)
+                continue
+            if self._timeout_ns == 0:
+                raise BlockingIOError(EAGAIN, "Resource temporarily "
+                                      "unavailable")
+            self._stream_wait(s, me)
+
+    cdef int _stream_wait(self, Scheduler s, Fiber me) except -1:
+        # Park until the stream has news, under the socket's timeout.  An
+        # interruption loses nothing: what arrives stays queued.
+        cdef _Stream st = self._ms
+        cdef Timer t = self._arm(s, me)
+        st.waiter = me
+        try:
+            s._park(me)
+        finally:
+            st.waiter = None
+            if t is not None:
+                s._disarm_timeout(me, t)
+        return 0
+
+    cdef object _stream_accept(self, Scheduler s, Fiber me):
+        # accept() from the multishot stream: an fd, or None to fall back.
+        cdef _Stream st = self._ms
+        while True:
+            if st.unsupported:
+                return None
+            if st.items:
+                fd = st.items.pop(0)
+                st.buffered -= 1
+                if st.op is None and not st.ended:
+                    s._arm_stream(st, FIB__OP_ACCEPT_MULTI, self._fd)
+                return fd
+            if st.err:
+                err = st.err
+                st.err = 0
+                raise _oserror(-err)
+            if st.ended:
+                raise _closed_error()
+            if st.op is None:
+                s._arm_stream(st, FIB__OP_ACCEPT_MULTI, self._fd)
+                continue
+            if self._timeout_ns == 0:
+                raise BlockingIOError(EAGAIN, "Resource temporarily "
+                                      "unavailable")
+            self._stream_wait(s, me)
 
     def close(self):
         """Close the socket.  Fibers blocked on it get OSError(EBADF)."""

@@ -15,7 +15,7 @@
 
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_SIMPLE, PyBUF_WRITABLE)
-from libc.errno cimport EBADF, EAGAIN, EINPROGRESS, EBUSY, EINVAL
+from libc.errno cimport EBADF, EAGAIN, EINPROGRESS, EBUSY
 
 cdef extern from "Python.h":
     PyObject *_fib_bytes_new "PyBytes_FromStringAndSize"(
@@ -36,6 +36,18 @@ _BACKEND_NAMES = ("io_uring", "epoll")
 # One kernel call moves at most this much: Linux caps a single read or
 # write just below 2 GiB anyway.
 cdef Py_ssize_t MAX_IO = 0x7ffff000
+
+# Provided buffers for multishot recv, per scheduler (allocated on first
+# use): each completion borrows one and we copy it out at once, so the
+# count bounds a burst, not the number of connections.
+cdef unsigned STREAM_BUFFERS = 256
+cdef unsigned STREAM_BUFFER_SIZE = 16384
+# A connection whose reader falls this far behind stops being read (its
+# multishot recv is cancelled) until the reader catches up: TCP's own flow
+# control then pushes back on the peer, as it does with single-shot recv.
+cdef Py_ssize_t STREAM_HIGH_WATER = 262144
+# The same for accepted connections nobody has taken with accept() yet.
+cdef Py_ssize_t ACCEPT_HIGH_WATER = 256
 
 
 # --------------------------------------------------------------------------
@@ -127,6 +139,26 @@ cdef class _Op:
         if self.raw != NULL:
             Py_DECREF(<object>self.raw)
             self.raw = NULL
+        return 0
+
+
+@cython.final
+cdef class _Stream:
+    def __cinit__(self):
+        self.items = []
+
+    def __dealloc__(self):
+        self._drop()
+
+    cdef int _drop(self) except -1:
+        # Nothing more will be taken: close fds nobody accepted.
+        cdef object fd
+        self.ended = True
+        if self.accepting:
+            for fd in self.items:
+                close(<int>fd)
+        self.items = []
+        self.buffered = 0
         return 0
 
 

@@ -157,7 +157,7 @@ cdef class Ring:
             raise _oserror(-rc, "wait")
         self._unsubmitted = 0
         for i in range(rc):
-            o = <_Op>self._done[i].owner
+            o = <_Op>self._done[i].op.owner
             self._finished.append(o)
             Py_DECREF(o)        # the pump's; _finished holds one now
         return rc
