@@ -10,9 +10,9 @@ BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 TEST_DEPS  := pytest
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 
-SOURCES := $(wildcard fibers/*.pyx fibers/*.pxd csrc/*.c csrc/*.h) setup.py
+SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h) setup.py
 
-.PHONY: all sysdeps venv build test ctest run bench bench-pytest clean
+.PHONY: all sysdeps venv build test ctest run bench bench-echo bench-pytest clean
 
 all: build
 
@@ -51,6 +51,11 @@ $(VENV)/.bench: $(VENV)/.base
 
 bench: build $(VENV)/.bench
 	$(PY) -m bench.run
+
+# TCP echo servers on loopback: fibers vs its peers and a plain C epoll
+# server, driven by a C load generator (compiled into build/echo/).
+bench-echo: build $(VENV)/.bench
+	$(PY) -m bench.echo_run
 
 bench-pytest: build $(VENV)/.bench
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \
