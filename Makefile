@@ -35,12 +35,22 @@ build: $(VENV)/.built
 test: build ctest
 	$(PY) -m pytest -q tests
 
-# The C containers alone, under AddressSanitizer and UBSan.
+# The C parts alone, under AddressSanitizer and UBSan: the timer heap and
+# ready ring, and the completion pump's contract on each backend.
+SANITIZE := -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
+URING_FLAGS = $(shell pkg-config --exists liburing 2>/dev/null && \
+	echo -DFIB_HAVE_LIBURING $$(pkg-config --cflags liburing))
+URING_LIBS = $(shell pkg-config --libs liburing 2>/dev/null)
+
 ctest: | sysdeps
 	mkdir -p build
-	$(CC) -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-	    -Icsrc tests/c/test_heap_ring.c csrc/fib_heap.c -o build/test_heap_ring
+	$(CC) $(SANITIZE) -Icsrc tests/c/test_heap_ring.c csrc/fib_heap.c \
+	    -o build/test_heap_ring
 	./build/test_heap_ring
+	$(CC) $(SANITIZE) $(URING_FLAGS) -Icsrc tests/c/test_pump.c \
+	    csrc/fib_pump.c csrc/fib_uring.c csrc/fib_epoll.c \
+	    $(URING_LIBS) -o build/test_pump
+	./build/test_pump
 
 run: build
 	$(PY) examples/demo.py

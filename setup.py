@@ -45,14 +45,17 @@ extensions = [
     Extension(
         "fibers._core",
         sources=["fibers/_core.pyx", "csrc/fib_heap.c", "csrc/fib_stack.c",
-                 "csrc/fib_pump.c", "csrc/fib_uring.c", "csrc/fib_epoll.c"],
+                 "csrc/fib_pump.c", "csrc/fib_uring.c", "csrc/fib_epoll.c",
+                 "csrc/fib_pool.c"],
         include_dirs=["csrc", greenlet_include()],
         extra_compile_args=cflags + uring_cflags,
-        extra_link_args=uring_libs,
+        extra_link_args=uring_libs + ["-pthread"],
         depends=["csrc/fib_ring.h", "csrc/fib_heap.h", "csrc/fib_sys.h",
                  "csrc/fib_stack.h", "csrc/fib_greenlet.h",
                  "csrc/fib_pump.h", "fibers/_core.pxd", "fibers/_pump.pxi",
-                 "fibers/_net.pxi", "fibers/_file.pxi", "fibers/_ring.pxi"],
+                 "fibers/_net.pxi", "fibers/_file.pxi", "fibers/_ring.pxi",
+                 "fibers/_blocking.pxi", "fibers/_capi.pxi",
+                 "csrc/fib_pool.h"],
     ),
 ]
 

@@ -407,6 +407,20 @@ static void fib__epoll_recycle(fib__pump *p, unsigned bid)
     (void)bid;
 }
 
+static int fib__epoll_register_buffer(fib__pump *p, void *base, size_t len)
+{
+    (void)p;
+    (void)base;
+    (void)len;
+    return -EOPNOTSUPP;
+}
+
+static void fib__epoll_unregister_buffer(fib__pump *p, unsigned index)
+{
+    (void)p;
+    (void)index;
+}
+
 const fib__backend fib__epoll_backend = {
     "epoll",
     fib__epoll_open,
@@ -419,4 +433,6 @@ const fib__backend fib__epoll_backend = {
     fib__epoll_provide,
     fib__epoll_buffer,
     fib__epoll_recycle,
+    fib__epoll_register_buffer,
+    fib__epoll_unregister_buffer,
 };

@@ -39,6 +39,10 @@ enum {
     FIB__OP_READ,       /* pread(fd, buf, len, offset); offset -1 = file position */
     FIB__OP_WRITE,      /* pwrite(fd, buf, len, offset); offset -1 = file position */
     FIB__OP_FSYNC,      /* fsync(fd) */
+    /* io_uring only: READ/WRITE into memory registered with
+     * register_buffer(); buf_index names the registration. */
+    FIB__OP_READ_FIXED,
+    FIB__OP_WRITE_FIXED,
     /* Multishot (io_uring only; other backends refuse with -EOPNOTSUPP):
      * one submission, a completion per result until one comes without
      * FIB__C_MORE. */
@@ -81,6 +85,7 @@ struct fib__op {
     uint8_t code;
     uint8_t flags;
     uint16_t events;        /* POLL: POLLIN or POLLOUT */
+    uint16_t buf_index;     /* READ_FIXED/WRITE_FIXED */
     int32_t fd;
     int32_t msg_flags;      /* RECV/SEND */
     uint32_t len;
@@ -121,6 +126,10 @@ typedef struct fib__backend {
     int (*provide)(fib__pump *p, unsigned count, unsigned size);
     void *(*buffer)(fib__pump *p, unsigned bid);
     void (*recycle)(fib__pump *p, unsigned bid);
+    /* Registers [base, base+len) for the FIXED operations; returns its
+     * buf_index, or -errno (-EOPNOTSUPP where the backend has none). */
+    int (*register_buffer)(fib__pump *p, void *base, size_t len);
+    void (*unregister_buffer)(fib__pump *p, unsigned index);
 } fib__backend;
 
 struct fib__pump {
@@ -225,6 +234,17 @@ static inline void *fib__pump_buffer(fib__pump *p, unsigned bid)
 static inline void fib__pump_recycle(fib__pump *p, unsigned bid)
 {
     p->be->recycle(p, bid);
+}
+
+static inline int fib__pump_register_buffer(fib__pump *p, void *base,
+                                            size_t len)
+{
+    return p->be->register_buffer(p, base, len);
+}
+
+static inline void fib__pump_unregister_buffer(fib__pump *p, unsigned index)
+{
+    p->be->unregister_buffer(p, index);
 }
 
 #endif /* FIB_PUMP_H */

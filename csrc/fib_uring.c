@@ -32,6 +32,7 @@
  *   at once, so a buffer is never lent for longer than one harvest.
  */
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +53,12 @@ typedef struct {
     char *bufs;
     unsigned nbufs;
     unsigned bufsize;
+    /* registered (fixed) buffers: a sparse table, filled slot by slot */
+    int fixed_ready;
+    uint64_t fixed_used;        /* bit i: slot i holds a registration */
 } fib__uring;
+
+#define FIB__FIXED_SLOTS 64
 
 /* The set-up ladder, best first. */
 static const unsigned fib__uring_ladder[] = {
@@ -207,6 +213,14 @@ static int fib__uring_submit(fib__pump *p, fib__op *op)
         break;
     case FIB__OP_FSYNC:
         io_uring_prep_fsync(sqe, op->fd, 0);
+        break;
+    case FIB__OP_READ_FIXED:
+        io_uring_prep_read_fixed(sqe, op->fd, op->buf, op->len,
+                                 (__u64)op->offset, op->buf_index);
+        break;
+    case FIB__OP_WRITE_FIXED:
+        io_uring_prep_write_fixed(sqe, op->fd, op->buf, op->len,
+                                  (__u64)op->offset, op->buf_index);
         break;
     case FIB__OP_RECV_MULTI:
         if (u->br == NULL) {
@@ -384,6 +398,44 @@ static void fib__uring_recycle(fib__pump *p, unsigned bid)
     io_uring_buf_ring_advance(u->br, 1);
 }
 
+static int fib__uring_register_buffer(fib__pump *p, void *base, size_t len)
+{
+    fib__uring *u = p->impl;
+    struct iovec iov;
+    unsigned slot;
+    int rc;
+    if (!u->fixed_ready) {
+        rc = io_uring_register_buffers_sparse(&u->ring, FIB__FIXED_SLOTS);
+        if (rc < 0)
+            return rc;
+        u->fixed_ready = 1;
+    }
+    for (slot = 0; slot < FIB__FIXED_SLOTS; slot++)
+        if (!(u->fixed_used & ((uint64_t)1 << slot)))
+            break;
+    if (slot == FIB__FIXED_SLOTS)
+        return -ENOSPC;
+    iov.iov_base = base;
+    iov.iov_len = len;
+    rc = io_uring_register_buffers_update_tag(&u->ring, slot, &iov, NULL, 1);
+    if (rc < 0)
+        return rc;
+    u->fixed_used |= (uint64_t)1 << slot;
+    return (int)slot;
+}
+
+static void fib__uring_unregister_buffer(fib__pump *p, unsigned index)
+{
+    fib__uring *u = p->impl;
+    struct iovec iov = {NULL, 0};
+    if (index >= FIB__FIXED_SLOTS || !(u->fixed_used & ((uint64_t)1 << index)))
+        return;
+    /* An empty entry frees the slot; the kernel drops its page pins once
+     * no request in flight uses them. */
+    io_uring_register_buffers_update_tag(&u->ring, index, &iov, NULL, 1);
+    u->fixed_used &= ~((uint64_t)1 << index);
+}
+
 static void fib__uring_close(fib__pump *p)
 {
     fib__uring *u = p->impl;
@@ -481,6 +533,20 @@ static void fib__uring_recycle(fib__pump *p, unsigned bid)
     (void)bid;
 }
 
+static int fib__uring_register_buffer(fib__pump *p, void *base, size_t len)
+{
+    (void)p;
+    (void)base;
+    (void)len;
+    return -ENOSYS;
+}
+
+static void fib__uring_unregister_buffer(fib__pump *p, unsigned index)
+{
+    (void)p;
+    (void)index;
+}
+
 #endif /* FIB_HAVE_LIBURING */
 
 const fib__backend fib__uring_backend = {
@@ -495,4 +561,6 @@ const fib__backend fib__uring_backend = {
     fib__uring_provide,
     fib__uring_buffer,
     fib__uring_recycle,
+    fib__uring_register_buffer,
+    fib__uring_unregister_buffer,
 };

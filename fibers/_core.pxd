@@ -102,7 +102,7 @@ cdef extern from "fib_pump.h":
         FIB__BACKEND_EPOLL
     int fib__uring_probe(char *why, size_t whylen)
     int fib__pump_open(fib__pump *p, int backend, unsigned entries)
-    int fib__op_try(const fib__op *op, int regular)
+    int fib__op_try(const fib__op *op, int regular) nogil
     void fib__pump_close(fib__pump *p)
     int fib__pump_submit(fib__pump *p, fib__op *op)
     int fib__pump_cancel(fib__pump *p, fib__op *op)
@@ -114,6 +114,28 @@ cdef extern from "fib_pump.h":
     void *fib__pump_buffer(fib__pump *p, unsigned bid)
     void fib__pump_recycle(fib__pump *p, unsigned bid)
     unsigned FIB__CQE_BID(unsigned flags)
+
+
+cdef extern from "fib_pool.h":
+    ctypedef int (*fib__job_fn)(void *arg) noexcept nogil
+    ctypedef struct fib__sink:
+        int efd
+    ctypedef struct fib__job:
+        fib__job_fn fn
+        void *arg
+        void *owner
+        fib__sink *sink
+        int result
+        fib__job *next
+    int fib__pool_submit(fib__job *job)
+    int fib__on_thread_stack(const void *p)
+    void fib__pool_set_limit(unsigned n)
+    unsigned fib__pool_limit()
+    void fib__pool_set_idle_ns(int64_t ns)
+    void fib__pool_stats(unsigned *threads, unsigned *idle, unsigned *queued)
+    fib__sink *fib__sink_new()
+    void fib__sink_release(fib__sink *s)
+    fib__job *fib__sink_drain(fib__sink *s)
 
 
 cdef extern from "fib_sys.h":
@@ -251,6 +273,20 @@ cdef class _Op:
     cdef int _release(self) except -1
 
 
+cdef class _Job:
+    # One call on a pool thread: the C job, the fiber waiting for it, and
+    # the Python call and its outcome (or the file operation it does).
+    cdef fib__job job
+    cdef Fiber fiber            # None once the fiber gave up on it
+    cdef bint done
+    cdef object fn
+    cdef tuple args
+    cdef dict kwargs
+    cdef object result
+    cdef object exc
+    cdef _Op op                 # a file operation done on the pool
+
+
 cdef class _Stream:
     # What a multishot operation delivered that nobody has taken yet: bytes
     # chunks (recv) or fds (accept), and how it ended.
@@ -302,6 +338,10 @@ cdef class Scheduler:
     cdef fib__cqe _done[PUMP_BATCH]
     cdef bint _multishot        # servers use multishot accept/recv
     cdef int _provided          # 0 not yet, 1 buffers ready, -1 refused
+    # the blocking-call pool's completions come back through this sink
+    cdef fib__sink *_sink
+    cdef Py_ssize_t _jobs       # submitted, not yet drained
+    cdef _Op _sink_op           # the pump's wait on the sink's eventfd
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,
@@ -337,6 +377,9 @@ cdef class Scheduler:
     cdef int _io_wait(self, Fiber me, _Op o) except? -1
     cdef int _pump_shutdown(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
+    cdef int _offload(self, Fiber me, _Job j, bint shield) except -1
+    cdef int _arm_sink(self) except -1
+    cdef int _drain_sink(self) except -1
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1
     cdef int _run_builtin(self, int which) except -1

@@ -611,6 +611,10 @@ cdef class Scheduler:
             # still write into their buffers, so they are never freed.
             fib__pump_close(&self._pump)
             self._pump_open = False
+        if self._sink != NULL:
+            # Jobs still running hold their own references to the sink.
+            fib__sink_release(self._sink)
+            self._sink = NULL
 
     # ---- clock ----------------------------------------------------------
 
@@ -1101,6 +1105,10 @@ cdef class Scheduler:
         cdef Fiber f
         if op.code >= FIB__OP_RECV_MULTI:
             return self._stream_complete(o, c)
+        if o is self._sink_op:
+            self._sink_op = None
+            Py_DECREF(o)
+            return self._drain_sink()
         f = o.fiber
         Py_DECREF(o)
         if f is not None:
@@ -1178,6 +1186,82 @@ cdef class Scheduler:
             return 0
         Py_INCREF(o)
         st.op = o
+        return 0
+
+    # ---- the blocking-call pool ------------------------------------------
+
+    cdef int _offload(self, Fiber me, _Job j, bint shield) except -1:
+        # Run j on a pool thread and park `me` until it is done.  The
+        # completion comes back through the sink's eventfd, which the pump
+        # waits on like any fd.  Interrupted, the fiber leaves at once and
+        # the call's outcome is dropped -- unless `shield` (the C API, whose
+        # job may point into its caller's stack): then it still waits, and
+        # the interruption is raised once the call is over.
+        cdef int rc
+        if self._sink == NULL:
+            self._get_pump()
+            self._sink = fib__sink_new()
+            if self._sink == NULL:
+                raise _oserror(errno_get(), "cannot create the pool's sink")
+        j.job.sink = self._sink
+        j.job.owner = <void *>j
+        rc = fib__pool_submit(&j.job)
+        if rc < 0:
+            raise _oserror(-rc, "cannot start a pool thread")
+        Py_INCREF(j)                # the pool's, until drained
+        self._jobs += 1
+        self._arm_sink()
+        j.fiber = me
+        pending = None
+        try:
+            while not j.done:
+                try:
+                    self._park(me)
+                except BaseException as e:
+                    if not shield:
+                        raise
+                    if pending is None:
+                        pending = e
+        finally:
+            j.fiber = None
+        if pending is not None:
+            raise pending
+        return 0
+
+    cdef int _arm_sink(self) except -1:
+        cdef _Op o
+        cdef int rc
+        if self._sink_op is not None:
+            return 0
+        o = _new_op(FIB__OP_POLL, self._sink.efd)
+        o.op.events = POLLIN
+        rc = fib__pump_submit(&self._pump, &o.op)
+        if rc < 0:
+            raise _oserror(-rc, "cannot wait for the pool")
+        if rc == 0:
+            Py_INCREF(o)
+            self._sink_op = o
+        else:
+            self._drain_sink()
+        return 0
+
+    cdef int _drain_sink(self) except -1:
+        cdef fib__job *job = fib__sink_drain(self._sink)
+        cdef fib__job *nxt
+        cdef _Job j
+        cdef Fiber f
+        while job != NULL:
+            nxt = job.next
+            j = <_Job>job.owner
+            Py_DECREF(j)            # the pool's; `j` holds one
+            self._jobs -= 1
+            j.done = True
+            f = j.fiber
+            if f is not None and f._state == ST_SUSPENDED:
+                self._wake(f, None)
+            job = nxt
+        if self._jobs > 0 and not self._closed:
+            self._arm_sink()
         return 0
 
     cdef int _io_wait(self, Fiber me, _Op o) except? -1:
@@ -1510,8 +1594,8 @@ cdef class Scheduler:
                     f._kill_exc = FiberExit()
                 self._throw(f, f._kill_exc)
             self._loop(None)
-        self._pump_shutdown()
         self._closed = True
+        self._pump_shutdown()
         del self._pool[:]
         self._signals.clear()
 
@@ -1867,3 +1951,5 @@ include "_pump.pxi"
 include "_net.pxi"
 include "_file.pxi"
 include "_ring.pxi"
+include "_blocking.pxi"
+include "_capi.pxi"

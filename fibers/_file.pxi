@@ -1,8 +1,8 @@
 # Cooperative files (fibers.io).  Included by _core.pyx.
 #
-# Every read, write and fsync is one pump operation.  On io_uring the
-# kernel does it while other fibers run; on epoll, which cannot wait on
-# regular files, the pump does the call on the spot (see fib_epoll.c).
+# Every read, write and fsync is one operation.  On io_uring the kernel
+# does it while other fibers run; on epoll, which cannot wait on regular
+# files, a pool thread does it (fibers.blocking's pool) while they run.
 # read() and write() use the file position (offset -1, which io_uring
 # honours), so they interleave correctly with pread/pwrite at offsets.
 
@@ -69,11 +69,21 @@ cdef class File:
         # One operation for the calling fiber; returns >= 0 or raises.
         cdef Scheduler s = _sched()
         cdef int res
+        cdef _Job j
         if self._reg is not s:
             if self._reg is not None and self._reg._pump_open:
                 fib__pump_forget_fd(&self._reg._pump, self._fd, 0)
             self._reg = s
-        res = s._io_wait(s._current, o)
+        if s._backend == FIB__BACKEND_EPOLL:
+            # epoll cannot wait on a file: the pool does the call.
+            j = _Job.__new__(_Job)
+            j.op = o
+            j.job.fn = _run_file_job
+            j.job.arg = <void *>&o.op
+            s._offload(s._current, j, False)
+            res = j.job.result
+        else:
+            res = s._io_wait(s._current, o)
         if res < 0:
             raise _oserror(-res, f"{self.name!r}")
         return res

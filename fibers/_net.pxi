@@ -207,6 +207,8 @@ cdef class Socket:
             self._pushback = data[bufsize:] or None
             return data[:bufsize]
         if self._ms is not None:
+            if bufsize == 0:
+                return b""
             data = self._stream_take(s, me, bufsize, flags)
             if data is not None:
                 return data
@@ -393,6 +395,7 @@ cdef class Socket:
         cdef int err, rc
         cdef _Op o
         self._prepare(s)
+        address = self._resolve(s, address)
         if not self._nonblocking:
             _set_nonblocking(self._fd, True)
         try:
@@ -415,8 +418,29 @@ cdef class Socket:
             err = 0
         return err
 
+    def _resolve(self, Scheduler s, address):
+        # A host name is resolved on the blocking-call pool, so that
+        # getaddrinfo never stalls the other fibers.
+        family = self._sock.family
+        if family not in (_socket_mod.AF_INET, _socket_mod.AF_INET6) or \
+                not isinstance(address, tuple) or len(address) < 2 or \
+                not isinstance(address[0], str) or not address[0]:
+            return address
+        try:
+            _socket_mod.inet_pton(family, address[0])
+            return address              # already numeric
+        except OSError:
+            pass
+        infos = _blocking_call(s, s._current, _socket_mod.getaddrinfo,
+                               (address[0], address[1], family,
+                                self._sock.type), None)
+        if not infos:
+            raise OSError(f"getaddrinfo returned nothing for {address[0]!r}")
+        return infos[0][4]
+
     def connect(self, address):
-        """Connect to ``address``, suspending this fiber until done."""
+        """Connect to ``address``, suspending this fiber until done.  A
+        host name is resolved without blocking the other fibers."""
         cdef int err
         if _sched()._current is None:
             return _sched()._drive("connect", self.connect, (address,))

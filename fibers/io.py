@@ -4,11 +4,12 @@
         header = f.pread(64, 0)
 
 On io_uring the kernel does the I/O while other fibers run.  The epoll
-backend cannot wait on regular files, so there each call completes on the
-spot.  A :func:`fibers.timeout` scope applies to every call.
+backend cannot wait on regular files, so there a thread of the
+blocking-call pool does each call, while other fibers run.  A
+:func:`fibers.timeout` scope applies to every call.
 """
 
-from ._core import File, _open_file
+from ._core import File, _open_file, ioctl
 
 
 def open(path, mode="rb"):  # noqa: A001 - mirrors the builtin on purpose
@@ -21,4 +22,4 @@ def open(path, mode="rb"):  # noqa: A001 - mirrors the builtin on purpose
     return _open_file(path, mode)
 
 
-__all__ = ["File", "open"]
+__all__ = ["File", "open", "ioctl"]

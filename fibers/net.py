@@ -26,7 +26,20 @@ import socket as _socket
 from . import _core
 from ._core import Socket, _adopt_socket
 
-__all__ = ["Socket", "Server", "socketpair", "listen", "connect", "serve"]
+__all__ = ["Socket", "Server", "socketpair", "listen", "connect", "serve",
+           "getaddrinfo", "gethostbyname"]
+
+
+def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    """Cooperative :func:`socket.getaddrinfo`: the resolver runs on the
+    blocking-call pool while other fibers run."""
+    return _core.blocking(_socket.getaddrinfo, host, port, family, type,
+                          proto, flags)
+
+
+def gethostbyname(name):
+    """Cooperative :func:`socket.gethostbyname`."""
+    return _core.blocking(_socket.gethostbyname, name)
 
 
 def _family_of(address):

@@ -1,0 +1,1 @@
+from ._core import Ring as Ring, strerror as strerror

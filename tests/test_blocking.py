@@ -1,0 +1,204 @@
+"""fibers.blocking: calls on pool threads, completions through the pump."""
+import errno
+import os
+import socket
+import termios
+import threading
+import time
+
+import pytest
+
+import fibers
+import fibers.io
+import fibers.net
+from fibers import _core
+
+
+@pytest.fixture
+def limit():
+    old = fibers.blocking_limit()
+    yield fibers.set_blocking_limit
+    fibers.set_blocking_limit(old)
+
+
+def wait_until(pred, seconds=5.0):
+    """Bounded real-time wait, for pool threads (which live in real time)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return pred()
+
+
+def test_twenty_sleeps_run_in_parallel_while_a_ticker_ticks(io_sched, limit):
+    limit(32)
+    ticks = []
+
+    def main():
+        tick = fibers.periodic(lambda: ticks.append(fibers.now()), 0.01)
+        t0 = time.monotonic()
+        jobs = [fibers.spawn(fibers.blocking, time.sleep, 0.2)
+                for _ in range(20)]
+        for j in jobs:
+            j.join()
+        real = time.monotonic() - t0
+        tick.cancel()
+        return real
+
+    real = io_sched.run(main)
+    # Serially this is 4 s; in parallel about 0.2 s.
+    assert real < 2.0
+    # The ticker kept its schedule meanwhile (virtual time, exact).
+    assert len(ticks) >= 2
+    assert ticks == [pytest.approx(0.01 * (i + 1)) for i in range(len(ticks))]
+
+
+def test_result_and_arguments_come_back(io_sched):
+    def main():
+        return fibers.blocking(lambda a, b=0: a * 10 + b, 4, b=2)
+    assert io_sched.run(main) == 42
+
+
+def test_exceptions_cross_the_thread_with_their_traceback(io_sched):
+    def fails():
+        raise KeyError("from the pool")
+
+    def main():
+        with pytest.raises(KeyError) as info:
+            fibers.blocking(fails)
+        names = [e.name for e in info.traceback]
+        assert "fails" in names
+        assert info.value.args == ("from the pool",)
+        return True
+    assert io_sched.run(main)
+
+
+def test_not_callable_raises_type_error():
+    with pytest.raises(TypeError):
+        fibers.blocking(42)
+
+
+def test_bad_limits():
+    with pytest.raises(ValueError):
+        fibers.set_blocking_limit(0)
+    with pytest.raises(TypeError):
+        fibers.set_blocking_limit(2.5)
+
+
+def test_outside_a_fiber_it_drives_the_scheduler():
+    assert fibers.blocking(sum, [1, 2, 3]) == 6
+
+
+def test_killing_a_waiting_fiber_drops_the_result(io_sched):
+    release = threading.Event()
+    finished = []
+
+    def slow():
+        release.wait(5)
+        finished.append(True)
+        return "dropped"
+
+    def main():
+        f = fibers.spawn(fibers.blocking, slow)
+        fibers.yield_now()
+        assert f.state == "suspended"
+        f.kill()
+        assert f.dead and isinstance(f.exception, fibers.FiberExit)
+        assert not finished                  # the thread is still in it
+        release.set()
+        return True
+
+    assert io_sched.run(main)
+    # run() returned only after the job's completion came back.
+    assert finished == [True]
+
+
+def test_pool_grows_to_its_cap_queues_past_it_and_shrinks(limit):
+    limit(3)
+    _core._set_blocking_idle(0.05)
+    gate = threading.Event()
+    try:
+        # Threads left idle by earlier tests exit first.
+        assert wait_until(lambda: fibers.blocking_stats()["threads"] == 0)
+        sched = fibers.Scheduler()
+
+        def main():
+            jobs = [fibers.spawn(fibers.blocking, gate.wait, 5)
+                    for _ in range(6)]
+            fibers.yield_now()
+            # The three threads take a job each; three jobs wait.
+            wait_until(lambda: fibers.blocking_stats()["queued"] == 3)
+            stats = fibers.blocking_stats()
+            gate.set()
+            for j in jobs:
+                j.join()
+            return stats
+
+        stats = sched.run(main)
+        sched.close()
+        assert stats["threads"] == 3 and stats["queued"] == 3
+        assert wait_until(lambda: fibers.blocking_stats()["threads"] == 0)
+    finally:
+        _core._set_blocking_idle(10)
+
+
+def test_timeout_scope_applies(io_sched):
+    release = threading.Event()
+
+    def main():
+        t0 = fibers.now()
+        with pytest.raises(fibers.Timeout):
+            with fibers.timeout(3):
+                fibers.blocking(release.wait, 5)
+        elapsed = fibers.now() - t0
+        release.set()
+        return elapsed
+
+    assert 3 <= io_sched.run(main) < 3.5
+
+
+def test_getaddrinfo_and_connect_by_name(io_sched):
+    def main():
+        infos = fibers.net.getaddrinfo("localhost", 80,
+                                       type=socket.SOCK_STREAM)
+        assert any(i[4][0] in ("127.0.0.1", "::1") for i in infos)
+        assert fibers.net.gethostbyname("localhost").startswith("127.")
+        lst = fibers.net.listen(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        c = fibers.net.connect(("localhost", port))
+        conn, _ = lst.accept()
+        c.sendall(b"hi")
+        got = conn.recv(10)
+        for s in (c, conn, lst):
+            s.close()
+        return got
+    assert io_sched.run(main) == b"hi"
+
+
+def test_ioctl_is_cooperative(io_sched):
+    r, w = os.pipe()
+    try:
+        os.write(w, b"12345")
+
+        def main():
+            buf = bytearray(4)
+            fibers.io.ioctl(r, termios.FIONREAD, buf)
+            return int.from_bytes(buf, "little")
+        assert io_sched.run(main) == 5
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_ioctl_errors_are_oserrors(io_sched):
+    fd = os.open("/dev/null", os.O_RDONLY)
+
+    def main():
+        with pytest.raises(OSError) as info:
+            fibers.io.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+        return info.value.errno
+    try:
+        assert io_sched.run(main) == errno.ENOTTY
+    finally:
+        os.close(fd)
