@@ -51,6 +51,8 @@ ctest: | sysdeps
 	    csrc/fib_pump.c csrc/fib_uring.c csrc/fib_epoll.c \
 	    $(URING_LIBS) -o build/test_pump
 	./build/test_pump
+	$(CC) $(SANITIZE) -Icsrc tests/c/test_arena.c csrc/fib_arena.c -o build/test_arena
+	./build/test_arena
 
 run: build
 	$(PY) examples/demo.py
@@ -72,4 +74,4 @@ bench-pytest: build $(VENV)/.bench
 	    --benchmark-json=bench/results/pytest-benchmark.json
 
 clean:
-	rm -rf build $(VENV) *.egg-info fibers/*.so fibers/_core.c fibers/*.html
+	rm -rf build $(VENV) *.egg-info fibers/*.so fibers/_core.c fibers/_heap.c fibers/*.html

@@ -55,7 +55,16 @@ extensions = [
                  "csrc/fib_pump.h", "fibers/_core.pxd", "fibers/_pump.pxi",
                  "fibers/_net.pxi", "fibers/_file.pxi", "fibers/_ring.pxi",
                  "fibers/_blocking.pxi", "fibers/_capi.pxi",
-                 "csrc/fib_pool.h"],
+                 "csrc/fib_pool.h", "fibers/_heap.pxd", "csrc/fib_arena.h"],
+    ),
+    # The native heap (fibers.Heap, fibers.Blob).  _core cimports its
+    # classes (registered heaps), hence _heap.pxd in _core's depends too.
+    Extension(
+        "fibers._heap",
+        sources=["fibers/_heap.pyx", "csrc/fib_arena.c"],
+        include_dirs=["csrc"],
+        extra_compile_args=cflags,
+        depends=["csrc/fib_arena.h", "fibers/_heap.pxd"],
     ),
 ]
 

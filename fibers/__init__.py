@@ -66,6 +66,7 @@ from ._core import (
     whenever,
     yield_now,
 )
+from ._heap import Blob, Heap
 from .functor import Functor
 from . import io, net, ring  # noqa: E402  (submodules: fibers.net, ...)
 
@@ -79,5 +80,5 @@ __all__ = [
     "wait_for", "wait_readable", "wait_writable", "wait_signal", "when",
     "whenever", "yield_now", "backend", "backends", "io", "net", "ring",
     "blocking", "set_blocking_limit", "blocking_limit", "blocking_stats",
-    "get_include",
+    "get_include", "Heap", "Blob",
 ]

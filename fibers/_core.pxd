@@ -62,6 +62,7 @@ cdef extern from "fib_pump.h":
         unsigned char code
         unsigned char flags
         unsigned short events
+        unsigned short buf_index
         int fd
         int msg_flags
         unsigned int len
@@ -90,6 +91,8 @@ cdef extern from "fib_pump.h":
         FIB__OP_READ
         FIB__OP_WRITE
         FIB__OP_FSYNC
+        FIB__OP_READ_FIXED
+        FIB__OP_WRITE_FIXED
         FIB__OP_RECV_MULTI
         FIB__OP_ACCEPT_MULTI
         FIB__C_MORE
@@ -113,6 +116,8 @@ cdef extern from "fib_pump.h":
     int fib__pump_provide(fib__pump *p, unsigned count, unsigned size)
     void *fib__pump_buffer(fib__pump *p, unsigned bid)
     void fib__pump_recycle(fib__pump *p, unsigned bid)
+    int fib__pump_register_buffer(fib__pump *p, void *base, size_t len)
+    void fib__pump_unregister_buffer(fib__pump *p, unsigned index)
     unsigned FIB__CQE_BID(unsigned flags)
 
 
@@ -342,6 +347,9 @@ cdef class Scheduler:
     cdef fib__sink *_sink
     cdef Py_ssize_t _jobs       # submitted, not yet drained
     cdef _Op _sink_op           # the pump's wait on the sink's eventfd
+    # registered heaps: id(heap) -> (weakref, fixed-buffer index)
+    cdef dict _fixed
+    cdef uint64_t _fixed_ops
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,
@@ -380,6 +388,7 @@ cdef class Scheduler:
     cdef int _offload(self, Fiber me, _Job j, bint shield) except -1
     cdef int _arm_sink(self) except -1
     cdef int _drain_sink(self) except -1
+    cdef int _fixed_slot(self, object heap) except -2
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1
     cdef int _run_builtin(self, int which) except -1

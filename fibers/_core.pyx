@@ -60,10 +60,12 @@ cdef extern from "<errno.h>":
         ENOBUFS
         EINVAL
 from posix.unistd cimport close
+from fibers._heap cimport Heap, Blob
 from libc.math cimport isnan, llround
 
 import logging
 import threading
+import weakref as _weakref
 
 PyGreenlet_Import()
 fib__stack_install()
@@ -570,6 +572,7 @@ cdef class Scheduler:
         self._pool_max = pool_size
         self._pool = []
         self._live = set()
+        self._fixed = {}
         self._signals = {}
         self._conds = []
         # Conditions come before the wait: a predicate made true by this
@@ -1245,6 +1248,26 @@ cdef class Scheduler:
             self._drain_sink()
         return 0
 
+    cdef int _fixed_slot(self, object heap) except -2:
+        # The fixed-buffer index of a registered heap in this ring,
+        # registering it on first use; -1 if the kernel refuses.  Entries
+        # of heaps that died are dropped first, so a new heap at a reused
+        # address never meets a stale registration.
+        cdef int rc
+        entry = self._fixed.get(id(heap))
+        if entry is not None and entry[0]() is heap:
+            return entry[1]
+        for key, (ref, slot) in list(self._fixed.items()):
+            if ref() is None or key == id(heap):
+                fib__pump_unregister_buffer(&self._pump, slot)
+                del self._fixed[key]
+        rc = fib__pump_register_buffer(self._get_pump(), (<Heap>heap).base,
+                                       <size_t>(<Heap>heap).length)
+        if rc < 0:
+            return -1
+        self._fixed[id(heap)] = (_weakref.ref(heap), rc)
+        return rc
+
     cdef int _drain_sink(self) except -1:
         cdef fib__job *job = fib__sink_drain(self._sink)
         cdef fib__job *nxt
@@ -1673,6 +1696,7 @@ cdef class Scheduler:
             "conditions": len(self._conds),
             "signals": len(self._signals),
             "live": len(self._live),
+            "fixed_ops": self._fixed_ops,
         }
 
     def __repr__(self):

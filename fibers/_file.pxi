@@ -14,6 +14,26 @@ cdef extern from "<fcntl.h>":
         O_CLOEXEC
 
 
+cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
+    # A blob of a registered heap, on io_uring: use the fixed-buffer
+    # operation, which skips pinning the pages on every call.
+    cdef Heap h
+    cdef int slot
+    if s._backend != FIB__BACKEND_URING or type(buffer) is not Blob:
+        return 0
+    h = (<Blob>buffer).heap
+    if h is None or not h.registered:
+        return 0
+    slot = s._fixed_slot(h)
+    if slot < 0:
+        return 0        # could not register (RLIMIT_MEMLOCK?): plain op
+    o.op.code = FIB__OP_READ_FIXED if o.op.code == FIB__OP_READ \
+        else FIB__OP_WRITE_FIXED
+    o.op.buf_index = <unsigned short>slot
+    s._fixed_ops += 1
+    return 0
+
+
 cdef int _mode_flags(str mode) except -1:
     cdef int flags
     if not isinstance(mode, str) or len(set(mode)) != len(mode) or \
@@ -116,6 +136,7 @@ cdef class File:
         self._check(False)
         o = _new_op(FIB__OP_READ, self._fd)
         _op_view(o, buffer, True)
+        _use_fixed(_sched(), o, buffer)
         return self._do(o)
 
     def write(self, data):
@@ -129,6 +150,7 @@ cdef class File:
         self._check(True)
         o = _new_op(FIB__OP_WRITE, self._fd)
         _op_view(o, data, False)
+        _use_fixed(_sched(), o, data)
         base = <char *>o.view.buf
         while off < o.view.len:
             o.op.buf = base + off
@@ -154,6 +176,24 @@ cdef class File:
         res = self._do(o)
         return _op_bytes(o, res)
 
+    def preadinto(self, buffer, offset):
+        """Read into a writable buffer at ``offset`` (the file position
+        does not move); returns the number of bytes.  With a blob of a
+        registered :class:`fibers.Heap` on io_uring, this is a fixed-buffer
+        read."""
+        cdef _Op o
+        if _sched()._current is None:
+            return _sched()._drive("preadinto", self.preadinto,
+                                   (buffer, offset))
+        self._check(False)
+        if offset < 0:
+            raise ValueError("preadinto() needs offset >= 0")
+        o = _new_op(FIB__OP_READ, self._fd)
+        o.op.offset = offset
+        _op_view(o, buffer, True)
+        _use_fixed(_sched(), o, buffer)
+        return self._do(o)
+
     def pwrite(self, data, offset):
         """Write ``data`` at ``offset`` (the file position does not move);
         returns the number of bytes written."""
@@ -166,6 +206,7 @@ cdef class File:
         o = _new_op(FIB__OP_WRITE, self._fd)
         o.op.offset = offset
         _op_view(o, data, False)
+        _use_fixed(_sched(), o, data)
         return self._do(o)
 
     def fsync(self):

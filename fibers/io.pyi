@@ -1,5 +1,5 @@
 from typing import Any
 
-from ._core import File as File
+from ._core import File as File, ioctl as ioctl
 
 def open(path: Any, mode: str = "rb") -> File: ...

@@ -1,5 +1,5 @@
 import socket
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from ._core import Socket as Socket
 
@@ -20,3 +20,7 @@ class Server:
 
 def serve(address: Any, handler: Callable[[Socket, Any], Any], *,
           reuse_port: bool = False, backlog: int = 1024) -> Server: ...
+
+def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0,
+                proto: int = 0, flags: int = 0) -> List[Tuple[Any, ...]]: ...
+def gethostbyname(name: str) -> str: ...
