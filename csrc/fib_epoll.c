@@ -157,16 +157,23 @@ static void fib__epoll_done(fib__epoll *e, fib__op *op, int32_t res)
     e->done_tail = op;
 }
 
+/* The wait list an operation belongs on: its fd's read or write side. */
+static void fib__epoll_list(fib__fdent *ent, const fib__op *op,
+                            fib__op ***head, fib__op ***tail)
+{
+    if (fib__is_read_side(op)) {
+        *head = &ent->rhead;
+        *tail = &ent->rtail;
+    } else {
+        *head = &ent->whead;
+        *tail = &ent->wtail;
+    }
+}
+
 static void fib__epoll_unlink(fib__fdent *ent, fib__op *op)
 {
     fib__op **head, **tail;
-    if (fib__is_read_side(op)) {
-        head = &ent->rhead;
-        tail = &ent->rtail;
-    } else {
-        head = &ent->whead;
-        tail = &ent->wtail;
-    }
+    fib__epoll_list(ent, op, &head, &tail);
     if (op->prev != NULL)
         op->prev->next = op->next;
     else
@@ -182,13 +189,7 @@ static void fib__epoll_unlink(fib__fdent *ent, fib__op *op)
 static void fib__epoll_append(fib__fdent *ent, fib__op *op)
 {
     fib__op **head, **tail;
-    if (fib__is_read_side(op)) {
-        head = &ent->rhead;
-        tail = &ent->rtail;
-    } else {
-        head = &ent->whead;
-        tail = &ent->wtail;
-    }
+    fib__epoll_list(ent, op, &head, &tail);
     op->next = NULL;
     op->prev = *tail;
     if (*tail != NULL)

@@ -7,31 +7,10 @@ import pytest
 
 import fibers
 import fibers.net
+from fdutil import open_fds, warm_up
 
 
 # ---- helpers -----------------------------------------------------------------
-
-def open_fds():
-    """The fds open in this process (without the one listdir itself uses)."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:           # listdir's own, closed by now
-            continue
-        fds.add(int(name))
-    return fds
-
-
-def warm_up():
-    """One round trip, so fds the backend creates lazily exist before a
-    test takes its baseline."""
-    a, b = fibers.net.socketpair()
-    a.sendall(b".")
-    assert b.recv(1) == b"."
-    a.close()
-    b.close()
-
 
 def park(fn, *args):
     """Spawn fn(*args) and let it block; returns the fiber."""

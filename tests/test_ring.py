@@ -7,6 +7,7 @@ import pytest
 
 import fibers.ring
 from fibers.ring import Ring
+from fdutil import open_fds
 
 
 @pytest.fixture
@@ -44,18 +45,6 @@ def complete(ring, n):
     ran = ring.process_completions()
     assert ran == n
     return ran
-
-
-def open_fds():
-    """The fds open in this process (without the one listdir itself uses)."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:           # listdir's own, closed by now
-            continue
-        fds.add(int(name))
-    return fds
 
 
 # ---- files --------------------------------------------------------------------------
