@@ -21,10 +21,12 @@ cooperatively on one OS thread, in *ticks*:
    yield would double it.
 
 3. **Quantum steps.**  The hub then runs the quantum steps: the conditions
-   step (poll predicates, only when some are pending), the I/O step (for
-   now the idle wait until the next deadline; the completion pump replaces
-   it) and the time step (fire due timers from a C min-heap).  They are the seed runtime's
-   add-ons; users can add their own or replace the iterator.
+   step (poll predicates, only when some are pending), the I/O step (one
+   call into the completion pump, _pump.pxi: submit the I/O this tick's
+   fibers queued and wait for completions until the next deadline; with
+   nothing in flight, just the idle wait) and the time step (fire due
+   timers from a C min-heap).  They are the seed runtime's add-ons; users
+   can add their own or replace the iterator.
 
 Fibers are bound to worker greenlets lazily, when first run.  A worker whose
 fiber finished takes the next fiber from the ready ring *in place* when that
@@ -1198,8 +1200,8 @@ cdef class Scheduler:
         # completion comes back through the sink's eventfd, which the pump
         # waits on like any fd.  Interrupted, the fiber leaves at once and
         # the call's outcome is dropped -- unless `shield` (the C API, whose
-        # job may point into its caller's stack): then it still waits, and
-        # the interruption is raised once the call is over.
+        # caller frees `arg` as soon as we return): then it still waits,
+        # and the interruption is raised once the call is over.
         cdef int rc
         if self._sink == NULL:
             self._get_pump()
