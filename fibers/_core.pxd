@@ -379,6 +379,7 @@ cdef class Scheduler:
     cdef int _step_io(self) except -1
     cdef fib__pump *_get_pump(self) except NULL
     cdef int _pump_step(self) except -1
+    cdef void _forget_fd(self, int fd, bint busy) noexcept
     cdef int _complete(self, fib__cqe *c) except -1
     cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1
     cdef int _arm_stream(self, _Stream st, int code, int fd) except -1

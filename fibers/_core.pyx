@@ -1058,6 +1058,15 @@ cdef class Scheduler:
             self._pump_open = True
         return &self._pump
 
+    cdef void _forget_fd(self, int fd, bint busy) noexcept:
+        # Before fd is closed (or handed on): cancel what waits on it and
+        # drop the pump's state for it.  Only from the owning thread: the
+        # pump is not thread-safe, and a socket may be collected anywhere.
+        # (The owner thread then starts a new socket on that number clean.)
+        if self._pump_open and \
+                self._owner_thread == <long>PyThread_get_thread_ident():
+            fib__pump_forget_fd(&self._pump, fd, busy)
+
     cdef int _pump_step(self) except -1:
         # One kernel call per tick: submit what this tick's fibers queued
         # and wait for completions.  The wait ends at the next timer

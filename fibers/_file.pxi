@@ -72,8 +72,8 @@ cdef class File:
 
     def __dealloc__(self):
         if self._fd >= 0:
-            if self._reg is not None and self._reg._pump_open:
-                fib__pump_forget_fd(&self._reg._pump, self._fd, 0)
+            if self._reg is not None:
+                self._reg._forget_fd(self._fd, False)
             close(self._fd)
 
     cdef int _check(self, bint write) except -1:
@@ -91,8 +91,8 @@ cdef class File:
         cdef int res
         cdef _Job j
         if self._reg is not s:
-            if self._reg is not None and self._reg._pump_open:
-                fib__pump_forget_fd(&self._reg._pump, self._fd, 0)
+            if self._reg is not None:
+                self._reg._forget_fd(self._fd, False)
             self._reg = s
         if s._backend == FIB__BACKEND_EPOLL:
             # epoll cannot wait on a file: the pool does the call.
@@ -244,8 +244,8 @@ cdef class File:
         if fd < 0:
             return
         self._fd = -1
-        if self._reg is not None and self._reg._pump_open:
-            fib__pump_forget_fd(&self._reg._pump, fd, 0)
+        if self._reg is not None:
+            self._reg._forget_fd(fd, False)
         _os.close(fd)
 
     def __enter__(self):

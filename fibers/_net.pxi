@@ -93,10 +93,8 @@ cdef class Socket:
         self._nonblocking = True
 
     def __dealloc__(self):
-        if not self._closed and self._reg is not None and \
-                self._reg._pump_open:
-            fib__pump_forget_fd(&self._reg._pump, self._fd,
-                                self._busy())
+        if not self._closed and self._reg is not None:
+            self._reg._forget_fd(self._fd, self._busy())
 
     cdef inline bint _busy(self):
         # Anything of ours in the pump: a waiting call or an armed stream.
@@ -110,9 +108,11 @@ cdef class Socket:
         if self._closed:
             raise _closed_error()
         if self._reg is not s:
-            if self._reg is not None and self._reg._pump_open:
-                fib__pump_forget_fd(&self._reg._pump, self._fd,
-                                    self._busy())
+            if self._reg is not None:
+                self._reg._forget_fd(self._fd, self._busy())
+            # A socket collected in another thread could not clear its
+            # number's state here: start clean.
+            s._forget_fd(self._fd, False)
             self._reg = s
         want = s._backend == FIB__BACKEND_EPOLL or self._timeout_ns == 0
         if want != self._nonblocking:
@@ -543,8 +543,8 @@ cdef class Socket:
         # pump (waiters see EBADF), drop its pump state, and end the
         # multishot stream (fds it accepted and nobody took are closed).
         cdef _Stream st = self._ms
-        if self._reg is not None and self._reg._pump_open:
-            fib__pump_forget_fd(&self._reg._pump, self._fd, self._busy())
+        if self._reg is not None:
+            self._reg._forget_fd(self._fd, self._busy())
         if st is not None:
             st._drop()
             st.err = -EBADF
