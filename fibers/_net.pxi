@@ -163,9 +163,8 @@ cdef class Socket:
 
     cdef object _poll_loop(self, str word, object fn, tuple args,
                            int events):
-        # For the calls the pump has no operation for (connect's wait,
-        # recvfrom, sendto): try through the stdlib object, wait for
-        # readiness, try again.
+        # For the calls the pump has no operation for (recvfrom, sendto):
+        # try through the stdlib object, wait for readiness, try again.
         cdef Scheduler s = _sched()
         cdef Fiber me = s._current
         cdef Timer t
