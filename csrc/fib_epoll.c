@@ -145,14 +145,20 @@ static void fib__epoll_unregister(fib__epoll *e, fib__fdent *ent, int fd)
     memset(ent, 0, sizeof(*ent));
 }
 
-static void fib__epoll_done(fib__epoll *e, fib__op *op, int32_t res)
+/* Records a finished operation's result.  A new fd from accept is a new
+ * file: whatever the table says about its number is about a file closed
+ * behind our back (a socket collected in another thread), and epoll has
+ * already dropped that registration. */
+static void fib__epoll_result(fib__epoll *e, fib__op *op, int32_t res)
 {
-    /* A new fd from accept is a new file: whatever the table says about
-     * its number is about a file closed behind our back (a socket that was
-     * collected in another thread), and epoll has already dropped that. */
     if (op->code == FIB__OP_ACCEPT && res >= 0 && (size_t)res < e->nfds)
         memset(&e->fds[res], 0, sizeof(e->fds[res]));
     op->res = res;
+}
+
+static void fib__epoll_done(fib__epoll *e, fib__op *op, int32_t res)
+{
+    fib__epoll_result(e, op, res);
     op->queued = 2;
     op->next = NULL;
     if (e->done_tail != NULL)
@@ -256,10 +262,7 @@ static int fib__epoll_submit(fib__pump *p, fib__op *op)
     if (first == NULL && op->code != FIB__OP_POLL) {
         res = fib__op_try(op, 0);
         if (res != -EAGAIN) {
-            op->res = res;
-            if (op->code == FIB__OP_ACCEPT && res >= 0 &&
-                (size_t)res < e->nfds)
-                memset(&e->fds[res], 0, sizeof(e->fds[res]));
+            fib__epoll_result(e, op, res);
             fib__epoll_release_foreign(e, ent, op->fd);
             return 1;
         }

@@ -187,7 +187,13 @@ static struct io_uring_sqe *fib__uring_sqe(fib__uring *u)
 static int fib__uring_submit(fib__pump *p, fib__op *op)
 {
     fib__uring *u = p->impl;
-    struct io_uring_sqe *sqe = fib__uring_sqe(u);
+    struct io_uring_sqe *sqe;
+    /* Refuse before taking an SQE, so a refusal leaves the queue as is. */
+    if (op->code < FIB__OP_POLL || op->code > FIB__OP_ACCEPT_MULTI)
+        return -EINVAL;
+    if (op->code == FIB__OP_RECV_MULTI && u->br == NULL)
+        return -ENOBUFS;
+    sqe = fib__uring_sqe(u);
     if (sqe == NULL)
         return -EBUSY;
     switch (op->code) {
@@ -223,11 +229,6 @@ static int fib__uring_submit(fib__pump *p, fib__op *op)
                                   (__u64)op->offset, op->buf_index);
         break;
     case FIB__OP_RECV_MULTI:
-        if (u->br == NULL) {
-            io_uring_prep_nop(sqe);
-            io_uring_sqe_set_data(sqe, NULL);
-            return -ENOBUFS;
-        }
         io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, op->msg_flags);
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = 0;
@@ -235,11 +236,6 @@ static int fib__uring_submit(fib__pump *p, fib__op *op)
     case FIB__OP_ACCEPT_MULTI:
         io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_CLOEXEC);
         break;
-    default:
-        /* Hand the slot back as a no-op that nobody waits for. */
-        io_uring_prep_nop(sqe);
-        io_uring_sqe_set_data(sqe, NULL);
-        return -EINVAL;
     }
     io_uring_sqe_set_data(sqe, op);
     return 0;

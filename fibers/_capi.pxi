@@ -106,29 +106,20 @@ cdef int _capi_wait_fd(int fd, int events, double timeout) except -1:
     cdef Scheduler s = _capi_sched("Fibers_WaitFd", True)
     cdef Fiber me = s._current
     cdef Timer t = None
-    cdef _Op o
     cdef int rc
     if events != POLLIN and events != POLLOUT:
         raise ValueError("Fibers_WaitFd: events must be POLLIN or POLLOUT")
     if fd < 0:
         raise ValueError(f"Fibers_WaitFd: bad fd {fd}")
-    o = _new_op(FIB__OP_POLL, fd)
-    o.op.events = <unsigned short>events
-    o.op.flags = FIB__F_FOREIGN
     if timeout >= 0:
         t = s._arm_exc(me, _to_ns(timeout, "Fibers_WaitFd"),
                        Timeout("Fibers_WaitFd timed out"))
     try:
-        rc = s._io_wait(me, o)
+        rc = _poll_foreign(s, me, fd, events, t, "Fibers_WaitFd")
     except BaseException as e:
         if t is not None and e is t._exc:
             return 0
         raise
-    finally:
-        if t is not None:
-            s._disarm_timeout(me, t)
-    if rc < 0:
-        raise _oserror(-rc, "Fibers_WaitFd")
     return rc & (events | POLLERR | POLLHUP)
 
 

@@ -420,6 +420,8 @@ cdef class Socket:
                    bint timed) except? -1
     cdef Timer _arm(self, Scheduler s, Fiber me)
     cdef int _connect(self, object address) except? -1
+    cdef int _wait_ready(self, Scheduler s, Fiber me, int events,
+                         bint timed) except? -1
     cdef object _poll_loop(self, str word, object fn, tuple args,
                            int events)
     cdef int _real_close(self) except -1

@@ -1094,16 +1094,7 @@ cdef class Scheduler:
                     t = 0
             if self._conds and (t < 0 or t > COND_POLL_NS):
                 t = COND_POLL_NS
-        if t == 0:
-            rc = fib__pump_wait(&self._pump, 0, self._done, PUMP_BATCH)
-        else:
-            with nogil:
-                rc = fib__pump_wait(&self._pump, t, self._done, PUMP_BATCH)
-        if rc == -EINTR:
-            PyErr_CheckSignals()
-            return 0
-        if rc < 0:
-            raise _oserror(-rc, "the I/O pump failed")
+        rc = _pump_wait(&self._pump, t, self._done)
         for i in range(rc):
             self._complete(&self._done[i])
         if jump and rc == 0 and n.deadline > self._vclock._ns:

@@ -161,6 +161,13 @@ cdef class Socket:
             res = -EBADF
         return res
 
+    cdef int _wait_ready(self, Scheduler s, Fiber me, int events,
+                         bint timed) except? -1:
+        # Wait for readiness on our own fd; returns the events or -errno.
+        cdef _Op o = _new_op(FIB__OP_POLL, self._fd)
+        o.op.events = <unsigned short>events
+        return self._wait(s, me, o, False, timed)
+
     cdef object _poll_loop(self, str word, object fn, tuple args,
                            int events):
         # For the calls the pump has no operation for (recvfrom, sendto):
@@ -168,7 +175,6 @@ cdef class Socket:
         cdef Scheduler s = _sched()
         cdef Fiber me = s._current
         cdef Timer t
-        cdef _Op o
         cdef int rc
         self._prepare(s)
         t = self._arm(s, me)
@@ -179,9 +185,7 @@ cdef class Socket:
                 except BlockingIOError:
                     if self._timeout_ns == 0:
                         raise
-                o = _new_op(FIB__OP_POLL, self._fd)
-                o.op.events = <unsigned short>events
-                rc = self._wait(s, me, o, False, False)
+                rc = self._wait_ready(s, me, events, False)
                 if rc < 0:
                     raise _oserror(-rc, word)
         finally:
@@ -392,7 +396,6 @@ cdef class Socket:
         # Returns 0 or an errno, as connect_ex does.
         cdef Scheduler s = _sched()
         cdef int err, rc
-        cdef _Op o
         self._prepare(s)
         address = self._resolve(s, address)
         if not self._nonblocking:
@@ -406,9 +409,7 @@ cdef class Socket:
                 (err == EAGAIN and self._sock.family == _socket_mod.AF_UNIX):
             if self._timeout_ns == 0:
                 return err
-            o = _new_op(FIB__OP_POLL, self._fd)
-            o.op.events = POLLOUT
-            rc = self._wait(s, s._current, o, False, True)
+            rc = self._wait_ready(s, s._current, POLLOUT, True)
             if rc < 0:
                 return -rc
             err = self._sock.getsockopt(_socket_mod.SOL_SOCKET,

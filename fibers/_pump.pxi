@@ -113,6 +113,25 @@ def backend():
     return _BACKEND_NAMES[_sched()._backend]
 
 
+cdef int _pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out) \
+        except -1:
+    # One pump wait for the scheduler or a Ring: the GIL is released only
+    # when it may block.  Returns the completions stored in out; 0 when a
+    # signal cut the wait short (its Python handler has run).
+    cdef int rc
+    if timeout_ns == 0:
+        rc = fib__pump_wait(p, 0, out, PUMP_BATCH)
+    else:
+        with nogil:
+            rc = fib__pump_wait(p, timeout_ns, out, PUMP_BATCH)
+    if rc == -EINTR:
+        PyErr_CheckSignals()
+        return 0
+    if rc < 0:
+        raise _oserror(-rc, "the I/O pump failed")
+    return rc
+
+
 cdef object _oserror(int err, str context=None):
     # OSError(errno, msg) picks the stdlib subclass itself:
     # ConnectionResetError, BrokenPipeError, TimeoutError, ...
@@ -220,19 +239,14 @@ cdef int _fileno(object fd) except -1:
 # Waiting on foreign fds
 # --------------------------------------------------------------------------
 
-def _wait_fd(fd, int events, timeout, str word):
-    cdef Scheduler s = _sched()
-    cdef Fiber me = s._current
-    cdef Timer t = None
-    cdef _Op o
+cdef int _poll_foreign(Scheduler s, Fiber me, int fd, int events, Timer t,
+                       str word) except -1:
+    # Wait until a foreign fd is ready; returns its ready events.  `t`, if
+    # any, is an armed timeout, disarmed here whatever happens.
+    cdef _Op o = _new_op(FIB__OP_POLL, fd)
     cdef int rc
-    if me is None:
-        return s._drive(word, _wait_fd, (fd, events, timeout, word))
-    o = _new_op(FIB__OP_POLL, _fileno(fd))
     o.op.events = <unsigned short>events
     o.op.flags = FIB__F_FOREIGN
-    if timeout is not None:
-        t = s._arm_timeout(me, timeout)
     try:
         rc = s._io_wait(me, o)
     finally:
@@ -240,6 +254,19 @@ def _wait_fd(fd, int events, timeout, str word):
             s._disarm_timeout(me, t)
     if rc < 0:
         raise _oserror(-rc, word)
+    return rc
+
+
+def _wait_fd(fd, int events, timeout, str word):
+    cdef Scheduler s = _sched()
+    cdef Fiber me = s._current
+    cdef int n
+    if me is None:
+        return s._drive(word, _wait_fd, (fd, events, timeout, word))
+    n = _fileno(fd)
+    _poll_foreign(s, me, n, events,
+                  None if timeout is None else s._arm_timeout(me, timeout),
+                  word)
 
 
 def wait_readable(fd, timeout=None):

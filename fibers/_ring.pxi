@@ -144,17 +144,7 @@ cdef class Ring:
     cdef int _harvest(self, int64_t timeout_ns) except -1:
         cdef int i, rc
         cdef _Op o
-        if timeout_ns == 0:
-            rc = fib__pump_wait(&self._pump, 0, self._done, PUMP_BATCH)
-        else:
-            with nogil:
-                rc = fib__pump_wait(&self._pump, timeout_ns, self._done,
-                                    PUMP_BATCH)
-        if rc == -EINTR:
-            PyErr_CheckSignals()
-            return 0
-        if rc < 0:
-            raise _oserror(-rc, "wait")
+        rc = _pump_wait(&self._pump, timeout_ns, self._done)
         self._unsubmitted = 0
         for i in range(rc):
             o = <_Op>self._done[i].op.owner
