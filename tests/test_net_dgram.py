@@ -5,6 +5,7 @@ import pytest
 
 import fibers
 import fibers.net
+from iohelp import recv_all
 
 
 def can_bind_ipv6_loopback():
@@ -29,16 +30,6 @@ def udp_socket(family, host):
     s = fibers.net.Socket(family, socket.SOCK_DGRAM)
     s.bind((host, 0))
     return s
-
-
-def recv_all(sock, bound=100_000):
-    parts = []
-    for _ in range(bound):
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
-    raise AssertionError("peer never reached EOF")
 
 
 # ---- UDP ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 import fibers
 import fibers.net
+from iohelp import recv_all
 
 STREAM_BYTES = 64 << 20
 
@@ -34,17 +35,6 @@ def make_pair(kind):
     if kind == "unix":
         return fibers.net.socketpair()
     return tcp_pair()
-
-
-def recv_all(sock, bound=100_000):
-    """Read until EOF; at most `bound` recv calls."""
-    parts = []
-    for _ in range(bound):
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
-    raise AssertionError("peer never reached EOF")
 
 
 def chunk_plan(total, seed):

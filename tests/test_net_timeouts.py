@@ -8,7 +8,7 @@ import pytest
 
 import fibers
 import fibers.net
-from fdutil import open_fds, warm_up
+from iohelp import open_fds, warm_up
 
 
 # ---- helpers -----------------------------------------------------------------

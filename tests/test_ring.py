@@ -7,7 +7,7 @@ import pytest
 
 import fibers.ring
 from fibers.ring import Ring
-from fdutil import open_fds
+from iohelp import open_fds
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers for tests that check no fd leaks."""
+"""Helpers shared by the I/O tests."""
 import os
 
 import fibers.net
@@ -24,3 +24,14 @@ def warm_up():
     assert b.recv(1) == b"."
     a.close()
     b.close()
+
+
+def recv_all(sock, bound=100_000):
+    """Read until EOF; at most `bound` recv calls."""
+    parts = []
+    for _ in range(bound):
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+    raise AssertionError("peer never reached EOF")
