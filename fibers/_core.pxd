@@ -147,7 +147,10 @@ cdef extern from "fib_sys.h":
     void *fib__tls_get()
     void fib__tls_set(void *s)
     int64_t fib__monotonic_ns()
-    int fib__sleep_ns(int64_t ns) nogil
+    int fib__wait_fd(int fd, int64_t ns) nogil
+    int fib__waker_open(int *rfd, int *wfd)
+    void fib__waker_poke(int wfd)
+    void fib__waker_drain(int rfd)
 
 
 # Fiber states (Fiber._state)
@@ -331,6 +334,23 @@ cdef class Scheduler:
     cdef VirtualClock _vclock
     cdef object _clock
     cdef int64_t _now           # cached per tick
+    # the fiber run()/a blocking word drives; the tick stops waiting once
+    # it is dead
+    cdef Fiber _target
+    # what run() must re-raise once the target has unwound: a Ctrl-C (or
+    # SystemExit) that was delivered into it
+    cdef object _delivered
+    # nothing can happen but other threads may still call in: wait for them
+    cdef bint _idle_wait
+    # the waker: a non-blocking pipe whose read end the tick waits on, so
+    # other threads (call_threadsafe) and OS signals (set_wakeup_fd) can
+    # end the wait; calls queued from other threads
+    cdef int _wake_r
+    cdef int _wake_w
+    cdef _Op _wake_op
+    cdef object _ts_calls
+    cdef bint _wakeup_fd_set
+    cdef int _old_wakeup_fd
     # counters
     cdef uint64_t _ticks
     cdef uint64_t _spawned
@@ -376,9 +396,15 @@ cdef class Scheduler:
     cdef int _wait_dead(self, Fiber me, Fiber target) except -1
     cdef int _wait_for(self, Fiber me, object pred) except -1
     cdef int _run_ready(self) except -1
+    cdef int64_t _wait_budget(self, bint *jump) except? -2
+    cdef bint _io_pending(self)
     cdef int _step_io(self) except -1
+    cdef int _open_waker(self) except -1
+    cdef int _arm_waker(self) except -1
+    cdef int _close_waker(self) except -1
+    cdef int _run_threadsafe(self) except -1
     cdef fib__pump *_get_pump(self) except NULL
-    cdef int _pump_step(self) except -1
+    cdef int _pump_step(self, int64_t t) except -1
     cdef void _forget_fd(self, int fd, bint busy) noexcept
     cdef int _complete(self, fib__cqe *c) except -1
     cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1
@@ -396,7 +422,9 @@ cdef class Scheduler:
     cdef int _tick(self) except -1
     cdef int _reraise_system_error(self) except -1
     cdef bint _idle(self) except -1
+    cdef int _check_enter(self) except -1
     cdef int _enter(self, bint may_block) except -1
+    cdef int _deliver(self, Fiber target, object exc) except -1
     cdef void _leave(self, void *prev)
     cdef object _loop(self, Fiber target)
     cdef object _drive(self, str word, object fn, tuple args)

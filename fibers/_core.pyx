@@ -65,7 +65,10 @@ from posix.unistd cimport close
 from fibers._heap cimport Heap, Blob
 from libc.math cimport isnan, llround
 
+import atexit as _atexit
+import collections as _collections
 import logging
+import signal as _signal
 import threading
 import weakref as _weakref
 
@@ -141,13 +144,65 @@ cdef inline Scheduler _sched():
 _tls = threading.local()
 
 
+class _ThreadEnd:
+    # Lives only in the thread's threading.local, so CPython drops it when
+    # the thread ends, in that thread.  Dropping the scheduler is not
+    # enough: a fiber parked on I/O is referenced by its operation, which
+    # the pump holds, and the fiber holds the scheduler -- a cycle through
+    # C that the collector cannot see.  Closing the scheduler breaks it:
+    # the parked fibers are killed (their finally blocks run) and the pump
+    # lets go of every operation.
+    __slots__ = ("sched",)
+
+    def __init__(self, sched):
+        self.sched = sched
+
+    def __del__(self):
+        cdef Scheduler s = self.sched
+        self.sched = None
+        if s is not None and not s._closed and not s._running:
+            try:
+                s.close()
+            except BaseException as e:
+                _log.error("closing the scheduler of an ending thread failed",
+                           exc_info=(type(e), e, e.__traceback__))
+
+
 cdef Scheduler _make_default():
     # The threading.local owns the thread's default scheduler, so it dies
-    # with the thread; the C thread-local slot is the fast, borrowed copy.
+    # with the thread (see _ThreadEnd); the C thread-local slot is the fast,
+    # borrowed copy.
     s = Scheduler()
     _tls.scheduler = s
+    _tls.end = _ThreadEnd(s)
     fib__tls_set(<void *>s)
     return s
+
+
+def _close_at_exit():
+    # Interpreter exit: fibers left parked by the main thread's default
+    # scheduler are killed, so their finally blocks run, as close() does.
+    s = getattr(_tls, "scheduler", None)
+    if s is not None and not (<Scheduler>s)._closed and \
+            not (<Scheduler>s)._running:
+        s.close()
+
+
+_atexit.register(_close_at_exit)
+
+
+_main_ident = threading.main_thread().ident
+
+
+cdef bint _other_threads():
+    # Could another Python thread still call in?  Dummy threads are C
+    # threads that once ran Python (the blocking pool's, say); they do not
+    # hold a scheduler.
+    cdef object me = threading.current_thread()
+    for t in threading.enumerate():
+        if t is not me and not isinstance(t, threading._DummyThread):
+            return True
+    return False
 
 
 cdef object _exc_instance(object exc, str word):
@@ -271,10 +326,11 @@ cdef class Fiber:
         cdef Scheduler s = self._sched
         cdef Fiber me
         cdef Timer t = None
-        self._joined = True
         if self._state == ST_DEAD:
+            self._joined = True
             return self._outcome()
         _check_thread(s, "join")
+        self._joined = True
         me = s._current
         if me is None:
             return s._drive("join", _join_body, (self, timeout))
@@ -323,10 +379,10 @@ cdef class Fiber:
 
         Raises RuntimeError if the fiber is not suspended.
         """
+        _check_thread(self._sched, "resume")
         if self._state != ST_SUSPENDED:
             raise RuntimeError(f"cannot resume {self!r}: it is "
                                f"{_STATE_NAMES[self._state]}, not suspended")
-        _check_thread(self._sched, "resume")
         self._sched._wake(self, value)
 
 
@@ -340,9 +396,26 @@ def _kill_wait_body(Fiber f):
 
 
 cdef inline int _check_thread(Scheduler s, str word) except -1:
+    # Everything but call_threadsafe (and what goes through it) belongs to
+    # the scheduler's own thread; the check comes before any state changes.
     if s._owner_thread != <long>PyThread_get_thread_ident():
-        raise RuntimeError(f"{word}(): this fiber belongs to a scheduler "
-                           f"in another thread")
+        raise RuntimeError(f"{word}(): this object belongs to a scheduler "
+                           f"in another thread; use "
+                           f"Scheduler.call_threadsafe() from there")
+    return 0
+
+
+cdef int _check_greenlet(Fiber me) except -1:
+    # A blocking word must run on the fiber's own greenlet.  A plain
+    # greenlet that a fiber started (as greenlet-based libraries do) is
+    # not that greenlet: parking "the fiber" there would later resume the
+    # fiber's worker instead, abandoning the inner greenlet mid-call.
+    cdef object g = PyGreenlet_GetCurrent()
+    if g is not me._glet:
+        raise RuntimeError(
+            "a blocking fibers call was made from a greenlet that is not a "
+            "fiber (one started inside a fiber?); only fibers, or code "
+            "outside any fiber, may block")
     return 0
 
 
@@ -441,6 +514,7 @@ cdef class Condition:
 
     def cancel(self):
         """Stop checking the predicate.  Returns True if it was active."""
+        _check_thread(self._sched, "cancel")
         was = self._active
         self._active = False
         return was
@@ -561,6 +635,9 @@ cdef class Scheduler:
     """
 
     def __cinit__(self):
+        self._wake_r = -1
+        self._wake_w = -1
+        self._old_wakeup_fd = -1
         if fib__ring_init(&self._ready, 256) < 0:
             raise MemoryError()
         fib__heap_init(&self._timers)
@@ -573,6 +650,7 @@ cdef class Scheduler:
                            _os.environ.get("FIBERS_MULTISHOT", "1") != "0")
         self._pool_max = pool_size
         self._pool = []
+        self._ts_calls = _collections.deque()
         self._live = set()
         self._fixed = {}
         self._signals = {}
@@ -620,6 +698,10 @@ cdef class Scheduler:
             # Jobs still running hold their own references to the sink.
             fib__sink_release(self._sink)
             self._sink = NULL
+        if self._wake_r >= 0:
+            close(self._wake_r)
+            close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     # ---- clock ----------------------------------------------------------
 
@@ -717,6 +799,7 @@ cdef class Scheduler:
 
     cdef object _park(self, Fiber me):
         cdef object exc = me._exc
+        _check_greenlet(me)
         if exc is not None:
             # A checkpoint with an exception already pending never parks.
             me._exc = None
@@ -735,6 +818,7 @@ cdef class Scheduler:
 
     cdef int _yield(self, Fiber me) except -1:
         cdef object exc = me._exc
+        _check_greenlet(me)
         if exc is None:
             me._state = ST_READY
             me._wake = WAKE_YIELD
@@ -966,10 +1050,19 @@ cdef class Scheduler:
 
     def signal_all(self, name, value=None):
         """Wake every fiber waiting on signal ``name``; see
-        :func:`signal_all`."""
-        cdef WaitQueue q = self._signals.pop(name, None)
+        :func:`signal_all`.
+
+        From another thread the call goes through :meth:`call_threadsafe`
+        and returns None: how many fibers it wakes is known only when the
+        scheduler runs it."""
+        cdef WaitQueue q
         cdef Fiber f
         cdef Py_ssize_t n = 0
+        if self._owner_thread != <long>PyThread_get_thread_ident():
+            hash(name)
+            self.call_threadsafe(self.signal_all, name, value)
+            return None
+        q = self._signals.pop(name, None)
         if q is None:
             return 0
         while q._count:
@@ -980,8 +1073,16 @@ cdef class Scheduler:
 
     def signal_one(self, name, value=None):
         """Wake the oldest fiber waiting on signal ``name``; see
-        :func:`signal_one`."""
-        cdef WaitQueue q = self._signals.get(name)
+        :func:`signal_one`.
+
+        From another thread the call goes through :meth:`call_threadsafe`
+        and returns None."""
+        cdef WaitQueue q
+        if self._owner_thread != <long>PyThread_get_thread_ident():
+            hash(name)
+            self.call_threadsafe(self.signal_one, name, value)
+            return None
+        q = self._signals.get(name)
         if q is None or q._count == 0:
             return False
         self._wake(q.popleft(), value)
@@ -1008,42 +1109,153 @@ cdef class Scheduler:
         self._current = None
         return 0
 
-    cdef int _step_io(self) except -1:
-        # With I/O in flight the pump does the waiting.  Without, the I/O
-        # step is the idle wait: sleep until the next timer when no fiber
-        # is ready.
+    cdef bint _io_pending(self):
+        # Operations in flight that someone waits for; the waker's own wait
+        # is not one of them.
+        return self._pump_open and (
+            self._pump.inflight > (self._wake_op is not None) or
+            self._pump.unflushed > 0)
+
+    cdef int64_t _wait_budget(self, bint *jump) except? -2:
+        # The one place that decides how long this tick's io step may wait:
+        # -1 without limit, 0 not at all, else nanoseconds.  *jump is set
+        # when an autojumping VirtualClock should move to the next deadline
+        # if the wait brings nothing.
         cdef fib__timer_node *n
-        cdef int64_t dt
-        cdef int rc
-        if self._pump_open and (self._pump.inflight or self._pump.unflushed):
-            return self._pump_step()
-        if self._ready.count or not self._may_block or self._stopping:
+        cdef int64_t t
+        cdef bint io
+        jump[0] = False
+        if self._ready.count or not self._may_block or self._stopping or \
+                self._ts_calls or (self._target is not None and
+                                   self._target._state == ST_DEAD):
+            # Work to do, or the caller of run() (or of a blocking word)
+            # has what it came for: it must not wait on anyone else's.
             return 0
         n = fib__heap_peek(&self._timers)
+        io = self._io_pending()
         if self._clock_kind == CLOCK_VIRTUAL:
-            # Virtual time never passes by waiting: jump, or poll predicates.
+            # Virtual time never passes by waiting.  Real I/O does not run
+            # on it: give I/O a real grace period, then let the clock jump
+            # (see VirtualClock).
             if n != NULL:
-                if self._vclock.autojump and n.deadline > self._vclock._ns:
-                    self._vclock._ns = n.deadline
-                return 0
-            if not self._conds:
-                return 0
-            dt = COND_POLL_NS
-        elif n != NULL:
-            dt = n.deadline - self._now_ns()
-            if self._conds and dt > COND_POLL_NS:
-                dt = COND_POLL_NS
-        elif self._conds:
-            dt = COND_POLL_NS
+                jump[0] = self._vclock.autojump
+                return self._vclock._io_grace_ns if io else 0
+            if self._conds:
+                return self._vclock._io_grace_ns if io else COND_POLL_NS
+            return -1 if io or self._idle_wait else 0
+        if n != NULL:
+            t = n.deadline - self._now_ns()
+            if t < 0:
+                t = 0
         else:
-            return 0
-        if dt <= 0:
-            return 0
-        with nogil:
-            rc = fib__sleep_ns(dt)
-        if rc == -EINTR:
+            t = -1
+        if self._conds and (t < 0 or t > COND_POLL_NS):
+            t = COND_POLL_NS
+        if t < 0 and not io and not self._idle_wait:
+            # Nothing to wait for: added steps with pending() work poll.
+            t = 0
+        return t
+
+    cdef int _step_io(self) except -1:
+        # The tick's wait: for I/O completions, the next timer, or a wake
+        # from another thread or an OS signal (the waker), however long the
+        # budget allows.  Then the calls other threads queued.
+        cdef fib__timer_node *n
+        cdef bint jump
+        cdef int64_t t = self._wait_budget(&jump)
+        cdef int rc = 0
+        if self._pump_open:
+            if t != 0 or self._pump.inflight or self._pump.unflushed:
+                rc = self._pump_step(t)
+        elif t != 0:
+            with nogil:
+                rc = fib__wait_fd(self._wake_r, t)
+            if rc > 0:
+                fib__waker_drain(self._wake_r)
+            else:
+                rc = 0
             PyErr_CheckSignals()
+        if self._ts_calls:
+            self._run_threadsafe()
+        if jump and rc == 0:
+            n = fib__heap_peek(&self._timers)
+            if n != NULL and n.deadline > self._vclock._ns:
+                self._vclock._ns = n.deadline
         return 0
+
+    # ---- the waker: other threads and OS signals ------------------------
+
+    cdef int _open_waker(self) except -1:
+        cdef int rc
+        if self._wake_r < 0:
+            rc = fib__waker_open(&self._wake_r, &self._wake_w)
+            if rc < 0:
+                raise _oserror(-rc, "cannot create the scheduler's waker")
+        if self._pump_open:
+            self._arm_waker()
+        return 0
+
+    cdef int _arm_waker(self) except -1:
+        # The pump's wait on the waker's read end, kept armed while the
+        # scheduler lives.
+        cdef _Op o
+        cdef int rc
+        if self._wake_op is not None or self._wake_r < 0 or self._closed:
+            return 0
+        o = _new_op(FIB__OP_POLL, self._wake_r)
+        o.op.events = POLLIN
+        rc = fib__pump_submit(&self._pump, &o.op)
+        if rc < 0:
+            raise _oserror(-rc, "cannot wait on the scheduler's waker")
+        if rc == 0:
+            Py_INCREF(o)
+            self._wake_op = o
+        else:
+            # Already readable: drain it; the next tick arms it again.
+            fib__waker_drain(self._wake_r)
+        return 0
+
+    cdef int _close_waker(self) except -1:
+        # Only once nothing can write to it: the pump's wait is reaped,
+        # and the signal wakeup fd is ours no longer (see _leave).
+        if self._wake_r >= 0 and self._wake_op is None:
+            close(self._wake_r)
+            close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+        return 0
+
+    cdef int _run_threadsafe(self) except -1:
+        # Each call queued by another thread runs in a fiber of its own.
+        # Only those queued before now: one queued meanwhile waits a tick.
+        cdef Py_ssize_t i
+        cdef object q = self._ts_calls
+        for i in range(len(q)):
+            fn, args = q.popleft()
+            self._spawn(fn, args, None)
+        return 0
+
+    def call_threadsafe(self, fn, *args):
+        """Run ``fn(*args)`` in a new fiber of this scheduler, from any
+        thread.
+
+        The one entry point that other OS threads may use.  The call is
+        queued and the scheduler's wait is woken at once; ``fn`` runs in
+        the scheduler's own thread at its next tick, as a fiber (so it may
+        block).  Its exceptions are logged like any fiber's.  If the
+        scheduler is not running, the call runs when it next runs.
+        Raises RuntimeError if the scheduler is closed.
+        """
+        if not PyCallable_Check(fn):
+            raise TypeError(f"call_threadsafe() needs a callable, got "
+                            f"{type(fn).__name__}")
+        # No GIL release from here to the poke: close() (which runs in the
+        # owner thread, also holding the GIL) cannot slip in between the
+        # check and the write to the pipe.
+        if self._closed:
+            raise RuntimeError("call_threadsafe(): the scheduler is closed")
+        self._ts_calls.append((fn, args))
+        if self._wake_w >= 0:
+            fib__waker_poke(self._wake_w)
 
     # ---- the completion pump --------------------------------------------
 
@@ -1056,6 +1268,8 @@ cdef class Scheduler:
             if rc < 0:
                 raise _oserror(-rc, f"cannot open the {self.backend} pump")
             self._pump_open = True
+            # From now on the tick waits in the pump: the waker goes there.
+            self._arm_waker()
         return &self._pump
 
     cdef void _forget_fd(self, int fd, bint busy) noexcept:
@@ -1067,39 +1281,19 @@ cdef class Scheduler:
                 self._owner_thread == <long>PyThread_get_thread_ident():
             fib__pump_forget_fd(&self._pump, fd, busy)
 
-    cdef int _pump_step(self) except -1:
+    cdef int _pump_step(self, int64_t t) except -1:
         # One kernel call per tick: submit what this tick's fibers queued
-        # and wait for completions.  The wait ends at the next timer
-        # deadline, at once when fibers are ready, or never when only I/O
-        # can wake anyone.
-        cdef fib__timer_node *n = fib__heap_peek(&self._timers)
-        cdef int64_t t
+        # and wait up to t for completions, then hand each to its owner.
+        # Signal handlers run after the completions are dispatched, never
+        # before (a KeyboardInterrupt must not lose them): io_uring_enter
+        # cut short by a signal returns the count it submitted, not EINTR,
+        # so the check cannot depend on the return code.
         cdef int i, rc
-        cdef bint jump = False
-        if self._ready.count or not self._may_block or self._stopping:
-            t = 0
-        elif self._clock_kind == CLOCK_VIRTUAL:
-            # Real I/O does not run on virtual time: give it a real grace
-            # period, then let the clock jump (see VirtualClock).
-            if n == NULL and not self._conds:
-                t = -1
-            else:
-                t = self._vclock._io_grace_ns
-                jump = n != NULL and self._vclock.autojump
-        else:
-            t = -1
-            if n != NULL:
-                t = n.deadline - self._now_ns()
-                if t < 0:
-                    t = 0
-            if self._conds and (t < 0 or t > COND_POLL_NS):
-                t = COND_POLL_NS
         rc = _pump_wait(&self._pump, t, self._done)
         for i in range(rc):
             self._complete(&self._done[i])
-        if jump and rc == 0 and n.deadline > self._vclock._ns:
-            self._vclock._ns = n.deadline
-        return 0
+        PyErr_CheckSignals()
+        return rc
 
     cdef int _complete(self, fib__cqe *c) except -1:
         # A completion: wake the record's fiber, or clean up after one that
@@ -1110,6 +1304,11 @@ cdef class Scheduler:
         cdef Fiber f
         if op.code >= FIB__OP_RECV_MULTI:
             return self._stream_complete(o, c)
+        if o is self._wake_op:
+            self._wake_op = None
+            Py_DECREF(o)
+            fib__waker_drain(self._wake_r)
+            return self._arm_waker()
         if o is self._sink_op:
             self._sink_op = None
             Py_DECREF(o)
@@ -1451,9 +1650,9 @@ cdef class Scheduler:
         # condition, and no added step that says it has work in flight
         # (TINN's add-ons answer tasksArePending(); ours answer pending()).
         cdef Py_ssize_t i
-        if self._ready.count or self._timers.len:
+        if self._ready.count or self._timers.len or self._ts_calls:
             return False
-        if self._pump_open and self._pump.inflight:
+        if self._io_pending():
             return False
         for c in self._conds:
             if (<Condition>c)._active:
@@ -1464,43 +1663,91 @@ cdef class Scheduler:
                 return False
         return True
 
-    cdef int _enter(self, bint may_block) except -1:
+    cdef int _check_enter(self) except -1:
         if self._owner_thread != <long>PyThread_get_thread_ident():
             raise RuntimeError("a Scheduler can only run in the thread that "
-                               "created it")
+                               "created it; use call_threadsafe() from "
+                               "other threads")
         if self._running:
             raise RuntimeError("the scheduler is already running (run() or "
                                "step() called from inside a fiber?)")
         if self._closed:
             raise RuntimeError("the scheduler is closed")
+        return 0
+
+    cdef int _enter(self, bint may_block) except -1:
+        self._check_enter()
+        if may_block:
+            self._open_waker()
         self._hub = PyGreenlet_GetCurrent()
         self._running = True
         self._may_block = may_block
         fib__tls_set(<void *>self)
+        if may_block and <long>PyThread_get_thread_ident() == _main_ident:
+            # Python runs signal handlers only between bytecodes; a signal
+            # that lands just before the tick's wait would wait with it.
+            # CPython writes a byte to the wakeup fd from its C handler, so
+            # with ours there the wait ends at once.  If someone else (an
+            # asyncio loop) owns the wakeup fd, it is left alone.
+            try:
+                old = _signal.set_wakeup_fd(self._wake_w,
+                                            warn_on_full_buffer=False)
+            except (ValueError, OSError):
+                old = None
+            if old is not None:
+                if old == -1 or old == self._wake_w:
+                    self._wakeup_fd_set = True
+                else:
+                    _signal.set_wakeup_fd(old)
         return 0
 
     cdef void _leave(self, void *prev):
         self._running = False
         self._stopping = False
+        self._idle_wait = False
         self._current = None
         self._hub = None
         fib__tls_set(prev)
+        if self._wakeup_fd_set:
+            self._wakeup_fd_set = False
+            try:
+                _signal.set_wakeup_fd(-1)
+            except (ValueError, OSError):
+                pass
+
+    cdef int _deliver(self, Fiber target, object exc) except -1:
+        # KeyboardInterrupt or SystemExit raised outside the fiber that
+        # run() waits for (in the hub's wait, or in another fiber): it goes
+        # into that fiber at its current wait, so its finally and with
+        # blocks run, and run() re-raises it once the fiber is done.
+        self._delivered = exc
+        return self._throw(target, exc)
 
     cdef object _loop(self, Fiber target):
         cdef void *prev = fib__tls_get()
         self._enter(True)
+        self._target = target
+        self._delivered = None
         try:
             while not self._stopping:
                 if target is not None and target._state == ST_DEAD:
                     break
+                self._idle_wait = False
                 if self._idle():
                     if target is None:
                         break
                     if target._state == ST_SUSPENDED:
-                        self._throw(target, Deadlock(
-                            f"{target!r} is waiting for something that can "
-                            f"never happen: no fiber is ready and no timer "
-                            f"or condition is pending"))
+                        if _other_threads():
+                            # Another thread may still call in
+                            # (call_threadsafe): wait for it, as asyncio
+                            # would, rather than call it a deadlock.
+                            self._idle_wait = True
+                        else:
+                            self._throw(target, Deadlock(
+                                f"{target!r} is waiting for something that "
+                                f"can never happen: no fiber is ready, no "
+                                f"timer or condition is pending, and no "
+                                f"other thread could call in"))
                 elif (self._ready.count == 0 and not self._conds
                       and self._clock_kind == CLOCK_VIRTUAL
                       and not self._vclock.autojump):
@@ -1508,10 +1755,27 @@ cdef class Scheduler:
                         "every fiber is waiting for a timer, but the "
                         "VirtualClock only moves when advanced; advance it "
                         "or create it with autojump=True")
-                self._tick()
-                self._reraise_system_error()
+                try:
+                    self._tick()
+                except (KeyboardInterrupt, SystemExit) as e:
+                    if target is None or target._state == ST_DEAD:
+                        raise
+                    self._deliver(target, e)
+                    continue
+                err = self._system_error
+                if err is not None:
+                    self._system_error = None
+                    if target is None or target._state == ST_DEAD:
+                        raise err
+                    self._deliver(target, err)
         finally:
+            self._target = None
             self._leave(prev)
+        err = self._delivered
+        if err is not None:
+            # Never lost, even if the fiber caught it or stop() came first.
+            self._delivered = None
+            raise err
         return None
 
     cdef object _drive(self, str word, object fn, tuple args):
@@ -1523,6 +1787,7 @@ cdef class Scheduler:
                 f"{word}() cannot block here: it was called from the "
                 f"scheduler's own greenlet (a quantum step or a predicate), "
                 f"not from a fiber")
+        self._check_enter()
         f = self._spawn(fn, args, None)
         f._joined = True
         self._loop(f)
@@ -1540,10 +1805,22 @@ cdef class Scheduler:
         return its result (re-raising what it raised).  Without, run until
         no fiber is ready and no timer or condition is pending.  Returns
         early (None) if :meth:`stop` is called.
+
+        run() returns as soon as ``main`` is done, even if other fibers are
+        still waiting (a server, a sleeper): they stay parked and go on at
+        the next run(), step() or blocking call, and :meth:`close` (or
+        interpreter exit, for a thread's default scheduler) kills them so
+        their ``finally`` blocks run.
+
+        Ctrl-C (KeyboardInterrupt) and SystemExit that arrive while
+        ``main`` waits are raised inside ``main`` at its current wait, so
+        its ``finally`` and ``with`` blocks run; run() re-raises them once
+        ``main`` has unwound.
         """
         cdef Fiber f
         if main is None:
             return self._loop(None)
+        self._check_enter()
         f = self._spawn(main, args, None)
         f._joined = True
         self._loop(f)
@@ -1569,7 +1846,13 @@ cdef class Scheduler:
     def stop(self):
         """Make :meth:`run` return at the end of the current tick.  Fibers
         that have not finished stay where they are; a later run() resumes
-        them."""
+        them.  From another thread, the stop goes through
+        :meth:`call_threadsafe` (a scheduler that is not running is left
+        alone)."""
+        if self._owner_thread != <long>PyThread_get_thread_ident():
+            if self._running and not self._closed:
+                self.call_threadsafe(self.stop)
+            return
         if self._running:
             self._stopping = True
 
@@ -1581,6 +1864,7 @@ cdef class Scheduler:
         cdef list queued = []
         cdef void *p
         cdef fib__timer_node *n
+        _check_thread(self, "close")
         if self._closed:
             return
         if self._running:
@@ -1620,7 +1904,12 @@ cdef class Scheduler:
                 self._throw(f, f._kill_exc)
             self._loop(None)
         self._closed = True
+        if self._ts_calls:
+            _log.warning("close(): %d call(s) queued by other threads were "
+                         "dropped", len(self._ts_calls))
+            self._ts_calls.clear()
         self._pump_shutdown()
+        self._close_waker()
         del self._pool[:]
         self._signals.clear()
 
@@ -1645,6 +1934,7 @@ cdef class Scheduler:
         If ``fn`` has a ``pending()`` method, the scheduler asks it whether
         the step still has work in flight (say, fibers it will wake): while
         it answers true, run() keeps going and reports no Deadlock."""
+        _check_thread(self, "add_quantum_step")
         if not callable(fn):
             raise TypeError(f"add_quantum_step() needs a callable, got "
                             f"{type(fn).__name__}")
@@ -1653,6 +1943,7 @@ cdef class Scheduler:
     def remove_quantum_step(self, fn):
         """Remove a step added by :meth:`add_quantum_step`.  Raises
         ValueError if it is not there; built-in steps cannot be removed."""
+        _check_thread(self, "remove_quantum_step")
         for i, step in enumerate(self._steps):
             if step is fn or (type(step) is not _BuiltinStep and step == fn):
                 if type(step) is _BuiltinStep:

@@ -3,7 +3,7 @@
 #
 # The C side (csrc/fib_pump.h) speaks completions only.  The scheduler owns
 # one pump, opened on first I/O, and drives it from the `io` quantum step
-# (Scheduler._pump_step): one kernel call per tick that submits what the
+# (Scheduler._step_io): one kernel call per tick that submits what the
 # tick's fibers queued and waits no longer than the next timer.  A fiber
 # doing I/O fills an _Op, submits it and parks; the completion wakes it.
 #
@@ -116,8 +116,9 @@ def backend():
 cdef int _pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out) \
         except -1:
     # One pump wait for the scheduler or a Ring: the GIL is released only
-    # when it may block.  Returns the completions stored in out; 0 when a
-    # signal cut the wait short (its Python handler has run).
+    # when it may block.  Returns the completions stored in out (0 when a
+    # signal cut the wait short).  The caller runs the signal handlers
+    # (PyErr_CheckSignals) once it has dispatched what came back.
     cdef int rc
     if timeout_ns == 0:
         rc = fib__pump_wait(p, 0, out, PUMP_BATCH)
@@ -125,7 +126,6 @@ cdef int _pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out) \
         with nogil:
             rc = fib__pump_wait(p, timeout_ns, out, PUMP_BATCH)
     if rc == -EINTR:
-        PyErr_CheckSignals()
         return 0
     if rc < 0:
         raise _oserror(-rc, "the I/O pump failed")

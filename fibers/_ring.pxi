@@ -150,6 +150,10 @@ cdef class Ring:
             o = <_Op>self._done[i].op.owner
             self._finished.append(o)
             Py_DECREF(o)        # the pump's; _finished holds one now
+        if timeout_ns != 0:
+            # After the records are safe in _finished: a handler that
+            # raises must not lose them.
+            PyErr_CheckSignals()
         return rc
 
     def submit_and_wait(self, int n=1):
