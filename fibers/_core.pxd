@@ -424,6 +424,7 @@ cdef class Scheduler:
     cdef bint _idle(self) except -1
     cdef int _check_enter(self) except -1
     cdef int _enter(self, bint may_block) except -1
+    cdef bint _quiet(self, Fiber target) except -1
     cdef int _deliver(self, Fiber target, object exc) except -1
     cdef void _leave(self, void *prev)
     cdef object _loop(self, Fiber target)

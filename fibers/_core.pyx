@@ -1111,10 +1111,10 @@ cdef class Scheduler:
 
     cdef bint _io_pending(self):
         # Operations in flight that someone waits for; the waker's own wait
-        # is not one of them.
-        return self._pump_open and (
-            self._pump.inflight > (self._wake_op is not None) or
-            self._pump.unflushed > 0)
+        # is not one of them.  (An operation not yet flushed to the kernel
+        # is in flight too; the waker's re-arm must not count.)
+        return self._pump_open and \
+            self._pump.inflight > (self._wake_op is not None)
 
     cdef int64_t _wait_budget(self, bint *jump) except? -2:
         # The one place that decides how long this tick's io step may wait:
@@ -1126,10 +1126,12 @@ cdef class Scheduler:
         cdef bint io
         jump[0] = False
         if self._ready.count or not self._may_block or self._stopping or \
-                self._ts_calls or (self._target is not None and
-                                   self._target._state == ST_DEAD):
-            # Work to do, or the caller of run() (or of a blocking word)
-            # has what it came for: it must not wait on anyone else's.
+                self._ts_calls or self._system_error is not None or \
+                (self._target is not None and
+                 self._target._state == ST_DEAD):
+            # Work to do, a Ctrl-C to deliver, or the caller of run() (or
+            # of a blocking word) has what it came for: it must not wait
+            # on anyone else's.
             return 0
         n = fib__heap_peek(&self._timers)
         io = self._io_pending()
@@ -1402,6 +1404,7 @@ cdef class Scheduler:
         # caller frees `arg` as soon as we return): then it still waits,
         # and the interruption is raised once the call is over.
         cdef int rc
+        _check_greenlet(me)         # before a pool thread starts on it
         if self._sink == NULL:
             self._get_pump()
             self._sink = fib__sink_new()
@@ -1493,7 +1496,9 @@ cdef class Scheduler:
         # (>= 0 or -errno).  If the fiber is interrupted instead (kill,
         # timeout), the operation is cancelled and the exception goes on;
         # the record lives on, with its buffers, until its completion.
-        cdef int rc = fib__pump_submit(self._get_pump(), &o.op)
+        cdef int rc
+        _check_greenlet(me)         # before the kernel hears of it
+        rc = fib__pump_submit(self._get_pump(), &o.op)
         if rc != 0:
             return o.op.res if rc == 1 else rc
         Py_INCREF(o)
@@ -1715,6 +1720,40 @@ cdef class Scheduler:
             except (ValueError, OSError):
                 pass
 
+    cdef bint _quiet(self, Fiber target) except -1:
+        # Before each tick: is there nothing left that could happen?  True
+        # ends run() without a main fiber.  With one, a target left waiting
+        # for nothing gets Deadlock -- unless another thread may still call
+        # in, in which case the tick waits for it (_idle_wait).
+        self._idle_wait = False
+        if not self._idle():
+            if (self._ready.count == 0 and not self._conds
+                    and self._clock_kind == CLOCK_VIRTUAL
+                    and not self._vclock.autojump):
+                raise RuntimeError(
+                    "every fiber is waiting for a timer, but the "
+                    "VirtualClock only moves when advanced; advance it "
+                    "or create it with autojump=True")
+            return False
+        # A signal may have landed since the last wait: its handler may
+        # wake someone.
+        PyErr_CheckSignals()
+        if not self._idle():
+            return False
+        if target is None:
+            return True
+        if target._state == ST_SUSPENDED:
+            if _other_threads():
+                # Another thread may still call in (call_threadsafe): wait
+                # for it, as asyncio would, rather than call it a deadlock.
+                self._idle_wait = True
+            else:
+                self._throw(target, Deadlock(
+                    f"{target!r} is waiting for something that can never "
+                    f"happen: no fiber is ready, no timer or condition is "
+                    f"pending, and no other thread could call in"))
+        return False
+
     cdef int _deliver(self, Fiber target, object exc) except -1:
         # KeyboardInterrupt or SystemExit raised outside the fiber that
         # run() waits for (in the hub's wait, or in another fiber): it goes
@@ -1732,32 +1771,13 @@ cdef class Scheduler:
             while not self._stopping:
                 if target is not None and target._state == ST_DEAD:
                     break
-                self._idle_wait = False
-                if self._idle():
-                    if target is None:
-                        break
-                    if target._state == ST_SUSPENDED:
-                        if _other_threads():
-                            # Another thread may still call in
-                            # (call_threadsafe): wait for it, as asyncio
-                            # would, rather than call it a deadlock.
-                            self._idle_wait = True
-                        else:
-                            self._throw(target, Deadlock(
-                                f"{target!r} is waiting for something that "
-                                f"can never happen: no fiber is ready, no "
-                                f"timer or condition is pending, and no "
-                                f"other thread could call in"))
-                elif (self._ready.count == 0 and not self._conds
-                      and self._clock_kind == CLOCK_VIRTUAL
-                      and not self._vclock.autojump):
-                    raise RuntimeError(
-                        "every fiber is waiting for a timer, but the "
-                        "VirtualClock only moves when advanced; advance it "
-                        "or create it with autojump=True")
                 try:
+                    if self._quiet(target):
+                        break
                     self._tick()
                 except (KeyboardInterrupt, SystemExit) as e:
+                    # Raised in the hub: by a signal handler run after the
+                    # wait, or by an added step.
                     if target is None or target._state == ST_DEAD:
                         raise
                     self._deliver(target, e)
@@ -1990,6 +2010,9 @@ cdef class Scheduler:
             "signals": len(self._signals),
             "live": len(self._live),
             "fixed_ops": self._fixed_ops,
+            # operations in the pump that someone waits for
+            "io_pending": (self._pump.inflight - (self._wake_op is not None)
+                           if self._pump_open else 0),
         }
 
     def __repr__(self):
@@ -2269,4 +2292,5 @@ include "_net.pxi"
 include "_file.pxi"
 include "_ring.pxi"
 include "_blocking.pxi"
+include "_ossignal.pxi"
 include "_capi.pxi"
