@@ -12,7 +12,7 @@ BENCH_DEPS := pytest-benchmark gevent uvloop trio
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h) setup.py
 
-.PHONY: all sysdeps venv build test ctest run bench bench-echo bench-fixed bench-pytest clean
+.PHONY: all sysdeps venv build test ctest run bench bench-echo bench-bulk bench-fixed bench-pytest clean
 
 all: build
 
@@ -68,6 +68,11 @@ bench: build $(VENV)/.bench
 # server, driven by a C load generator (compiled into build/echo/).
 bench-echo: build $(VENV)/.bench
 	$(PY) -m bench.echo_run
+
+# Bulk upload into an accepted connection: fibers on each backend (and
+# io_uring without multishot) against uvloop and gevent.
+bench-bulk: build $(VENV)/.bench
+	$(PY) -m bench.bulk
 
 # Reads into blobs of a registered heap (io_uring fixed buffers) against
 # plain buffers.
