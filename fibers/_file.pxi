@@ -6,6 +6,10 @@
 # read() and write() use the file position (offset -1, which io_uring
 # honours), so they interleave correctly with pread/pwrite at offsets.
 
+import operator as _operator_mod
+import stat as _stat_mod
+from libc.errno cimport EISDIR
+
 from posix.fcntl cimport (O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC,
                           O_APPEND, O_EXCL)
 
@@ -32,6 +36,18 @@ cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
     o.op.buf_index = <unsigned short>slot
     s._fixed_ops += 1
     return 0
+
+
+cdef Py_ssize_t _int_arg(object value, str word, str name) except? -1:
+    # An integer argument, checked up front with a message naming it: a
+    # str offset would otherwise fail later in a comparison, with a message
+    # about '<' that names nothing.  Anything with __index__ is an int, as
+    # for os.pread.
+    try:
+        return _operator_mod.index(value)
+    except TypeError:
+        raise TypeError(f"{word}() argument '{name}' must be an integer, "
+                        f"not {type(value).__name__}") from None
 
 
 cdef int _mode_flags(str mode) except -1:
@@ -108,13 +124,14 @@ cdef class File:
             raise _oserror(-res, f"{self.name!r}")
         return res
 
-    def read(self, Py_ssize_t size=-1):
+    def read(self, size=-1):
         """Read up to ``size`` bytes from the file position (all of the
-        rest when ``size`` is negative); ``b''`` at end of file."""
+        rest when ``size`` is negative or None); ``b''`` at end of file."""
         cdef _Op o
         cdef int res
         if _sched()._current is None:
             return _sched()._drive("read", self.read, (size,))
+        size = -1 if size is None else _int_arg(size, "read", "size")
         self._check(False)
         if size < 0:
             chunks = []
@@ -158,13 +175,15 @@ cdef class File:
             off += self._do(o)
         return off
 
-    def pread(self, Py_ssize_t size, offset):
+    def pread(self, size, offset):
         """Read up to ``size`` bytes at ``offset``; the file position does
         not move."""
         cdef _Op o
         cdef int res
         if _sched()._current is None:
             return _sched()._drive("pread", self.pread, (size, offset))
+        size = _int_arg(size, "pread", "size")
+        offset = _int_arg(offset, "pread", "offset")
         self._check(False)
         if size < 0:
             raise ValueError("pread() needs size >= 0")
@@ -185,6 +204,7 @@ cdef class File:
         if _sched()._current is None:
             return _sched()._drive("preadinto", self.preadinto,
                                    (buffer, offset))
+        offset = _int_arg(offset, "preadinto", "offset")
         self._check(False)
         if offset < 0:
             raise ValueError("preadinto() needs offset >= 0")
@@ -200,6 +220,7 @@ cdef class File:
         cdef _Op o
         if _sched()._current is None:
             return _sched()._drive("pwrite", self.pwrite, (data, offset))
+        offset = _int_arg(offset, "pwrite", "offset")
         self._check(True)
         if offset < 0:
             raise ValueError("pwrite() needs offset >= 0")
@@ -262,7 +283,16 @@ cdef class File:
 def _open_file(path, mode="rb"):
     cdef int flags = _mode_flags(mode)
     cdef File f = File.__new__(File)
-    f._fd = _os.open(path, flags, 0o666)
+    fd = _os.open(path, flags, 0o666)
+    try:
+        # open(2) lets O_RDONLY open a directory; the error would only come
+        # at the first read.  The stdlib's open() refuses at once.
+        if _stat_mod.S_ISDIR(_os.fstat(fd).st_mode):
+            raise IsADirectoryError(EISDIR, _os.strerror(EISDIR), path)
+    except BaseException:
+        _os.close(fd)
+        raise
+    f._fd = fd
     f.name = path
     f.mode = mode
     f._readable = "r" in mode or "+" in mode
