@@ -325,6 +325,7 @@ cdef class Scheduler:
     cdef bint _may_block
     cdef bint _stopping
     cdef bint _closed
+    cdef bint _closing          # close() is killing fibers: arm no streams
     cdef object _system_error
     cdef long _owner_thread
     cdef int _clock_kind
@@ -385,6 +386,7 @@ cdef class Scheduler:
     cdef int _arm_stream(self, _Stream st, int code, int fd) except -1
     cdef int _io_wait(self, Fiber me, _Op o) except? -1
     cdef int _pump_shutdown(self) except -1
+    cdef int _cancel_streams(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
     cdef int _offload(self, Fiber me, _Job j, bint shield) except -1
     cdef int _arm_sink(self) except -1

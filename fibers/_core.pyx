@@ -1175,6 +1175,13 @@ cdef class Scheduler:
         # Starts (or restarts) the multishot record that feeds st.
         cdef _Op o
         cdef int rc
+        if self._closing:
+            # close() cancels the streams and waits for the pump to empty:
+            # a fiber that reads again from its finally block gets an error
+            # rather than a record nobody would ever cancel.
+            if not st.err and not st.ended:
+                st.err = -ECANCELED
+            return 0
         if code == FIB__OP_RECV_MULTI and self._provided <= 0:
             if self._provided == 0:
                 self._provided = 1 if fib__pump_provide(
@@ -1311,6 +1318,20 @@ cdef class Scheduler:
                 o.op.res = -ECANCELED
             raise
         return o.op.res
+
+    cdef int _cancel_streams(self) except -1:
+        # close(): cancel every armed multishot record.  Each still ends with
+        # its own completion (-ECANCELED, or a last result), which
+        # _stream_complete takes as the end of the arming.
+        cdef fib__op *op
+        if not self._pump_open:
+            return 0
+        op = self._pump.live
+        while op != NULL:
+            if op.code >= FIB__OP_RECV_MULTI:
+                fib__pump_cancel(&self._pump, op)
+            op = op.live_next
+        return 0
 
     cdef int _pump_shutdown(self) except -1:
         # close(): cancel whatever is still in flight and reap it, so no
@@ -1609,6 +1630,12 @@ cdef class Scheduler:
                 self._finish(f, None, f._kill_exc)
             elif f._state != ST_DEAD:
                 self._push(f)
+        # A multishot record (a listener's accept, a connection's recv)
+        # belongs to its socket, not to a fiber: killing the fiber parked on
+        # it leaves it armed, and the loops below would wait for it forever.
+        # Cancel them, and arm no new ones while closing.
+        self._closing = True
+        self._cancel_streams()
         # A fiber may catch FiberExit and block again; try a few rounds,
         # then leave the stubborn ones to the garbage collector.
         for _ in range(3):
