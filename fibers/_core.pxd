@@ -290,6 +290,7 @@ cdef class _Job:
     cdef object result
     cdef object exc
     cdef _Op op                 # a file operation done on the pool
+    cdef bint submitted         # the pool took it: a completion will come
 
 
 cdef class _Stream:
@@ -442,9 +443,12 @@ cdef class File:
     cdef bint _readable
     cdef bint _writable
     cdef Scheduler _reg
+    cdef int _busy              # operations naming _fd that may still run
+    cdef int _closing_fd        # closed while busy: the fd to close later
 
     cdef int _check(self, bint write) except -1
     cdef int _do(self, _Op o) except? -1
+    cdef int _op_done(self) except -1
 
 
 cdef class Ring:

@@ -1123,6 +1123,12 @@ cdef class Scheduler:
         elif op.code == FIB__OP_ACCEPT and op.res >= 0:
             # Accepted after its acceptor was cancelled: nobody owns it.
             close(op.res)
+        elif type(o.keep) is File:
+            # A file operation whose fiber gave up: only now may the File
+            # release the fd it names (see File.close).
+            fl = o.keep
+            o.keep = None
+            (<File>fl)._op_done()
         return 0
 
     cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1:
@@ -1220,6 +1226,7 @@ cdef class Scheduler:
         rc = fib__pool_submit(&j.job)
         if rc < 0:
             raise _oserror(-rc, "cannot start a pool thread")
+        j.submitted = True
         Py_INCREF(j)                # the pool's, until drained
         self._jobs += 1
         self._arm_sink()
@@ -1291,6 +1298,11 @@ cdef class Scheduler:
             f = j.fiber
             if f is not None and f._state == ST_SUSPENDED:
                 self._wake(f, None)
+            elif j.op is not None and type(j.op.keep) is File:
+                # A file job whose fiber gave up (see File.close).
+                fl = j.op.keep
+                j.op.keep = None
+                (<File>fl)._op_done()
             job = nxt
         if self._jobs > 0 and not self._closed:
             self._arm_sink()
