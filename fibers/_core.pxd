@@ -293,6 +293,7 @@ cdef class _Job:
     cdef object result
     cdef object exc
     cdef _Op op                 # a file operation done on the pool
+    cdef bint submitted         # the pool took it: a completion will come
 
 
 cdef class _Stream:
@@ -328,6 +329,7 @@ cdef class Scheduler:
     cdef bint _may_block
     cdef bint _stopping
     cdef bint _closed
+    cdef bint _closing          # close() is killing fibers: arm no streams
     cdef object _system_error
     cdef long _owner_thread
     cdef int _clock_kind
@@ -411,6 +413,7 @@ cdef class Scheduler:
     cdef int _arm_stream(self, _Stream st, int code, int fd) except -1
     cdef int _io_wait(self, Fiber me, _Op o) except? -1
     cdef int _pump_shutdown(self) except -1
+    cdef int _cancel_streams(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
     cdef int _offload(self, Fiber me, _Job j, bint shield) except -1
     cdef int _arm_sink(self) except -1
@@ -469,9 +472,12 @@ cdef class File:
     cdef bint _readable
     cdef bint _writable
     cdef Scheduler _reg
+    cdef int _busy              # operations naming _fd that may still run
+    cdef int _closing_fd        # closed while busy: the fd to close later
 
     cdef int _check(self, bint write) except -1
     cdef int _do(self, _Op o) except? -1
+    cdef int _op_done(self) except -1
 
 
 cdef class Ring:

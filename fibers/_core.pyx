@@ -1324,6 +1324,12 @@ cdef class Scheduler:
         elif op.code == FIB__OP_ACCEPT and op.res >= 0:
             # Accepted after its acceptor was cancelled: nobody owns it.
             close(op.res)
+        elif type(o.keep) is File:
+            # A file operation whose fiber gave up: only now may the File
+            # release the fd it names (see File.close).
+            fl = o.keep
+            o.keep = None
+            (<File>fl)._op_done()
         return 0
 
     cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1:
@@ -1376,6 +1382,13 @@ cdef class Scheduler:
         # Starts (or restarts) the multishot record that feeds st.
         cdef _Op o
         cdef int rc
+        if self._closing:
+            # close() cancels the streams and waits for the pump to empty:
+            # a fiber that reads again from its finally block gets an error
+            # rather than a record nobody would ever cancel.
+            if not st.err and not st.ended:
+                st.err = -ECANCELED
+            return 0
         if code == FIB__OP_RECV_MULTI and self._provided <= 0:
             if self._provided == 0:
                 self._provided = 1 if fib__pump_provide(
@@ -1415,6 +1428,7 @@ cdef class Scheduler:
         rc = fib__pool_submit(&j.job)
         if rc < 0:
             raise _oserror(-rc, "cannot start a pool thread")
+        j.submitted = True
         Py_INCREF(j)                # the pool's, until drained
         self._jobs += 1
         self._arm_sink()
@@ -1486,6 +1500,11 @@ cdef class Scheduler:
             f = j.fiber
             if f is not None and f._state == ST_SUSPENDED:
                 self._wake(f, None)
+            elif j.op is not None and type(j.op.keep) is File:
+                # A file job whose fiber gave up (see File.close).
+                fl = j.op.keep
+                j.op.keep = None
+                (<File>fl)._op_done()
             job = nxt
         if self._jobs > 0 and not self._closed:
             self._arm_sink()
@@ -1515,6 +1534,20 @@ cdef class Scheduler:
                 o.op.res = -ECANCELED
             raise
         return o.op.res
+
+    cdef int _cancel_streams(self) except -1:
+        # close(): cancel every armed multishot record.  Each still ends with
+        # its own completion (-ECANCELED, or a last result), which
+        # _stream_complete takes as the end of the arming.
+        cdef fib__op *op
+        if not self._pump_open:
+            return 0
+        op = self._pump.live
+        while op != NULL:
+            if op.code >= FIB__OP_RECV_MULTI:
+                fib__pump_cancel(&self._pump, op)
+            op = op.live_next
+        return 0
 
     cdef int _pump_shutdown(self) except -1:
         # close(): cancel whatever is still in flight and reap it, so no
@@ -1913,6 +1946,12 @@ cdef class Scheduler:
                 self._finish(f, None, f._kill_exc)
             elif f._state != ST_DEAD:
                 self._push(f)
+        # A multishot record (a listener's accept, a connection's recv)
+        # belongs to its socket, not to a fiber: killing the fiber parked on
+        # it leaves it armed, and the loops below would wait for it forever.
+        # Cancel them, and arm no new ones while closing.
+        self._closing = True
+        self._cancel_streams()
         # A fiber may catch FiberExit and block again; try a few rounds,
         # then leave the stubborn ones to the garbage collector.
         for _ in range(3):

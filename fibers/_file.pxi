@@ -6,6 +6,10 @@
 # read() and write() use the file position (offset -1, which io_uring
 # honours), so they interleave correctly with pread/pwrite at offsets.
 
+import operator as _operator_mod
+import stat as _stat_mod
+from libc.errno cimport EISDIR
+
 from posix.fcntl cimport (O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC,
                           O_APPEND, O_EXCL)
 
@@ -32,6 +36,18 @@ cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
     o.op.buf_index = <unsigned short>slot
     s._fixed_ops += 1
     return 0
+
+
+cdef Py_ssize_t _int_arg(object value, str word, str name) except? -1:
+    # An integer argument, checked up front with a message naming it: a
+    # str offset would otherwise fail later in a comparison, with a message
+    # about '<' that names nothing.  Anything with __index__ is an int, as
+    # for os.pread.
+    try:
+        return _operator_mod.index(value)
+    except TypeError:
+        raise TypeError(f"{word}() argument '{name}' must be an integer, "
+                        f"not {type(value).__name__}") from None
 
 
 cdef int _mode_flags(str mode) except -1:
@@ -64,17 +80,49 @@ cdef class File:
     """A binary file whose reads and writes go through the completion pump.
     Returned by :func:`fibers.io.open`."""
 
+    # Closing with operations in flight.  An operation names the file by
+    # its fd number, and it may start well after the fiber issued it: on
+    # io_uring the SQE goes to the kernel at the tick's io_uring_enter, on
+    # epoll a pool thread calls pwrite() whenever it reaches the job.  If
+    # close() freed the number at once, the next open() anywhere in the
+    # process could get it, and the pending write would land in that file.
+    # So the number is never released while an operation naming it may
+    # still start: close() marks the File closed (no new operation), asks
+    # the pump to cancel what has not started (io_uring; a started one
+    # finishes on the file it began on), and leaves the close(2) to the last
+    # operation's completion (_op_done), which Scheduler._complete and
+    # _drain_sink call for operations whose fiber has given up.  close()
+    # does not wait, so it stays usable outside fibers and in finally
+    # blocks of fibers being killed.
+
     def __cinit__(self):
         self._fd = -1
+        self._closing_fd = -1
 
     def __init__(self, *args, **kwargs):
         raise TypeError("use fibers.io.open() to open a File")
 
     def __dealloc__(self):
-        if self._fd >= 0:
+        # Nothing can be in flight here: an operation in flight keeps its
+        # File alive (the waiting fiber's frame, or _Op.keep).
+        cdef int fd = self._fd if self._fd >= 0 else self._closing_fd
+        if fd >= 0:
             if self._reg is not None:
-                self._reg._forget_fd(self._fd, False)
-            close(self._fd)
+                self._reg._forget_fd(fd, False)
+            close(fd)
+
+    cdef int _op_done(self) except -1:
+        # An operation naming the fd is over; the last one after close()
+        # closes it.
+        cdef int fd
+        self._busy -= 1
+        if self._busy == 0 and self._closing_fd >= 0:
+            fd = self._closing_fd
+            self._closing_fd = -1
+            if self._reg is not None:
+                self._reg._forget_fd(fd, False)
+            close(fd)
+        return 0
 
     cdef int _check(self, bint write) except -1:
         if self._fd < 0:
@@ -89,32 +137,53 @@ cdef class File:
         # One operation for the calling fiber; returns >= 0 or raises.
         cdef Scheduler s = _sched()
         cdef int res
-        cdef _Job j
+        cdef _Job j = None
+        cdef bint pending
+        if self._fd < 0:
+            # Closed by another fiber, say between two chunks of a write().
+            raise ValueError("I/O operation on closed file")
+        o.op.fd = self._fd
         if self._reg is not s:
             if self._reg is not None:
                 self._reg._forget_fd(self._fd, False)
             self._reg = s
-        if s._backend == FIB__BACKEND_EPOLL:
-            # epoll cannot wait on a file: the pool does the call.
-            j = _Job.__new__(_Job)
-            j.op = o
-            j.job.fn = _run_file_job
-            j.job.arg = <void *>&o.op
-            s._offload(s._current, j, False)
-            res = j.job.result
-        else:
-            res = s._io_wait(s._current, o)
+        self._busy += 1
+        try:
+            if s._backend == FIB__BACKEND_EPOLL:
+                # epoll cannot wait on a file: the pool does the call.
+                j = _Job.__new__(_Job)
+                j.op = o
+                j.job.fn = _run_file_job
+                j.job.arg = <void *>&o.op
+                s._offload(s._current, j, False)
+                res = j.job.result
+            else:
+                res = s._io_wait(s._current, o)
+        finally:
+            # Interrupted (killed, timed out) with the operation still in
+            # flight: its completion, not this fiber, ends it.
+            if j is not None:
+                pending = j.submitted and not j.done
+            else:
+                pending = o.op.state != FIB__S_IDLE
+            if pending:
+                o.keep = self
+            else:
+                self._op_done()
         if res < 0:
+            if res == -ECANCELED and self._fd < 0:
+                res = -EBADF        # cancelled by close(), as for sockets
             raise _oserror(-res, f"{self.name!r}")
         return res
 
-    def read(self, Py_ssize_t size=-1):
+    def read(self, size=-1):
         """Read up to ``size`` bytes from the file position (all of the
-        rest when ``size`` is negative); ``b''`` at end of file."""
+        rest when ``size`` is negative or None); ``b''`` at end of file."""
         cdef _Op o
         cdef int res
         if _sched()._current is None:
             return _sched()._drive("read", self.read, (size,))
+        size = -1 if size is None else _int_arg(size, "read", "size")
         self._check(False)
         if size < 0:
             chunks = []
@@ -158,13 +227,15 @@ cdef class File:
             off += self._do(o)
         return off
 
-    def pread(self, Py_ssize_t size, offset):
+    def pread(self, size, offset):
         """Read up to ``size`` bytes at ``offset``; the file position does
         not move."""
         cdef _Op o
         cdef int res
         if _sched()._current is None:
             return _sched()._drive("pread", self.pread, (size, offset))
+        size = _int_arg(size, "pread", "size")
+        offset = _int_arg(offset, "pread", "offset")
         self._check(False)
         if size < 0:
             raise ValueError("pread() needs size >= 0")
@@ -185,6 +256,7 @@ cdef class File:
         if _sched()._current is None:
             return _sched()._drive("preadinto", self.preadinto,
                                    (buffer, offset))
+        offset = _int_arg(offset, "preadinto", "offset")
         self._check(False)
         if offset < 0:
             raise ValueError("preadinto() needs offset >= 0")
@@ -200,6 +272,7 @@ cdef class File:
         cdef _Op o
         if _sched()._current is None:
             return _sched()._drive("pwrite", self.pwrite, (data, offset))
+        offset = _int_arg(offset, "pwrite", "offset")
         self._check(True)
         if offset < 0:
             raise ValueError("pwrite() needs offset >= 0")
@@ -239,11 +312,20 @@ cdef class File:
         return self._fd < 0
 
     def close(self):
-        """Close the file.  Idempotent."""
+        """Close the file.  Idempotent.  Operations other fibers have in
+        flight on it are cancelled if they have not started (they raise
+        OSError(EBADF)) or finish on this file; the fd is released only
+        after the last of them."""
         cdef int fd = self._fd
         if fd < 0:
             return
         self._fd = -1
+        if self._busy:
+            # See the comment at the top of the class.
+            self._closing_fd = fd
+            if self._reg is not None:
+                self._reg._forget_fd(fd, True)
+            return
         if self._reg is not None:
             self._reg._forget_fd(fd, False)
         _os.close(fd)
@@ -262,7 +344,16 @@ cdef class File:
 def _open_file(path, mode="rb"):
     cdef int flags = _mode_flags(mode)
     cdef File f = File.__new__(File)
-    f._fd = _os.open(path, flags, 0o666)
+    fd = _os.open(path, flags, 0o666)
+    try:
+        # open(2) lets O_RDONLY open a directory; the error would only come
+        # at the first read.  The stdlib's open() refuses at once.
+        if _stat_mod.S_ISDIR(_os.fstat(fd).st_mode):
+            raise IsADirectoryError(EISDIR, _os.strerror(EISDIR), path)
+    except BaseException:
+        _os.close(fd)
+        raise
+    f._fd = fd
     f.name = path
     f.mode = mode
     f._readable = "r" in mode or "+" in mode

@@ -17,7 +17,8 @@ def open(path, mode="rb"):  # noqa: A001 - mirrors the builtin on purpose
 
     ``mode`` is a binary mode: ``'rb'``, ``'wb'``, ``'ab'``, ``'xb'``,
     ``'r+b'``, ``'w+b'`` or ``'a+b'``.  Text modes raise ValueError.
-    Errors opening the file are the stdlib's (FileNotFoundError, ...).
+    Errors opening the file are the stdlib's (FileNotFoundError,
+    IsADirectoryError for a directory, ...).
     """
     return _open_file(path, mode)
 

@@ -35,3 +35,13 @@ def recv_all(sock, bound=100_000):
             return b"".join(parts)
         parts.append(chunk)
     raise AssertionError("peer never reached EOF")
+
+
+def fill_holes_below(fd):
+    """Occupy every free fd number below `fd` (with /dev/null), so that the
+    next fd the process opens is `fd` itself if it is free: the kernel
+    always hands out the lowest free number.  Returns the fillers, for the
+    caller to close."""
+    taken = open_fds()
+    return [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            for n in range(fd) if n not in taken]

@@ -8,6 +8,7 @@ import pytest
 
 import fibers
 import fibers.io
+from iohelp import open_fds, warm_up
 
 
 @pytest.fixture
@@ -296,3 +297,49 @@ def test_other_fibers_run_while_a_file_is_read(io_sched, backend, tmp_path):
     # The ticker ran between most consecutive reads, not just before/after.
     assert advanced >= len(samples) // 2
     assert ticks >= advanced
+
+
+# ---- argument and path errors, as the stdlib gives them -------------------------
+
+def test_open_a_directory_raises_isadirectoryerror(io_sched, tmp_path):
+    # open(2) accepts O_RDONLY on a directory; the stdlib's open() refuses
+    # at once rather than at the first read.
+    def main():
+        warm_up()
+        before = open_fds()
+        with pytest.raises(IsADirectoryError) as ei:
+            fibers.io.open(str(tmp_path), "rb")
+        assert ei.value.filename == str(tmp_path)
+        with pytest.raises(IsADirectoryError):
+            fibers.io.open("/", "rb")
+        with pytest.raises(IsADirectoryError):
+            fibers.io.open(str(tmp_path), "r+b")
+        assert open_fds() == before              # nothing leaked
+    io_sched.run(main)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda f: f.pread(4, "0"), "offset"),
+    (lambda f: f.pread("4", 0), "size"),
+    (lambda f: f.pread(4, 1.5), "offset"),
+    (lambda f: f.preadinto(bytearray(4), "0"), "offset"),
+    (lambda f: f.pwrite(b"x", "0"), "offset"),
+    (lambda f: f.pwrite(b"x", None), "offset"),
+    (lambda f: f.read("4"), "size"),
+])
+def test_non_integer_sizes_and_offsets_raise_typeerror(io_sched, data_file,
+                                                       call, name):
+    def main():
+        with fibers.io.open(data_file, "r+b") as f:
+            with pytest.raises(TypeError, match=f"'{name}'"):
+                call(f)
+            # Integers and anything with __index__ still work.
+            assert f.pread(2, True) == f.pread(2, 1)
+    io_sched.run(main)
+
+
+def test_read_size_none_reads_everything(io_sched, data_file, content):
+    def main():
+        with fibers.io.open(data_file, "rb") as f:
+            return f.read(None)
+    assert io_sched.run(main) == content
