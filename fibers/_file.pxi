@@ -223,7 +223,7 @@ cdef class File:
         """Move the file position, as os.lseek(); returns the new one."""
         if self._fd < 0:
             raise ValueError("I/O operation on closed file")
-        return _os.lseek(self._fd, offset, whence)
+        return _os_lseek(self._fd, offset, whence)
 
     def tell(self):
         """The file position."""
@@ -246,7 +246,7 @@ cdef class File:
         self._fd = -1
         if self._reg is not None:
             self._reg._forget_fd(fd, False)
-        _os.close(fd)
+        _os_close(fd)
 
     def __enter__(self):
         return self
@@ -262,7 +262,7 @@ cdef class File:
 def _open_file(path, mode="rb"):
     cdef int flags = _mode_flags(mode)
     cdef File f = File.__new__(File)
-    f._fd = _os.open(path, flags, 0o666)
+    f._fd = _os_open(path, flags, 0o666)
     f.name = path
     f.mode = mode
     f._readable = "r" in mode or "+" in mode

@@ -23,6 +23,16 @@ from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
 
 from libc.string cimport memcpy
 
+# The stdlib's classes and functions, bound once at import.  A program may
+# monkey-patch ``socket.socket = fibers.net.Socket`` (the first thing a
+# gevent user tries); looked up at call time, socket.socket would then be
+# Socket itself, and Socket() calling it would recurse in C until the stack
+# overflowed.
+cdef object _StdSocket = _socket_mod.socket
+cdef object _SocketIO = _socket_mod.SocketIO
+cdef object _getaddrinfo = _socket_mod.getaddrinfo
+cdef object _inet_pton = _socket_mod.inet_pton
+
 cdef extern from "<sys/socket.h>":
     enum:
         MSG_NOSIGNAL
@@ -78,12 +88,12 @@ cdef class Socket:
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
         if fileno is None:
-            sock = _socket_mod.socket(
+            sock = _StdSocket(
                 _socket_mod.AF_INET if family == -1 else family,
                 _socket_mod.SOCK_STREAM if type == -1 else type,
                 0 if proto == -1 else proto)
         else:
-            sock = _socket_mod.socket(family, type, proto, fileno)
+            sock = _StdSocket(family, type, proto, fileno)
         # The stdlib object stays in non-blocking mode so that its calls
         # (connect_ex, recvfrom, ...) never wait inside CPython.
         sock.settimeout(0)
@@ -372,8 +382,8 @@ cdef class Socket:
             if res < 0:
                 raise _oserror(-res)
         try:
-            sock = _socket_mod.socket(self._sock.family, self._sock.type,
-                                      self._sock.proto, res)
+            sock = _StdSocket(self._sock.family, self._sock.type,
+                              self._sock.proto, res)
         except BaseException:
             close(res)
             raise
@@ -427,11 +437,11 @@ cdef class Socket:
                 not isinstance(address[0], str) or not address[0]:
             return address
         try:
-            _socket_mod.inet_pton(family, address[0])
+            _inet_pton(family, address[0])
             return address              # already numeric
         except OSError:
             pass
-        infos = _blocking_call(s, s._current, _socket_mod.getaddrinfo,
+        infos = _blocking_call(s, s._current, _getaddrinfo,
                                (address[0], address[1], family,
                                 self._sock.type), None)
         if not infos:
@@ -670,8 +680,8 @@ cdef class Socket:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
         writing = "w" in mode
         reading = "r" in mode or not writing
-        raw = _socket_mod.SocketIO(self, ("r" if reading else "") +
-                                   ("w" if writing else ""))
+        raw = _SocketIO(self, ("r" if reading else "") +
+                        ("w" if writing else ""))
         self._io_refs += 1
         if buffering is None or buffering < 0:
             buffering = _io_mod.DEFAULT_BUFFER_SIZE

@@ -26,6 +26,14 @@ import socket as _socket
 from . import _core
 from ._core import Socket, _adopt_socket
 
+# The stdlib's, bound at import: a program may monkey-patch the socket
+# module with ours (socket.socket = Socket, socket.socketpair = socketpair,
+# ...), and looked up at call time they would then call themselves.
+_StdSocket = _socket.socket
+_raw_socketpair = _socket._socket.socketpair
+_std_getaddrinfo = _socket.getaddrinfo
+_std_gethostbyname = _socket.gethostbyname
+
 __all__ = ["Socket", "Server", "socketpair", "listen", "connect", "serve",
            "getaddrinfo", "gethostbyname"]
 
@@ -33,13 +41,13 @@ __all__ = ["Socket", "Server", "socketpair", "listen", "connect", "serve",
 def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     """Cooperative :func:`socket.getaddrinfo`: the resolver runs on the
     blocking-call pool while other fibers run."""
-    return _core.blocking(_socket.getaddrinfo, host, port, family, type,
+    return _core.blocking(_std_getaddrinfo, host, port, family, type,
                           proto, flags)
 
 
 def gethostbyname(name):
     """Cooperative :func:`socket.gethostbyname`."""
-    return _core.blocking(_socket.gethostbyname, name)
+    return _core.blocking(_std_gethostbyname, name)
 
 
 def _family_of(address):
@@ -53,7 +61,11 @@ def _family_of(address):
 
 def socketpair(family=_socket.AF_UNIX, type=_socket.SOCK_STREAM, proto=0):
     """A pair of connected Sockets, as :func:`socket.socketpair`."""
-    a, b = _socket.socketpair(family, type, proto)
+    # As socket.socketpair does, but with the stdlib class bound above: the
+    # stdlib function wraps the pair with whatever socket.socket is now.
+    a, b = _raw_socketpair(family, type, proto)
+    a = _StdSocket(family, type, proto, a.detach())
+    b = _StdSocket(family, type, proto, b.detach())
     return _adopt_socket(a), _adopt_socket(b)
 
 
