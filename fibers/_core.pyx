@@ -1621,6 +1621,13 @@ cdef class Scheduler:
             self._loop(None)
         self._closed = True
         self._pump_shutdown()
+        if not self._pump_open and self._sink != NULL:
+            # The pool's eventfd goes now, with the pump: a Scheduler is a
+            # reference cycle (its steps point back at it), so its
+            # __dealloc__ waits for the cycle collector, which may come at
+            # any time later.  Jobs still running hold their own references.
+            fib__sink_release(self._sink)
+            self._sink = NULL
         del self._pool[:]
         self._signals.clear()
 

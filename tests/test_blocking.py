@@ -1,5 +1,6 @@
 """fibers.blocking: calls on pool threads, completions through the pump."""
 import errno
+import gc
 import os
 import socket
 import termios
@@ -202,3 +203,17 @@ def test_ioctl_errors_are_oserrors(io_sched):
         assert io_sched.run(main) == errno.ENOTTY
     finally:
         os.close(fd)
+
+
+def test_close_releases_the_pools_fd(backend):
+    # A Scheduler is freed only by the cycle collector; what close() does
+    # not release stays open until some later collection closes it.
+    from iohelp import open_fds
+    gc.collect()
+    before = open_fds()
+    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
+                         backend=backend)
+    assert s.run(lambda: fibers.blocking(len, "abc")) == 3
+    assert open_fds() - before          # the pump's fd and the pool's
+    s.close()
+    assert open_fds() == before
