@@ -78,6 +78,11 @@ _log = logging.getLogger("fibers")
 
 # Deadlines beyond this are "never"; it keeps now + delay far from overflow.
 cdef int64_t NS_FOREVER = (<int64_t>1) << 62
+# The clock's range, ~146 years: times and deadlines are int64 nanoseconds
+# no later than this.  A deadline past it saturates here (see _deadline),
+# and a VirtualClock stops here, so that no sum or difference of two times
+# can overflow and time never runs backwards.
+cdef int64_t TIME_MAX_NS = NS_FOREVER
 # How often pending conditions are polled when nothing else wakes us.
 cdef int64_t COND_POLL_NS = 1000000
 # The first steps in Scheduler._steps are the built-in ones.
@@ -129,6 +134,46 @@ cdef int64_t _to_ns(object seconds, str word) except -1:
     if s >= 4e9:            # ~126 years: treat as forever
         return NS_FOREVER
     return <int64_t>llround(s * 1e9)
+
+
+cdef int64_t _time_ns(object seconds, str word, bint saturate) except -1:
+    """Converts a point or stretch of clock time to nanoseconds, exactly
+    (no "forever" rounding as in _to_ns).  Past TIME_MAX_NS it saturates,
+    or raises OverflowError."""
+    cdef double s
+    try:
+        s = seconds
+    except TypeError:
+        raise TypeError(f"{word}() needs a number of seconds, "
+                        f"got {type(seconds).__name__}") from None
+    if isnan(s):
+        raise ValueError(f"{word}() got NaN seconds")
+    if s < 0:
+        raise ValueError(f"{word}() needs seconds >= 0, got {seconds!r}")
+    if s * 1e9 >= <double>TIME_MAX_NS:
+        if saturate:
+            return TIME_MAX_NS
+        raise OverflowError(f"{word}(): {seconds!r} s is past the clock's "
+                            f"range (at most {TIME_MAX_NS / 1e9} s)")
+    return <int64_t>llround(s * 1e9)
+
+
+cdef inline int64_t _deadline(int64_t now, int64_t ns) noexcept:
+    # now + ns (ns >= 0), saturating at the end of the clock's range.
+    if ns >= TIME_MAX_NS - now:
+        return TIME_MAX_NS
+    return now + ns
+
+
+cdef int64_t _custom_ns(object now) except? -1:
+    # A custom clock's now(), in nanoseconds.  Kept well inside the int64
+    # range, so that deadline - now cannot overflow.
+    cdef double t = now
+    if isnan(t) or not (-<double>TIME_MAX_NS < t * 1e9 < <double>TIME_MAX_NS):
+        raise OverflowError(f"the clock's now() returned {now!r}, past "
+                            f"the range fibers can represent (+-"
+                            f"{TIME_MAX_NS / 1e9} s)")
+    return <int64_t>llround(t * 1e9)
 
 
 cdef inline Scheduler _sched():
@@ -372,9 +417,12 @@ cdef class Timer:
         self.fired += 1
         if self._interval > 0:
             # Deadlines stay on the start + k*interval grid, so the schedule
-            # never drifts; ticks missed while we were late are skipped.
+            # never drifts; ticks missed while we were late are skipped.  A
+            # next tick past the end of time never comes: the timer ends
+            # (saturated there, it would fire at every tick).
             k = (now - self._start) // self._interval + 1
-            s._arm(&self._node, self, self._start + k * self._interval)
+            if k <= (TIME_MAX_NS - self._start) // self._interval:
+                s._arm(&self._node, self, self._start + k * self._interval)
         s._spawn(self._fn, self._args, None)
         return 0
 
@@ -490,10 +538,16 @@ cdef class VirtualClock:
     seconds of *real* time for a completion, and only then jumps.  On
     loopback, data written by another fiber is already in the kernel, so
     the grace is only paid when nothing is going to arrive (a timeout test).
+
+    Time ends at :attr:`MAX_TIME` (2**62 ns, about 146 years): a ``start``
+    past it raises OverflowError, ``advance()`` stops there, and deadlines
+    past it (``sleep(math.inf)``, say) fall on it.
     """
 
+    MAX_TIME = TIME_MAX_NS / 1e9
+
     def __init__(self, start=0.0, autojump=False, io_grace=0.05):
-        self._ns = _to_ns(start, "VirtualClock")
+        self._ns = _time_ns(start, "VirtualClock", False)
         self.autojump = autojump
         self._io_grace_ns = _to_ns(io_grace, "VirtualClock")
 
@@ -507,8 +561,9 @@ cdef class VirtualClock:
         return self._ns / 1e9
 
     def advance(self, seconds):
-        """Move the clock forward by ``seconds`` (>= 0)."""
-        self._ns += _to_ns(seconds, "advance")
+        """Move the clock forward by ``seconds`` (>= 0), but no further
+        than :attr:`MAX_TIME`, where it stops."""
+        self._ns = _deadline(self._ns, _time_ns(seconds, "advance", True))
 
     def __repr__(self):
         return f"<VirtualClock now={self._ns / 1e9!r} autojump={self.autojump}>"
@@ -628,7 +683,7 @@ cdef class Scheduler:
             return fib__monotonic_ns()
         if self._clock_kind == CLOCK_VIRTUAL:
             return self._vclock._ns
-        return <int64_t>llround(<double>self._clock.now() * 1e9)
+        return _custom_ns(self._clock.now())
 
     def now(self):
         """The scheduler's clock, in seconds (monotonic unless a clock was
@@ -898,7 +953,7 @@ cdef class Scheduler:
         if ns == 0:
             return self._yield(me)
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
-        self._arm(&me._sleep_node, me, self._now_ns() + ns)
+        self._arm(&me._sleep_node, me, _deadline(self._now_ns(), ns))
         try:
             self._park(me)
         finally:
@@ -915,7 +970,7 @@ cdef class Scheduler:
         cdef Timer t = _new_timer(self, TK_THROW)
         t._fiber = me
         t._exc = exc
-        self._arm(&t._node, t, self._now_ns() + ns)
+        self._arm(&t._node, t, _deadline(self._now_ns(), ns))
         return t
 
     cdef int _disarm_timeout(self, Fiber me, Timer t) except -1:
@@ -1850,7 +1905,7 @@ def delay(fn, seconds, *args):
     t = _new_timer(s, TK_CALL)
     t._fn = fn
     t._args = args
-    s._arm(&t._node, t, s._now_ns() + ns)
+    s._arm(&t._node, t, _deadline(s._now_ns(), ns))
     return t
 
 
@@ -1858,7 +1913,9 @@ def periodic(fn, interval, *args):
     """Call ``fn(*args)`` in a new fiber every ``interval`` seconds (> 0).
 
     Deadlines are start + k * interval, so the schedule does not drift; if
-    the scheduler falls behind, missed ticks are skipped, not bunched.
+    the scheduler falls behind, missed ticks are skipped, not bunched.  It
+    stops by itself when its next tick would fall past the end of the
+    clock's range (:attr:`VirtualClock.MAX_TIME`).
     Returns a :class:`Timer`; cancel it to stop."""
     cdef Scheduler s = _sched()
     cdef int64_t ns = _to_ns(interval, "periodic")
@@ -1873,7 +1930,7 @@ def periodic(fn, interval, *args):
     t._args = args
     t._interval = ns
     t._start = s._now_ns()
-    s._arm(&t._node, t, t._start + ns)
+    s._arm(&t._node, t, _deadline(t._start, ns))
     return t
 
 
