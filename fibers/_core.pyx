@@ -51,6 +51,7 @@ work finished raises nothing.
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.object cimport PyCallable_Check
+from cpython.number cimport PyNumber_Index
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX
@@ -506,7 +507,9 @@ cdef Condition _new_condition(Scheduler s, int kind, pred, fn, Fiber fiber):
     if not PyCallable_Check(pred):
         raise TypeError(f"the predicate must be callable, got "
                         f"{type(pred).__name__}")
-    if fn is not None and not PyCallable_Check(fn):
+    # when() and whenever() spawn fn from the conditions step: a bad one
+    # must be refused here, at the caller, not there.
+    if kind != CK_WAIT_FOR and not PyCallable_Check(fn):
         raise TypeError(f"the function must be callable, got "
                         f"{type(fn).__name__}")
     cdef Condition c = Condition.__new__(Condition)
@@ -621,6 +624,11 @@ cdef class Scheduler:
         fib__heap_init(&self._timers)
 
     def __init__(self, clock=None, *, pool_size=1024, backend=None):
+        try:
+            pool_size = PyNumber_Index(pool_size)
+        except TypeError:
+            raise TypeError(f"pool_size must be an int, got "
+                            f"{type(pool_size).__name__}") from None
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
         self._backend = _choose_backend(backend)
@@ -1436,9 +1444,16 @@ cdef class Scheduler:
             c = <Condition>conds[i]
             if not c._active:
                 continue
+            # What goes wrong here is the condition's own business: its
+            # waiter's (wait_for) or the log's, never the whole run()'s.
+            # Its truth value is taken inside the try, since __bool__ can
+            # raise too (a numpy array, say).  Only KeyboardInterrupt and
+            # SystemExit are for run()'s caller.
             try:
-                ok = c._pred()
-            except Exception as e:
+                ok = bool(c._pred())
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:
                 c._active = False
                 if c._kind == CK_WAIT_FOR:
                     self._throw(c._fiber, e)
@@ -2009,6 +2024,11 @@ def on_signal(fn, name):
     if not PyCallable_Check(fn):
         raise TypeError(f"on_signal() needs a callable, got "
                         f"{type(fn).__name__}")
+    try:
+        hash(name)
+    except TypeError:
+        raise TypeError(f"on_signal() needs a hashable signal name, got "
+                        f"{type(name).__name__}") from None
     return _sched()._spawn(_on_signal_body, (fn, name), None)
 
 

@@ -22,6 +22,7 @@ from libc.errno cimport EISCONN, EALREADY
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
 
 from libc.string cimport memcpy
+from libc.math cimport ceil
 
 # The stdlib's classes and functions, bound once at import.  A program may
 # monkey-patch ``socket.socket = fibers.net.Socket`` (the first thing a
@@ -32,6 +33,13 @@ cdef object _StdSocket = _socket_mod.socket
 cdef object _SocketIO = _socket_mod.SocketIO
 cdef object _getaddrinfo = _socket_mod.getaddrinfo
 cdef object _inet_pton = _socket_mod.inet_pton
+
+# settimeout() checks its value the way the stdlib does, by asking it: a
+# closed stdlib socket parses the value (raising TypeError, ValueError or
+# OverflowError, with the messages of this CPython) and only then fails
+# with EBADF.  No fd is held.
+cdef object _timeout_check = _StdSocket()
+_timeout_check.close()
 
 cdef extern from "<sys/socket.h>":
     enum:
@@ -516,18 +524,22 @@ cdef class Socket:
     def settimeout(self, value):
         """None blocks (suspending the fiber) without limit; 0 makes calls
         raise BlockingIOError instead of waiting; a positive number makes
-        waiting calls raise TimeoutError('timed out') after that long."""
+        waiting calls raise TimeoutError('timed out') after that long.
+        Values are checked as socket.settimeout() checks them."""
+        cdef double d
         if value is None:
             self._timeout_ns = -1
+            return
+        try:
+            _timeout_check.settimeout(value)
+        except OSError:
+            pass                # EBADF: the value itself was fine
+        # Nanoseconds rounded up, as CPython's socket stores them.
+        if isinstance(value, float):
+            d = value
+            self._timeout_ns = <int64_t>ceil(d * 1e9)
         else:
-            try:
-                if value < 0:
-                    raise ValueError("Timeout value out of range")
-            except TypeError:
-                raise TypeError("Timeout value must be int, float or None")
-            self._timeout_ns = _to_ns(value, "settimeout")
-            if self._timeout_ns == 0 and value > 0:
-                self._timeout_ns = 1
+            self._timeout_ns = PyNumber_Index(value) * 1000000000
 
     def gettimeout(self):
         if self._timeout_ns < 0:
@@ -683,7 +695,14 @@ cdef class Socket:
         raw = _SocketIO(self, ("r" if reading else "") +
                         ("w" if writing else ""))
         self._io_refs += 1
-        if buffering is None or buffering < 0:
+        if buffering is None:
+            buffering = -1
+        try:
+            buffering = PyNumber_Index(buffering)
+        except TypeError:
+            raise TypeError(f"makefile(): buffering must be an int or None, "
+                            f"got {type(buffering).__name__}") from None
+        if buffering < 0:
             buffering = _io_mod.DEFAULT_BUFFER_SIZE
         if buffering == 0:
             if "b" not in mode:
