@@ -79,6 +79,7 @@ cdef Socket _adopt(object sock, bint nonblocking):
     self._fd = sock.fileno()
     self._timeout_ns = -1
     self._nonblocking = nonblocking
+    self._closed = False
     return self
 
 
@@ -94,7 +95,15 @@ cdef class Socket:
     ``fileno=`` adopts an existing fd, which the Socket then owns.
     """
 
+    def __cinit__(self):
+        # Until __init__ (or _adopt) gives it a socket, a Socket made with
+        # Socket.__new__ is a closed one: no call may use fd 0 by default.
+        self._fd = -1
+        self._closed = True
+
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if self._sock is not None:
+            raise RuntimeError("a Socket cannot be initialised twice")
         if fileno is None:
             sock = _StdSocket(
                 _socket_mod.AF_INET if family == -1 else family,
@@ -109,6 +118,7 @@ cdef class Socket:
         self._fd = sock.fileno()
         self._timeout_ns = -1
         self._nonblocking = True
+        self._closed = False
 
     def __dealloc__(self):
         if not self._closed and self._reg is not None:
@@ -728,7 +738,7 @@ cdef class Socket:
         self.close()
 
     def __repr__(self):
-        if self._closed:
+        if self._closed or self._sock is None:
             return "<fibers.net.Socket [closed]>"
         return (f"<fibers.net.Socket fd={self._fd} "
                 f"family={self._sock.family!r} type={self._sock.type!r}>")

@@ -704,3 +704,22 @@ def test_serve_still_logs_other_handler_errors(io_sched, errlog):
     errors = [r for r in errlog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert errors[0].exc_info[0] is ValueError
+
+
+def test_a_socket_made_without_init_is_closed(io_sched):
+    # Socket.__new__ alone used to leave fd 0 (stdin) in the object, and
+    # recv() read from it.
+    s = fibers.net.Socket.__new__(fibers.net.Socket)
+    assert s.closed and s.fileno() == -1
+    assert repr(s) == "<fibers.net.Socket [closed]>"
+
+    def main():
+        with pytest.raises(OSError) as info:
+            s.recv(1)
+        return info.value.errno
+    assert io_sched.run(main) == errno.EBADF
+    s.close()
+    t = fibers.net.Socket()
+    with pytest.raises(RuntimeError, match="twice"):
+        t.__init__()
+    t.close()
