@@ -35,11 +35,11 @@ cdef object _getaddrinfo = _socket_mod.getaddrinfo
 cdef object _inet_pton = _socket_mod.inet_pton
 
 # settimeout() checks its value the way the stdlib does, by asking it: a
-# closed stdlib socket parses the value (raising TypeError, ValueError or
-# OverflowError, with the messages of this CPython) and only then fails
-# with EBADF.  No fd is held.
-cdef object _timeout_check = _StdSocket()
-_timeout_check.close()
+# socket object with no fd (-1, never opened) parses the value (raising
+# TypeError, ValueError or OverflowError, with the messages of this
+# CPython) and only then fails with EBADF.
+cdef object _timeout_check = _socket_mod.SocketType.__new__(
+    _socket_mod.SocketType)
 
 cdef extern from "<sys/socket.h>":
     enum:
