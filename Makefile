@@ -12,7 +12,7 @@ BENCH_DEPS := pytest-benchmark gevent uvloop trio
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h) setup.py
 
-.PHONY: all sysdeps venv build test ctest run bench bench-echo bench-bulk bench-fixed bench-pytest clean
+.PHONY: all sysdeps venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-pytest clean
 
 all: build
 
@@ -34,6 +34,15 @@ build: $(VENV)/.built
 
 test: build ctest
 	$(PY) -m pytest -q tests
+
+# The Python suite alone (test-pythons runs it with VENV and PYTHON set).
+pytest: build
+	$(PY) -m pytest -q tests
+
+# The Python suite on every CPython 3.10-3.13 under $(pyenv root)/versions,
+# each in its own .venv-3.x; absent ones are skipped (and said so).
+test-pythons:
+	@MAKE="$(MAKE)" bash tools/test_pythons.sh
 
 # The C parts alone, under AddressSanitizer and UBSan: the timer heap and
 # ready ring, and the completion pump's contract on each backend.
@@ -84,4 +93,4 @@ bench-pytest: build $(VENV)/.bench
 	    --benchmark-json=bench/results/pytest-benchmark.json
 
 clean:
-	rm -rf build $(VENV) *.egg-info fibers/*.so fibers/_core.c fibers/_heap.c fibers/*.html
+	rm -rf build $(VENV) .venv-3.* *.egg-info fibers/*.so fibers/_core.c fibers/_heap.c fibers/*.html

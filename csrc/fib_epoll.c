@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -73,19 +74,36 @@ static int fib__epoll_open(fib__pump *p, unsigned entries)
     return 0;
 }
 
+/* The table entry for fd, growing the table to cover it.  NULL with errno
+ * set: EBADF for a number that is no open fd, ENOMEM.  The table only
+ * grows for fds that exist, so its size follows the process's real fds
+ * (bounded by RLIMIT_NOFILE, which is doubled up to but not past): a wait
+ * on fd 10**8 must not allocate gigabytes before finding it is closed. */
 static fib__fdent *fib__epoll_ent(fib__epoll *e, int fd)
 {
-    size_t n;
+    size_t n, want, limit;
+    struct rlimit rl;
     fib__fdent *grown;
-    if (fd < 0)
+    if (fd < 0) {
+        errno = EBADF;
         return NULL;
+    }
     if ((size_t)fd >= e->nfds) {
+        if (fcntl(fd, F_GETFD) < 0)
+            return NULL;            /* errno is EBADF */
+        want = (size_t)fd + 1;
         n = e->nfds ? e->nfds : 64;
-        while (n <= (size_t)fd)
+        while (n < want)
             n *= 2;
+        limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+                rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : n;
+        if (n > limit)
+            n = limit > want ? limit : want;
         grown = realloc(e->fds, n * sizeof(*grown));
-        if (grown == NULL)
+        if (grown == NULL) {
+            errno = ENOMEM;
             return NULL;
+        }
         memset(grown + e->nfds, 0, (n - e->nfds) * sizeof(*grown));
         e->fds = grown;
         e->nfds = n;
@@ -241,7 +259,7 @@ static int fib__epoll_submit(fib__pump *p, fib__op *op)
     }
     ent = fib__epoll_ent(e, op->fd);
     if (ent == NULL)
-        return op->fd < 0 ? -EBADF : -ENOMEM;
+        return -errno;
     if (!ent->regular) {
         rc = fib__epoll_register(e, ent, op->fd,
                                  foreign || op->code == FIB__OP_POLL);

@@ -10,6 +10,10 @@
 
 import fcntl as _fcntl_mod
 
+# Bound at import (see _net.pxi): fcntl.ioctl = fibers.io.ioctl must not
+# make ioctl() call itself.
+cdef object _std_ioctl = _fcntl_mod.ioctl
+
 
 cdef int _run_py_job(void *arg) noexcept nogil:
     with gil:
@@ -115,4 +119,4 @@ def _set_blocking_idle(seconds):
 def ioctl(fd, request, arg=0, mutate_flag=True):
     """Cooperative ``fcntl.ioctl``: the device call runs on a pool thread
     while other fibers run (the seed's asynchronous DeviceIoControl)."""
-    return blocking(_fcntl_mod.ioctl, _fileno(fd), request, arg, mutate_flag)
+    return blocking(_std_ioctl, _fileno(fd), request, arg, mutate_flag)

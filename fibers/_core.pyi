@@ -48,6 +48,7 @@ class Condition:
     def cancel(self) -> bool: ...
 
 class VirtualClock:
+    MAX_TIME: float
     autojump: bool
     def __init__(self, start: _Seconds = 0.0, autojump: bool = False,
                  io_grace: _Seconds = 0.05) -> None: ...

@@ -51,6 +51,7 @@ work finished raises nothing.
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.object cimport PyCallable_Check
+from cpython.number cimport PyNumber_Index
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX
@@ -81,6 +82,11 @@ _log = logging.getLogger("fibers")
 
 # Deadlines beyond this are "never"; it keeps now + delay far from overflow.
 cdef int64_t NS_FOREVER = (<int64_t>1) << 62
+# The clock's range, ~146 years: times and deadlines are int64 nanoseconds
+# no later than this.  A deadline past it saturates here (see _deadline),
+# and a VirtualClock stops here, so that no sum or difference of two times
+# can overflow and time never runs backwards.
+cdef int64_t TIME_MAX_NS = NS_FOREVER
 # How often pending conditions are polled when nothing else wakes us.
 cdef int64_t COND_POLL_NS = 1000000
 # The first steps in Scheduler._steps are the built-in ones.
@@ -132,6 +138,46 @@ cdef int64_t _to_ns(object seconds, str word) except -1:
     if s >= 4e9:            # ~126 years: treat as forever
         return NS_FOREVER
     return <int64_t>llround(s * 1e9)
+
+
+cdef int64_t _time_ns(object seconds, str word, bint saturate) except -1:
+    """Converts a point or stretch of clock time to nanoseconds, exactly
+    (no "forever" rounding as in _to_ns).  Past TIME_MAX_NS it saturates,
+    or raises OverflowError."""
+    cdef double s
+    try:
+        s = seconds
+    except TypeError:
+        raise TypeError(f"{word}() needs a number of seconds, "
+                        f"got {type(seconds).__name__}") from None
+    if isnan(s):
+        raise ValueError(f"{word}() got NaN seconds")
+    if s < 0:
+        raise ValueError(f"{word}() needs seconds >= 0, got {seconds!r}")
+    if s * 1e9 >= <double>TIME_MAX_NS:
+        if saturate:
+            return TIME_MAX_NS
+        raise OverflowError(f"{word}(): {seconds!r} s is past the clock's "
+                            f"range (at most {TIME_MAX_NS / 1e9} s)")
+    return <int64_t>llround(s * 1e9)
+
+
+cdef inline int64_t _deadline(int64_t now, int64_t ns) noexcept:
+    # now + ns (ns >= 0), saturating at the end of the clock's range.
+    if ns >= TIME_MAX_NS - now:
+        return TIME_MAX_NS
+    return now + ns
+
+
+cdef int64_t _custom_ns(object now) except? -1:
+    # A custom clock's now(), in nanoseconds.  Kept well inside the int64
+    # range, so that deadline - now cannot overflow.
+    cdef double t = now
+    if isnan(t) or not (-<double>TIME_MAX_NS < t * 1e9 < <double>TIME_MAX_NS):
+        raise OverflowError(f"the clock's now() returned {now!r}, past "
+                            f"the range fibers can represent (+-"
+                            f"{TIME_MAX_NS / 1e9} s)")
+    return <int64_t>llround(t * 1e9)
 
 
 cdef inline Scheduler _sched():
@@ -445,9 +491,12 @@ cdef class Timer:
         self.fired += 1
         if self._interval > 0:
             # Deadlines stay on the start + k*interval grid, so the schedule
-            # never drifts; ticks missed while we were late are skipped.
+            # never drifts; ticks missed while we were late are skipped.  A
+            # next tick past the end of time never comes: the timer ends
+            # (saturated there, it would fire at every tick).
             k = (now - self._start) // self._interval + 1
-            s._arm(&self._node, self, self._start + k * self._interval)
+            if k <= (TIME_MAX_NS - self._start) // self._interval:
+                s._arm(&self._node, self, self._start + k * self._interval)
         s._spawn(self._fn, self._args, None)
         return 0
 
@@ -532,7 +581,9 @@ cdef Condition _new_condition(Scheduler s, int kind, pred, fn, Fiber fiber):
     if not PyCallable_Check(pred):
         raise TypeError(f"the predicate must be callable, got "
                         f"{type(pred).__name__}")
-    if fn is not None and not PyCallable_Check(fn):
+    # when() and whenever() spawn fn from the conditions step: a bad one
+    # must be refused here, at the caller, not there.
+    if kind != CK_WAIT_FOR and not PyCallable_Check(fn):
         raise TypeError(f"the function must be callable, got "
                         f"{type(fn).__name__}")
     cdef Condition c = Condition.__new__(Condition)
@@ -564,10 +615,16 @@ cdef class VirtualClock:
     seconds of *real* time for a completion, and only then jumps.  On
     loopback, data written by another fiber is already in the kernel, so
     the grace is only paid when nothing is going to arrive (a timeout test).
+
+    Time ends at :attr:`MAX_TIME` (2**62 ns, about 146 years): a ``start``
+    past it raises OverflowError, ``advance()`` stops there, and deadlines
+    past it (``sleep(math.inf)``, say) fall on it.
     """
 
+    MAX_TIME = TIME_MAX_NS / 1e9
+
     def __init__(self, start=0.0, autojump=False, io_grace=0.05):
-        self._ns = _to_ns(start, "VirtualClock")
+        self._ns = _time_ns(start, "VirtualClock", False)
         self.autojump = autojump
         self._io_grace_ns = _to_ns(io_grace, "VirtualClock")
 
@@ -581,8 +638,9 @@ cdef class VirtualClock:
         return self._ns / 1e9
 
     def advance(self, seconds):
-        """Move the clock forward by ``seconds`` (>= 0)."""
-        self._ns += _to_ns(seconds, "advance")
+        """Move the clock forward by ``seconds`` (>= 0), but no further
+        than :attr:`MAX_TIME`, where it stops."""
+        self._ns = _deadline(self._ns, _time_ns(seconds, "advance", True))
 
     def __repr__(self):
         return f"<VirtualClock now={self._ns / 1e9!r} autojump={self.autojump}>"
@@ -643,6 +701,11 @@ cdef class Scheduler:
         fib__heap_init(&self._timers)
 
     def __init__(self, clock=None, *, pool_size=1024, backend=None):
+        try:
+            pool_size = PyNumber_Index(pool_size)
+        except TypeError:
+            raise TypeError(f"pool_size must be an int, got "
+                            f"{type(pool_size).__name__}") from None
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
         self._backend = _choose_backend(backend)
@@ -710,7 +773,7 @@ cdef class Scheduler:
             return fib__monotonic_ns()
         if self._clock_kind == CLOCK_VIRTUAL:
             return self._vclock._ns
-        return <int64_t>llround(<double>self._clock.now() * 1e9)
+        return _custom_ns(self._clock.now())
 
     def now(self):
         """The scheduler's clock, in seconds (monotonic unless a clock was
@@ -982,7 +1045,7 @@ cdef class Scheduler:
         if ns == 0:
             return self._yield(me)
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
-        self._arm(&me._sleep_node, me, self._now_ns() + ns)
+        self._arm(&me._sleep_node, me, _deadline(self._now_ns(), ns))
         try:
             self._park(me)
         finally:
@@ -999,7 +1062,7 @@ cdef class Scheduler:
         cdef Timer t = _new_timer(self, TK_THROW)
         t._fiber = me
         t._exc = exc
-        self._arm(&t._node, t, self._now_ns() + ns)
+        self._arm(&t._node, t, _deadline(self._now_ns(), ns))
         return t
 
     cdef int _disarm_timeout(self, Fiber me, Timer t) except -1:
@@ -1618,9 +1681,16 @@ cdef class Scheduler:
             c = <Condition>conds[i]
             if not c._active:
                 continue
+            # What goes wrong here is the condition's own business: its
+            # waiter's (wait_for) or the log's, never the whole run()'s.
+            # Its truth value is taken inside the try, since __bool__ can
+            # raise too (a numpy array, say).  Only KeyboardInterrupt and
+            # SystemExit are for run()'s caller.
             try:
-                ok = c._pred()
-            except Exception as e:
+                ok = bool(c._pred())
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:
                 c._active = False
                 if c._kind == CK_WAIT_FOR:
                     self._throw(c._fiber, e)
@@ -1969,6 +2039,13 @@ cdef class Scheduler:
             self._ts_calls.clear()
         self._pump_shutdown()
         self._close_waker()
+        if not self._pump_open and self._sink != NULL:
+            # The pool's eventfd goes now, with the pump: a Scheduler is a
+            # reference cycle (its steps point back at it), so its
+            # __dealloc__ waits for the cycle collector, which may come at
+            # any time later.  Jobs still running hold their own references.
+            fib__sink_release(self._sink)
+            self._sink = NULL
         del self._pool[:]
         self._signals.clear()
 
@@ -2196,7 +2273,7 @@ def delay(fn, seconds, *args):
     t = _new_timer(s, TK_CALL)
     t._fn = fn
     t._args = args
-    s._arm(&t._node, t, s._now_ns() + ns)
+    s._arm(&t._node, t, _deadline(s._now_ns(), ns))
     return t
 
 
@@ -2204,7 +2281,9 @@ def periodic(fn, interval, *args):
     """Call ``fn(*args)`` in a new fiber every ``interval`` seconds (> 0).
 
     Deadlines are start + k * interval, so the schedule does not drift; if
-    the scheduler falls behind, missed ticks are skipped, not bunched.
+    the scheduler falls behind, missed ticks are skipped, not bunched.  It
+    stops by itself when its next tick would fall past the end of the
+    clock's range (:attr:`VirtualClock.MAX_TIME`).
     Returns a :class:`Timer`; cancel it to stop."""
     cdef Scheduler s = _sched()
     cdef int64_t ns = _to_ns(interval, "periodic")
@@ -2219,7 +2298,7 @@ def periodic(fn, interval, *args):
     t._args = args
     t._interval = ns
     t._start = s._now_ns()
-    s._arm(&t._node, t, t._start + ns)
+    s._arm(&t._node, t, _deadline(t._start, ns))
     return t
 
 
@@ -2298,6 +2377,11 @@ def on_signal(fn, name):
     if not PyCallable_Check(fn):
         raise TypeError(f"on_signal() needs a callable, got "
                         f"{type(fn).__name__}")
+    try:
+        hash(name)
+    except TypeError:
+        raise TypeError(f"on_signal() needs a hashable signal name, got "
+                        f"{type(name).__name__}") from None
     return _sched()._spawn(_on_signal_body, (fn, name), None)
 
 

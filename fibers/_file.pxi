@@ -296,7 +296,7 @@ cdef class File:
         """Move the file position, as os.lseek(); returns the new one."""
         if self._fd < 0:
             raise ValueError("I/O operation on closed file")
-        return _os.lseek(self._fd, offset, whence)
+        return _os_lseek(self._fd, offset, whence)
 
     def tell(self):
         """The file position."""
@@ -328,7 +328,7 @@ cdef class File:
             return
         if self._reg is not None:
             self._reg._forget_fd(fd, False)
-        _os.close(fd)
+        _os_close(fd)
 
     def __enter__(self):
         return self
@@ -344,14 +344,14 @@ cdef class File:
 def _open_file(path, mode="rb"):
     cdef int flags = _mode_flags(mode)
     cdef File f = File.__new__(File)
-    fd = _os.open(path, flags, 0o666)
+    fd = _os_open(path, flags, 0o666)
     try:
         # open(2) lets O_RDONLY open a directory; the error would only come
         # at the first read.  The stdlib's open() refuses at once.
         if _stat_mod.S_ISDIR(_os.fstat(fd).st_mode):
             raise IsADirectoryError(EISDIR, _os.strerror(EISDIR), path)
     except BaseException:
-        _os.close(fd)
+        _os_close(fd)
         raise
     f._fd = fd
     f.name = path

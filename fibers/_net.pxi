@@ -22,6 +22,24 @@ from libc.errno cimport EISCONN, EALREADY
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
 
 from libc.string cimport memcpy
+from libc.math cimport ceil
+
+# The stdlib's classes and functions, bound once at import.  A program may
+# monkey-patch ``socket.socket = fibers.net.Socket`` (the first thing a
+# gevent user tries); looked up at call time, socket.socket would then be
+# Socket itself, and Socket() calling it would recurse in C until the stack
+# overflowed.
+cdef object _StdSocket = _socket_mod.socket
+cdef object _SocketIO = _socket_mod.SocketIO
+cdef object _getaddrinfo = _socket_mod.getaddrinfo
+cdef object _inet_pton = _socket_mod.inet_pton
+
+# settimeout() checks its value the way the stdlib does, by asking it: a
+# socket object with no fd (-1, never opened) parses the value (raising
+# TypeError, ValueError or OverflowError, with the messages of this
+# CPython) and only then fails with EBADF.
+cdef object _timeout_check = _socket_mod.SocketType.__new__(
+    _socket_mod.SocketType)
 
 cdef extern from "<sys/socket.h>":
     enum:
@@ -61,6 +79,7 @@ cdef Socket _adopt(object sock, bint nonblocking):
     self._fd = sock.fileno()
     self._timeout_ns = -1
     self._nonblocking = nonblocking
+    self._closed = False
     return self
 
 
@@ -76,14 +95,22 @@ cdef class Socket:
     ``fileno=`` adopts an existing fd, which the Socket then owns.
     """
 
+    def __cinit__(self):
+        # Until __init__ (or _adopt) gives it a socket, a Socket made with
+        # Socket.__new__ is a closed one: no call may use fd 0 by default.
+        self._fd = -1
+        self._closed = True
+
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if self._sock is not None:
+            raise RuntimeError("a Socket cannot be initialised twice")
         if fileno is None:
-            sock = _socket_mod.socket(
+            sock = _StdSocket(
                 _socket_mod.AF_INET if family == -1 else family,
                 _socket_mod.SOCK_STREAM if type == -1 else type,
                 0 if proto == -1 else proto)
         else:
-            sock = _socket_mod.socket(family, type, proto, fileno)
+            sock = _StdSocket(family, type, proto, fileno)
         # The stdlib object stays in non-blocking mode so that its calls
         # (connect_ex, recvfrom, ...) never wait inside CPython.
         sock.settimeout(0)
@@ -91,6 +118,7 @@ cdef class Socket:
         self._fd = sock.fileno()
         self._timeout_ns = -1
         self._nonblocking = True
+        self._closed = False
 
     def __dealloc__(self):
         if not self._closed and self._reg is not None:
@@ -372,8 +400,8 @@ cdef class Socket:
             if res < 0:
                 raise _oserror(-res)
         try:
-            sock = _socket_mod.socket(self._sock.family, self._sock.type,
-                                      self._sock.proto, res)
+            sock = _StdSocket(self._sock.family, self._sock.type,
+                              self._sock.proto, res)
         except BaseException:
             close(res)
             raise
@@ -427,11 +455,11 @@ cdef class Socket:
                 not isinstance(address[0], str) or not address[0]:
             return address
         try:
-            _socket_mod.inet_pton(family, address[0])
+            _inet_pton(family, address[0])
             return address              # already numeric
         except OSError:
             pass
-        infos = _blocking_call(s, s._current, _socket_mod.getaddrinfo,
+        infos = _blocking_call(s, s._current, _getaddrinfo,
                                (address[0], address[1], family,
                                 self._sock.type), None)
         if not infos:
@@ -506,18 +534,22 @@ cdef class Socket:
     def settimeout(self, value):
         """None blocks (suspending the fiber) without limit; 0 makes calls
         raise BlockingIOError instead of waiting; a positive number makes
-        waiting calls raise TimeoutError('timed out') after that long."""
+        waiting calls raise TimeoutError('timed out') after that long.
+        Values are checked as socket.settimeout() checks them."""
+        cdef double d
         if value is None:
             self._timeout_ns = -1
+            return
+        try:
+            _timeout_check.settimeout(value)
+        except OSError:
+            pass                # EBADF: the value itself was fine
+        # Nanoseconds rounded up, as CPython's socket stores them.
+        if isinstance(value, float):
+            d = value
+            self._timeout_ns = <int64_t>ceil(d * 1e9)
         else:
-            try:
-                if value < 0:
-                    raise ValueError("Timeout value out of range")
-            except TypeError:
-                raise TypeError("Timeout value must be int, float or None")
-            self._timeout_ns = _to_ns(value, "settimeout")
-            if self._timeout_ns == 0 and value > 0:
-                self._timeout_ns = 1
+            self._timeout_ns = PyNumber_Index(value) * 1000000000
 
     def gettimeout(self):
         if self._timeout_ns < 0:
@@ -670,10 +702,17 @@ cdef class Socket:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
         writing = "w" in mode
         reading = "r" in mode or not writing
-        raw = _socket_mod.SocketIO(self, ("r" if reading else "") +
-                                   ("w" if writing else ""))
+        raw = _SocketIO(self, ("r" if reading else "") +
+                        ("w" if writing else ""))
         self._io_refs += 1
-        if buffering is None or buffering < 0:
+        if buffering is None:
+            buffering = -1
+        try:
+            buffering = PyNumber_Index(buffering)
+        except TypeError:
+            raise TypeError(f"makefile(): buffering must be an int or None, "
+                            f"got {type(buffering).__name__}") from None
+        if buffering < 0:
             buffering = _io_mod.DEFAULT_BUFFER_SIZE
         if buffering == 0:
             if "b" not in mode:
@@ -699,7 +738,7 @@ cdef class Socket:
         self.close()
 
     def __repr__(self):
-        if self._closed:
+        if self._closed or self._sock is None:
             return "<fibers.net.Socket [closed]>"
         return (f"<fibers.net.Socket fd={self._fd} "
                 f"family={self._sock.family!r} type={self._sock.type!r}>")

@@ -257,4 +257,4 @@ cdef class Ring:
 def strerror(int err):
     """The message for an errno, given as a positive number or as the
     negative result a callback receives."""
-    return _os.strerror(-err if err < 0 else err)
+    return _os_strerror(-err if err < 0 else err)

@@ -21,10 +21,19 @@ Every call that would block suspends only the calling fiber; the
 completion pump (io_uring, or epoll) resumes it.  Errors are the stdlib's.
 """
 
+import os as _os
 import socket as _socket
 
 from . import _core
 from ._core import Socket, _adopt_socket
+
+# The stdlib's, bound at import: a program may monkey-patch the socket
+# module with ours (socket.socket = Socket, socket.socketpair = socketpair,
+# ...), and looked up at call time they would then call themselves.
+_StdSocket = _socket.socket
+_raw_socketpair = _socket._socket.socketpair
+_std_getaddrinfo = _socket.getaddrinfo
+_std_gethostbyname = _socket.gethostbyname
 
 __all__ = ["Socket", "Server", "socketpair", "listen", "connect", "serve",
            "getaddrinfo", "gethostbyname"]
@@ -33,13 +42,13 @@ __all__ = ["Socket", "Server", "socketpair", "listen", "connect", "serve",
 def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     """Cooperative :func:`socket.getaddrinfo`: the resolver runs on the
     blocking-call pool while other fibers run."""
-    return _core.blocking(_socket.getaddrinfo, host, port, family, type,
+    return _core.blocking(_std_getaddrinfo, host, port, family, type,
                           proto, flags)
 
 
 def gethostbyname(name):
     """Cooperative :func:`socket.gethostbyname`."""
-    return _core.blocking(_socket.gethostbyname, name)
+    return _core.blocking(_std_gethostbyname, name)
 
 
 def _family_of(address):
@@ -53,7 +62,11 @@ def _family_of(address):
 
 def socketpair(family=_socket.AF_UNIX, type=_socket.SOCK_STREAM, proto=0):
     """A pair of connected Sockets, as :func:`socket.socketpair`."""
-    a, b = _socket.socketpair(family, type, proto)
+    # As socket.socketpair does, but with the stdlib class bound above: the
+    # stdlib function wraps the pair with whatever socket.socket is now.
+    a, b = _raw_socketpair(family, type, proto)
+    a = _StdSocket(family, type, proto, a.detach())
+    b = _StdSocket(family, type, proto, b.detach())
     return _adopt_socket(a), _adopt_socket(b)
 
 
@@ -81,15 +94,24 @@ def listen(address, backlog=1024, reuse_port=False):
 
 def connect(address, timeout=None):
     """A stream Socket connected to ``address`` (a Unix path, or a
-    ``(host, port)`` pair).  ``timeout`` limits the connect and stays on
-    the socket, as with :func:`socket.create_connection`."""
+    ``(host, port)`` pair).  ``timeout`` limits the connect, raising
+    :class:`fibers.Timeout` as every ``timeout=`` argument does, and stays
+    on the socket for its later calls, as with
+    :func:`socket.create_connection`."""
     sock = Socket(_family_of(address), _socket.SOCK_STREAM)
     try:
         if timeout is not None:
             sock.settimeout(timeout)
         if sock.family != _socket.AF_UNIX:
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        sock.connect(address)
+        try:
+            sock.connect(address)
+        except TimeoutError as e:
+            if isinstance(e, _core.Timeout):
+                raise           # an enclosing timeout scope's: not ours
+            # The socket's own 'timed out', which is this argument's.
+            raise _core.Timeout(f"connect to {address!r} timed out after "
+                                f"{timeout} s") from None
     except BaseException:
         sock.close()
         raise
@@ -107,6 +129,7 @@ class Server:
         self._handler = handler
         self._handlers = set()
         self._stopping = False
+        self._unix_file = None      # (path, st_dev, st_ino) to remove
         self.address = sock.getsockname()
         self._acceptor = _core.spawn(self._accept_loop)
         self._acceptor.name = f"serve {self.address!r}"
@@ -137,17 +160,24 @@ class Server:
         try:
             with conn:
                 self._handler(conn, addr)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            # The client went away: the end of this connection, not an
+            # error of the server's (as in gevent's StreamServer).
+            _core._log.debug("serve %r: connection from %r ended: %s",
+                             self.address, addr, e)
         finally:
             self._handlers.discard(_core.current())
 
     def stop(self, grace=None):
         """Stop accepting, wait up to ``grace`` seconds for the running
         handlers to finish (None: as long as they take), then kill the rest.
-        Suspends the calling fiber while it waits."""
+        Suspends the calling fiber while it waits.  The Unix socket file
+        that :func:`serve` created, if any, is removed."""
         if self._stopping:
             return
         self._stopping = True
         self._sock.close()
+        self._remove_unix_file()
         self._acceptor.join()
         if grace is None:
             for f in list(self._handlers):
@@ -159,6 +189,20 @@ class Server:
         for f in list(self._handlers):
             f.kill()
         self._handlers.clear()
+
+    def _remove_unix_file(self):
+        # Only the file serve() created by binding, and only if it is still
+        # that file (not one someone else has put at the path since).
+        if self._unix_file is None:
+            return
+        path, dev, ino = self._unix_file
+        self._unix_file = None
+        try:
+            st = _os.stat(path)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                _os.unlink(path)
+        except OSError:
+            pass                # already gone
 
     def __enter__(self):
         return self
@@ -176,8 +220,27 @@ def serve(address, handler, *, reuse_port=False, backlog=1024):
     """Listen on ``address`` and run ``handler(conn, addr)`` in a new fiber
     for each connection; ``conn`` is closed when the handler returns.
     Returns a :class:`Server` at once (call it from a fiber, or before
-    :func:`fibers.run`)."""
+    :func:`fibers.run`).
+
+    A handler that ends with :class:`ConnectionResetError` or
+    :class:`BrokenPipeError` (the client went away) ends its connection
+    quietly, with a debug line on the ``fibers`` logger; other exceptions
+    are logged as errors.  For a Unix socket path, :meth:`Server.stop`
+    removes the socket file that serve() created."""
     if not callable(handler):
         raise TypeError(f"serve() needs a callable handler, got "
                         f"{type(handler).__name__}")
-    return Server(listen(address, backlog, reuse_port), handler)
+    sock = listen(address, backlog, reuse_port)
+    unix_file = None
+    if sock.family == _socket.AF_UNIX and isinstance(address, (str, bytes)) \
+            and address and address[:1] not in ("\0", b"\0"):
+        # bind() made this file (it fails if the path exists): stop()
+        # removes it.  Abstract addresses (a leading NUL) have no file.
+        try:
+            st = _os.stat(address)
+            unix_file = (address, st.st_dev, st.st_ino)
+        except OSError:
+            pass
+    server = Server(sock, handler)
+    server._unix_file = unix_file
+    return server

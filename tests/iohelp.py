@@ -1,4 +1,5 @@
 """Helpers shared by the I/O tests."""
+import gc
 import os
 
 import fibers.net
@@ -18,12 +19,52 @@ def open_fds():
 
 def warm_up():
     """One round trip, so fds the backend creates lazily (the ring, the
-    epoll set) exist before a test takes its baseline.  Call in a fiber."""
+    epoll set) exist before a test takes its baseline; then a collection,
+    so that no garbage of an earlier test (a scheduler nobody closed holds
+    its ring's fd) is closed by the collector in the middle of this one.
+    Call in a fiber."""
     a, b = fibers.net.socketpair()
     a.sendall(b".")
     assert b.recv(1) == b"."
     a.close()
     b.close()
+    gc.collect()
+
+
+class NextFd:
+    """Makes the closed fd number `fd` the next one the kernel hands out.
+
+    The kernel always gives the lowest free number, so every free number
+    below `fd` is filled (with /dev/null) and `fd` itself held until
+    free(); close() gives the fillers back.  Tests about a number being
+    reused then do not depend on chance (say, an fd some garbage
+    collection freed lower down)."""
+
+    def __init__(self, fd):
+        self.fillers = []
+        self.hold = None
+        for _ in range(fd + 1):
+            n = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            if n >= fd:
+                break
+            self.fillers.append(n)
+        if n != fd:
+            os.close(n)
+            self.close()
+            raise AssertionError(f"fd {fd} is still open")
+        self.hold = n
+
+    def free(self):
+        """Free the number: the next fd made gets it."""
+        os.close(self.hold)
+        self.hold = None
+
+    def close(self):
+        if self.hold is not None:
+            self.free()
+        for n in self.fillers:
+            os.close(n)
+        self.fillers = []
 
 
 def recv_all(sock, bound=100_000):

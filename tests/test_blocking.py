@@ -1,5 +1,6 @@
 """fibers.blocking: calls on pool threads, completions through the pump."""
 import errno
+import gc
 import os
 import socket
 import termios
@@ -204,3 +205,20 @@ def test_ioctl_errors_are_oserrors(io_sched):
         assert io_sched.run(main) == errno.ENOTTY
     finally:
         os.close(fd)
+
+
+def test_close_releases_the_pools_fd(backend):
+    # A Scheduler is freed only by the cycle collector; what close() does
+    # not release stays open until some later collection closes it.
+    from iohelp import open_fds
+    gc.collect()
+    before = open_fds()
+    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
+                         backend=backend)
+    assert s.run(lambda: fibers.blocking(len, "abc")) == 3
+    assert open_fds() - before          # the pump's fd and the pool's
+    s.close()
+    # The pool thread drops its own reference to the sink just after it
+    # hands the result over, in real time.
+    assert wait_until(lambda: open_fds() == before), {
+        f: os.readlink(f"/proc/self/fd/{f}") for f in open_fds() - before}

@@ -128,3 +128,60 @@ def test_when_predicate_error_is_logged_and_cancels(sched, errlog):
         return c.active
     assert sched.run(main) is False
     assert len(errlog.records) == 1
+
+
+@pytest.mark.parametrize("word", ["when", "whenever"])
+@pytest.mark.parametrize("fn", [None, 5, "f"])
+def test_when_and_whenever_refuse_a_non_callable_at_the_call(sched, word, fn):
+    # Accepted, it was spawned when the predicate came true, and the
+    # TypeError escaped the conditions step and ended run() for everyone.
+    def main():
+        with pytest.raises(TypeError, match="callable"):
+            getattr(fibers, word)(lambda: True, fn)
+        fibers.yield_now()
+        return sched.stats()["conditions"]
+    assert sched.run(main) == 0
+
+
+class BadBool:
+    def __bool__(self):
+        raise ValueError("truth value is ambiguous")
+
+
+class NotAnError(BaseException):
+    """A BaseException that is neither KeyboardInterrupt nor SystemExit."""
+
+
+@pytest.mark.parametrize("pred", [lambda: BadBool(),
+                                  lambda: (_ for _ in ()).throw(NotAnError)],
+                         ids=["bad-bool", "base-exception"])
+def test_a_failing_predicate_is_its_conditions_business_only(sched, errlog,
+                                                             pred):
+    # A predicate whose result has no truth value, or that raises a
+    # BaseException, must not end run() for the other fibers: when() and
+    # whenever() log it, wait_for() raises it in its waiter.
+    ticks = []
+
+    def ticker():
+        for _ in range(5):
+            fibers.sleep(1)
+            ticks.append(fibers.now())
+
+    def waiter():
+        try:
+            fibers.wait_for(pred)
+        except BaseException as e:     # noqa: B036 - what we check for
+            return type(e)
+
+    def main():
+        t = fibers.spawn(ticker)
+        w = fibers.spawn(waiter)
+        c1 = fibers.when(pred, lambda: None)
+        c2 = fibers.whenever(pred, lambda: None)
+        t.join()
+        return w.join(), c1.active, c2.active
+    got, a1, a2 = sched.run(main)
+    assert ticks == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert got in (ValueError, NotAnError)
+    assert (a1, a2) == (False, False)
+    assert len([r for r in errlog.records if "predicate" in r.getMessage()]) == 2

@@ -3,6 +3,7 @@ resets, half-close, EOF, makefile, context manager, refused connections and
 serve()."""
 import errno
 import hashlib
+import logging
 import os
 import random
 import resource
@@ -579,3 +580,146 @@ def test_server_stop_with_grace_kills_stuck_handlers(io_sched):
     assert 2 <= elapsed < 2.5
     assert log == ["started", "finally"]
     assert got == b""                             # conn was closed
+
+
+def test_makefile_buffering_must_be_an_int():
+    s = fibers.net.Socket()
+    try:
+        for bad in ("8", 1.5, b""):
+            with pytest.raises(TypeError, match="buffering"):
+                s.makefile("rb", buffering=bad)
+        s.makefile("rb", buffering=None).close()
+        s.makefile("rb", buffering=-1).close()
+    finally:
+        s.close()
+
+
+def test_server_stop_removes_the_unix_socket_file_serve_made(io_sched,
+                                                             tmp_path):
+    paths = [str(tmp_path / "str.sock"), os.fsencode(tmp_path / "b.sock")]
+
+    def main():
+        for path in paths:
+            server = fibers.net.serve(path, echo_handler)
+            assert os.path.exists(path)
+            with fibers.net.connect(path) as c:
+                c.sendall(b"x")
+                assert c.recv(1) == b"x"
+            server.stop()
+            assert not os.path.exists(path)
+    io_sched.run(main)
+
+
+def test_server_stop_leaves_a_file_it_did_not_make(io_sched, tmp_path):
+    path = str(tmp_path / "s.sock")
+
+    def main():
+        server = fibers.net.serve(path, echo_handler)
+        # Someone else's file at the path now: not ours to remove.
+        os.unlink(path)
+        with open(path, "w") as f:
+            f.write("not a socket")
+        server.stop()
+        with open(path) as f:
+            return f.read()
+    assert io_sched.run(main) == "not a socket"
+
+
+def test_server_on_an_abstract_unix_address(io_sched):
+    addr = f"\0fibers-test-{os.getpid()}"
+
+    def main():
+        server = fibers.net.serve(addr, echo_handler)
+        with fibers.net.connect(addr) as c:
+            c.sendall(b"abstract")
+            got = c.recv(100)
+        server.stop()
+        return got
+    assert io_sched.run(main) == b"abstract"
+
+
+def reset_by_peer(addr):
+    """Connect, exchange a byte, then close with an RST (SO_LINGER 0)."""
+    c = fibers.net.connect(addr)
+    c.sendall(b"x")
+    assert c.recv(1) == b"x"
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def test_serve_ends_a_connection_reset_by_the_client_quietly(io_sched,
+                                                             caplog):
+    caplog.set_level(logging.DEBUG, logger="fibers")
+    errors = []
+
+    def echo_until_reset(conn, addr):
+        try:
+            echo_handler(conn, addr)
+        except OSError as e:
+            errors.append(type(e))
+            raise
+
+    def flood(conn, addr):
+        # Writes to a client that has gone: EPIPE or ECONNRESET.
+        try:
+            for _ in range(10_000):
+                conn.sendall(b"y" * 65536)
+        except OSError as e:
+            errors.append(type(e))
+            raise
+
+    def main():
+        s1 = fibers.net.serve(("127.0.0.1", 0), echo_until_reset)
+        reset_by_peer(s1.address)
+        s2 = fibers.net.serve(("127.0.0.1", 0), flood)
+        c = fibers.net.connect(s2.address)
+        c.recv(1)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
+        c.close()
+        fibers.wait_for(lambda: len(errors) == 2, timeout=10)
+        fibers.wait_for(lambda: s1.connections == s2.connections == 0,
+                        timeout=10)
+        s1.stop()
+        s2.stop()
+    io_sched.run(main)
+    assert set(errors) <= {ConnectionResetError, BrokenPipeError}
+    fibers_records = [r for r in caplog.records if r.name == "fibers"]
+    assert [r for r in fibers_records if r.levelno >= logging.WARNING] == []
+    ended = [r for r in fibers_records if "ended" in r.getMessage()]
+    assert len(ended) == 2 and all(r.levelno == logging.DEBUG for r in ended)
+
+
+def test_serve_still_logs_other_handler_errors(io_sched, errlog):
+    def broken(conn, addr):
+        raise ValueError("handler bug")
+
+    def main():
+        server = fibers.net.serve(("127.0.0.1", 0), broken)
+        with fibers.net.connect(server.address) as c:
+            assert recv_all(c) == b""
+        fibers.wait_for(lambda: server.connections == 0, timeout=10)
+        server.stop()
+    io_sched.run(main)
+    errors = [r for r in errlog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info[0] is ValueError
+
+
+def test_a_socket_made_without_init_is_closed(io_sched):
+    # Socket.__new__ alone used to leave fd 0 (stdin) in the object, and
+    # recv() read from it.
+    s = fibers.net.Socket.__new__(fibers.net.Socket)
+    assert s.closed and s.fileno() == -1
+    assert repr(s) == "<fibers.net.Socket [closed]>"
+
+    def main():
+        with pytest.raises(OSError) as info:
+            s.recv(1)
+        return info.value.errno
+    assert io_sched.run(main) == errno.EBADF
+    s.close()
+    t = fibers.net.Socket()
+    with pytest.raises(RuntimeError, match="twice"):
+        t.__init__()
+    t.close()

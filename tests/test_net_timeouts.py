@@ -247,3 +247,57 @@ def test_sendall_times_out_when_nobody_reads(io_sched):
             return fibers.now() - t0
     elapsed = io_sched.run(main)
     assert 2 <= elapsed < 2.5
+
+
+def test_connect_timeout_argument_raises_fibers_timeout(io_sched, silent_address):
+    # The README: every timeout= argument raises fibers.Timeout.
+    def main():
+        t0 = fibers.now()
+        with pytest.raises(fibers.Timeout) as info:
+            fibers.net.connect(silent_address, timeout=2)
+        return fibers.now() - t0, info.value
+    elapsed, exc = io_sched.run(main)
+    assert 2 <= elapsed < 2.5
+    assert isinstance(exc, TimeoutError)
+    assert "timed out" in str(exc)
+
+
+def test_connect_timeout_stays_on_the_socket_as_the_stdlibs(io_sched):
+    # Later calls time out as the stdlib's do, with TimeoutError('timed
+    # out') (fibers.Timeout is for the connect the argument was given for).
+    def main():
+        lst = fibers.net.listen(("127.0.0.1", 0))
+        c = fibers.net.connect(lst.getsockname(), timeout=3)
+        conn, _ = lst.accept()
+        try:
+            assert c.gettimeout() == 3.0
+            with pytest.raises(TimeoutError) as info:
+                c.recv(1)
+            return type(info.value), str(info.value)
+        finally:
+            for s in (c, conn, lst):
+                s.close()
+    assert io_sched.run(main) == (TimeoutError, "timed out")
+
+
+SETTIMEOUT_VALUES = [None, 0, 0.0, -0.0, 1, 2.5, 1e-10, True, 4e9, 1e10,
+                     10 ** 20, 2 ** 63, float("inf"), float("-inf"),
+                     float("nan"), -1, -0.5, "1", b"1", [], 1 + 2j]
+
+
+@pytest.mark.parametrize("value", SETTIMEOUT_VALUES, ids=repr)
+def test_settimeout_takes_and_refuses_what_the_stdlib_does(value):
+    def outcome(sock):
+        try:
+            sock.settimeout(value)
+        except Exception as e:          # noqa: BLE001 - compared below
+            return type(e), str(e)
+        return "ok", sock.gettimeout()
+
+    std = socket.socket()
+    ours = fibers.net.Socket()
+    try:
+        assert outcome(ours) == outcome(std)
+    finally:
+        std.close()
+        ours.close()

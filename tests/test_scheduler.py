@@ -299,3 +299,11 @@ def test_scheduler_current_is_per_thread():
     t.start()
     t.join(30)
     assert there and there[0] is not here
+
+
+@pytest.mark.parametrize("value", ["8", 1.5, None])
+def test_pool_size_must_be_an_int(value):
+    with pytest.raises(TypeError, match="pool_size"):
+        fibers.Scheduler(pool_size=value)
+    with pytest.raises(ValueError, match="pool_size"):
+        fibers.Scheduler(pool_size=-1)

@@ -117,3 +117,11 @@ def test_any_hashable_name(sched):
         assert fibers.signal_one(key, "v")
         return w.join()
     assert sched.run(main) == "v"
+
+
+def test_on_signal_refuses_an_unhashable_name_at_the_call(sched):
+    def main():
+        with pytest.raises(TypeError, match="hashable"):
+            fibers.on_signal(lambda v: None, [])
+        return sched.stats()["spawned"]
+    assert sched.run(main) == 1         # main alone: nothing was spawned

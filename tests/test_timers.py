@@ -174,3 +174,28 @@ def test_timer_callback_may_block(sched):
         fibers.sleep(3)
     sched.run(main)
     assert log == [2.0]
+
+
+def test_a_raising_timer_function_is_its_own_fibers_business(sched, errlog):
+    # delay() and periodic() functions run in fibers of their own: what
+    # they raise is logged, the periodic keeps its schedule, and nothing
+    # escapes the time step into run().
+    ticks = []
+    calls = []
+
+    def bad():
+        calls.append(fibers.now())
+        raise RuntimeError("timer fn broke")
+
+    def main():
+        p = fibers.periodic(bad, 1)
+        fibers.delay(bad, 2.5)
+        for _ in range(4):
+            fibers.sleep(1)
+            ticks.append(fibers.now())
+        p.cancel()
+    sched.run(main)
+    assert ticks == [1.0, 2.0, 3.0, 4.0]
+    assert calls == [1.0, 2.0, 2.5, 3.0, 4.0]
+    assert len([r for r in errlog.records
+                if r.exc_info and r.exc_info[0] is RuntimeError]) == 5

@@ -5,7 +5,8 @@
  * For every backend that can run here: a recv completes with its data;
  * a cancelled recv still completes, exactly once, with -ECANCELED;
  * forget_fd cancels what waits on an fd; a foreign poll sees readiness; a
- * file read at an offset returns the right bytes; and on io_uring a
+ * file read at an offset returns the right bytes; an fd number far past
+ * any open fd is refused with EBADF at no cost in memory; and on io_uring a
  * multishot recv lends provided buffers and ends without FIB__C_MORE.
  * After each case nothing is in flight.  Exits 0 on success, 1 on failure.
  */
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -138,6 +140,43 @@ static void test_foreign_poll(fib__pump *p)
     close(fds[1]);
 }
 
+/* Peak RSS of this process, in KiB. */
+static long max_rss_kib(void)
+{
+    struct rusage ru;
+    CHECK(getrusage(RUSAGE_SELF, &ru) == 0);
+    return ru.ru_maxrss;
+}
+
+/* An fd number far past any open fd is refused with EBADF, without the
+ * backend sizing anything by the number first (epoll's per-fd table once
+ * grew to 10**8 entries, gigabytes, before finding out). */
+static void test_huge_fd(fib__pump *p)
+{
+    static const int codes[] = {FIB__OP_POLL, FIB__OP_READ, FIB__OP_RECV};
+    char buf[8];
+    long before = max_rss_kib();
+    fib__op op;
+    fib__cqe c;
+    int i, rc;
+    for (i = 0; i < 3; i++) {
+        init_op(&op, codes[i], 100000000, buf, sizeof(buf));
+        op.events = POLLIN;
+        op.flags = FIB__F_FOREIGN;
+        rc = fib__pump_submit(p, &op);
+        if (rc == 0) {                  /* io_uring: the kernel says so */
+            CHECK(collect(p, &c, 1) == 1);
+            CHECK(c.op == &op);
+            rc = c.res;
+        } else if (rc == 1) {
+            rc = op.res;
+        }
+        CHECK(rc == -EBADF);
+        CHECK(p->inflight == 0);
+    }
+    CHECK(max_rss_kib() - before < 50 * 1024);
+}
+
 static void test_file_read(fib__pump *p)
 {
     char path[] = "/tmp/fib_pump_testXXXXXX";
@@ -214,6 +253,7 @@ static void run_backend(int which)
     test_forget_fd(&p);
     test_foreign_poll(&p);
     test_file_read(&p);
+    test_huge_fd(&p);
     test_multishot(&p);
     fib__pump_close(&p);
     printf("%s: pump contract ok\n", backend_name);
