@@ -307,6 +307,8 @@ cdef class _Stream:
     cdef bint ended             # EOF, error or close: nothing more comes
     cdef bint accepting         # items are fds: close leftovers
     cdef bint unsupported       # the kernel refused multishot
+    cdef bint direct            # bulk: multishot off, recv reads directly
+    cdef int waits              # direct reads in a row that had to wait
 
     cdef int _drop(self) except -1
 
@@ -463,6 +465,8 @@ cdef class Socket:
     cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
                              int flags)
     cdef int _stream_wait(self, Scheduler s, Fiber me) except -1
+    cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
+                          _Stream st) except? -1
 
 
 cdef class File:

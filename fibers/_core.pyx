@@ -1414,11 +1414,19 @@ cdef class Scheduler:
             else:
                 st.items.append(res)
                 st.buffered += 1
-        if (c.flags & FIB__C_MORE) and st.op is o and st.buffered >= (
-                STREAM_HIGH_WATER if o.op.code == FIB__OP_RECV_MULTI
-                else ACCEPT_HIGH_WATER):
-            # The reader is behind: stop reading until it catches up.
-            fib__pump_cancel(&self._pump, &o.op)
+        if (c.flags & FIB__C_MORE) and st.op is o:
+            if o.op.code == FIB__OP_RECV_MULTI and \
+                    st.buffered >= STREAM_BULK_MARK:
+                # Data comes faster than the reader takes it: a bulk
+                # transfer.  Chunking it through provided buffers costs a
+                # completion and a copy per 16 KiB; the reader does better
+                # reading straight into its own buffer (see _stream_take).
+                st.direct = True
+                fib__pump_cancel(&self._pump, &o.op)
+            elif st.buffered >= (STREAM_HIGH_WATER if o.op.code ==
+                                 FIB__OP_RECV_MULTI else ACCEPT_HIGH_WATER):
+                # The reader is behind: stop until it catches up.
+                fib__pump_cancel(&self._pump, &o.op)
         if res == 0 and o.op.code == FIB__OP_RECV_MULTI:
             st.ended = True                 # end of stream
         elif res < 0 and res != -ECANCELED and res != -ENOBUFS and \

@@ -73,6 +73,45 @@ cdef extern from *:
     int errno_get "fib__errno"()
 
 
+cdef object _stream_pop(_Stream st, Py_ssize_t n, bint peek):
+    # Up to n bytes from the front of the stream's chunks.  Only what is
+    # returned is copied: whole chunks while they fit, then a slice of the
+    # next.  (Joining everything queued and slicing the rest off again
+    # copied the whole backlog -- up to the high-water mark -- per call.)
+    cdef list items = st.items
+    cdef Py_ssize_t i = 0, total = 0, k, count = len(items)
+    cdef bytes chunk = <bytes>items[0]
+    if len(chunk) >= n:
+        if len(chunk) == n:
+            data = chunk
+            if not peek:
+                del items[0]
+        else:
+            data = chunk[:n]
+            if not peek:
+                items[0] = chunk[n:]
+        if not peek:
+            st.buffered -= n
+        return data
+    while i < count:
+        k = len(<bytes>items[i])
+        if total + k > n:
+            break
+        total += k
+        i += 1
+    parts = items[:i]
+    if i < count and total < n:
+        chunk = <bytes>items[i]
+        parts.append(chunk[:n - total])
+        if not peek:
+            items[i] = chunk[n - total:]
+        total = n
+    if not peek:
+        del items[:i]
+        st.buffered -= total
+    return b"".join(parts)
+
+
 cdef Socket _adopt(object sock, bint nonblocking):
     cdef Socket self = Socket.__new__(Socket)
     self._sock = sock
@@ -226,6 +265,7 @@ cdef class Socket:
         """Receive up to ``bufsize`` bytes; ``b''`` at end of stream."""
         cdef Scheduler s = _sched()
         cdef Fiber me = s._current
+        cdef _Stream st = self._ms
         cdef _Op o
         cdef int res
         if me is None:
@@ -237,17 +277,21 @@ cdef class Socket:
             data = self._pushback
             self._pushback = data[bufsize:] or None
             return data[:bufsize]
-        if self._ms is not None:
+        if st is not None:
             if bufsize == 0:
                 return b""
             data = self._stream_take(s, me, bufsize, flags)
             if data is not None:
                 return data
-            self._ms = None
+            if st.unsupported:
+                self._ms = st = None
         o = _new_op(FIB__OP_RECV, self._fd)
         o.op.msg_flags = flags
         _op_alloc(o, bufsize)
-        res = self._wait(s, me, o, False, True)
+        if st is not None:
+            res = self._direct_wait(s, me, o, st)
+        else:
+            res = self._wait(s, me, o, False, True)
         if res < 0:
             raise _oserror(-res)
         return _op_bytes(o, res)
@@ -259,6 +303,7 @@ cdef class Socket:
         cdef _Op o
         cdef int res
         cdef Py_ssize_t n
+        cdef _Stream st = self._ms
         if me is None:
             return s._drive("recv_into", self.recv_into,
                             (buffer, nbytes, flags))
@@ -278,14 +323,18 @@ cdef class Socket:
             memoryview(buffer)[:n] = data[:n]
             self._pushback = data[n:] or None
             return n
-        if self._ms is not None:
+        if st is not None:
             data = self._stream_take(s, me, o.op.len, flags)
             if data is not None:
                 n = len(data)
                 memcpy(o.op.buf, <char *>data, n)
                 return n
-            self._ms = None
-        res = self._wait(s, me, o, False, True)
+            if st.unsupported:
+                self._ms = st = None
+        if st is not None:
+            res = self._direct_wait(s, me, o, st)
+        else:
+            res = self._wait(s, me, o, False, True)
         if res < 0:
             raise _oserror(-res)
         return res
@@ -589,11 +638,35 @@ cdef class Socket:
         self._sock.close()
         return 0
 
+    def _read_mode(self):
+        # For tests: how recv() reads this socket now -- 'multishot',
+        # 'direct' (a bulk stream on io_uring), or 'single' (plain calls).
+        if self._ms is None or self._ms.accepting:
+            return "single"
+        return "direct" if self._ms.direct else "multishot"
+
+    cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
+                          _Stream st) except? -1:
+        # A bulk stream's read: straight into the caller's buffer, trying
+        # the system call first (the data is usually there already).
+        cdef int res = fib__op_try(&o.op, 0)
+        if res != -EAGAIN:
+            st.waits = 0
+            return res
+        st.waits += 1
+        if st.waits >= STREAM_DIRECT_WAITS:
+            # The reader keeps catching up with the sender: back to
+            # multishot from the next read on.
+            st.direct = False
+            st.waits = 0
+        return self._wait(s, me, o, False, True)
+
     cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
                              int flags):
         # recv() from the multishot stream: up to n bytes of what has
-        # arrived, waiting if nothing has.  None: the kernel has no
-        # multishot recv, use single-shot.
+        # arrived, waiting if nothing has.  None: read directly instead --
+        # for good if the kernel has no multishot recv (st.unsupported),
+        # for now if the stream is in bulk mode (st.direct).
         cdef _Stream st = self._ms
         cdef list items
         while True:
@@ -601,25 +674,11 @@ cdef class Socket:
                 return None
             items = st.items
             if items:
-                if len(items) == 1:
-                    data = items[0]
-                else:
-                    data = b"".join(items)
-                if len(data) > n:
-                    rest = data[n:]
-                    data = data[:n]
-                else:
-                    rest = None
-                if not (flags & MSG_PEEK):
-                    if rest is None:
-                        del items[:]
-                        st.buffered = 0
-                    else:
-                        items[:] = [rest]
-                        st.buffered = len(rest)
-                    if st.op is None and not st.ended and \
-                            st.buffered < STREAM_HIGH_WATER:
-                        s._arm_stream(st, FIB__OP_RECV_MULTI, self._fd)
+                data = _stream_pop(st, n, flags & MSG_PEEK)
+                if not (flags & MSG_PEEK) and st.op is None and \
+                        not st.ended and not st.direct and \
+                        st.buffered < STREAM_HIGH_WATER:
+                    s._arm_stream(st, FIB__OP_RECV_MULTI, self._fd)
                 return data
             if st.err:
                 err = st.err
@@ -628,7 +687,12 @@ cdef class Socket:
                 raise _oserror(-err)
             if st.ended:
                 return b""
-            if st.op is None:
+            if st.direct:
+                if st.op is None:
+                    return None
+                # Bulk mode, but the multishot record is still being
+                # cancelled: its last data must come first.
+            elif st.op is None:
                 s._arm_stream(st, FIB__OP_RECV_MULTI, self._fd)
                 continue
             if self._timeout_ns == 0:

@@ -54,6 +54,12 @@ cdef unsigned STREAM_BUFFER_SIZE = 16384
 # multishot recv is cancelled) until the reader catches up: TCP's own flow
 # control then pushes back on the peer, as it does with single-shot recv.
 cdef Py_ssize_t STREAM_HIGH_WATER = 262144
+# A connection with this much received and not yet taken is a bulk
+# transfer: its multishot recv is turned off and recv() reads directly
+# (fewer completions, one copy less) until the reader catches up with the
+# sender STREAM_DIRECT_WAITS times in a row -- small messages again.
+cdef Py_ssize_t STREAM_BULK_MARK = 65536
+cdef int STREAM_DIRECT_WAITS = 4
 # The same for accepted connections nobody has taken with accept() yet.
 cdef Py_ssize_t ACCEPT_HIGH_WATER = 256
 

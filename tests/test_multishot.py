@@ -168,3 +168,52 @@ def test_recv_into_on_a_server_connection(io_sched, size):
         return bytes(buf)
 
     assert io_sched.run(main) == payload
+
+
+def test_bulk_then_small_messages_switch_read_modes_losing_nothing(io_sched):
+    # A bulk upload turns an io_uring connection's multishot recv off (the
+    # reader then reads straight into its own buffers); small request /
+    # reply traffic afterwards turns it back on.  Whatever the mode, the
+    # bytes arrive whole and in order, through recv and recv_into alike.
+    bulk = os.urandom(1 << 20) * 8                 # 8 MiB
+    modes = []
+
+    def main():
+        lst, cli, conn = accepted_pair()
+
+        def sender():
+            cli.sendall(bulk)
+            for i in range(20):
+                assert cli.recv(1) == b"k"            # wait for the reply
+                cli.sendall(b"msg%02d" % i)
+            cli.shutdown(1)                           # SHUT_WR
+
+        fibers.spawn(sender)
+        got = bytearray()
+        buf = bytearray(65536)
+        for i in range(10_000):
+            if len(got) >= len(bulk):
+                break
+            if i % 2:
+                n = conn.recv_into(buf)
+                got += buf[:n]
+            else:
+                got += conn.recv(65536)
+        modes.append(conn._read_mode())
+        small = []
+        for _ in range(20):
+            conn.sendall(b"k")
+            small.append(conn.recv(100))
+        modes.append(conn._read_mode())
+        assert conn.recv(100) == b""
+        for s in (lst, cli, conn):
+            s.close()
+        return bytes(got), small
+
+    got, small = io_sched.run(main)
+    assert got == bulk
+    assert small == [b"msg%02d" % i for i in range(20)]
+    if io_sched.backend == "io_uring":
+        assert modes == ["direct", "multishot"]
+    else:
+        assert modes == ["single", "single"]
