@@ -353,6 +353,7 @@ cdef class Scheduler:
     cdef int _wake_w
     cdef _Op _wake_op
     cdef object _ts_calls
+    cdef bint _ts_pending       # _ts_calls is not empty (a cheap test)
     cdef bint _wakeup_fd_set
     cdef int _old_wakeup_fd
     # counters

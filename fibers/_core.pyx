@@ -1189,7 +1189,7 @@ cdef class Scheduler:
         cdef bint io
         jump[0] = False
         if self._ready.count or not self._may_block or self._stopping or \
-                self._ts_calls or self._system_error is not None or \
+                self._ts_pending or self._system_error is not None or \
                 (self._target is not None and
                  self._target._state == ST_DEAD):
             # Work to do, a Ctrl-C to deliver, or the caller of run() (or
@@ -1240,7 +1240,7 @@ cdef class Scheduler:
             else:
                 rc = 0
             PyErr_CheckSignals()
-        if self._ts_calls:
+        if self._ts_pending:
             self._run_threadsafe()
         if jump and rc == 0:
             n = fib__heap_peek(&self._timers)
@@ -1294,6 +1294,7 @@ cdef class Scheduler:
         # Only those queued before now: one queued meanwhile waits a tick.
         cdef Py_ssize_t i
         cdef object q = self._ts_calls
+        self._ts_pending = False
         for i in range(len(q)):
             fn, args = q.popleft()
             self._spawn(fn, args, None)
@@ -1319,6 +1320,7 @@ cdef class Scheduler:
         if self._closed:
             raise RuntimeError("call_threadsafe(): the scheduler is closed")
         self._ts_calls.append((fn, args))
+        self._ts_pending = True
         if self._wake_w >= 0:
             fib__waker_poke(self._wake_w)
 
@@ -1766,7 +1768,7 @@ cdef class Scheduler:
         # condition, and no added step that says it has work in flight
         # (TINN's add-ons answer tasksArePending(); ours answer pending()).
         cdef Py_ssize_t i
-        if self._ready.count or self._timers.len or self._ts_calls:
+        if self._ready.count or self._timers.len or self._ts_pending:
             return False
         if self._io_pending():
             return False
@@ -2045,6 +2047,7 @@ cdef class Scheduler:
             _log.warning("close(): %d call(s) queued by other threads were "
                          "dropped", len(self._ts_calls))
             self._ts_calls.clear()
+            self._ts_pending = False
         self._pump_shutdown()
         self._close_waker()
         if not self._pump_open and self._sink != NULL:
