@@ -11,6 +11,9 @@ root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
 mkdir -p build
 summary=()
 failed=0
+total_passed=0
+total_failed=0
+total_skipped=0
 for v in 3.10 3.11 3.12 3.13; do
     # The newest patch release of that minor version, if any.
     py=""
@@ -34,6 +37,14 @@ for v in 3.10 3.11 3.12 3.13; do
     secs=$(( $(date +%s) - start ))
     last=$(grep -E '(passed|failed|error)' "$log" | tail -1 | tr -d '=' |
            sed 's/^ *//; s/ *$//')
+    for word in passed failed skipped error errors; do
+        n=$(echo "$last" | grep -oE "[0-9]+ $word\b" | grep -oE '^[0-9]+')
+        case $word in
+            passed) total_passed=$(( total_passed + ${n:-0} )) ;;
+            skipped) total_skipped=$(( total_skipped + ${n:-0} )) ;;
+            *) total_failed=$(( total_failed + ${n:-0} )) ;;
+        esac
+    done
     if [ "$rc" -eq 0 ]; then
         summary+=("CPython $v: ok: ${last:-?} (build and test ${secs} s)")
     else
@@ -43,4 +54,7 @@ for v in 3.10 3.11 3.12 3.13; do
 done
 echo "=== test-pythons summary"
 printf '%s\n' "${summary[@]}"
+# One closing line for all interpreters together.
+[ "$failed" -ne 0 ] && [ "$total_failed" -eq 0 ] && total_failed=1
+echo "test-pythons: $total_passed passed, $total_failed failed, $total_skipped skipped"
 exit $failed
