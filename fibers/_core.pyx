@@ -89,6 +89,9 @@ cdef int64_t NS_FOREVER = (<int64_t>1) << 62
 cdef int64_t TIME_MAX_NS = NS_FOREVER
 # How often pending conditions are polled when nothing else wakes us.
 cdef int64_t COND_POLL_NS = 1000000
+# How often a scheduler that waits only for other threads (see _quiet)
+# checks that some are still alive.
+cdef int64_t THREAD_POLL_NS = 100000000
 # The first steps in Scheduler._steps are the built-in ones.
 cdef Py_ssize_t N_BUILTIN_STEPS = 3
 
@@ -1207,7 +1210,9 @@ cdef class Scheduler:
                 return self._vclock._io_grace_ns if io else 0
             if self._conds:
                 return self._vclock._io_grace_ns if io else COND_POLL_NS
-            return -1 if io or self._idle_wait else 0
+            if io:
+                return -1
+            return THREAD_POLL_NS if self._idle_wait else 0
         if n != NULL:
             t = n.deadline - self._now_ns()
             if t < 0:
@@ -1216,9 +1221,11 @@ cdef class Scheduler:
             t = -1
         if self._conds and (t < 0 or t > COND_POLL_NS):
             t = COND_POLL_NS
-        if t < 0 and not io and not self._idle_wait:
-            # Nothing to wait for: added steps with pending() work poll.
-            t = 0
+        if t < 0 and not io:
+            # Nothing to wait for: added steps with pending() work poll;
+            # waiting for other threads looks again now and then, in case
+            # they ended without calling in (then it is a Deadlock).
+            t = THREAD_POLL_NS if self._idle_wait else 0
         return t
 
     cdef int _step_io(self) except -1:

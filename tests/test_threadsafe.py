@@ -272,3 +272,21 @@ def test_every_public_method_from_a_foreign_thread(sched):
                    not (cls is fibers.Fiber and n in
                         {"dead", "exception", "scheduler"})}
         assert missing == set(), (cls.__name__, missing)
+
+
+def test_deadlock_once_the_other_threads_are_gone(sched):
+    # Waiting for other threads is checked again while it lasts: when the
+    # only other thread ends without calling in, it is a Deadlock after
+    # all, not a hang.
+    def main():
+        go = threading.Event()
+        t = threading.Thread(target=go.wait, args=(LIMIT,))
+        t.start()
+        fibers.spawn(go.set)
+        try:
+            fibers.wait_signal("nobody will")
+        finally:
+            t.join(LIMIT)
+
+    with pytest.raises(fibers.Deadlock):
+        sched.run(main)
