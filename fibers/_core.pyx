@@ -1303,6 +1303,10 @@ cdef class Scheduler:
                 fl = j.op.keep
                 j.op.keep = None
                 (<File>fl)._op_done()
+            elif j.op is not None and j.op.keep is _OPEN_ABANDONED:
+                j.op.keep = None
+                if j.job.result >= 0:
+                    close(j.job.result)     # nobody will take this File
             job = nxt
         if self._jobs > 0 and not self._closed:
             self._arm_sink()
@@ -1660,6 +1664,12 @@ cdef class Scheduler:
             self._loop(None)
         self._closed = True
         self._pump_shutdown()
+        if self._sink != NULL and self._sink_op is None:
+            # The pool's eventfd goes now, not whenever the garbage
+            # collector gets to the scheduler; jobs still running hold
+            # their own references to the sink.
+            fib__sink_release(self._sink)
+            self._sink = NULL
         del self._pool[:]
         self._signals.clear()
 

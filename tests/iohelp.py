@@ -1,6 +1,7 @@
 """Helpers shared by the I/O tests."""
 import os
 
+import fibers
 import fibers.net
 
 
@@ -18,7 +19,9 @@ def open_fds():
 
 def warm_up():
     """One round trip, so fds the backend creates lazily (the ring, the
-    epoll set) exist before a test takes its baseline.  Call in a fiber."""
+    epoll set, the blocking-call pool's eventfd) exist before a test takes
+    its baseline.  Call in a fiber."""
+    fibers.blocking(int)
     a, b = fibers.net.socketpair()
     a.sendall(b".")
     assert b.recv(1) == b"."
