@@ -1735,7 +1735,10 @@ cdef class Scheduler:
         """Counters, for tests and monitoring.
 
         ``workers_created`` counts greenlets ever made; ``workers_reused``
-        counts fibers that ran on a recycled worker instead."""
+        counts fibers that ran on a recycled worker instead.
+        ``blocking_jobs`` counts calls this scheduler has on the
+        blocking-call pool whose completion has not come back yet
+        (including ones whose fiber gave up on them)."""
         return {
             "ticks": self._ticks,
             "spawned": self._spawned,
@@ -1748,6 +1751,7 @@ cdef class Scheduler:
             "signals": len(self._signals),
             "live": len(self._live),
             "fixed_ops": self._fixed_ops,
+            "blocking_jobs": self._jobs,
         }
 
     def __repr__(self):

@@ -383,12 +383,14 @@ def test_opening_a_fifo_blocks_only_the_opening_fiber(io_sched, tmp_path):
         assert len(ticks) >= 10                    # the ticker ran meanwhile
         # The abandoned open(2) is still waiting on a pool thread; a writer
         # lets it finish, and the fd it got must not leak.
+        assert fibers.Scheduler.current().stats()["blocking_jobs"] == 1
         w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         os.close(w)
         for _ in range(1000):
-            if open_fds() == before:
+            if not fibers.Scheduler.current().stats()["blocking_jobs"]:
                 break
             fibers.sleep(0.01)
+        assert fibers.Scheduler.current().stats()["blocking_jobs"] == 0
         assert open_fds() == before
 
         # 2. A writer arrives at t+1: the open completes then.
