@@ -464,10 +464,17 @@ cdef class Socket:
     cdef inline bint _busy(self)
     cdef object _stream_accept(self, Scheduler s, Fiber me)
     cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
-                             int flags)
-    cdef int _stream_wait(self, Scheduler s, Fiber me) except -1
+                             int flags, bint timed=*)
+    cdef int _stream_wait(self, Scheduler s, Fiber me,
+                          bint timed=*) except -1
+    cdef Py_ssize_t _recv_once(self, Scheduler s, Fiber me, object buffer,
+                               Py_ssize_t nbytes, int flags,
+                               bint timed) except -1
+    cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
+                                  object buffer, Py_ssize_t n,
+                                  int flags) except -1
     cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
-                          _Stream st) except? -1
+                          _Stream st, bint timed=*) except? -1
 
 
 cdef class File:

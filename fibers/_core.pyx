@@ -1585,6 +1585,10 @@ cdef class Scheduler:
                 fl = j.op.keep
                 j.op.keep = None
                 (<File>fl)._op_done()
+            elif j.op is not None and j.op.keep is _OPEN_ABANDONED:
+                j.op.keep = None
+                if j.job.result >= 0:
+                    close(j.job.result)     # nobody will take this File
             job = nxt
         if self._jobs > 0 and not self._closed:
             self._arm_sink()
@@ -2057,11 +2061,11 @@ cdef class Scheduler:
             self._ts_pending = False
         self._pump_shutdown()
         self._close_waker()
-        if not self._pump_open and self._sink != NULL:
-            # The pool's eventfd goes now, with the pump: a Scheduler is a
-            # reference cycle (its steps point back at it), so its
-            # __dealloc__ waits for the cycle collector, which may come at
-            # any time later.  Jobs still running hold their own references.
+        if self._sink != NULL and self._sink_op is None:
+            # The pool's eventfd goes now, not whenever the garbage
+            # collector gets to the scheduler (a Scheduler is a reference
+            # cycle: its steps point back at it); jobs still running hold
+            # their own references to the sink.
             fib__sink_release(self._sink)
             self._sink = NULL
         del self._pool[:]
@@ -2131,7 +2135,10 @@ cdef class Scheduler:
         """Counters, for tests and monitoring.
 
         ``workers_created`` counts greenlets ever made; ``workers_reused``
-        counts fibers that ran on a recycled worker instead."""
+        counts fibers that ran on a recycled worker instead.
+        ``blocking_jobs`` counts calls this scheduler has on the
+        blocking-call pool whose completion has not come back yet
+        (including ones whose fiber gave up on them)."""
         return {
             "ticks": self._ticks,
             "spawned": self._spawned,
@@ -2147,6 +2154,7 @@ cdef class Scheduler:
             # operations in the pump that someone waits for
             "io_pending": (self._pump.inflight - (self._wake_op is not None)
                            if self._pump_open else 0),
+            "blocking_jobs": self._jobs,
         }
 
     def __repr__(self):

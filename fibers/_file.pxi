@@ -1,14 +1,16 @@
 # Cooperative files (fibers.io).  Included by _core.pyx.
 #
-# Every read, write and fsync is one operation.  On io_uring the kernel
+# Every open, read, write and fsync is one operation (open always on the
+# blocking-call pool: see _run_open_job).  On io_uring the kernel
 # does it while other fibers run; on epoll, which cannot wait on regular
 # files, a pool thread does it (fibers.blocking's pool) while they run.
 # read() and write() use the file position (offset -1, which io_uring
 # honours), so they interleave correctly with pread/pwrite at offsets.
 
 import operator as _operator_mod
-import stat as _stat_mod
-from libc.errno cimport EISDIR
+from libc.errno cimport EISDIR, errno
+from posix.fcntl cimport open as _c_open
+from posix.stat cimport struct_stat, fstat, S_ISDIR
 
 from posix.fcntl cimport (O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC,
                           O_APPEND, O_EXCL)
@@ -341,18 +343,66 @@ cdef class File:
         return f"<fibers.io.File {self.name!r} mode={self.mode!r} {state}>"
 
 
+# An open whose fiber gave up (timeout, kill) while a pool thread was still
+# in open(2): _drain_sink closes the fd it gets, if any.
+_OPEN_ABANDONED = object()
+
+
+cdef int _run_open_job(void *arg) noexcept nogil:
+    # open(2) on a pool thread: a FIFO without a peer, a slow network file
+    # system or an automount can block in it for as long as they like, and
+    # must not take every fiber with them.  (io_uring's OPENAT would not be
+    # better: the kernel hands a blocking open to its own worker thread
+    # anyway, and such an open is not reliably cancellable there.)  The
+    # record only carries the arguments: buf is the path, msg_flags the
+    # flags.
+    cdef fib__op *op = <fib__op *>arg
+    cdef int fd = _c_open(<const char *>op.buf, op.msg_flags, 0o666)
+    cdef struct_stat st
+    if fd < 0:
+        return -errno
+    # open(2) lets O_RDONLY open a directory; the error would only come at
+    # the first read.  The stdlib's open() refuses at once.
+    if fstat(fd, &st) == 0 and S_ISDIR(st.st_mode):
+        close(fd)
+        return -EISDIR
+    return fd
+
+
 def _open_file(path, mode="rb"):
     cdef int flags = _mode_flags(mode)
-    cdef File f = File.__new__(File)
-    fd = _os_open(path, flags, 0o666)
+    cdef Scheduler s = _sched()
+    cdef Fiber me = s._current
+    cdef File f
+    cdef _Op o
+    cdef _Job j
+    cdef int fd
+    if me is None:
+        return s._drive("open", _open_file, (path, mode))
+    bpath = _os.fsencode(path)
+    if b"\0" in bpath:
+        raise ValueError("embedded null byte")
+    o = _new_op(FIB__OP_READ, -1)
+    o.op.buf = <char *>bpath
+    o.op.msg_flags = flags
+    j = _Job.__new__(_Job)
+    j.op = o
+    j.args = (bpath,)           # the path stays alive while the job runs
+    j.job.fn = _run_open_job
+    j.job.arg = <void *>&o.op
     try:
-        # open(2) lets O_RDONLY open a directory; the error would only come
-        # at the first read.  The stdlib's open() refuses at once.
-        if _stat_mod.S_ISDIR(_os.fstat(fd).st_mode):
-            raise IsADirectoryError(EISDIR, _os.strerror(EISDIR), path)
+        s._offload(me, j, False)
     except BaseException:
-        _os_close(fd)
+        if j.done:
+            if j.job.result >= 0:
+                close(j.job.result)     # opened, but we were interrupted
+        elif j.submitted:
+            o.keep = _OPEN_ABANDONED
         raise
+    fd = j.job.result
+    if fd < 0:
+        raise OSError(-fd, _os.strerror(-fd), path)
+    f = File.__new__(File)
     f._fd = fd
     f.name = path
     f.mode = mode

@@ -46,6 +46,7 @@ cdef extern from "<sys/socket.h>":
         MSG_NOSIGNAL
         MSG_DONTWAIT
         MSG_PEEK
+        MSG_WAITALL
 
 
 cdef object _closed_error():
@@ -262,17 +263,25 @@ cdef class Socket:
     # ---- receiving ------------------------------------------------------
 
     def recv(self, Py_ssize_t bufsize, int flags=0):
-        """Receive up to ``bufsize`` bytes; ``b''`` at end of stream."""
+        """Receive up to ``bufsize`` bytes; ``b''`` at end of stream.  With
+        ``MSG_WAITALL``, exactly ``bufsize`` bytes unless the stream ends
+        (or fails) first, as a blocking :class:`socket.socket` does."""
         cdef Scheduler s = _sched()
         cdef Fiber me = s._current
         cdef _Stream st = self._ms
         cdef _Op o
         cdef int res
+        cdef Py_ssize_t n
         if me is None:
             return s._drive("recv", self.recv, (bufsize, flags))
         self._prepare(s)
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if flags & MSG_WAITALL and self._timeout_ns != 0 and bufsize > 0:
+            buf = bytearray(bufsize)
+            n = self._recv_waitall(s, me, buf, bufsize, flags)
+            del buf[n:]
+            return bytes(buf)
         if self._pushback is not None:
             data = self._pushback
             self._pushback = data[bufsize:] or None
@@ -297,19 +306,78 @@ cdef class Socket:
         return _op_bytes(o, res)
 
     def recv_into(self, buffer, Py_ssize_t nbytes=0, int flags=0):
-        """Receive into a writable buffer; returns the number of bytes."""
+        """Receive into a writable buffer; returns the number of bytes.
+        ``MSG_WAITALL`` fills ``nbytes`` (or the whole buffer) unless the
+        stream ends first, as for :meth:`recv`."""
         cdef Scheduler s = _sched()
         cdef Fiber me = s._current
-        cdef _Op o
-        cdef int res
         cdef Py_ssize_t n
-        cdef _Stream st = self._ms
         if me is None:
             return s._drive("recv_into", self.recv_into,
                             (buffer, nbytes, flags))
         self._prepare(s)
         if nbytes < 0:
             raise ValueError("negative buffersize in recv_into")
+        if flags & MSG_WAITALL and self._timeout_ns != 0:
+            view = memoryview(buffer)
+            if view.readonly:
+                raise TypeError("recv_into() needs a writable buffer")
+            view = view.cast("B")
+            n = nbytes if nbytes else len(view)
+            if n > len(view):
+                raise ValueError("buffer too small for requested bytes")
+            if n == 0:
+                return 0
+            return self._recv_waitall(s, me, view, n, flags)
+        return self._recv_once(s, me, buffer, nbytes, flags, True)
+
+    cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
+                                  object buffer, Py_ssize_t n,
+                                  int flags) except -1:
+        # MSG_WAITALL, honoured here rather than by the kernel: epoll's
+        # recv never waits (MSG_DONTWAIT), and a multishot stream hands out
+        # what has arrived.  So: receive until n bytes, end of stream or an
+        # error, under one deadline for the whole call (as sendall).  An
+        # interruption (timeout, kill) puts what was received back for the
+        # next recv, so nothing is lost.  An error after some data returns
+        # the data, as the kernel does.
+        cdef Timer t
+        cdef Py_ssize_t got = 0, k
+        if flags & MSG_PEEK:
+            raise ValueError("recv(): MSG_WAITALL with MSG_PEEK is not "
+                             "supported")
+        flags &= ~MSG_WAITALL
+        view = memoryview(buffer)
+        t = self._arm(s, me)
+        try:
+            while got < n:
+                k = self._recv_once(s, me, view[got:n], 0, flags, False)
+                if k == 0:
+                    break
+                got += k
+        except BaseException as e:
+            if not got:
+                raise
+            if isinstance(e, OSError) and not isinstance(e, TimeoutError):
+                return got          # a broken connection: data first
+            # Interrupted: keep the data for the next recv.
+            rest = self._pushback
+            self._pushback = bytes(view[:got]) + (rest or b"")
+            raise
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+        return got
+
+    cdef Py_ssize_t _recv_once(self, Scheduler s, Fiber me, object buffer,
+                               Py_ssize_t nbytes, int flags,
+                               bint timed) except -1:
+        # One receive into buffer: pushed-back bytes, the multishot stream
+        # or a single-shot (or, for a bulk stream, direct) recv.
+        cdef _Op o
+        cdef int res
+        cdef Py_ssize_t n
+        cdef _Stream st = self._ms
         o = _new_op(FIB__OP_RECV, self._fd)
         o.op.msg_flags = flags
         _op_view(o, buffer, True)
@@ -324,7 +392,7 @@ cdef class Socket:
             self._pushback = data[n:] or None
             return n
         if st is not None:
-            data = self._stream_take(s, me, o.op.len, flags)
+            data = self._stream_take(s, me, o.op.len, flags, timed)
             if data is not None:
                 n = len(data)
                 memcpy(o.op.buf, <char *>data, n)
@@ -332,9 +400,9 @@ cdef class Socket:
             if st.unsupported:
                 self._ms = st = None
         if st is not None:
-            res = self._direct_wait(s, me, o, st)
+            res = self._direct_wait(s, me, o, st, timed)
         else:
-            res = self._wait(s, me, o, False, True)
+            res = self._wait(s, me, o, False, timed)
         if res < 0:
             raise _oserror(-res)
         return res
@@ -646,7 +714,7 @@ cdef class Socket:
         return "direct" if self._ms.direct else "multishot"
 
     cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
-                          _Stream st) except? -1:
+                          _Stream st, bint timed=True) except? -1:
         # A bulk stream's read: straight into the caller's buffer, trying
         # the system call first (the data is usually there already).
         cdef int res = fib__op_try(&o.op, 0)
@@ -659,10 +727,10 @@ cdef class Socket:
             # multishot from the next read on.
             st.direct = False
             st.waits = 0
-        return self._wait(s, me, o, False, True)
+        return self._wait(s, me, o, False, timed)
 
     cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
-                             int flags):
+                             int flags, bint timed=True):
         # recv() from the multishot stream: up to n bytes of what has
         # arrived, waiting if nothing has.  None: read directly instead --
         # for good if the kernel has no multishot recv (st.unsupported),
@@ -698,13 +766,15 @@ cdef class Socket:
             if self._timeout_ns == 0:
                 raise BlockingIOError(EAGAIN, "Resource temporarily "
                                       "unavailable")
-            self._stream_wait(s, me)
+            self._stream_wait(s, me, timed)
 
-    cdef int _stream_wait(self, Scheduler s, Fiber me) except -1:
-        # Park until the stream has news, under the socket's timeout.  An
-        # interruption loses nothing: what arrives stays queued.
+    cdef int _stream_wait(self, Scheduler s, Fiber me,
+                          bint timed=True) except -1:
+        # Park until the stream has news, under the socket's timeout (unless
+        # the caller keeps its own deadline).  An interruption loses
+        # nothing: what arrives stays queued.
         cdef _Stream st = self._ms
-        cdef Timer t = self._arm(s, me)
+        cdef Timer t = self._arm(s, me) if timed else None
         st.waiter = me
         try:
             s._park(me)

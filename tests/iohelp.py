@@ -2,6 +2,7 @@
 import gc
 import os
 
+import fibers
 import fibers.net
 
 
@@ -19,10 +20,11 @@ def open_fds():
 
 def warm_up():
     """One round trip, so fds the backend creates lazily (the ring, the
-    epoll set) exist before a test takes its baseline; then a collection,
-    so that no garbage of an earlier test (a scheduler nobody closed holds
-    its ring's fd) is closed by the collector in the middle of this one.
-    Call in a fiber."""
+    epoll set, the blocking-call pool's eventfd) exist before a test takes
+    its baseline; then a collection, so that no garbage of an earlier test
+    (a scheduler nobody closed holds its ring's fd) is closed by the
+    collector in the middle of this one.  Call in a fiber."""
+    fibers.blocking(int)
     a, b = fibers.net.socketpair()
     a.sendall(b".")
     assert b.recv(1) == b"."

@@ -3,6 +3,7 @@ other fibers."""
 import hashlib
 import os
 import random
+import threading
 
 import pytest
 
@@ -343,3 +344,100 @@ def test_read_size_none_reads_everything(io_sched, data_file, content):
         with fibers.io.open(data_file, "rb") as f:
             return f.read(None)
     assert io_sched.run(main) == content
+
+
+# ---- opening does not block the other fibers -------------------------------------
+
+def test_opening_a_fifo_blocks_only_the_opening_fiber(io_sched, tmp_path):
+    # open(2) of a FIFO waits for the other end.  Done on the scheduler's
+    # thread it would freeze every fiber; here the ticker keeps going.
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    ticks = []
+
+    def ticker():
+        for _ in range(1000):
+            ticks.append(fibers.now())
+            fibers.sleep(0.1)
+
+    def unblock():
+        # Only if open(2) ran on the scheduler's thread and froze it (the
+        # bug): a writer, so that the test fails instead of hanging.
+        w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.close(w)
+
+    def main():
+        warm_up()
+        before = open_fds()
+        t = fibers.spawn(ticker)
+        # 1. Nobody comes: the timeout scope ends the wait, not the open.
+        net = threading.Timer(20, unblock)
+        net.start()
+        try:
+            with pytest.raises(fibers.Timeout):
+                with fibers.timeout(1):
+                    fibers.io.open(fifo, "rb")
+        finally:
+            net.cancel()
+        assert fibers.now() == pytest.approx(1)
+        assert len(ticks) >= 10                    # the ticker ran meanwhile
+        # The abandoned open(2) is still waiting on a pool thread; a writer
+        # lets it finish, and the fd it got must not leak.
+        assert fibers.Scheduler.current().stats()["blocking_jobs"] == 1
+        w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.close(w)
+        for _ in range(1000):
+            if not fibers.Scheduler.current().stats()["blocking_jobs"]:
+                break
+            fibers.sleep(0.01)
+        assert fibers.Scheduler.current().stats()["blocking_jobs"] == 0
+        assert open_fds() == before
+
+        # 2. A writer arrives at t+1: the open completes then.
+        start = fibers.now()
+        n0 = len(ticks)
+
+        def writer():
+            fibers.sleep(1)
+            with fibers.io.open(fifo, "wb") as f:
+                f.write(b"through the fifo")
+
+        wf = fibers.spawn(writer)
+        with fibers.io.open(fifo, "rb") as f:
+            opened_at = fibers.now()
+            ticks_then = len(ticks) - n0
+            data = f.read()
+        wf.join()
+        t.kill()
+        return start, opened_at, ticks_then, data
+
+    start, opened_at, ticks_then, data = io_sched.run(main)
+    assert opened_at - start >= 1 - 1e-9           # the writer came at +1
+    assert ticks_then >= 10
+    assert data == b"through the fifo"
+
+
+def test_open_outside_a_fiber_drives_the_scheduler(data_file, content):
+    # Like the other words: the open is a fiber, and the scheduler runs
+    # (here, the fiber spawned before) until it is done.
+    ran = []
+    fibers.spawn(ran.append, "other fiber")
+    with fibers.io.open(data_file, "rb") as f:     # no fiber, no run()
+        assert ran == ["other fiber"]
+        assert f.read(10) == content[:10]
+
+
+def test_open_errors_are_the_stdlibs(io_sched, tmp_path):
+    def main():
+        with pytest.raises(FileNotFoundError) as ei:
+            fibers.io.open(str(tmp_path / "nope"), "rb")
+        assert ei.value.filename == str(tmp_path / "nope")
+        with pytest.raises(ValueError):
+            fibers.io.open(str(tmp_path) + "\0x", "rb")
+        with pytest.raises(TypeError):
+            fibers.io.open(3, "rb")
+        with fibers.io.open(tmp_path / "p.bin", "wb") as f:   # PathLike
+            f.write(b"p")
+        with fibers.io.open(os.fsencode(tmp_path / "p.bin"), "rb") as f:
+            return f.read()
+    assert io_sched.run(main) == b"p"
