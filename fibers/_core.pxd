@@ -414,6 +414,7 @@ cdef class Socket:
     cdef int _inflight          # our operations in the pump now
     cdef bint _closed
     cdef object _pushback       # bytes an interrupted recv had received
+    cdef int _pending_err       # errno a MSG_WAITALL recv owes the next call
     cdef int _io_refs           # open makefile() objects
     cdef bint _close_pending    # close() waits for them
     cdef _Stream _ms            # multishot results (io_uring servers)
@@ -438,6 +439,7 @@ cdef class Socket:
     cdef Py_ssize_t _recv_once(self, Scheduler s, Fiber me, object buffer,
                                Py_ssize_t nbytes, int flags,
                                bint timed) except -1
+    cdef int _raise_pending(self) except -1
     cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
                                   object buffer, Py_ssize_t n,
                                   int flags) except -1
