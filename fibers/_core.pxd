@@ -133,6 +133,7 @@ cdef extern from "fib_pool.h":
         int result
         fib__job *next
     int fib__pool_submit(fib__job *job)
+    int fib__pool_cancel(fib__job *job)
     int fib__on_thread_stack(const void *p)
     void fib__pool_set_limit(unsigned n)
     unsigned fib__pool_limit()
@@ -454,6 +455,7 @@ cdef class File:
     cdef Scheduler _reg
     cdef int _busy              # operations naming _fd that may still run
     cdef int _closing_fd        # closed while busy: the fd to close later
+    cdef set _pool_jobs         # epoll: our jobs on the pool, to cancel
 
     cdef int _check(self, bint write) except -1
     cdef int _do(self, _Op o) except? -1
