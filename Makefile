@@ -45,7 +45,8 @@ test-pythons:
 	@MAKE="$(MAKE)" bash tools/test_pythons.sh
 
 # The C parts alone, under AddressSanitizer and UBSan: the timer heap and
-# ready ring, and the completion pump's contract on each backend.
+# ready ring, the completion pump's contract on each backend, the native
+# heap's allocator, and the blocking-call pool's cancel.
 SANITIZE := -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 URING_FLAGS = $(shell pkg-config --exists liburing 2>/dev/null && \
 	echo -DFIB_HAVE_LIBURING $$(pkg-config --cflags liburing))
@@ -62,6 +63,9 @@ ctest: | sysdeps
 	./build/test_pump
 	$(CC) $(SANITIZE) -Icsrc tests/c/test_arena.c csrc/fib_arena.c -o build/test_arena
 	./build/test_arena
+	$(CC) $(SANITIZE) -Icsrc tests/c/test_pool.c csrc/fib_pool.c -lpthread \
+	    -o build/test_pool
+	./build/test_pool
 
 run: build
 	$(PY) examples/demo.py

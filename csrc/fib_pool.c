@@ -161,6 +161,37 @@ int fib__pool_submit(fib__job *job)
     return 0;
 }
 
+int fib__pool_cancel(fib__job *job)
+{
+    fib__job *p, *prev = NULL;
+    fib__sink *sink;
+
+    pthread_once(&fib__pool_once, fib__pool_init_once);
+    pthread_mutex_lock(&fib__pool_lock);
+    /* A linear scan: the queue is only long when the pool is saturated,
+     * and a cancel is rare. */
+    for (p = fib__pool_head; p != NULL; prev = p, p = p->next)
+        if (p == job)
+            break;
+    if (p == NULL) {
+        pthread_mutex_unlock(&fib__pool_lock);
+        return -EBUSY;
+    }
+    if (prev != NULL)
+        prev->next = job->next;
+    else
+        fib__pool_head = job->next;
+    if (fib__pool_tail == job)
+        fib__pool_tail = prev;
+    fib__pool_queued--;
+    pthread_mutex_unlock(&fib__pool_lock);
+    job->result = -ECANCELED;
+    sink = job->sink;
+    fib__sink_push(sink, job);
+    fib__sink_release(sink);
+    return 0;
+}
+
 void fib__pool_set_limit(unsigned n)
 {
     pthread_once(&fib__pool_once, fib__pool_init_once);

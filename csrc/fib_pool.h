@@ -63,6 +63,11 @@ int fib__on_thread_stack(const void *p);
  * exists to take it). */
 int fib__pool_submit(fib__job *job);
 
+/* Takes back a job no thread has started: it goes to its sink at once with
+ * result -ECANCELED, as if it had run (one completion either way).
+ * Returns 0 if so, -EBUSY if a thread has it already or it is done. */
+int fib__pool_cancel(fib__job *job);
+
 /* The cap on threads (>= 1) and the idle time before a thread exits. */
 void fib__pool_set_limit(unsigned n);
 unsigned fib__pool_limit(void);

@@ -133,6 +133,7 @@ cdef extern from "fib_pool.h":
         int result
         fib__job *next
     int fib__pool_submit(fib__job *job)
+    int fib__pool_cancel(fib__job *job)
     int fib__on_thread_stack(const void *p)
     void fib__pool_set_limit(unsigned n)
     unsigned fib__pool_limit()
@@ -446,6 +447,7 @@ cdef class Socket:
     cdef int _inflight          # our operations in the pump now
     cdef bint _closed
     cdef object _pushback       # bytes an interrupted recv had received
+    cdef int _pending_err       # errno a MSG_WAITALL recv owes the next call
     cdef int _io_refs           # open makefile() objects
     cdef bint _close_pending    # close() waits for them
     cdef _Stream _ms            # multishot results (io_uring servers)
@@ -470,6 +472,7 @@ cdef class Socket:
     cdef Py_ssize_t _recv_once(self, Scheduler s, Fiber me, object buffer,
                                Py_ssize_t nbytes, int flags,
                                bint timed) except -1
+    cdef int _raise_pending(self) except -1
     cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
                                   object buffer, Py_ssize_t n,
                                   int flags) except -1
@@ -486,6 +489,7 @@ cdef class File:
     cdef Scheduler _reg
     cdef int _busy              # operations naming _fd that may still run
     cdef int _closing_fd        # closed while busy: the fd to close later
+    cdef set _pool_jobs         # epoll: our jobs on the pool, to cancel
 
     cdef int _check(self, bint write) except -1
     cdef int _do(self, _Op o) except? -1

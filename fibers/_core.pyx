@@ -1584,6 +1584,7 @@ cdef class Scheduler:
                 # A file job whose fiber gave up (see File.close).
                 fl = j.op.keep
                 j.op.keep = None
+                (<File>fl)._pool_jobs.discard(j)
                 (<File>fl)._op_done()
             elif j.op is not None and j.op.keep is _OPEN_ABANDONED:
                 j.op.keep = None

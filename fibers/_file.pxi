@@ -91,7 +91,8 @@ cdef class File:
     # So the number is never released while an operation naming it may
     # still start: close() marks the File closed (no new operation), asks
     # the pump to cancel what has not started (io_uring; a started one
-    # finishes on the file it began on), and leaves the close(2) to the last
+    # finishes on the file it began on; on epoll, pool jobs no thread has
+    # started are taken back), and leaves the close(2) to the last
     # operation's completion (_op_done), which Scheduler._complete and
     # _drain_sink call for operations whose fiber has given up.  close()
     # does not wait, so it stays usable outside fibers and in finally
@@ -157,6 +158,9 @@ cdef class File:
                 j.op = o
                 j.job.fn = _run_file_job
                 j.job.arg = <void *>&o.op
+                if self._pool_jobs is None:
+                    self._pool_jobs = set()
+                self._pool_jobs.add(j)
                 s._offload(s._current, j, False)
                 res = j.job.result
             else:
@@ -166,6 +170,8 @@ cdef class File:
             # flight: its completion, not this fiber, ends it.
             if j is not None:
                 pending = j.submitted and not j.done
+                if not pending:
+                    self._pool_jobs.discard(j)
             else:
                 pending = o.op.state != FIB__S_IDLE
             if pending:
@@ -327,6 +333,11 @@ cdef class File:
             self._closing_fd = fd
             if self._reg is not None:
                 self._reg._forget_fd(fd, True)
+            if self._pool_jobs:
+                # epoll: jobs no pool thread has started come back at once
+                # as cancelled; a started one finishes on this file.
+                for j in list(self._pool_jobs):
+                    fib__pool_cancel(&(<_Job>j).job)
             return
         if self._reg is not None:
             self._reg._forget_fd(fd, False)

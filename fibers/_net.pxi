@@ -277,6 +277,7 @@ cdef class Socket:
         self._prepare(s)
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        self._raise_pending()
         if flags & MSG_WAITALL and self._timeout_ns != 0 and bufsize > 0:
             buf = bytearray(bufsize)
             n = self._recv_waitall(s, me, buf, bufsize, flags)
@@ -318,6 +319,7 @@ cdef class Socket:
         self._prepare(s)
         if nbytes < 0:
             raise ValueError("negative buffersize in recv_into")
+        self._raise_pending()
         if flags & MSG_WAITALL and self._timeout_ns != 0:
             view = memoryview(buffer)
             if view.readonly:
@@ -330,6 +332,13 @@ cdef class Socket:
                 return 0
             return self._recv_waitall(s, me, view, n, flags)
         return self._recv_once(s, me, buffer, nbytes, flags, True)
+
+    cdef int _raise_pending(self) except -1:
+        cdef int err = self._pending_err
+        if err:
+            self._pending_err = 0
+            raise _oserror(err)
+        return 0
 
     cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
                                   object buffer, Py_ssize_t n,
@@ -359,7 +368,10 @@ cdef class Socket:
             if not got:
                 raise
             if isinstance(e, OSError) and not isinstance(e, TimeoutError):
-                return got          # a broken connection: data first
+                # A broken connection: the data now, the error at the next
+                # call, as the kernel does it.
+                self._pending_err = e.errno or EBADF
+                return got
             # Interrupted: keep the data for the next recv.
             rest = self._pushback
             self._pushback = bytes(view[:got]) + (rest or b"")

@@ -78,6 +78,7 @@ def run_child(backend, case):
         stage = "close()" if out and "ran" in out else "run(main)"
         pytest.fail(f"{stage} never returned ({backend}, {case})")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""            # nothing logged: the fibers were killed
     ran, closed = proc.stdout.strip().splitlines()
     assert ran == "ran"
     return closed

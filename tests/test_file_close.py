@@ -121,3 +121,49 @@ def test_close_with_an_operation_not_yet_started(io_sched, tmp_path,
         assert out["ret"] == b"XXXX"
     else:
         assert out["ret"] == 4 and x_now == b"DATA"
+
+
+def test_close_cancels_an_operation_no_one_has_started(io_sched, tmp_path,
+                                                       busy_pool):
+    # With every pool thread busy, epoll's file job waits in the queue:
+    # close() takes it back at once, so the writer gets EBADF and the fd is
+    # released without waiting for a pool thread.  (On io_uring the write
+    # is the kernel's: cancelled or done, it is over without the pool too.)
+    fill, gate = busy_pool
+    xpath = str(tmp_path / "x.bin")
+    out = {}
+
+    def main():
+        warm_up()
+        x = fibers.io.open(xpath, "wb")
+        xfd = x.fileno()
+        blockers = fill()
+
+        def issuer():
+            try:
+                out["ret"] = x.write(b"DATA")
+            except OSError as e:
+                out["err"] = e
+
+        a = fibers.spawn(issuer)
+        fibers.sleep(0)                          # A's write is issued
+        x.close()
+        with fibers.timeout(5):                  # the pool stays blocked
+            a.join()
+        try:
+            os.fstat(xfd)
+            out["released"] = False
+        except OSError:
+            out["released"] = True
+        gate.set()
+        for j in blockers:
+            j.join()
+
+    io_sched.run(main)
+    assert out["released"]
+    if "err" in out:
+        assert out["err"].errno == 9                      # EBADF
+        with open(xpath, "rb") as f:
+            assert f.read() == b""
+    else:
+        assert io_sched.backend == "io_uring" and out["ret"] == 4

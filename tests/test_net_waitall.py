@@ -3,6 +3,7 @@ unless the stream ends first, as a blocking socket.socket gives them, on
 every path: epoll, io_uring single-shot (a client) and io_uring multishot
 (a server's accepted connection)."""
 import socket
+import struct
 
 import pytest
 
@@ -134,3 +135,28 @@ def test_waitall_on_a_non_blocking_socket_returns_what_is_there(io_sched):
         r.close()
         return got
     assert io_sched.run(main) == b"ab"
+
+
+@pytest.mark.parametrize("kind", ["accepted", "client"])
+def test_recv_waitall_then_reset_gives_the_data_then_the_error(io_sched,
+                                                               kind):
+    # As socket.socket does: what arrived before the reset first, then
+    # ConnectionResetError once, then end of stream.
+    def main():
+        peer, r = pair(kind)
+
+        def reset_later():
+            peer.sendall(b"abc")
+            fibers.sleep(0.5)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack("ii", 1, 0))
+            peer.close()
+
+        fibers.spawn(reset_later)
+        got = r.recv(10, WAITALL)
+        with pytest.raises(ConnectionResetError):
+            r.recv(10, WAITALL)
+        at_end = r.recv(10)
+        r.close()
+        return got, at_end
+    assert io_sched.run(main) == (b"abc", b"")
