@@ -6,7 +6,9 @@ One measurement: start a sink server alone on CPU 0 (taskset), wait for
 its READY line, then a client on CPU 1 connects, sends --mb MiB in 1 MiB
 sendall() calls, shuts down its write side and waits for the server's
 reply: the byte count it received, which must equal what was sent.  The
-figure is MB/s from connect to that reply.  Every sample is a fresh server
+figure is MB/s from connect to that reply, and MB per CPU-second the
+server process spent from accept to end of stream (it reports its own
+process_time()), which is steadier than MB/s on a shared machine.  Every sample is a fresh server
 process; rounds are interleaved across servers and the table reports
 medians, as bench/echo_run.py does.
 
@@ -54,6 +56,12 @@ def _ready():
     print("READY", flush=True)
 
 
+def _reply(total, cpu0):
+    # What the sink received, and the CPU seconds its process spent from
+    # accepting the connection to end of stream (all its threads).
+    return f"{total} {time.process_time() - cpu0:.6f}".encode()
+
+
 def sink_fibers(port):
     import fibers
     from fibers import net
@@ -62,13 +70,14 @@ def sink_fibers(port):
         lsock = net.listen((HOST, port), backlog=16)
         _ready()
         conn, _ = lsock.accept()
+        cpu0 = time.process_time()
         total = 0
         while True:
             data = conn.recv(READ_SIZE)
             if not data:
                 break
             total += len(data)
-        conn.sendall(str(total).encode())
+        conn.sendall(_reply(total, cpu0))
         conn.close()
 
     want = os.environ.get("FIBERS_BACKEND") or None
@@ -87,13 +96,14 @@ def sink_gevent(port):
     lsock.listen(16)
     _ready()
     conn, _ = lsock.accept()
+    cpu0 = time.process_time()
     total = 0
     while True:
         data = conn.recv(READ_SIZE)
         if not data:
             break
         total += len(data)
-    conn.sendall(str(total).encode())
+    conn.sendall(_reply(total, cpu0))
     conn.close()
 
 
@@ -105,12 +115,13 @@ def sink_uvloop(port):
         def connection_made(self, transport):
             self.transport = transport
             self.total = 0
+            self.cpu0 = time.process_time()
 
         def data_received(self, data):
             self.total += len(data)
 
         def eof_received(self):
-            self.transport.write(str(self.total).encode())
+            self.transport.write(_reply(self.total, self.cpu0))
             self.transport.close()
             done.set_result(None)
 
@@ -196,11 +207,15 @@ def client(port, mb):
                 break
             reply += chunk
         dt = time.perf_counter() - t0
-    got = int(reply or b"-1")
+    parts = reply.split()
+    got = int(parts[0]) if parts else -1
     if got != total:
         raise SystemExit(f"server counted {got} bytes, {total} were sent")
+    cpu = float(parts[1])
     print(json.dumps({"mbps": round(total / dt / 1e6, 1), "seconds": dt,
-                      "bytes": total, "error": None}))
+                      "bytes": total, "server_cpu_s": cpu,
+                      "mb_per_cpu_s": round(total / cpu / 1e6, 1)
+                      if cpu > 0 else None, "error": None}))
 
 
 # ------------------------------------------------------------ main
@@ -231,21 +246,30 @@ def main(argv=None):
         for name in servers:
             res = measure(name, args.mb)
             samples[name].append(res)
-            shown = (f"{res['mbps']:,.0f} MB/s" if res["mbps"] is not None
+            shown = (f"{res['mbps']:,.0f} MB/s, "
+                     f"{res.get('mb_per_cpu_s') or 0:,.0f} MB/CPU-s"
+                     if res["mbps"] is not None
                      else "ERROR " + str(res["error"])[:200])
             print(f"round {rnd + 1} {name}: {shown}", file=sys.stderr, flush=True)
-    med = {n: (statistics.median(x["mbps"] for x in v if x["mbps"] is not None)
-               if any(x["mbps"] is not None for x in v) else None)
-           for n, v in samples.items()}
+    def median(v, key):
+        xs = [x[key] for x in v if x.get(key) is not None]
+        return statistics.median(xs) if xs else None
+
+    med = {n: median(v, "mbps") for n, v in samples.items()}
+    eff = {n: median(v, "mb_per_cpu_s") for n, v in samples.items()}
     print(f"\nbulk upload of {args.mb} MiB into an accepted connection, "
-          f"MB/s, median of {args.rounds}:")
-    print("| server | MB/s | vs fibers-epoll |")
-    print("|---|---:|---:|")
+          f"median of {args.rounds}:")
+    print("| server | MB/s | vs fibers-epoll | MB per server CPU-s | "
+          "vs fibers-epoll |")
+    print("|---|---:|---:|---:|---:|")
     base = med.get("fibers-epoll")
+    ebase = eff.get("fibers-epoll")
     for n in servers:
-        m = med[n]
+        m, e = med[n], eff[n]
         ratio = f"{m / base:.2f}x" if m and base else "-"
-        print(f"| {n} | {'ERR' if m is None else f'{m:,.0f}'} | {ratio} |")
+        eratio = f"{e / ebase:.2f}x" if e and ebase else "-"
+        print(f"| {n} | {'ERR' if m is None else f'{m:,.0f}'} | {ratio} | "
+              f"{'-' if e is None else f'{e:,.0f}'} | {eratio} |")
     peer, minimum = TARGET
     checks = None
     if med.get(HEADLINE) and med.get(peer):
@@ -260,6 +284,7 @@ def main(argv=None):
         json.dump({"when": stamp, "python": platform.python_version(),
                    "kernel": platform.release(), "mb": args.mb,
                    "rounds": args.rounds, "samples": samples, "medians": med,
+                   "mb_per_cpu_s": eff,
                    "target": checks}, f, indent=2)
     print(f"saved {path}")
 

@@ -309,7 +309,7 @@ cdef class _Stream:
     cdef bint accepting         # items are fds: close leftovers
     cdef bint unsupported       # the kernel refused multishot
     cdef bint direct            # bulk: multishot off, recv reads directly
-    cdef int waits              # direct reads in a row that had to wait
+    cdef int waits              # small direct reads in a row
 
     cdef int _drop(self) except -1
 

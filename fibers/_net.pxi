@@ -728,18 +728,21 @@ cdef class Socket:
     cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
                           _Stream st, bint timed=True) except? -1:
         # A bulk stream's read: straight into the caller's buffer, trying
-        # the system call first (the data is usually there already).
+        # the system call first (the data is usually there already), else
+        # a single-shot recv.  Reads that come back smaller than a provided
+        # buffer mean the bulk is over; after a few in a row the stream
+        # goes back to multishot.
         cdef int res = fib__op_try(&o.op, 0)
-        if res != -EAGAIN:
+        if res == -EAGAIN:
+            res = self._wait(s, me, o, False, timed)
+        if res >= <int>STREAM_BUFFER_SIZE:
             st.waits = 0
-            return res
-        st.waits += 1
-        if st.waits >= STREAM_DIRECT_WAITS:
-            # The reader keeps catching up with the sender: back to
-            # multishot from the next read on.
-            st.direct = False
-            st.waits = 0
-        return self._wait(s, me, o, False, timed)
+        else:
+            st.waits += 1
+            if st.waits >= STREAM_DIRECT_WAITS:
+                st.direct = False
+                st.waits = 0
+        return res
 
     cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
                              int flags, bint timed=True):

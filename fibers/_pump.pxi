@@ -56,8 +56,8 @@ cdef unsigned STREAM_BUFFER_SIZE = 16384
 cdef Py_ssize_t STREAM_HIGH_WATER = 262144
 # A connection with this much received and not yet taken is a bulk
 # transfer: its multishot recv is turned off and recv() reads directly
-# (fewer completions, one copy less) until the reader catches up with the
-# sender STREAM_DIRECT_WAITS times in a row -- small messages again.
+# (fewer completions, one copy less) until STREAM_DIRECT_WAITS reads in a
+# row come back smaller than a provided buffer -- small messages again.
 cdef Py_ssize_t STREAM_BULK_MARK = 65536
 cdef int STREAM_DIRECT_WAITS = 4
 # The same for accepted connections nobody has taken with accept() yet.
