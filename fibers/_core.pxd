@@ -435,6 +435,7 @@ cdef class Scheduler:
     cdef int _deliver(self, Fiber target, object exc) except -1
     cdef void _leave(self, void *prev)
     cdef object _loop(self, Fiber target)
+    cdef int _ticks_until_done(self, Fiber target) except -1
     cdef object _drive(self, str word, object fn, tuple args)
 
 

@@ -1851,6 +1851,8 @@ cdef class Scheduler:
         # for nothing gets Deadlock -- unless another thread may still call
         # in, in which case the tick waits for it (_idle_wait).
         self._idle_wait = False
+        if self._ready.count:
+            return False            # the common case, kept cheap
         if not self._idle():
             if (self._ready.count == 0 and not self._conds
                     and self._clock_kind == CLOCK_VIRTUAL
@@ -1893,26 +1895,17 @@ cdef class Scheduler:
         self._target = target
         self._delivered = None
         try:
-            while not self._stopping:
-                if target is not None and target._state == ST_DEAD:
-                    break
+            while True:
                 try:
-                    if self._quiet(target):
-                        break
-                    self._tick()
+                    self._ticks_until_done(target)
+                    break
                 except (KeyboardInterrupt, SystemExit) as e:
                     # Raised in the hub: by a signal handler run after the
-                    # wait, or by an added step.
+                    # wait, or by an added step.  (The try is out here, not
+                    # around each tick, because setting one up costs.)
                     if target is None or target._state == ST_DEAD:
                         raise
                     self._deliver(target, e)
-                    continue
-                err = self._system_error
-                if err is not None:
-                    self._system_error = None
-                    if target is None or target._state == ST_DEAD:
-                        raise err
-                    self._deliver(target, err)
         finally:
             self._target = None
             self._leave(prev)
@@ -1922,6 +1915,22 @@ cdef class Scheduler:
             self._delivered = None
             raise err
         return None
+
+    cdef int _ticks_until_done(self, Fiber target) except -1:
+        cdef object err
+        while not self._stopping:
+            if target is not None and target._state == ST_DEAD:
+                break
+            if self._quiet(target):
+                break
+            self._tick()
+            err = self._system_error
+            if err is not None:
+                self._system_error = None
+                if target is None or target._state == ST_DEAD:
+                    raise err
+                self._deliver(target, err)
+        return 0
 
     cdef object _drive(self, str word, object fn, tuple args):
         # A blocking word called outside any fiber: run it in a helper fiber
