@@ -56,6 +56,19 @@ def _ready():
     print("READY", flush=True)
 
 
+def _drain(conn):
+    """The blocking-style sink: recv(65536) until EOF, then the reply."""
+    cpu0 = time.process_time()
+    total = 0
+    while True:
+        data = conn.recv(READ_SIZE)
+        if not data:
+            break
+        total += len(data)
+    conn.sendall(_reply(total, cpu0))
+    conn.close()
+
+
 def _reply(total, cpu0):
     # What the sink received, and the CPU seconds its process spent from
     # accepting the connection to end of stream (all its threads).
@@ -70,15 +83,7 @@ def sink_fibers(port):
         lsock = net.listen((HOST, port), backlog=16)
         _ready()
         conn, _ = lsock.accept()
-        cpu0 = time.process_time()
-        total = 0
-        while True:
-            data = conn.recv(READ_SIZE)
-            if not data:
-                break
-            total += len(data)
-        conn.sendall(_reply(total, cpu0))
-        conn.close()
+        _drain(conn)
 
     want = os.environ.get("FIBERS_BACKEND") or None
     sched = fibers.Scheduler(backend=want)
@@ -96,15 +101,7 @@ def sink_gevent(port):
     lsock.listen(16)
     _ready()
     conn, _ = lsock.accept()
-    cpu0 = time.process_time()
-    total = 0
-    while True:
-        data = conn.recv(READ_SIZE)
-        if not data:
-            break
-        total += len(data)
-    conn.sendall(_reply(total, cpu0))
-    conn.close()
+    _drain(conn)
 
 
 def sink_uvloop(port):

@@ -126,8 +126,8 @@ class Deadlock(RuntimeError):
 # Small helpers
 # --------------------------------------------------------------------------
 
-cdef int64_t _to_ns(object seconds, str word) except -1:
-    """Validates a duration in seconds and converts it to nanoseconds."""
+cdef double _seconds(object seconds, str word) except -1.0:
+    """Validates a number of seconds (>= 0, not NaN) for the word named."""
     cdef double s
     try:
         s = seconds
@@ -138,6 +138,12 @@ cdef int64_t _to_ns(object seconds, str word) except -1:
         raise ValueError(f"{word}() got NaN seconds")
     if s < 0:
         raise ValueError(f"{word}() needs seconds >= 0, got {seconds!r}")
+    return s
+
+
+cdef int64_t _to_ns(object seconds, str word) except -1:
+    """Validates a duration in seconds and converts it to nanoseconds."""
+    cdef double s = _seconds(seconds, word)
     if s >= 4e9:            # ~126 years: treat as forever
         return NS_FOREVER
     return <int64_t>llround(s * 1e9)
@@ -147,16 +153,7 @@ cdef int64_t _time_ns(object seconds, str word, bint saturate) except -1:
     """Converts a point or stretch of clock time to nanoseconds, exactly
     (no "forever" rounding as in _to_ns).  Past TIME_MAX_NS it saturates,
     or raises OverflowError."""
-    cdef double s
-    try:
-        s = seconds
-    except TypeError:
-        raise TypeError(f"{word}() needs a number of seconds, "
-                        f"got {type(seconds).__name__}") from None
-    if isnan(s):
-        raise ValueError(f"{word}() got NaN seconds")
-    if s < 0:
-        raise ValueError(f"{word}() needs seconds >= 0, got {seconds!r}")
+    cdef double s = _seconds(seconds, word)
     if s * 1e9 >= <double>TIME_MAX_NS:
         if saturate:
             return TIME_MAX_NS

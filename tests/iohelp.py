@@ -88,3 +88,15 @@ def fill_holes_below(fd):
     taken = open_fds()
     return [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             for n in range(fd) if n not in taken]
+
+
+def tcp_pair():
+    """A connected loopback TCP pair (client, server side).  Call in a
+    fiber; on io_uring the server side is read with multishot recv."""
+    lst = fibers.net.listen(("127.0.0.1", 0))
+    try:
+        client = fibers.net.connect(lst.getsockname())
+        server, _ = lst.accept()
+    finally:
+        lst.close()
+    return client, server

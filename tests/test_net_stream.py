@@ -14,23 +14,12 @@ import pytest
 
 import fibers
 import fibers.net
-from iohelp import recv_all
+from iohelp import recv_all, tcp_pair
 
 STREAM_BYTES = 64 << 20
 
 
 # ---- helpers -----------------------------------------------------------------
-
-def tcp_pair():
-    """A connected loopback TCP pair (client, server side)."""
-    lst = fibers.net.listen(("127.0.0.1", 0))
-    try:
-        client = fibers.net.connect(lst.getsockname())
-        server, _ = lst.accept()
-    finally:
-        lst.close()
-    return client, server
-
 
 def make_pair(kind):
     if kind == "unix":

@@ -9,6 +9,7 @@ import pytest
 
 import fibers
 import fibers.net
+from iohelp import tcp_pair
 
 WAITALL = socket.MSG_WAITALL
 
@@ -17,12 +18,7 @@ def pair(kind):
     """(peer, reader): the reader is the side under test."""
     if kind == "unix":
         return fibers.net.socketpair()
-    lst = fibers.net.listen(("127.0.0.1", 0))
-    try:
-        client = fibers.net.connect(lst.getsockname())
-        server, _ = lst.accept()
-    finally:
-        lst.close()
+    client, server = tcp_pair()
     if kind == "accepted":
         return client, server          # read the server's side (multishot)
     return server, client              # read the client's side
