@@ -338,7 +338,6 @@ cdef class Scheduler:
     cdef int _clock_kind
     cdef VirtualClock _vclock
     cdef object _clock
-    cdef int64_t _now           # cached per tick
     # the fiber run()/a blocking word drives; the tick stops waiting once
     # it is dead
     cdef Fiber _target

@@ -54,7 +54,7 @@ from cpython.object cimport PyCallable_Check
 from cpython.number cimport PyNumber_Index
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.stdint cimport int64_t, uint64_t, INT64_MAX
+from libc.stdint cimport int64_t
 from libc.errno cimport EINTR
 
 cdef extern from "<errno.h>":
@@ -125,6 +125,34 @@ class Deadlock(RuntimeError):
 # --------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------
+
+import os as _os
+
+# Bound at import, like the socket module's names in _net.pxi: a program
+# may replace os.open and friends with cooperative versions, which must not
+# end up calling themselves through us.
+cdef object _os_open = _os.open
+cdef object _os_close = _os.close
+cdef object _os_lseek = _os.lseek
+cdef object _os_strerror = _os.strerror
+
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static int fib__errno(void) { return errno; }
+    """
+    int errno_get "fib__errno"()
+
+
+cdef object _oserror(int err, str context=None):
+    # OSError(errno, msg) picks the stdlib subclass itself:
+    # ConnectionResetError, BrokenPipeError, TimeoutError, ...
+    msg = _os_strerror(err)
+    if context:
+        msg = f"{context}: {msg}"
+    return OSError(err, msg)
+
 
 cdef double _seconds(object seconds, str word) except -1.0:
     """Validates a number of seconds (>= 0, not NaN) for the word named."""
@@ -737,7 +765,8 @@ cdef class Scheduler:
             raise TypeError("clock must be None, a VirtualClock, or an "
                             "object with a now() method returning seconds")
         self._clock = clock
-        self._now = self._now_ns()
+        # Read once now, so that a clock out of range is refused here.
+        self._now_ns()
 
     def __dealloc__(self):
         cdef void *p
@@ -1671,7 +1700,6 @@ cdef class Scheduler:
         if self._timers.len == 0:
             return 0
         now = self._now_ns()
-        self._now = now
         while True:
             n = fib__heap_peek(&self._timers)
             if n == NULL or n.deadline > now:

@@ -66,14 +66,6 @@ cdef int _set_nonblocking(int fd, bint on) except -1:
     return 0
 
 
-cdef extern from *:
-    """
-    #include <errno.h>
-    static int fib__errno(void) { return errno; }
-    """
-    int errno_get "fib__errno"()
-
-
 cdef object _stream_pop(_Stream st, Py_ssize_t n, bint peek):
     # Up to n bytes from the front of the stream's chunks.  Only what is
     # returned is copied: whole chunks while they fit, then a slice of the

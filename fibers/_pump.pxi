@@ -29,16 +29,6 @@ cdef extern from "<poll.h>":
         POLLIN
         POLLOUT
 
-import os as _os
-
-# Bound at import, like the socket module's names in _net.pxi: a program
-# may replace os.open and friends with cooperative versions, which must not
-# end up calling themselves through us.
-cdef object _os_open = _os.open
-cdef object _os_close = _os.close
-cdef object _os_lseek = _os.lseek
-cdef object _os_strerror = _os.strerror
-
 _BACKEND_NAMES = ("io_uring", "epoll")
 
 # One kernel call moves at most this much: Linux caps a single read or
@@ -144,15 +134,6 @@ cdef int _pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out) \
     if rc < 0:
         raise _oserror(-rc, "the I/O pump failed")
     return rc
-
-
-cdef object _oserror(int err, str context=None):
-    # OSError(errno, msg) picks the stdlib subclass itself:
-    # ConnectionResetError, BrokenPipeError, TimeoutError, ...
-    msg = _os_strerror(err)
-    if context:
-        msg = f"{context}: {msg}"
-    return OSError(err, msg)
 
 
 # --------------------------------------------------------------------------
