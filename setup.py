@@ -53,6 +53,8 @@ extensions = [
         depends=["csrc/fib_ring.h", "csrc/fib_heap.h", "csrc/fib_sys.h",
                  "csrc/fib_stack.h", "csrc/fib_greenlet.h",
                  "csrc/fib_pump.h", "fibers/_core.pxd", "fibers/_pump.pxi",
+                 "fibers/_pump.pxd", "fibers/_net.pxd", "fibers/_file.pxd",
+                 "fibers/_ring.pxd", "fibers/_blocking.pxd",
                  "fibers/_net.pxi", "fibers/_file.pxi", "fibers/_ring.pxi",
                  "fibers/_blocking.pxi", "fibers/_capi.pxi",
                  "csrc/fib_pool.h", "fibers/_heap.pxd", "csrc/fib_arena.h"],

@@ -57,91 +57,8 @@ cdef extern from "fib_stack.h":
     Py_ssize_t fib__stack_in_use()
 
 
-cdef extern from "fib_pump.h":
-    ctypedef struct fib__op:
-        unsigned char code
-        unsigned char flags
-        unsigned short events
-        unsigned short buf_index
-        int fd
-        int msg_flags
-        unsigned int len
-        void *buf
-        int64_t offset
-        void *owner
-        int res
-        unsigned char state
-        fib__op *live_next
-    ctypedef struct fib__cqe:
-        fib__op *op
-        int res
-        unsigned int flags
-    ctypedef struct fib__backend:
-        const char *name
-    ctypedef struct fib__pump:
-        const fib__backend *be
-        size_t inflight
-        size_t unflushed
-        fib__op *live
-    enum:
-        FIB__OP_POLL
-        FIB__OP_RECV
-        FIB__OP_SEND
-        FIB__OP_ACCEPT
-        FIB__OP_READ
-        FIB__OP_WRITE
-        FIB__OP_FSYNC
-        FIB__OP_READ_FIXED
-        FIB__OP_WRITE_FIXED
-        FIB__OP_RECV_MULTI
-        FIB__OP_ACCEPT_MULTI
-        FIB__C_MORE
-        FIB__C_BUFFER
-        FIB__F_FOREIGN
-        FIB__S_IDLE
-        FIB__S_INFLIGHT
-        FIB__S_CANCELLING
-        FIB__BACKEND_URING
-        FIB__BACKEND_EPOLL
-    int fib__uring_probe(char *why, size_t whylen)
-    int fib__pump_open(fib__pump *p, int backend, unsigned entries)
-    int fib__op_try(const fib__op *op, int regular) nogil
-    void fib__pump_close(fib__pump *p)
-    int fib__pump_submit(fib__pump *p, fib__op *op)
-    int fib__pump_cancel(fib__pump *p, fib__op *op)
-    int fib__pump_forget_fd(fib__pump *p, int fd, int has_inflight)
-    int fib__pump_flush(fib__pump *p)
-    int fib__pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
-                       int max) nogil
-    int fib__pump_provide(fib__pump *p, unsigned count, unsigned size)
-    void *fib__pump_buffer(fib__pump *p, unsigned bid)
-    void fib__pump_recycle(fib__pump *p, unsigned bid)
-    int fib__pump_register_buffer(fib__pump *p, void *base, size_t len)
-    void fib__pump_unregister_buffer(fib__pump *p, unsigned index)
-    unsigned FIB__CQE_BID(unsigned flags)
-
-
-cdef extern from "fib_pool.h":
-    ctypedef int (*fib__job_fn)(void *arg) noexcept nogil
-    ctypedef struct fib__sink:
-        int efd
-    ctypedef struct fib__job:
-        fib__job_fn fn
-        void *arg
-        void *owner
-        fib__sink *sink
-        int result
-        fib__job *next
-    int fib__pool_submit(fib__job *job)
-    int fib__pool_cancel(fib__job *job)
-    int fib__on_thread_stack(const void *p)
-    void fib__pool_set_limit(unsigned n)
-    unsigned fib__pool_limit()
-    void fib__pool_set_idle_ns(int64_t ns)
-    void fib__pool_stats(unsigned *threads, unsigned *idle, unsigned *queued)
-    fib__sink *fib__sink_new()
-    void fib__sink_release(fib__sink *s)
-    fib__job *fib__sink_drain(fib__sink *s)
+include "_pump.pxd"
+include "_blocking.pxd"
 
 
 cdef extern from "fib_sys.h":
@@ -262,56 +179,8 @@ cdef class VirtualClock:
     cdef int64_t _io_grace_ns   # real time to wait for I/O before a jump
 
 
-# How many completions one pump wait hands back at most.
-cdef enum:
-    PUMP_BATCH = 256
-
-
-cdef class _Op:
-    # One I/O operation: the C record the pump fills in, and the Python
-    # objects the kernel may touch until its completion.  While in flight
-    # the pump owns a reference (see Scheduler._io_wait).
-    cdef fib__op op
-    cdef Fiber fiber            # who waits for it; None once abandoned
-    cdef PyObject *raw          # a bytes object the kernel fills (owned)
-    cdef Py_buffer view         # a caller's buffer, while has_view
-    cdef bint has_view
-    cdef object keep            # anything else to keep alive (Ring data)
-    cdef object callback        # Ring operations
-
-    cdef int _release(self) except -1
-
-
-cdef class _Job:
-    # One call on a pool thread: the C job, the fiber waiting for it, and
-    # the Python call and its outcome (or the file operation it does).
-    cdef fib__job job
-    cdef Fiber fiber            # None once the fiber gave up on it
-    cdef bint done
-    cdef object fn
-    cdef tuple args
-    cdef dict kwargs
-    cdef object result
-    cdef object exc
-    cdef _Op op                 # a file operation done on the pool
-    cdef bint submitted         # the pool took it: a completion will come
-
-
-cdef class _Stream:
-    # What a multishot operation delivered that nobody has taken yet: bytes
-    # chunks (recv) or fds (accept), and how it ended.
-    cdef list items
-    cdef Py_ssize_t buffered    # bytes queued (recv)
-    cdef _Op op                 # the armed record, or None
-    cdef Fiber waiter           # the fiber parked until something arrives
-    cdef int err                # -errno to raise once (0: none)
-    cdef bint ended             # EOF, error or close: nothing more comes
-    cdef bint accepting         # items are fds: close leftovers
-    cdef bint unsupported       # the kernel refused multishot
-    cdef bint direct            # bulk: multishot off, recv reads directly
-    cdef int waits              # small direct reads in a row
-
-    cdef int _drop(self) except -1
+# Defined in _net.pxd; the scheduler hands multishot results to it.
+cdef class _Stream
 
 
 cdef class Scheduler:
@@ -438,73 +307,6 @@ cdef class Scheduler:
     cdef object _drive(self, str word, object fn, tuple args)
 
 
-cdef class Socket:
-    cdef object _sock           # the stdlib socket: addresses, options
-    cdef int _fd
-    cdef int64_t _timeout_ns    # -1: blocking; 0: non-blocking mode
-    cdef Scheduler _reg         # the scheduler whose pump has seen the fd
-    cdef bint _nonblocking      # O_NONBLOCK is set on the fd
-    cdef int _inflight          # our operations in the pump now
-    cdef bint _closed
-    cdef object _pushback       # bytes an interrupted recv had received
-    cdef int _pending_err       # errno a MSG_WAITALL recv owes the next call
-    cdef int _io_refs           # open makefile() objects
-    cdef bint _close_pending    # close() waits for them
-    cdef _Stream _ms            # multishot results (io_uring servers)
-
-    cdef int _prepare(self, Scheduler s) except -1
-    cdef int _wait(self, Scheduler s, Fiber me, _Op o, bint try_first,
-                   bint timed) except? -1
-    cdef Timer _arm(self, Scheduler s, Fiber me)
-    cdef int _connect(self, object address) except? -1
-    cdef int _wait_ready(self, Scheduler s, Fiber me, int events,
-                         bint timed) except? -1
-    cdef object _poll_loop(self, str word, object fn, tuple args,
-                           int events)
-    cdef int _real_close(self) except -1
-    cdef int _end_stream(self) except -1
-    cdef inline bint _busy(self)
-    cdef object _stream_accept(self, Scheduler s, Fiber me)
-    cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
-                             int flags, bint timed=*)
-    cdef int _stream_wait(self, Scheduler s, Fiber me,
-                          bint timed=*) except -1
-    cdef Py_ssize_t _recv_once(self, Scheduler s, Fiber me, object buffer,
-                               Py_ssize_t nbytes, int flags,
-                               bint timed) except -1
-    cdef int _raise_pending(self) except -1
-    cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
-                                  object buffer, Py_ssize_t n,
-                                  int flags) except -1
-    cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
-                          _Stream st, bint timed=*) except? -1
-
-
-cdef class File:
-    cdef int _fd
-    cdef readonly object name
-    cdef readonly str mode
-    cdef bint _readable
-    cdef bint _writable
-    cdef Scheduler _reg
-    cdef int _busy              # operations naming _fd that may still run
-    cdef int _closing_fd        # closed while busy: the fd to close later
-    cdef set _pool_jobs         # epoll: our jobs on the pool, to cancel
-
-    cdef int _check(self, bint write) except -1
-    cdef int _do(self, _Op o) except? -1
-    cdef int _op_done(self) except -1
-
-
-cdef class Ring:
-    cdef fib__pump _pump
-    cdef bint _open
-    cdef int _entries
-    cdef int _unsubmitted
-    cdef list _finished         # completed records whose callback is due
-    cdef long _owner_thread
-    cdef fib__cqe _done[PUMP_BATCH]
-
-    cdef int _check(self) except -1
-    cdef int _queue(self, _Op o, object callback) except -1
-    cdef int _harvest(self, int64_t timeout_ns) except -1
+include "_net.pxd"
+include "_file.pxd"
+include "_ring.pxd"

@@ -1,0 +1,60 @@
+# Declarations for sockets (fibers/_net.pxi).  Included by _core.pxd, so that they sit
+# beside their code while _core stays one compilation unit.
+
+cdef class _Stream:
+    # What a multishot operation delivered that nobody has taken yet: bytes
+    # chunks (recv) or fds (accept), and how it ended.
+    cdef list items
+    cdef Py_ssize_t buffered    # bytes queued (recv)
+    cdef _Op op                 # the armed record, or None
+    cdef Fiber waiter           # the fiber parked until something arrives
+    cdef int err                # -errno to raise once (0: none)
+    cdef bint ended             # EOF, error or close: nothing more comes
+    cdef bint accepting         # items are fds: close leftovers
+    cdef bint unsupported       # the kernel refused multishot
+    cdef bint direct            # bulk: multishot off, recv reads directly
+    cdef int waits              # small direct reads in a row
+
+    cdef int _drop(self) except -1
+
+
+cdef class Socket:
+    cdef object _sock           # the stdlib socket: addresses, options
+    cdef int _fd
+    cdef int64_t _timeout_ns    # -1: blocking; 0: non-blocking mode
+    cdef Scheduler _reg         # the scheduler whose pump has seen the fd
+    cdef bint _nonblocking      # O_NONBLOCK is set on the fd
+    cdef int _inflight          # our operations in the pump now
+    cdef bint _closed
+    cdef object _pushback       # bytes an interrupted recv had received
+    cdef int _pending_err       # errno a MSG_WAITALL recv owes the next call
+    cdef int _io_refs           # open makefile() objects
+    cdef bint _close_pending    # close() waits for them
+    cdef _Stream _ms            # multishot results (io_uring servers)
+
+    cdef int _prepare(self, Scheduler s) except -1
+    cdef int _wait(self, Scheduler s, Fiber me, _Op o, bint try_first,
+                   bint timed) except? -1
+    cdef Timer _arm(self, Scheduler s, Fiber me)
+    cdef int _connect(self, object address) except? -1
+    cdef int _wait_ready(self, Scheduler s, Fiber me, int events,
+                         bint timed) except? -1
+    cdef object _poll_loop(self, str word, object fn, tuple args,
+                           int events)
+    cdef int _real_close(self) except -1
+    cdef int _end_stream(self) except -1
+    cdef inline bint _busy(self)
+    cdef object _stream_accept(self, Scheduler s, Fiber me)
+    cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
+                             int flags, bint timed=*)
+    cdef int _stream_wait(self, Scheduler s, Fiber me,
+                          bint timed=*) except -1
+    cdef Py_ssize_t _recv_once(self, Scheduler s, Fiber me, object buffer,
+                               Py_ssize_t nbytes, int flags,
+                               bint timed) except -1
+    cdef int _raise_pending(self) except -1
+    cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
+                                  object buffer, Py_ssize_t n,
+                                  int flags) except -1
+    cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
+                          _Stream st, bint timed=*) except? -1

@@ -1,0 +1,86 @@
+# Declarations for the completion pump (fibers/_pump.pxi): its C contract
+# (csrc/fib_pump.h) and the operation record.  Included by _core.pxd, so
+# that they sit beside their code while _core stays one compilation unit.
+
+cdef extern from "fib_pump.h":
+    ctypedef struct fib__op:
+        unsigned char code
+        unsigned char flags
+        unsigned short events
+        unsigned short buf_index
+        int fd
+        int msg_flags
+        unsigned int len
+        void *buf
+        int64_t offset
+        void *owner
+        int res
+        unsigned char state
+        fib__op *live_next
+    ctypedef struct fib__cqe:
+        fib__op *op
+        int res
+        unsigned int flags
+    ctypedef struct fib__backend:
+        const char *name
+    ctypedef struct fib__pump:
+        const fib__backend *be
+        size_t inflight
+        size_t unflushed
+        fib__op *live
+    enum:
+        FIB__OP_POLL
+        FIB__OP_RECV
+        FIB__OP_SEND
+        FIB__OP_ACCEPT
+        FIB__OP_READ
+        FIB__OP_WRITE
+        FIB__OP_FSYNC
+        FIB__OP_READ_FIXED
+        FIB__OP_WRITE_FIXED
+        FIB__OP_RECV_MULTI
+        FIB__OP_ACCEPT_MULTI
+        FIB__C_MORE
+        FIB__C_BUFFER
+        FIB__F_FOREIGN
+        FIB__S_IDLE
+        FIB__S_INFLIGHT
+        FIB__S_CANCELLING
+        FIB__BACKEND_URING
+        FIB__BACKEND_EPOLL
+    int fib__uring_probe(char *why, size_t whylen)
+    int fib__pump_open(fib__pump *p, int backend, unsigned entries)
+    int fib__op_try(const fib__op *op, int regular) nogil
+    void fib__pump_close(fib__pump *p)
+    int fib__pump_submit(fib__pump *p, fib__op *op)
+    int fib__pump_cancel(fib__pump *p, fib__op *op)
+    int fib__pump_forget_fd(fib__pump *p, int fd, int has_inflight)
+    int fib__pump_flush(fib__pump *p)
+    int fib__pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
+                       int max) nogil
+    int fib__pump_provide(fib__pump *p, unsigned count, unsigned size)
+    void *fib__pump_buffer(fib__pump *p, unsigned bid)
+    void fib__pump_recycle(fib__pump *p, unsigned bid)
+    int fib__pump_register_buffer(fib__pump *p, void *base, size_t len)
+    void fib__pump_unregister_buffer(fib__pump *p, unsigned index)
+    unsigned FIB__CQE_BID(unsigned flags)
+
+
+# How many completions one pump wait hands back at most.
+cdef enum:
+    PUMP_BATCH = 256
+
+
+cdef class _Op:
+    # One I/O operation: the C record the pump fills in, and the Python
+    # objects the kernel may touch until its completion.  While in flight
+    # the pump owns a reference (see Scheduler._io_wait).
+    cdef fib__op op
+    cdef Fiber fiber            # who waits for it; None once abandoned
+    cdef PyObject *raw          # a bytes object the kernel fills (owned)
+    cdef Py_buffer view         # a caller's buffer, while has_view
+    cdef bint has_view
+    cdef object keep            # anything else to keep alive (Ring data)
+    cdef object callback        # Ring operations
+
+    cdef int _release(self) except -1
