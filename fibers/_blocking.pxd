@@ -1,5 +1,6 @@
-# Declarations for the blocking-call pool (fibers/_blocking.pxi).  Included by _core.pxd, so that they sit
-# beside their code while _core stays one compilation unit.
+# Declarations for the blocking-call pool (fibers/_blocking.pxi).  Included
+# by _core.pxd, so that they sit beside their code while _core stays one
+# compilation unit.
 
 cdef extern from "fib_pool.h":
     ctypedef int (*fib__job_fn)(void *arg) noexcept nogil

@@ -2150,8 +2150,9 @@ cdef class Scheduler:
 
         The built-in steps come first: ``conditions`` (check predicates),
         ``io`` (wait for the next event: I/O completion or the next timer
-        deadline), ``time`` (fire due timers); then the added ones.  A subclass may override this to return its own
-        iterator (for instance to skip or reorder steps)."""
+        deadline), ``time`` (fire due timers); then the added ones.  A
+        subclass may override this to return its own iterator (for
+        instance to skip or reorder steps)."""
         return iter(self._steps)
 
     # ---- introspection ---------------------------------------------------

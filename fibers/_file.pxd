@@ -1,5 +1,5 @@
-# Declarations for files (fibers/_file.pxi).  Included by _core.pxd, so that they sit
-# beside their code while _core stays one compilation unit.
+# Declarations for files (fibers/_file.pxi).  Included by _core.pxd, so that
+# they sit beside their code while _core stays one compilation unit.
 
 cdef class File:
     cdef int _fd

@@ -1,5 +1,5 @@
-# Declarations for sockets (fibers/_net.pxi).  Included by _core.pxd, so that they sit
-# beside their code while _core stays one compilation unit.
+# Declarations for sockets (fibers/_net.pxi).  Included by _core.pxd, so that
+# they sit beside their code while _core stays one compilation unit.
 
 cdef class _Stream:
     # What a multishot operation delivered that nobody has taken yet: bytes

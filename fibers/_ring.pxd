@@ -1,5 +1,6 @@
-# Declarations for the callback ring (fibers/_ring.pxi).  Included by _core.pxd, so that they sit
-# beside their code while _core stays one compilation unit.
+# Declarations for the callback ring (fibers/_ring.pxi).  Included by
+# _core.pxd, so that they sit beside their code while _core stays one
+# compilation unit.
 
 cdef class Ring:
     cdef fib__pump _pump
