@@ -42,6 +42,106 @@ cdef class _Job:
     pass
 
 
+cdef int _offload(Scheduler s, Fiber me, _Job j, bint shield) except -1:
+    # Run j on a pool thread and park `me` until it is done.  The
+    # completion comes back through the sink's eventfd, which the pump
+    # waits on like any fd.  Interrupted, the fiber leaves at once and
+    # the call's outcome is dropped -- unless `shield` (the C API, whose
+    # caller frees `arg` as soon as we return): then it still waits,
+    # and the interruption is raised once the call is over.
+    cdef int rc
+    _check_greenlet(me)         # before a pool thread starts on it
+    if s._sink == NULL:
+        s._get_pump()
+        s._sink = fib__sink_new()
+        if s._sink == NULL:
+            raise _oserror(errno_get(), "cannot create the pool's sink")
+    j.job.sink = s._sink
+    j.job.owner = <void *>j
+    rc = fib__pool_submit(&j.job)
+    if rc < 0:
+        raise _oserror(-rc, "cannot start a pool thread")
+    j.submitted = True
+    Py_INCREF(j)                # the pool's, until drained
+    s._jobs += 1
+    _sink_arm(s)
+    j.fiber = me
+    pending = None
+    try:
+        while not j.done:
+            try:
+                s._park(me)
+            except BaseException as e:
+                if not shield:
+                    raise
+                if pending is None:
+                    pending = e
+    finally:
+        j.fiber = None
+    if pending is not None:
+        raise pending
+    return 0
+
+
+cdef int _sink_arm(Scheduler s) except -1:
+    # The pump's wait on the sink's eventfd, while jobs are out.
+    cdef _Op o
+    cdef int rc
+    if s._sink_op is not None:
+        return 0
+    o = _new_op(FIB__OP_POLL, s._sink.efd)
+    o.op.events = POLLIN
+    o.kind = OP_SINK
+    rc = fib__pump_submit(&s._pump, &o.op)
+    if rc < 0:
+        raise _oserror(-rc, "cannot wait for the pool")
+    if rc == 0:
+        Py_INCREF(o)
+        s._sink_op = o
+    else:
+        _sink_drain(s)
+    return 0
+
+
+cdef int _sink_complete(Scheduler s, _Op o) except -1:
+    # The pump's wait on the sink ended: the pool has finished jobs.
+    s._sink_op = None
+    Py_DECREF(o)
+    return _sink_drain(s)
+
+
+cdef int _sink_drain(Scheduler s) except -1:
+    # Every job the pool finished: its fiber wakes, or (abandoned) the job
+    # cleans up after it.
+    cdef fib__job *job = fib__sink_drain(s._sink)
+    cdef fib__job *nxt
+    cdef _Job j
+    cdef Fiber f
+    while job != NULL:
+        nxt = job.next
+        j = <_Job>job.owner
+        Py_DECREF(j)            # the pool's; `j` holds one
+        s._jobs -= 1
+        j.done = True
+        f = j.fiber
+        if f is not None and f._state == ST_SUSPENDED:
+            s._wake(f, None)
+        elif j.op is not None and type(j.op.keep) is File:
+            # A file job whose fiber gave up (see File.close).
+            fl = j.op.keep
+            j.op.keep = None
+            (<File>fl)._pool_jobs.discard(j)
+            (<File>fl)._op_done()
+        elif j.op is not None and j.op.keep is _OPEN_ABANDONED:
+            j.op.keep = None
+            if j.job.result >= 0:
+                close(j.job.result)     # nobody will take this File
+        job = nxt
+    if s._jobs > 0 and not s._closed:
+        _sink_arm(s)
+    return 0
+
+
 cdef object _blocking_call(Scheduler s, Fiber me, object fn, tuple args,
                            dict kwargs):
     cdef _Job j = _Job.__new__(_Job)
@@ -50,7 +150,7 @@ cdef object _blocking_call(Scheduler s, Fiber me, object fn, tuple args,
     j.kwargs = kwargs
     j.job.fn = _run_py_job
     j.job.arg = <void *>j
-    s._offload(me, j, False)
+    _offload(s, me, j, False)
     exc = j.exc
     if exc is not None:
         j.exc = None

@@ -137,7 +137,7 @@ cdef int _capi_offload(fib__job_fn fn, void *arg, int *result) except -1:
     j = _Job.__new__(_Job)
     j.job.fn = fn
     j.job.arg = arg
-    s._offload(s._current, j, True)
+    _offload(s, s._current, j, True)
     if result != NULL:
         result[0] = j.job.result
     return 0

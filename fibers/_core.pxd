@@ -281,16 +281,11 @@ cdef class Scheduler:
     cdef int _pump_step(self, int64_t t) except -1
     cdef void _forget_fd(self, int fd, bint busy) noexcept
     cdef int _complete(self, fib__cqe *c) except -1
-    cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1
-    cdef int _arm_stream(self, _Stream st, int code, int fd) except -1
+    cdef int _waker_complete(self, _Op o) except -1
     cdef int _io_wait(self, Fiber me, _Op o) except? -1
     cdef int _pump_shutdown(self) except -1
     cdef int _cancel_streams(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
-    cdef int _offload(self, Fiber me, _Job j, bint shield) except -1
-    cdef int _arm_sink(self) except -1
-    cdef int _drain_sink(self) except -1
-    cdef int _fixed_slot(self, object heap) except -2
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1
     cdef int _run_builtin(self, int which) except -1

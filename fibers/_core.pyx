@@ -1302,6 +1302,7 @@ cdef class Scheduler:
             return 0
         o = _new_op(FIB__OP_POLL, self._wake_r)
         o.op.events = POLLIN
+        o.kind = OP_WAKER
         rc = fib__pump_submit(&self._pump, &o.op)
         if rc < 0:
             raise _oserror(-rc, "cannot wait on the scheduler's waker")
@@ -1396,230 +1397,27 @@ cdef class Scheduler:
         return rc
 
     cdef int _complete(self, fib__cqe *c) except -1:
-        # A completion: wake the record's fiber, or clean up after one that
-        # gave up on it.  At the record's final completion the pump's
-        # reference to the _Op goes.
-        cdef fib__op *op = c.op
-        cdef _Op o = <_Op>op.owner
-        cdef Fiber f
-        if op.code >= FIB__OP_RECV_MULTI:
-            return self._stream_complete(o, c)
-        if o is self._wake_op:
-            self._wake_op = None
-            Py_DECREF(o)
-            fib__waker_drain(self._wake_r)
-            return self._arm_waker()
-        if o is self._sink_op:
-            self._sink_op = None
-            Py_DECREF(o)
-            return self._drain_sink()
-        f = o.fiber
+        # Completion dispatch: the record's owner handles its completion.
+        # A fiber's record wakes the fiber (or, abandoned, cleans up after
+        # it); a stream, a file, the pool's sink and the waker each have a
+        # handler beside their own code.
+        cdef _Op o = <_Op>c.op.owner
+        cdef int kind = o.kind
+        if kind == OP_FIBER:
+            return _op_finished(self, o)
+        if kind == OP_STREAM:
+            return (<_Stream>o.keep)._complete(self, o, c)
+        if kind == OP_FILE:
+            return _file_op_finished(o)
+        if kind == OP_SINK:
+            return _sink_complete(self, o)
+        return self._waker_complete(o)
+
+    cdef int _waker_complete(self, _Op o) except -1:
+        self._wake_op = None
         Py_DECREF(o)
-        if f is not None:
-            o.fiber = None
-            if f._state == ST_SUSPENDED:
-                self._wake(f, None)
-        elif op.code == FIB__OP_ACCEPT and op.res >= 0:
-            # Accepted after its acceptor was cancelled: nobody owns it.
-            close(op.res)
-        elif type(o.keep) is File:
-            # A file operation whose fiber gave up: only now may the File
-            # release the fd it names (see File.close).
-            fl = o.keep
-            o.keep = None
-            (<File>fl)._op_done()
-        return 0
-
-    cdef int _stream_complete(self, _Op o, fib__cqe *c) except -1:
-        # One result of a multishot record: queue it on its stream.
-        cdef _Stream st = <_Stream>o.keep
-        cdef unsigned bid
-        cdef Fiber w
-        cdef int res = c.res
-        if c.flags & FIB__C_BUFFER:
-            bid = FIB__CQE_BID(c.flags)
-            if res > 0 and not st.ended:
-                st.items.append((<char *>fib__pump_buffer(&self._pump,
-                                                          bid))[:res])
-                st.buffered += res
-            fib__pump_recycle(&self._pump, bid)
-        elif o.op.code == FIB__OP_ACCEPT_MULTI and res >= 0:
-            if st.ended:
-                close(res)
-            else:
-                st.items.append(res)
-                st.buffered += 1
-        if (c.flags & FIB__C_MORE) and st.op is o:
-            if o.op.code == FIB__OP_RECV_MULTI and \
-                    st.buffered >= STREAM_BULK_MARK:
-                # Data comes faster than the reader takes it: a bulk
-                # transfer.  Chunking it through provided buffers costs a
-                # completion and a copy per 16 KiB; the reader does better
-                # reading straight into its own buffer (see _stream_take).
-                st.direct = True
-                fib__pump_cancel(&self._pump, &o.op)
-            elif st.buffered >= (STREAM_HIGH_WATER if o.op.code ==
-                                 FIB__OP_RECV_MULTI else ACCEPT_HIGH_WATER):
-                # The reader is behind: stop until it catches up.
-                fib__pump_cancel(&self._pump, &o.op)
-        if res == 0 and o.op.code == FIB__OP_RECV_MULTI:
-            st.ended = True                 # end of stream
-        elif res < 0 and res != -ECANCELED and res != -ENOBUFS and \
-                not st.ended:
-            # ENOBUFS (the buffers ran dry) and our own cancels only end
-            # this arming; the next read arms again.  EINVAL before any
-            # data means the kernel has no multishot for this: fall back.
-            if res == -EINVAL and not st.items:
-                st.unsupported = True
-                self._multishot = False
-            else:
-                st.err = res
-        if not (c.flags & FIB__C_MORE):
-            if st.op is o:
-                st.op = None
-            o.keep = None
-            Py_DECREF(o)
-        w = st.waiter
-        if w is not None and w._state == ST_SUSPENDED:
-            self._wake(w, None)
-        return 0
-
-    cdef int _arm_stream(self, _Stream st, int code, int fd) except -1:
-        # Starts (or restarts) the multishot record that feeds st.
-        cdef _Op o
-        cdef int rc
-        if self._closing:
-            # close() cancels the streams and waits for the pump to empty:
-            # a fiber that reads again from its finally block gets an error
-            # rather than a record nobody would ever cancel.
-            if not st.err and not st.ended:
-                st.err = -ECANCELED
-            return 0
-        if code == FIB__OP_RECV_MULTI and self._provided <= 0:
-            if self._provided == 0:
-                self._provided = 1 if fib__pump_provide(
-                    self._get_pump(), STREAM_BUFFERS, STREAM_BUFFER_SIZE) \
-                    == 0 else -1
-            if self._provided < 0:
-                st.unsupported = True
-                return 0
-        o = _new_op(code, fd)
-        o.keep = st
-        rc = fib__pump_submit(self._get_pump(), &o.op)
-        if rc < 0:
-            st.unsupported = True
-            return 0
-        Py_INCREF(o)
-        st.op = o
-        return 0
-
-    # ---- the blocking-call pool ------------------------------------------
-
-    cdef int _offload(self, Fiber me, _Job j, bint shield) except -1:
-        # Run j on a pool thread and park `me` until it is done.  The
-        # completion comes back through the sink's eventfd, which the pump
-        # waits on like any fd.  Interrupted, the fiber leaves at once and
-        # the call's outcome is dropped -- unless `shield` (the C API, whose
-        # caller frees `arg` as soon as we return): then it still waits,
-        # and the interruption is raised once the call is over.
-        cdef int rc
-        _check_greenlet(me)         # before a pool thread starts on it
-        if self._sink == NULL:
-            self._get_pump()
-            self._sink = fib__sink_new()
-            if self._sink == NULL:
-                raise _oserror(errno_get(), "cannot create the pool's sink")
-        j.job.sink = self._sink
-        j.job.owner = <void *>j
-        rc = fib__pool_submit(&j.job)
-        if rc < 0:
-            raise _oserror(-rc, "cannot start a pool thread")
-        j.submitted = True
-        Py_INCREF(j)                # the pool's, until drained
-        self._jobs += 1
-        self._arm_sink()
-        j.fiber = me
-        pending = None
-        try:
-            while not j.done:
-                try:
-                    self._park(me)
-                except BaseException as e:
-                    if not shield:
-                        raise
-                    if pending is None:
-                        pending = e
-        finally:
-            j.fiber = None
-        if pending is not None:
-            raise pending
-        return 0
-
-    cdef int _arm_sink(self) except -1:
-        cdef _Op o
-        cdef int rc
-        if self._sink_op is not None:
-            return 0
-        o = _new_op(FIB__OP_POLL, self._sink.efd)
-        o.op.events = POLLIN
-        rc = fib__pump_submit(&self._pump, &o.op)
-        if rc < 0:
-            raise _oserror(-rc, "cannot wait for the pool")
-        if rc == 0:
-            Py_INCREF(o)
-            self._sink_op = o
-        else:
-            self._drain_sink()
-        return 0
-
-    cdef int _fixed_slot(self, object heap) except -2:
-        # The fixed-buffer index of a registered heap in this ring,
-        # registering it on first use; -1 if the kernel refuses.  Entries
-        # of heaps that died are dropped first, so a new heap at a reused
-        # address never meets a stale registration.
-        cdef int rc
-        entry = self._fixed.get(id(heap))
-        if entry is not None and entry[0]() is heap:
-            return entry[1]
-        for key, (ref, slot) in list(self._fixed.items()):
-            if ref() is None or key == id(heap):
-                fib__pump_unregister_buffer(&self._pump, slot)
-                del self._fixed[key]
-        rc = fib__pump_register_buffer(self._get_pump(), (<Heap>heap).base,
-                                       <size_t>(<Heap>heap).length)
-        if rc < 0:
-            return -1
-        self._fixed[id(heap)] = (_weakref.ref(heap), rc)
-        return rc
-
-    cdef int _drain_sink(self) except -1:
-        cdef fib__job *job = fib__sink_drain(self._sink)
-        cdef fib__job *nxt
-        cdef _Job j
-        cdef Fiber f
-        while job != NULL:
-            nxt = job.next
-            j = <_Job>job.owner
-            Py_DECREF(j)            # the pool's; `j` holds one
-            self._jobs -= 1
-            j.done = True
-            f = j.fiber
-            if f is not None and f._state == ST_SUSPENDED:
-                self._wake(f, None)
-            elif j.op is not None and type(j.op.keep) is File:
-                # A file job whose fiber gave up (see File.close).
-                fl = j.op.keep
-                j.op.keep = None
-                (<File>fl)._pool_jobs.discard(j)
-                (<File>fl)._op_done()
-            elif j.op is not None and j.op.keep is _OPEN_ABANDONED:
-                j.op.keep = None
-                if j.job.result >= 0:
-                    close(j.job.result)     # nobody will take this File
-            job = nxt
-        if self._jobs > 0 and not self._closed:
-            self._arm_sink()
-        return 0
+        fib__waker_drain(self._wake_r)
+        return self._arm_waker()
 
     cdef int _io_wait(self, Fiber me, _Op o) except? -1:
         # Submit o and park `me` until it completes.  Returns the result
@@ -1649,7 +1447,7 @@ cdef class Scheduler:
     cdef int _cancel_streams(self) except -1:
         # close(): cancel every armed multishot record.  Each still ends with
         # its own completion (-ECANCELED, or a last result), which
-        # _stream_complete takes as the end of the arming.
+        # _Stream._complete takes as the end of the arming.
         cdef fib__op *op
         if not self._pump_open:
             return 0

@@ -20,6 +20,38 @@ cdef extern from "<fcntl.h>":
         O_CLOEXEC
 
 
+cdef int _fixed_slot(Scheduler s, object heap) except -2:
+    # The fixed-buffer index of a registered heap in this ring,
+    # registering it on first use; -1 if the kernel refuses.  Entries
+    # of heaps that died are dropped first, so a new heap at a reused
+    # address never meets a stale registration.
+    cdef int rc
+    entry = s._fixed.get(id(heap))
+    if entry is not None and entry[0]() is heap:
+        return entry[1]
+    for key, (ref, slot) in list(s._fixed.items()):
+        if ref() is None or key == id(heap):
+            fib__pump_unregister_buffer(&s._pump, slot)
+            del s._fixed[key]
+    rc = fib__pump_register_buffer(s._get_pump(), (<Heap>heap).base,
+                                   <size_t>(<Heap>heap).length)
+    if rc < 0:
+        return -1
+    s._fixed[id(heap)] = (_weakref.ref(heap), rc)
+    return rc
+
+
+cdef int _file_op_finished(_Op o) except -1:
+    # The completion of a file operation whose fiber gave up: only now may
+    # the File release the fd it names (see File.close).  The pump's
+    # reference to the record goes here.
+    fl = o.keep
+    o.keep = None
+    Py_DECREF(o)
+    (<File>fl)._op_done()
+    return 0
+
+
 cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
     # A blob of a registered heap, on io_uring: use the fixed-buffer
     # operation, which skips pinning the pages on every call.
@@ -30,7 +62,7 @@ cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
     h = (<Blob>buffer).heap
     if h is None or not h.registered:
         return 0
-    slot = s._fixed_slot(h)
+    slot = _fixed_slot(s, h)
     if slot < 0:
         return 0        # could not register (RLIMIT_MEMLOCK?): plain op
     o.op.code = FIB__OP_READ_FIXED if o.op.code == FIB__OP_READ \
@@ -161,7 +193,7 @@ cdef class File:
                 if self._pool_jobs is None:
                     self._pool_jobs = set()
                 self._pool_jobs.add(j)
-                s._offload(s._current, j, False)
+                _offload(s, s._current, j, False)
                 res = j.job.result
             else:
                 res = s._io_wait(s._current, o)
@@ -174,6 +206,9 @@ cdef class File:
                     self._pool_jobs.discard(j)
             else:
                 pending = o.op.state != FIB__S_IDLE
+                if pending:
+                    # In the pump: its completion goes to the File now.
+                    o.kind = OP_FILE
             if pending:
                 o.keep = self
             else:
@@ -402,7 +437,7 @@ def _open_file(path, mode="rb"):
     j.job.fn = _run_open_job
     j.job.arg = <void *>&o.op
     try:
-        s._offload(me, j, False)
+        _offload(s, me, j, False)
     except BaseException:
         if j.done:
             if j.job.result >= 0:

@@ -16,6 +16,8 @@ cdef class _Stream:
     cdef int waits              # small direct reads in a row
 
     cdef int _drop(self) except -1
+    cdef int _complete(self, Scheduler s, _Op o, fib__cqe *c) except -1
+    cdef int _arm(self, Scheduler s, int code, int fd) except -1
 
 
 cdef class Socket:

@@ -66,6 +66,114 @@ cdef int _set_nonblocking(int fd, bint on) except -1:
     return 0
 
 
+@cython.final
+cdef class _Stream:
+    def __cinit__(self):
+        self.items = []
+
+    def __dealloc__(self):
+        self._drop()
+
+    cdef int _drop(self) except -1:
+        # Nothing more will be taken: close fds nobody accepted.
+        cdef object fd
+        self.ended = True
+        if self.accepting:
+            for fd in self.items:
+                close(<int>fd)
+        self.items = []
+        self.buffered = 0
+        return 0
+
+    cdef int _complete(self, Scheduler s, _Op o, fib__cqe *c) except -1:
+        # One result of this stream's multishot record: queue it.  Flow
+        # control (the high-water mark), bulk mode, end of stream and the
+        # kernel's refusal of multishot are decided here, not by the
+        # scheduler.
+        cdef _Stream st = self
+        cdef unsigned bid
+        cdef Fiber w
+        cdef int res = c.res
+        if c.flags & FIB__C_BUFFER:
+            bid = FIB__CQE_BID(c.flags)
+            if res > 0 and not st.ended:
+                st.items.append((<char *>fib__pump_buffer(&s._pump,
+                                                          bid))[:res])
+                st.buffered += res
+            fib__pump_recycle(&s._pump, bid)
+        elif o.op.code == FIB__OP_ACCEPT_MULTI and res >= 0:
+            if st.ended:
+                close(res)
+            else:
+                st.items.append(res)
+                st.buffered += 1
+        if (c.flags & FIB__C_MORE) and st.op is o:
+            if o.op.code == FIB__OP_RECV_MULTI and \
+                    st.buffered >= STREAM_BULK_MARK:
+                # Data comes faster than the reader takes it: a bulk
+                # transfer.  Chunking it through provided buffers costs a
+                # completion and a copy per 16 KiB; the reader does better
+                # reading straight into its own buffer (see _stream_take).
+                st.direct = True
+                fib__pump_cancel(&s._pump, &o.op)
+            elif st.buffered >= (STREAM_HIGH_WATER if o.op.code ==
+                                 FIB__OP_RECV_MULTI else ACCEPT_HIGH_WATER):
+                # The reader is behind: stop until it catches up.
+                fib__pump_cancel(&s._pump, &o.op)
+        if res == 0 and o.op.code == FIB__OP_RECV_MULTI:
+            st.ended = True                 # end of stream
+        elif res < 0 and res != -ECANCELED and res != -ENOBUFS and \
+                not st.ended:
+            # ENOBUFS (the buffers ran dry) and our own cancels only end
+            # this arming; the next read arms again.  EINVAL before any
+            # data means the kernel has no multishot for this: fall back.
+            if res == -EINVAL and not st.items:
+                st.unsupported = True
+                s._multishot = False
+            else:
+                st.err = res
+        if not (c.flags & FIB__C_MORE):
+            if st.op is o:
+                st.op = None
+            o.keep = None
+            Py_DECREF(o)
+        w = st.waiter
+        if w is not None and w._state == ST_SUSPENDED:
+            s._wake(w, None)
+        return 0
+
+    cdef int _arm(self, Scheduler s, int code, int fd) except -1:
+        # Starts (or restarts) the multishot record that feeds this stream.
+        cdef _Stream st = self
+        cdef _Op o
+        cdef int rc
+        if s._closing:
+            # close() cancels the streams and waits for the pump to empty:
+            # a fiber that reads again from its finally block gets an error
+            # rather than a record nobody would ever cancel.
+            if not st.err and not st.ended:
+                st.err = -ECANCELED
+            return 0
+        if code == FIB__OP_RECV_MULTI and s._provided <= 0:
+            if s._provided == 0:
+                s._provided = 1 if fib__pump_provide(
+                    s._get_pump(), STREAM_BUFFERS, STREAM_BUFFER_SIZE) \
+                    == 0 else -1
+            if s._provided < 0:
+                st.unsupported = True
+                return 0
+        o = _new_op(code, fd)
+        o.keep = st
+        o.kind = OP_STREAM
+        rc = fib__pump_submit(s._get_pump(), &o.op)
+        if rc < 0:
+            st.unsupported = True
+            return 0
+        Py_INCREF(o)
+        st.op = o
+        return 0
+
+
 cdef object _stream_pop(_Stream st, Py_ssize_t n, bint peek):
     # Up to n bytes from the front of the stream's chunks.  Only what is
     # returned is copied: whole chunks while they fit, then a slice of the
@@ -753,7 +861,7 @@ cdef class Socket:
                 if not (flags & MSG_PEEK) and st.op is None and \
                         not st.ended and not st.direct and \
                         st.buffered < STREAM_HIGH_WATER:
-                    s._arm_stream(st, FIB__OP_RECV_MULTI, self._fd)
+                    st._arm(s, FIB__OP_RECV_MULTI, self._fd)
                 return data
             if st.err:
                 err = st.err
@@ -768,7 +876,7 @@ cdef class Socket:
                 # Bulk mode, but the multishot record is still being
                 # cancelled: its last data must come first.
             elif st.op is None:
-                s._arm_stream(st, FIB__OP_RECV_MULTI, self._fd)
+                st._arm(s, FIB__OP_RECV_MULTI, self._fd)
                 continue
             if self._timeout_ns == 0:
                 raise BlockingIOError(EAGAIN, "Resource temporarily "
@@ -801,7 +909,7 @@ cdef class Socket:
                 fd = st.items.pop(0)
                 st.buffered -= 1
                 if st.op is None and not st.ended:
-                    s._arm_stream(st, FIB__OP_ACCEPT_MULTI, self._fd)
+                    st._arm(s, FIB__OP_ACCEPT_MULTI, self._fd)
                 return fd
             if st.err:
                 err = st.err
@@ -810,7 +918,7 @@ cdef class Socket:
             if st.ended:
                 raise _closed_error()
             if st.op is None:
-                s._arm_stream(st, FIB__OP_ACCEPT_MULTI, self._fd)
+                st._arm(s, FIB__OP_ACCEPT_MULTI, self._fd)
                 continue
             if self._timeout_ns == 0:
                 raise BlockingIOError(EAGAIN, "Resource temporarily "

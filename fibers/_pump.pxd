@@ -66,6 +66,15 @@ cdef extern from "fib_pump.h":
     unsigned FIB__CQE_BID(unsigned flags)
 
 
+# Who handles a record's completion (_Op.kind; see Scheduler._complete).
+cdef enum:
+    OP_FIBER = 0        # a fiber waits for it (or gave up on it)
+    OP_STREAM = 1       # a multishot stream's record (_net.pxi)
+    OP_FILE = 2         # a file operation whose fiber gave up (_file.pxi)
+    OP_SINK = 3         # the pump's wait on the pool's sink (_blocking.pxi)
+    OP_WAKER = 4        # the scheduler's waker
+
+
 # How many completions one pump wait hands back at most.
 cdef enum:
     PUMP_BATCH = 256
@@ -82,5 +91,6 @@ cdef class _Op:
     cdef bint has_view
     cdef object keep            # anything else to keep alive (Ring data)
     cdef object callback        # Ring operations
+    cdef unsigned char kind     # OP_*: who handles its completion
 
     cdef int _release(self) except -1

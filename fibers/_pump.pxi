@@ -156,24 +156,20 @@ cdef class _Op:
         return 0
 
 
-@cython.final
-cdef class _Stream:
-    def __cinit__(self):
-        self.items = []
-
-    def __dealloc__(self):
-        self._drop()
-
-    cdef int _drop(self) except -1:
-        # Nothing more will be taken: close fds nobody accepted.
-        cdef object fd
-        self.ended = True
-        if self.accepting:
-            for fd in self.items:
-                close(<int>fd)
-        self.items = []
-        self.buffered = 0
-        return 0
+cdef int _op_finished(Scheduler s, _Op o) except -1:
+    # The final completion of a fiber's record: wake the fiber.  If it gave
+    # up on the record (killed, timed out), the record cleans up after it:
+    # a connection accepted after its acceptor left is closed, since nobody
+    # owns it.  The pump's reference to the record goes here.
+    cdef Fiber f = o.fiber
+    Py_DECREF(o)
+    if f is not None:
+        o.fiber = None
+        if f._state == ST_SUSPENDED:
+            s._wake(f, None)
+    elif o.op.code == FIB__OP_ACCEPT and o.op.res >= 0:
+        close(o.op.res)
+    return 0
 
 
 cdef inline _Op _new_op(int code, int fd):
