@@ -1,4 +1,12 @@
-"""Build script for fibers: one compiled core, no pure-Python fallback."""
+"""Build script for fibers: one compiled core, no pure-Python fallback.
+
+Environment switches:
+  FIBERS_DEBUG=1        build with -O0 -g
+  FIBERS_ANNOTATE=1     write Cython's HTML annotation
+  FIBERS_NO_LIBURING=1  build without liburing even where pkg-config finds
+                        it: the epoll backend alone, as on a machine
+                        without liburing-dev (used to test that build)
+"""
 import os
 import subprocess
 import sys
@@ -23,6 +31,10 @@ def liburing():
     """Compiler and linker flags for liburing, from pkg-config.  Without it
     the package still builds, with the epoll backend alone, and
     fibers.backends() says why io_uring is missing."""
+    if os.environ.get("FIBERS_NO_LIBURING") == "1":
+        print("fibers: FIBERS_NO_LIBURING=1; building with the epoll "
+              "backend only", file=sys.stderr)
+        return [], []
     try:
         cflags = subprocess.run(["pkg-config", "--cflags", "liburing"],
                                 capture_output=True, text=True, check=True)
@@ -40,13 +52,17 @@ debug = os.environ.get("FIBERS_DEBUG") == "1"
 cflags = ["-O0", "-g"] if debug else ["-O2"]
 cflags += ["-std=gnu11", "-Wno-unused-function"]
 uring_cflags, uring_libs = liburing()
+# fib_uring.c is compiled only with liburing: without it there is no
+# io_uring table to build, and fib_pump.c supplies the probe that says why.
+pump_sources = ["csrc/fib_pump.c", "csrc/fib_epoll.c"]
+if uring_cflags:
+    pump_sources.append("csrc/fib_uring.c")
 
 extensions = [
     Extension(
         "fibers._core",
         sources=["fibers/_core.pyx", "csrc/fib_heap.c", "csrc/fib_stack.c",
-                 "csrc/fib_pump.c", "csrc/fib_uring.c", "csrc/fib_epoll.c",
-                 "csrc/fib_pool.c"],
+                 "csrc/fib_pool.c"] + pump_sources,
         include_dirs=["csrc", greenlet_include()],
         extra_compile_args=cflags + uring_cflags,
         extra_link_args=uring_libs + ["-pthread"],

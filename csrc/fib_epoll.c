@@ -323,12 +323,6 @@ static int fib__epoll_forget_fd(fib__pump *p, int fd, int has_inflight)
     return 0;
 }
 
-static int fib__epoll_flush(fib__pump *p)
-{
-    (void)p;
-    return 0;
-}
-
 /* Runs one of an fd's wait lists after it reported `revents`. */
 static void fib__epoll_run_list(fib__epoll *e, fib__fdent *ent, int read_side,
                                 uint32_t revents)
@@ -416,53 +410,17 @@ static void fib__epoll_close(fib__pump *p)
     free(e);
 }
 
-static int fib__epoll_provide(fib__pump *p, unsigned count, unsigned size)
-{
-    (void)p;
-    (void)count;
-    (void)size;
-    return -EOPNOTSUPP;
-}
-
-static void *fib__epoll_buffer(fib__pump *p, unsigned bid)
-{
-    (void)p;
-    (void)bid;
-    return NULL;
-}
-
-static void fib__epoll_recycle(fib__pump *p, unsigned bid)
-{
-    (void)p;
-    (void)bid;
-}
-
-static int fib__epoll_register_buffer(fib__pump *p, void *base, size_t len)
-{
-    (void)p;
-    (void)base;
-    (void)len;
-    return -EOPNOTSUPP;
-}
-
-static void fib__epoll_unregister_buffer(fib__pump *p, unsigned index)
-{
-    (void)p;
-    (void)index;
-}
-
+/* Only the required entries (fib_pump.h).  No flush: nothing is queued,
+ * since submit() either does the call or parks the record on its fd's
+ * list.  No provided or fixed buffers: those are io_uring features; submit()
+ * refuses RECV_MULTI and the FIXED codes, and the fib__pump_* wrappers
+ * answer provide() and register_buffer() with -EOPNOTSUPP. */
 const fib__backend fib__epoll_backend = {
-    "epoll",
-    fib__epoll_open,
-    fib__epoll_submit,
-    fib__epoll_cancel,
-    fib__epoll_forget_fd,
-    fib__epoll_flush,
-    fib__epoll_wait,
-    fib__epoll_close,
-    fib__epoll_provide,
-    fib__epoll_buffer,
-    fib__epoll_recycle,
-    fib__epoll_register_buffer,
-    fib__epoll_unregister_buffer,
+    .name = "epoll",
+    .open = fib__epoll_open,
+    .submit = fib__epoll_submit,
+    .cancel = fib__epoll_cancel,
+    .forget_fd = fib__epoll_forget_fd,
+    .wait = fib__epoll_wait,
+    .close = fib__epoll_close,
 };

@@ -5,18 +5,35 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "fib_pump.h"
 
+#ifndef FIB_HAVE_LIBURING
+/* Built without liburing, fib_uring.c is not compiled at all (no table of
+ * stubs): the probe is here instead, and says why io_uring cannot be
+ * chosen; fibers.backends() shows the reason to the user. */
+int fib__uring_probe(char *why, size_t whylen)
+{
+    snprintf(why, whylen, "fibers was built without liburing (install "
+             "liburing-dev and pkg-config, then rebuild)");
+    return -ENOSYS;
+}
+#endif
+
 int fib__pump_open(fib__pump *p, int backend, unsigned entries)
 {
     int rc;
     memset(p, 0, sizeof(*p));
     if (backend == FIB__BACKEND_URING)
+#ifdef FIB_HAVE_LIBURING
         p->be = &fib__uring_backend;
+#else
+        return -ENOSYS;     /* no table to open; the probe said why */
+#endif
     else if (backend == FIB__BACKEND_EPOLL)
         p->be = &fib__epoll_backend;
     else

@@ -23,10 +23,35 @@
  * Two backends implement it, one file each: fib_uring.c (io_uring, real
  * completions) and fib_epoll.c (readiness, turned into completions by doing
  * the system call when the fd becomes ready).  fib_pump.c chooses.
+ *
+ * The contract is narrow on purpose: a backend must provide six entries,
+ * and may leave the rest NULL.
+ *
+ *   required   open, submit, cancel, forget_fd, wait, close: what every
+ *              pump needs to run operations to completion and shut down.
+ *   optional   flush (a backend with no queue has nothing to send early);
+ *              provide/buffer/recycle (provided buffers, only for
+ *              multishot recv); register_buffer/unregister_buffer (fixed
+ *              buffers).  These are io_uring features; a backend without
+ *              them should not have to spell out no-ops to say so.
+ *
+ * Callers never test for NULL themselves: they go through the static
+ * inline fib__pump_* wrappers below, which answer for a missing entry the
+ * way a backend without the feature would (provide and register_buffer
+ * -EOPNOTSUPP, buffer NULL, recycle and unregister_buffer nothing, flush
+ * 0).  So the Cython layer treats every backend alike, and a new backend
+ * (kqueue, say) starts from six functions.
+ *
+ * fib_uring.c is compiled only when liburing is found (setup.py and the
+ * Makefile define FIB_HAVE_LIBURING then).  Without it there is no
+ * fib__uring_backend at all, not a table of stubs: fib_pump.c supplies a
+ * fib__uring_probe that says why, and fib__pump_open refuses
+ * FIB__BACKEND_URING with -ENOSYS.
  */
 #ifndef FIB_PUMP_H
 #define FIB_PUMP_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -105,29 +130,38 @@ struct fib__op {
 
 typedef struct fib__pump fib__pump;
 
-/* What a backend provides.  All return -errno on failure. */
+/* What a backend provides.  All return -errno on failure.  Entries marked
+ * optional may be NULL; call them through the fib__pump_* wrappers, never
+ * directly. */
 typedef struct fib__backend {
     const char *name;
+    /* required */
     int (*open)(fib__pump *p, unsigned entries);
     int (*submit)(fib__pump *p, fib__op *op);
     int (*cancel)(fib__pump *p, fib__op *op);
-    /* Cancel everything in flight on fd, before the caller closes it. */
+    /* required: cancel everything in flight on fd, before the caller
+     * closes it. */
     int (*forget_fd)(fib__pump *p, int fd, int has_inflight);
-    /* Send queued work without waiting; returns how many were sent. */
+    /* optional: send queued work without waiting; returns how many were
+     * sent.  NULL: nothing is ever queued (wait() has nothing to send
+     * either). */
     int (*flush)(fib__pump *p);
-    /* timeout_ns < 0 waits forever, 0 only polls.  Returns how many
-     * completed records were stored in out[] (at most max), or -errno;
-     * -EINTR means a signal arrived. */
+    /* required: timeout_ns < 0 waits forever, 0 only polls.  Returns how
+     * many completed records were stored in out[] (at most max), or
+     * -errno; -EINTR means a signal arrived. */
     int (*wait)(fib__pump *p, int64_t timeout_ns, fib__cqe *out, int max);
+    /* required */
     void (*close)(fib__pump *p);
-    /* Provided buffers for RECV_MULTI: `count` (a power of two) buffers
-     * of `size` bytes.  A completion with FIB__C_BUFFER lends one out;
-     * recycle() gives it back once its bytes are copied. */
+    /* optional, all three or none: provided buffers for RECV_MULTI:
+     * `count` (a power of two) buffers of `size` bytes.  A completion with
+     * FIB__C_BUFFER lends one out; recycle() gives it back once its bytes
+     * are copied.  A backend without them must refuse RECV_MULTI. */
     int (*provide)(fib__pump *p, unsigned count, unsigned size);
     void *(*buffer)(fib__pump *p, unsigned bid);
     void (*recycle)(fib__pump *p, unsigned bid);
-    /* Registers [base, base+len) for the FIXED operations; returns its
-     * buf_index, or -errno (-EOPNOTSUPP where the backend has none). */
+    /* optional, both or neither: registers [base, base+len) for the FIXED
+     * operations; returns its buf_index, or -errno.  A backend without
+     * them must refuse READ_FIXED/WRITE_FIXED. */
     int (*register_buffer)(fib__pump *p, void *base, size_t len);
     void (*unregister_buffer)(fib__pump *p, unsigned index);
 } fib__backend;
@@ -145,10 +179,15 @@ struct fib__pump {
 /* Backend names, and the index used by fib__pump_open(). */
 enum { FIB__BACKEND_URING = 0, FIB__BACKEND_EPOLL = 1 };
 
+#ifdef FIB_HAVE_LIBURING
+/* Declared only when it exists, so a stray use in a build without liburing
+ * fails to compile rather than to link. */
 extern const fib__backend fib__uring_backend;
+#endif
 extern const fib__backend fib__epoll_backend;
 
-/* Can io_uring run here?  0 if yes; otherwise -errno and a reason in why. */
+/* Can io_uring run here?  0 if yes; otherwise -errno and a reason in why
+ * (fib_uring.c, or fib_pump.c's fallback in a build without liburing). */
 int fib__uring_probe(char *why, size_t whylen);
 
 int fib__pump_open(fib__pump *p, int backend, unsigned entries);
@@ -188,9 +227,14 @@ static inline int fib__pump_forget_fd(fib__pump *p, int fd, int has_inflight)
     return p->be->forget_fd(p, fd, has_inflight);
 }
 
+/* The optional entries' wrappers: a NULL entry answers as a backend
+ * without the feature would. */
+
 static inline int fib__pump_flush(fib__pump *p)
 {
     p->unflushed = 0;
+    if (p->be->flush == NULL)
+        return 0;       /* nothing queued: wait() sends nothing either */
     return p->be->flush(p);
 }
 
@@ -223,28 +267,37 @@ static inline int fib__pump_wait(fib__pump *p, int64_t timeout_ns,
 static inline int fib__pump_provide(fib__pump *p, unsigned count,
                                     unsigned size)
 {
+    if (p->be->provide == NULL)
+        return -EOPNOTSUPP;
     return p->be->provide(p, count, size);
 }
 
+/* NULL: no buffer by that id (without provided buffers, none has one). */
 static inline void *fib__pump_buffer(fib__pump *p, unsigned bid)
 {
+    if (p->be->buffer == NULL)
+        return NULL;
     return p->be->buffer(p, bid);
 }
 
 static inline void fib__pump_recycle(fib__pump *p, unsigned bid)
 {
-    p->be->recycle(p, bid);
+    if (p->be->recycle != NULL)
+        p->be->recycle(p, bid);
 }
 
 static inline int fib__pump_register_buffer(fib__pump *p, void *base,
                                             size_t len)
 {
+    if (p->be->register_buffer == NULL)
+        return -EOPNOTSUPP;
     return p->be->register_buffer(p, base, len);
 }
 
 static inline void fib__pump_unregister_buffer(fib__pump *p, unsigned index)
 {
-    p->be->unregister_buffer(p, index);
+    if (p->be->unregister_buffer != NULL)
+        p->be->unregister_buffer(p, index);
 }
 
 #endif /* FIB_PUMP_H */

@@ -40,7 +40,13 @@
 
 #include "fib_pump.h"
 
-#ifdef FIB_HAVE_LIBURING
+/* This file is compiled only when pkg-config finds liburing (setup.py, the
+ * Makefile's ctest), and then with FIB_HAVE_LIBURING, which tells
+ * fib_pump.c to use this file's probe and table instead of its fallback.
+ * Compiled without it, both files would define fib__uring_probe. */
+#ifndef FIB_HAVE_LIBURING
+#error "fib_uring.c needs liburing: compile it with -DFIB_HAVE_LIBURING, or leave it out"
+#endif
 
 #include <liburing.h>
 
@@ -446,117 +452,18 @@ static void fib__uring_close(fib__pump *p)
     free(u);
 }
 
-#else /* !FIB_HAVE_LIBURING */
-
-/* Built without liburing: the backend exists so the table is complete,
- * and the probe explains why it cannot be chosen. */
-
-int fib__uring_probe(char *why, size_t whylen)
-{
-    snprintf(why, whylen, "fibers was built without liburing (install "
-             "liburing-dev and pkg-config, then rebuild)");
-    return -ENOSYS;
-}
-
-static int fib__uring_open(fib__pump *p, unsigned entries)
-{
-    (void)p;
-    (void)entries;
-    return -ENOSYS;
-}
-
-static int fib__uring_submit(fib__pump *p, fib__op *op)
-{
-    (void)p;
-    (void)op;
-    return -ENOSYS;
-}
-
-static int fib__uring_cancel(fib__pump *p, fib__op *op)
-{
-    (void)p;
-    (void)op;
-    return -ENOSYS;
-}
-
-static int fib__uring_forget_fd(fib__pump *p, int fd, int has_inflight)
-{
-    (void)p;
-    (void)fd;
-    (void)has_inflight;
-    return 0;
-}
-
-static int fib__uring_flush(fib__pump *p)
-{
-    (void)p;
-    return 0;
-}
-
-static int fib__uring_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
-                           int max)
-{
-    (void)p;
-    (void)timeout_ns;
-    (void)out;
-    (void)max;
-    return -ENOSYS;
-}
-
-static void fib__uring_close(fib__pump *p)
-{
-    (void)p;
-}
-
-static int fib__uring_provide(fib__pump *p, unsigned count, unsigned size)
-{
-    (void)p;
-    (void)count;
-    (void)size;
-    return -ENOSYS;
-}
-
-static void *fib__uring_buffer(fib__pump *p, unsigned bid)
-{
-    (void)p;
-    (void)bid;
-    return NULL;
-}
-
-static void fib__uring_recycle(fib__pump *p, unsigned bid)
-{
-    (void)p;
-    (void)bid;
-}
-
-static int fib__uring_register_buffer(fib__pump *p, void *base, size_t len)
-{
-    (void)p;
-    (void)base;
-    (void)len;
-    return -ENOSYS;
-}
-
-static void fib__uring_unregister_buffer(fib__pump *p, unsigned index)
-{
-    (void)p;
-    (void)index;
-}
-
-#endif /* FIB_HAVE_LIBURING */
-
 const fib__backend fib__uring_backend = {
-    "io_uring",
-    fib__uring_open,
-    fib__uring_submit,
-    fib__uring_cancel,
-    fib__uring_forget_fd,
-    fib__uring_flush,
-    fib__uring_wait,
-    fib__uring_close,
-    fib__uring_provide,
-    fib__uring_buffer,
-    fib__uring_recycle,
-    fib__uring_register_buffer,
-    fib__uring_unregister_buffer,
+    .name = "io_uring",
+    .open = fib__uring_open,
+    .submit = fib__uring_submit,
+    .cancel = fib__uring_cancel,
+    .forget_fd = fib__uring_forget_fd,
+    .flush = fib__uring_flush,
+    .wait = fib__uring_wait,
+    .close = fib__uring_close,
+    .provide = fib__uring_provide,
+    .buffer = fib__uring_buffer,
+    .recycle = fib__uring_recycle,
+    .register_buffer = fib__uring_register_buffer,
+    .unregister_buffer = fib__uring_unregister_buffer,
 };

@@ -8,7 +8,14 @@
  * file read at an offset returns the right bytes; an fd number far past
  * any open fd is refused with EBADF at no cost in memory; and on io_uring a
  * multishot recv lends provided buffers and ends without FIB__C_MORE.
- * After each case nothing is in flight.  Exits 0 on success, 1 on failure.
+ * After each case nothing is in flight.
+ *
+ * The contract's shape too: every table has the six required entries; the
+ * epoll table leaves the optional ones NULL, and the fib__pump_* wrappers
+ * answer for them as documented in fib_pump.h.  `make ctest` builds this
+ * file twice, with and without FIB_HAVE_LIBURING; without it there is no
+ * io_uring table, the probe says why, and opening io_uring gives -ENOSYS.
+ * Exits 0 on success, 1 on failure.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -239,6 +246,66 @@ static void test_multishot(fib__pump *p)
     close(sv[0]);
 }
 
+/* The six required entries, on any table. */
+static void check_required(const fib__backend *be)
+{
+    CHECK(be->name != NULL);
+    CHECK(be->open != NULL && be->submit != NULL && be->cancel != NULL);
+    CHECK(be->forget_fd != NULL && be->wait != NULL && be->close != NULL);
+}
+
+/* Checked whether or not the backend can run here: the tables are data. */
+static void test_tables(void)
+{
+    const fib__backend *be = &fib__epoll_backend;
+    backend_name = "epoll table";
+    check_required(be);
+    /* epoll has none of the optional entries: they are io_uring features,
+     * and flush has nothing queued to send. */
+    CHECK(be->flush == NULL);
+    CHECK(be->provide == NULL && be->buffer == NULL && be->recycle == NULL);
+    CHECK(be->register_buffer == NULL && be->unregister_buffer == NULL);
+#ifdef FIB_HAVE_LIBURING
+    be = &fib__uring_backend;
+    backend_name = "io_uring table";
+    check_required(be);
+    CHECK(be->flush != NULL);
+    CHECK(be->provide != NULL && be->buffer != NULL && be->recycle != NULL);
+    CHECK(be->register_buffer != NULL && be->unregister_buffer != NULL);
+#endif
+    printf("backend tables ok (%s)\n",
+#ifdef FIB_HAVE_LIBURING
+           "epoll, io_uring"
+#else
+           "epoll; built without liburing"
+#endif
+           );
+}
+
+/* The wrappers on a pump whose optional entries are NULL answer as a
+ * backend without the feature would. */
+static void test_optional_wrappers(fib__pump *p)
+{
+    char mem[64];
+    if (p->be->flush == NULL) {
+        p->unflushed = 3;
+        CHECK(fib__pump_flush(p) == 0);
+        CHECK(p->unflushed == 0);
+    }
+    if (p->be->provide == NULL) {
+        CHECK(fib__pump_provide(p, 8, 64) == -EOPNOTSUPP);
+        CHECK(p->be->buffer == NULL && p->be->recycle == NULL);
+        CHECK(fib__pump_buffer(p, 0) == NULL);
+        fib__pump_recycle(p, 0);                /* a no-op, not a crash */
+    }
+    if (p->be->register_buffer == NULL) {
+        CHECK(fib__pump_register_buffer(p, mem, sizeof(mem)) == -EOPNOTSUPP);
+        CHECK(p->be->unregister_buffer == NULL);
+        fib__pump_unregister_buffer(p, 0);      /* a no-op, not a crash */
+    }
+    CHECK(p->inflight == 0 && p->live == NULL);
+}
+
 static void run_backend(int which)
 {
     fib__pump p;
@@ -248,6 +315,8 @@ static void run_backend(int which)
                strerror(-rc));
         return;
     }
+    check_required(p.be);
+    test_optional_wrappers(&p);
     test_recv(&p);
     test_cancel(&p);
     test_forget_fd(&p);
@@ -262,6 +331,19 @@ static void run_backend(int which)
 int main(void)
 {
     char why[256];
+    test_tables();
+#ifndef FIB_HAVE_LIBURING
+    {
+        fib__pump p;
+        backend_name = "io_uring (no liburing)";
+        why[0] = '\0';
+        CHECK(fib__uring_probe(why, sizeof(why)) == -ENOSYS);
+        CHECK(strstr(why, "built without liburing") != NULL);
+        CHECK(fib__pump_open(&p, FIB__BACKEND_URING, 64) == -ENOSYS);
+        CHECK(p.be == NULL);
+        fib__pump_close(&p);                    /* harmless after a refusal */
+    }
+#endif
     if (fib__uring_probe(why, sizeof(why)) == 0) {
         backend_name = "io_uring";
         run_backend(FIB__BACKEND_URING);
