@@ -10,7 +10,8 @@ BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 TEST_DEPS  := pytest
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 
-SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h) setup.py
+SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
+                      fibers/include/*.h) setup.py
 
 .PHONY: all sysdeps venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-pytest clean
 

@@ -51,6 +51,9 @@ def liburing():
 debug = os.environ.get("FIBERS_DEBUG") == "1"
 cflags = ["-O0", "-g"] if debug else ["-O2"]
 cflags += ["-std=gnu11", "-Wno-unused-function"]
+# A C API slot filled with a function of another type than fibers.h says
+# must not build.
+cflags += ["-Werror=incompatible-pointer-types"]
 uring_cflags, uring_libs = liburing()
 # fib_uring.c is compiled only with liburing: without it there is no
 # io_uring table to build, and fib_pump.c supplies the probe that says why.
@@ -63,7 +66,8 @@ extensions = [
         "fibers._core",
         sources=["fibers/_core.pyx", "csrc/fib_heap.c", "csrc/fib_stack.c",
                  "csrc/fib_pool.c"] + pump_sources,
-        include_dirs=["csrc", greenlet_include()],
+        # fibers/include: the C API's header, which _capi.pxi includes.
+        include_dirs=["csrc", "fibers/include", greenlet_include()],
         extra_compile_args=cflags + uring_cflags,
         extra_link_args=uring_libs + ["-pthread"],
         depends=["csrc/fib_ring.h", "csrc/fib_heap.h", "csrc/fib_sys.h",
@@ -73,7 +77,8 @@ extensions = [
                  "fibers/_ring.pxd", "fibers/_blocking.pxd",
                  "fibers/_net.pxi", "fibers/_file.pxi", "fibers/_ring.pxi",
                  "fibers/_blocking.pxi", "fibers/_capi.pxi",
-                 "csrc/fib_pool.h", "fibers/_heap.pxd", "csrc/fib_arena.h"],
+                 "csrc/fib_pool.h", "fibers/_heap.pxd", "csrc/fib_arena.h",
+                 "fibers/include/fibers.h"],
     ),
     # The native heap (fibers.Heap, fibers.Blob).  _core cimports its
     # classes (registered heaps), hence _heap.pxd in _core's depends too.

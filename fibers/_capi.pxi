@@ -1,5 +1,6 @@
 # The C API (fibers/include/fibers.h): a table of function pointers in the
-# capsule fibers._C_API.  Included by _core.pyx.
+# capsule fibers._C_API.  Included by _core.pyx; the table's type, version
+# and capsule name come from the header.
 #
 # Each entry is a cdef function whose C signature is exactly the header's:
 # `object` results compile to new references with NULL on error, and
@@ -7,19 +8,31 @@
 
 from cpython.pycapsule cimport PyCapsule_New
 
+# The table's one declaration is the public header.  FIBERS_MODULE leaves
+# out its client side (the static table pointer, Fibers_Import() and the
+# Fibers_* macros); the ctypedef below only names the fields for Cython, the
+# layout is the header's.  A slot this side does not fill stays NULL, which
+# tests/test_capi.py catches, and a slot whose type differs from the
+# header's is a C compiler diagnostic here.
 cdef extern from *:
     """
-    typedef struct {
-        int version;
-        PyObject *(*Spawn)(PyObject *, PyObject *, PyObject *);
-        int (*Yield)(void);
-        int (*Sleep)(double);
-        int (*WaitFd)(int, int, double);
-        int (*Offload)(int (*)(void *), void *, int *);
-        PyObject *(*Current)(void);
-        int (*SignalAll)(PyObject *, PyObject *);
-    } fib__capi_table;
+    #define FIBERS_MODULE
+    #include "fibers.h"
+    """
+    const char *FIBERS_CAPI_NAME
+    int FIBERS_CAPI_VERSION
+    ctypedef struct Fibers_CAPI:
+        int version
+        object (*Spawn)(object, object, object)
+        int (*Yield)() except -1
+        int (*Sleep)(double) except -1
+        int (*WaitFd)(int, int, double) except -1
+        int (*Offload)(fib__job_fn, void *, int *) except -1
+        object (*Current)()
+        int (*SignalAll)(object, object) except -1
 
+cdef extern from *:
+    """
     /* C callers may pass NULL where Python would pass None. */
     static PyObject *(*fib__capi_spawn_impl)(PyObject *, PyObject *,
                                              PyObject *) = NULL;
@@ -45,15 +58,6 @@ cdef extern from *:
         return fib__capi_signal_impl(name, value ? value : Py_None);
     }
     """
-    ctypedef struct fib__capi_table:
-        int version
-        object (*Spawn)(object, object, object)
-        int (*Yield)() except -1
-        int (*Sleep)(double) except -1
-        int (*WaitFd)(int, int, double) except -1
-        int (*Offload)(fib__job_fn, void *, int *) except -1
-        object (*Current)()
-        int (*SignalAll)(object, object) except -1
     object (*fib__capi_spawn_impl)(object, object, object)
     int (*fib__capi_signal_impl)(object, object) except -1
     object fib__capi_spawn_shim(object, object, object)
@@ -64,7 +68,7 @@ cdef extern from "<poll.h>":
         POLLERR
         POLLHUP
 
-cdef fib__capi_table _capi
+cdef Fibers_CAPI _capi
 
 
 cdef Scheduler _capi_sched(str word, bint need_fiber):
@@ -153,7 +157,7 @@ cdef int _capi_signal_all(object name, object value) except -1:
     return s.signal_all(name, value)
 
 
-_capi.version = 1
+_capi.version = FIBERS_CAPI_VERSION
 fib__capi_spawn_impl = _capi_spawn
 fib__capi_signal_impl = _capi_signal_all
 _capi.Spawn = fib__capi_spawn_shim
@@ -164,7 +168,7 @@ _capi.Offload = _capi_offload
 _capi.Current = _capi_current
 _capi.SignalAll = fib__capi_signal_shim
 
-_C_API = PyCapsule_New(<void *>&_capi, "fibers._C_API", NULL)
+_C_API = PyCapsule_New(<void *>&_capi, FIBERS_CAPI_NAME, NULL)
 
 
 def get_include():

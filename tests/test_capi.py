@@ -1,7 +1,9 @@
 """The C API: an extension compiled at test time against
-fibers.get_include() uses every function; a Cython module cimports fibers."""
+fibers.get_include() uses every function and walks the table; a Cython
+module cimports fibers; the table's declarations cannot drift apart."""
 import importlib
 import os
+import re
 import shutil
 import sys
 import threading
@@ -14,9 +16,44 @@ C_SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <fibers.h>
+
+/* Every member after `version` is a function pointer; walked as such. */
+typedef void (*any_slot)(void);
+_Static_assert((sizeof(Fibers_CAPI) - offsetof(Fibers_CAPI, Spawn))
+               % sizeof(any_slot) == 0,
+               "Fibers_CAPI: after version, only function pointers");
+
+/* table() -> (version in the capsule, FIBERS_CAPI_VERSION of this header,
+ * how many slots the header's struct has, indices of the NULL ones) */
+static PyObject *table(PyObject *self, PyObject *unused)
+{
+    const char *base = (const char *)Fibers_API;
+    size_t first = offsetof(Fibers_CAPI, Spawn);
+    size_t n = (sizeof(Fibers_CAPI) - first) / sizeof(any_slot);
+    PyObject *nulls = PyList_New(0);
+    if (nulls == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        any_slot f;
+        memcpy(&f, base + first + i * sizeof(f), sizeof(f));
+        if (f == NULL) {
+            PyObject *k = PyLong_FromSize_t(i);
+            if (k == NULL || PyList_Append(nulls, k) < 0) {
+                Py_XDECREF(k);
+                Py_DECREF(nulls);
+                return NULL;
+            }
+            Py_DECREF(k);
+        }
+    }
+    return Py_BuildValue("iinN", Fibers_API->version, FIBERS_CAPI_VERSION,
+                         (Py_ssize_t)n, nulls);
+}
 
 typedef struct { const unsigned char *buf; size_t n; uint64_t hash; } hash_job;
 
@@ -142,6 +179,7 @@ static PyObject *signal_all(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
+    {"table", table, METH_NOARGS, NULL},
     {"hash", hash, METH_VARARGS, NULL},
     {"offload_stack_arg", offload_stack_arg, METH_NOARGS, NULL},
     {"spawn", spawn, METH_VARARGS, NULL},
@@ -239,6 +277,110 @@ def test_get_include_has_the_header_and_pxd():
     inc = fibers.get_include()
     assert os.path.isfile(os.path.join(inc, "fibers.h"))
     assert os.path.isfile(os.path.join(inc, "fibers.pxd"))
+
+
+# -- one table, declared once ----------------------------------------------
+
+def _balanced(text, i):
+    """The text inside the parenthesis that opens at text[i]."""
+    assert text[i] == "("
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j]
+    raise ValueError("unbalanced parentheses")
+
+
+def _arity(params):
+    """How many parameters a C or Cython parameter list has."""
+    params = params.strip()
+    if params in ("", "void"):
+        return 0
+    depth, n = 0, 1
+    for c in params:
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        n += c == "," and depth == 0
+    return n
+
+
+def _calls(text, pattern):
+    """[(name, arity)] for each match of pattern, whose last character is
+    the opening parenthesis of a parameter list, in order."""
+    return [(m.group(1), _arity(_balanced(text, m.end() - 1)))
+            for m in re.finditer(pattern, text)]
+
+
+def _members(members):
+    """[(name, arity)] of the function-pointer members of a struct, one
+    member per string: `ret (*Name)(params)`, params possibly nested."""
+    out = []
+    for member in members:
+        m = re.match(r"[^(]*\(\s*\*\s*(\w+)\s*\)\s*\(", member)
+        assert m, f"not a function pointer: {member!r}"
+        out.append((m.group(1), _arity(_balanced(member, m.end() - 1))))
+    return out
+
+
+def _header():
+    with open(os.path.join(fibers.get_include(), "fibers.h")) as f:
+        return re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+
+
+def _header_slots():
+    """The header's struct: [(slot, arity)] after `version`."""
+    body = re.search(r"typedef struct \{(.*?)\} Fibers_CAPI;", _header(),
+                     re.S).group(1)
+    members = [m.strip() for m in body.split(";") if m.strip()]
+    assert members[0] == "int version", "version must come first"
+    return _members(members[1:])
+
+
+def _header_version():
+    return int(re.search(r"#define FIBERS_CAPI_VERSION (\d+)",
+                         _header()).group(1))
+
+
+def test_every_table_slot_is_filled(ext):
+    # Walks the table as the header lays it out, slot by slot, without
+    # naming them: a slot the header has but _capi.pxi leaves unset is NULL.
+    version, header_version, nslots, nulls = ext.table()
+    slots = [name for name, _ in _header_slots()]
+    assert nslots == len(slots)
+    assert [slots[i] for i in nulls] == []
+    assert version == header_version == _header_version()
+
+
+def test_header_macros_pxd_pxi_and_readme_list_the_slots_in_order():
+    slots = _header_slots()
+    header = _header()
+    # Client side of the header: one Fibers_<slot> macro each.
+    assert _calls(header, r"#define Fibers_(\w+)\(") == slots
+    # fibers.pxd, for Cython clients, declares those macros.
+    with open(os.path.join(fibers.get_include(), "fibers.pxd")) as f:
+        pxd = re.sub(r"#.*", "", f.read())
+    assert [c for c in _calls(pxd, r"\bFibers_(\w+)\(")
+            if c[0] != "Import"] == slots
+    assert re.search(r"\bint Fibers_Import\(\) except -1", pxd)
+    assert re.search(r"\bint FIBERS_CAPI_VERSION\b", pxd)
+    # _capi.pxi names the header's fields for Cython in the same order.
+    pxi_path = os.path.join(os.path.dirname(fibers.__file__), "_capi.pxi")
+    if os.path.exists(pxi_path):
+        with open(pxi_path) as f:
+            pxi = f.read()
+        block = re.search(r"ctypedef struct Fibers_CAPI:\n((?:        .*\n)+)",
+                          pxi).group(1)
+        members = block.strip().split("\n")
+        assert members[0].split() == ["int", "version"]
+        assert _members(members[1:]) == slots
+        assert "_capi.version = FIBERS_CAPI_VERSION\n" in pxi
+    # The README's table of functions.
+    readme = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(fibers.__file__))), "README.md")
+    if os.path.exists(readme):
+        with open(readme) as f:
+            rows = [line for line in f if line.startswith("| `")]
+        assert _calls("".join(rows), r"\bFibers_(\w+)\(") == slots
 
 
 def test_offload_hashes_256_mib_while_a_ticker_keeps_time(ext, io_sched):
@@ -356,4 +498,4 @@ def test_a_cython_module_cimports_fibers(cyext, io_sched):
     total, waited, who = io_sched.run(main)
     assert total == 42 and waited == 1.0
     assert isinstance(who, fibers.Fiber)
-    assert cyext.api_version() >= 1
+    assert cyext.api_version() == _header_version()

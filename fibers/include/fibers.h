@@ -20,6 +20,14 @@
  *
  * Compatibility: the table only ever grows at the end, and `version` says
  * how far.  Fibers_Import() refuses a fibers older than this header.
+ *
+ * This header is the one declaration of the table: fibers' own _core fills
+ * it in (fibers/_capi.pxi) after `#define FIBERS_MODULE`, which, like
+ * greenlet's GREENLET_MODULE, leaves out the client side below (the table
+ * pointer, Fibers_Import() and the Fibers_* macros).  Adding a slot: append
+ * it to the struct, bump FIBERS_CAPI_VERSION, add its Fibers_* macro here
+ * and its declaration to fibers.pxd, and fill it in _capi.pxi;
+ * tests/test_capi.py fails until all of these agree and no slot is NULL.
  */
 #ifndef FIBERS_H
 #define FIBERS_H
@@ -63,6 +71,8 @@ typedef struct {
     int (*SignalAll)(PyObject *name, PyObject *value);
 } Fibers_CAPI;
 
+#ifndef FIBERS_MODULE
+
 /* One copy per translation unit that includes this header. */
 static Fibers_CAPI *Fibers_API = NULL;
 
@@ -95,6 +105,8 @@ static int Fibers_Import(void)
     (Fibers_API->Offload((fn), (arg), (result)))
 #define Fibers_Current() (Fibers_API->Current())
 #define Fibers_SignalAll(name, value) (Fibers_API->SignalAll((name), (value)))
+
+#endif /* !FIBERS_MODULE */
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 # The fibers C API for Cython modules: `cimport fibers` with
 # fibers.get_include() on the include path, then call Fibers_Import() once
-# when the module initialises.  Mirrors fibers.h.
+# when the module initialises.  Mirrors fibers.h's Fibers_* macros, slot
+# for slot and in order (tests/test_capi.py compares them).
 
 cdef extern from "fibers.h":
     int FIBERS_CAPI_VERSION
