@@ -1460,26 +1460,16 @@ cdef class Scheduler:
 
     cdef int _pump_shutdown(self) except -1:
         # close(): cancel whatever is still in flight and reap it, so no
-        # record outlives the scheduler.  Bounded: a cancel completes at
-        # once for sockets; a disk read finishes on its own.
+        # record outlives the scheduler (see _pump_reap).  Fibers are not
+        # woken: they are gone.
         cdef fib__op *op
-        cdef int i, rc, rounds
         if not self._pump_open:
             return 0
         op = self._pump.live
         while op != NULL:
             (<_Op>op.owner).fiber = None
-            fib__pump_cancel(&self._pump, op)
             op = op.live_next
-        for rounds in range(100):
-            if self._pump.inflight == 0:
-                break
-            with nogil:
-                rc = fib__pump_wait(&self._pump, 10000000, self._done,
-                                    PUMP_BATCH)
-            for i in range(rc):
-                self._complete(&self._done[i])
-        if self._pump.inflight == 0:
+        if _pump_reap(&self._pump, self._done, self, _scheduler_reaped):
             fib__pump_close(&self._pump)
             self._pump_open = False
         return 0

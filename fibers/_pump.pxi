@@ -156,6 +156,35 @@ cdef class _Op:
         return 0
 
 
+ctypedef int (*_reaped_fn)(object owner, fib__cqe *c) except -1
+
+
+cdef bint _pump_reap(fib__pump *p, fib__cqe *done, object owner,
+                     _reaped_fn handle) except -1:
+    # Shutdown, for the scheduler and a Ring alike: cancel every record in
+    # flight and wait for their completions, handing each to `handle`
+    # (which lets the pump's reference go).  Bounded: a cancel completes at
+    # once for sockets, and a disk read finishes on its own; True when
+    # nothing is left in flight, so the pump may be closed.  Records left
+    # over keep their buffers: the kernel may still write into them.
+    cdef fib__op *op = p.live
+    cdef int i, rc, rounds
+    while op != NULL:
+        fib__pump_cancel(p, op)
+        op = op.live_next
+    for rounds in range(100):
+        if p.inflight == 0:
+            break
+        rc = _pump_wait(p, 10000000, done)
+        for i in range(rc):
+            handle(owner, &done[i])
+    return p.inflight == 0
+
+
+cdef int _scheduler_reaped(object s, fib__cqe *c) except -1:
+    return (<Scheduler>s)._complete(c)
+
+
 cdef int _op_finished(Scheduler s, _Op o) except -1:
     # The final completion of a fiber's record: wake the fiber.  If it gave
     # up on the record (killed, timed out), the record cleans up after it:

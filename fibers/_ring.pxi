@@ -217,26 +217,19 @@ cdef class Ring:
     def close(self):
         """Cancel everything in flight, reap it (its callbacks are not
         called; accepted fds are closed) and release the ring."""
-        cdef fib__op *op
-        cdef int rounds
         cdef _Op o
+        cdef bint reaped
         if not self._open:
             return
         self._check()
-        op = self._pump.live
-        while op != NULL:
-            fib__pump_cancel(&self._pump, op)
-            op = op.live_next
-        for rounds in range(100):
-            if self._pump.inflight == 0:
-                break
-            self._harvest(10000000)
+        reaped = _pump_reap(&self._pump, self._done, self, _ring_reaped)
+        self._unsubmitted = 0
         for o in self._finished:
             if o.op.code == FIB__OP_ACCEPT and o.op.res >= 0:
                 close(o.op.res)
             o.callback = None
         self._finished = []
-        if self._pump.inflight == 0:
+        if reaped:
             fib__pump_close(&self._pump)
             self._open = False
         else:
@@ -252,6 +245,15 @@ cdef class Ring:
     def __repr__(self):
         return (f"<fibers.ring.Ring backend={self.backend!r} "
                 f"pending={self.pending}>")
+
+
+cdef int _ring_reaped(object ring, fib__cqe *c) except -1:
+    # close(): a reaped record joins the finished ones; its callback is
+    # not called.
+    cdef _Op o = <_Op>c.op.owner
+    (<Ring>ring)._finished.append(o)
+    Py_DECREF(o)            # the pump's; _finished holds one now
+    return 0
 
 
 def strerror(int err):
