@@ -92,7 +92,7 @@ cdef int _sink_arm(Scheduler s) except -1:
     o = _new_op(FIB__OP_POLL, s._sink.efd)
     o.op.events = POLLIN
     o.kind = OP_SINK
-    rc = fib__pump_submit(&s._pump, &o.op)
+    rc = fib__pump_submit(&s._io.c, &o.op)
     if rc < 0:
         raise _oserror(-rc, "cannot wait for the pool")
     if rc == 0:

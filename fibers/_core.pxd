@@ -230,20 +230,13 @@ cdef class Scheduler:
     cdef uint64_t _spawned
     cdef uint64_t _workers_created
     cdef uint64_t _workers_reused
-    # the completion pump, opened on first I/O
-    cdef fib__pump _pump
-    cdef bint _pump_open
-    cdef int _backend           # FIB__BACKEND_*
-    cdef fib__cqe _done[PUMP_BATCH]
+    # the completion pump (its C pump opens on first I/O)
+    cdef _Pump _io
     cdef bint _multishot        # servers use multishot accept/recv
-    cdef int _provided          # 0 not yet, 1 buffers ready, -1 refused
     # the blocking-call pool's completions come back through this sink
     cdef fib__sink *_sink
     cdef Py_ssize_t _jobs       # submitted, not yet drained
     cdef _Op _sink_op           # the pump's wait on the sink's eventfd
-    # registered heaps: id(heap) -> (weakref, fixed-buffer index)
-    cdef dict _fixed
-    cdef uint64_t _fixed_ops
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,

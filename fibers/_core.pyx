@@ -736,14 +736,15 @@ cdef class Scheduler:
                             f"{type(pool_size).__name__}") from None
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
-        self._backend = _choose_backend(backend)
-        self._multishot = (self._backend == FIB__BACKEND_URING and
+        self._io = _Pump.__new__(_Pump)
+        self._io.backend = _choose_backend(backend)
+        self._io.fixed = {}
+        self._multishot = (self._io.backend == FIB__BACKEND_URING and
                            _os.environ.get("FIBERS_MULTISHOT", "1") != "0")
         self._pool_max = pool_size
         self._pool = []
         self._ts_calls = _collections.deque()
         self._live = set()
-        self._fixed = {}
         self._signals = {}
         self._conds = []
         # Conditions come before the wait: a predicate made true by this
@@ -781,11 +782,6 @@ cdef class Scheduler:
             n = fib__heap_pop(&self._timers)
             Py_DECREF(<object>n.owner)
         fib__heap_destroy(&self._timers)
-        if self._pump_open:
-            # Records still in flight keep their references: the kernel may
-            # still write into their buffers, so they are never freed.
-            fib__pump_close(&self._pump)
-            self._pump_open = False
         if self._sink != NULL:
             # Jobs still running hold their own references to the sink.
             fib__sink_release(self._sink)
@@ -1205,8 +1201,8 @@ cdef class Scheduler:
         # Operations in flight that someone waits for; the waker's own wait
         # is not one of them.  (An operation not yet flushed to the kernel
         # is in flight too; the waker's re-arm must not count.)
-        return self._pump_open and \
-            self._pump.inflight > (self._wake_op is not None)
+        return self._io.is_open and \
+            self._io.c.inflight > (self._wake_op is not None)
 
     cdef int64_t _wait_budget(self, bint *jump) except? -2:
         # The one place that decides how long this tick's io step may wait:
@@ -1262,8 +1258,8 @@ cdef class Scheduler:
         cdef bint jump
         cdef int64_t t = self._wait_budget(&jump)
         cdef int rc = 0
-        if self._pump_open:
-            if t != 0 or self._pump.inflight or self._pump.unflushed:
+        if self._io.is_open:
+            if t != 0 or self._io.c.inflight or self._io.c.unflushed:
                 rc = self._pump_step(t)
         elif t != 0:
             with nogil:
@@ -1289,7 +1285,7 @@ cdef class Scheduler:
             rc = fib__waker_open(&self._wake_r, &self._wake_w)
             if rc < 0:
                 raise _oserror(-rc, "cannot create the scheduler's waker")
-        if self._pump_open:
+        if self._io.is_open:
             self._arm_waker()
         return 0
 
@@ -1303,7 +1299,7 @@ cdef class Scheduler:
         o = _new_op(FIB__OP_POLL, self._wake_r)
         o.op.events = POLLIN
         o.kind = OP_WAKER
-        rc = fib__pump_submit(&self._pump, &o.op)
+        rc = fib__pump_submit(&self._io.c, &o.op)
         if rc < 0:
             raise _oserror(-rc, "cannot wait on the scheduler's waker")
         if rc == 0:
@@ -1361,26 +1357,23 @@ cdef class Scheduler:
     # ---- the completion pump --------------------------------------------
 
     cdef fib__pump *_get_pump(self) except NULL:
-        cdef int rc
-        if not self._pump_open:
-            if self._closed:
-                raise RuntimeError("the scheduler is closed")
-            rc = fib__pump_open(&self._pump, self._backend, 1024)
-            if rc < 0:
-                raise _oserror(-rc, f"cannot open the {self.backend} pump")
-            self._pump_open = True
-            # From now on the tick waits in the pump: the waker goes there.
-            self._arm_waker()
-        return &self._pump
+        cdef fib__pump *p
+        if self._io.is_open:
+            return &self._io.c
+        if self._closed:
+            raise RuntimeError("the scheduler is closed")
+        p = self._io.open()
+        # From now on the tick waits in the pump: the waker goes there.
+        self._arm_waker()
+        return p
 
     cdef void _forget_fd(self, int fd, bint busy) noexcept:
         # Before fd is closed (or handed on): cancel what waits on it and
         # drop the pump's state for it.  Only from the owning thread: the
         # pump is not thread-safe, and a socket may be collected anywhere.
         # (The owner thread then starts a new socket on that number clean.)
-        if self._pump_open and \
-                self._owner_thread == <long>PyThread_get_thread_ident():
-            fib__pump_forget_fd(&self._pump, fd, busy)
+        if self._owner_thread == <long>PyThread_get_thread_ident():
+            self._io.forget_fd(fd, busy)
 
     cdef int _pump_step(self, int64_t t) except -1:
         # One kernel call per tick: submit what this tick's fibers queued
@@ -1390,9 +1383,9 @@ cdef class Scheduler:
         # cut short by a signal returns the count it submitted, not EINTR,
         # so the check cannot depend on the return code.
         cdef int i, rc
-        rc = _pump_wait(&self._pump, t, self._done)
+        rc = self._io.wait(t)
         for i in range(rc):
-            self._complete(&self._done[i])
+            self._complete(&self._io.done[i])
         PyErr_CheckSignals()
         return rc
 
@@ -1436,7 +1429,7 @@ cdef class Scheduler:
         except BaseException:
             if o.op.state != FIB__S_IDLE:
                 o.fiber = None
-                fib__pump_cancel(&self._pump, &o.op)
+                fib__pump_cancel(&self._io.c, &o.op)
             elif o.op.code == FIB__OP_ACCEPT and o.op.res >= 0:
                 # It completed in the same tick the exception arrived.
                 close(o.op.res)
@@ -1448,37 +1441,27 @@ cdef class Scheduler:
         # close(): cancel every armed multishot record.  Each still ends with
         # its own completion (-ECANCELED, or a last result), which
         # _Stream._complete takes as the end of the arming.
-        cdef fib__op *op
-        if not self._pump_open:
-            return 0
-        op = self._pump.live
-        while op != NULL:
-            if op.code >= FIB__OP_RECV_MULTI:
-                fib__pump_cancel(&self._pump, op)
-            op = op.live_next
-        return 0
+        return self._io.cancel_streams()
 
     cdef int _pump_shutdown(self) except -1:
         # close(): cancel whatever is still in flight and reap it, so no
         # record outlives the scheduler (see _pump_reap).  Fibers are not
         # woken: they are gone.
         cdef fib__op *op
-        if not self._pump_open:
+        if not self._io.is_open:
             return 0
-        op = self._pump.live
+        op = self._io.c.live
         while op != NULL:
             (<_Op>op.owner).fiber = None
             op = op.live_next
-        if _pump_reap(&self._pump, self._done, self, _scheduler_reaped):
-            fib__pump_close(&self._pump)
-            self._pump_open = False
+        self._io.reap(self, _scheduler_reaped)
         return 0
 
     @property
     def backend(self):
         """The name of this scheduler's completion pump: ``'io_uring'`` or
         ``'epoll'``."""
-        return _BACKEND_NAMES[self._backend]
+        return _BACKEND_NAMES[self._io.backend]
 
     cdef int _step_time(self) except -1:
         cdef fib__timer_node *n
@@ -1974,10 +1957,10 @@ cdef class Scheduler:
             "conditions": len(self._conds),
             "signals": len(self._signals),
             "live": len(self._live),
-            "fixed_ops": self._fixed_ops,
+            "fixed_ops": self._io.fixed_ops,
             # operations in the pump that someone waits for
-            "io_pending": (self._pump.inflight - (self._wake_op is not None)
-                           if self._pump_open else 0),
+            "io_pending": (self._io.c.inflight - (self._wake_op is not None)
+                           if self._io.is_open else 0),
             "blocking_jobs": self._jobs,
         }
 

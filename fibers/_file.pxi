@@ -26,18 +26,18 @@ cdef int _fixed_slot(Scheduler s, object heap) except -2:
     # of heaps that died are dropped first, so a new heap at a reused
     # address never meets a stale registration.
     cdef int rc
-    entry = s._fixed.get(id(heap))
+    entry = s._io.fixed.get(id(heap))
     if entry is not None and entry[0]() is heap:
         return entry[1]
-    for key, (ref, slot) in list(s._fixed.items()):
+    for key, (ref, slot) in list(s._io.fixed.items()):
         if ref() is None or key == id(heap):
-            fib__pump_unregister_buffer(&s._pump, slot)
-            del s._fixed[key]
+            fib__pump_unregister_buffer(&s._io.c, slot)
+            del s._io.fixed[key]
     rc = fib__pump_register_buffer(s._get_pump(), (<Heap>heap).base,
                                    <size_t>(<Heap>heap).length)
     if rc < 0:
         return -1
-    s._fixed[id(heap)] = (_weakref.ref(heap), rc)
+    s._io.fixed[id(heap)] = (_weakref.ref(heap), rc)
     return rc
 
 
@@ -57,7 +57,7 @@ cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
     # operation, which skips pinning the pages on every call.
     cdef Heap h
     cdef int slot
-    if s._backend != FIB__BACKEND_URING or type(buffer) is not Blob:
+    if s._io.backend != FIB__BACKEND_URING or type(buffer) is not Blob:
         return 0
     h = (<Blob>buffer).heap
     if h is None or not h.registered:
@@ -68,7 +68,7 @@ cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
     o.op.code = FIB__OP_READ_FIXED if o.op.code == FIB__OP_READ \
         else FIB__OP_WRITE_FIXED
     o.op.buf_index = <unsigned short>slot
-    s._fixed_ops += 1
+    s._io.fixed_ops += 1
     return 0
 
 
@@ -184,7 +184,7 @@ cdef class File:
             self._reg = s
         self._busy += 1
         try:
-            if s._backend == FIB__BACKEND_EPOLL:
+            if s._io.backend == FIB__BACKEND_EPOLL:
                 # epoll cannot wait on a file: the pool does the call.
                 j = _Job.__new__(_Job)
                 j.op = o

@@ -97,10 +97,10 @@ cdef class _Stream:
         if c.flags & FIB__C_BUFFER:
             bid = FIB__CQE_BID(c.flags)
             if res > 0 and not st.ended:
-                st.items.append((<char *>fib__pump_buffer(&s._pump,
+                st.items.append((<char *>fib__pump_buffer(&s._io.c,
                                                           bid))[:res])
                 st.buffered += res
-            fib__pump_recycle(&s._pump, bid)
+            fib__pump_recycle(&s._io.c, bid)
         elif o.op.code == FIB__OP_ACCEPT_MULTI and res >= 0:
             if st.ended:
                 close(res)
@@ -115,11 +115,11 @@ cdef class _Stream:
                 # completion and a copy per 16 KiB; the reader does better
                 # reading straight into its own buffer (see _stream_take).
                 st.direct = True
-                fib__pump_cancel(&s._pump, &o.op)
+                fib__pump_cancel(&s._io.c, &o.op)
             elif st.buffered >= (STREAM_HIGH_WATER if o.op.code ==
                                  FIB__OP_RECV_MULTI else ACCEPT_HIGH_WATER):
                 # The reader is behind: stop until it catches up.
-                fib__pump_cancel(&s._pump, &o.op)
+                fib__pump_cancel(&s._io.c, &o.op)
         if res == 0 and o.op.code == FIB__OP_RECV_MULTI:
             st.ended = True                 # end of stream
         elif res < 0 and res != -ECANCELED and res != -ENOBUFS and \
@@ -154,12 +154,12 @@ cdef class _Stream:
             if not st.err and not st.ended:
                 st.err = -ECANCELED
             return 0
-        if code == FIB__OP_RECV_MULTI and s._provided <= 0:
-            if s._provided == 0:
-                s._provided = 1 if fib__pump_provide(
+        if code == FIB__OP_RECV_MULTI and s._io.provided <= 0:
+            if s._io.provided == 0:
+                s._io.provided = 1 if fib__pump_provide(
                     s._get_pump(), STREAM_BUFFERS, STREAM_BUFFER_SIZE) \
                     == 0 else -1
-            if s._provided < 0:
+            if s._io.provided < 0:
                 st.unsupported = True
                 return 0
         o = _new_op(code, fd)
@@ -282,7 +282,7 @@ cdef class Socket:
             # number's state here: start clean.
             s._forget_fd(self._fd, False)
             self._reg = s
-        want = s._backend == FIB__BACKEND_EPOLL or self._timeout_ns == 0
+        want = s._io.backend == FIB__BACKEND_EPOLL or self._timeout_ns == 0
         if want != self._nonblocking:
             _set_nonblocking(self._fd, want)
             self._nonblocking = want
@@ -299,7 +299,7 @@ cdef class Socket:
         cdef Timer t = None
         cdef int res
         if self._timeout_ns == 0 or (try_first and
-                                     s._backend == FIB__BACKEND_URING):
+                                     s._io.backend == FIB__BACKEND_URING):
             res = fib__op_try(&o.op, 0)
             if res != -EAGAIN:
                 return res
@@ -636,7 +636,7 @@ cdef class Socket:
             raise
         # The epoll backend (and the direct try) accept non-blocking fds;
         # io_uring's accept makes blocking ones, as io_uring wants.
-        conn = _adopt(sock, s._backend == FIB__BACKEND_EPOLL or
+        conn = _adopt(sock, s._io.backend == FIB__BACKEND_EPOLL or
                       self._timeout_ns == 0)
         conn._timeout_ns = self._timeout_ns if self._timeout_ns > 0 else -1
         conn._reg = s

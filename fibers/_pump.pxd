@@ -80,6 +80,9 @@ cdef enum:
     PUMP_BATCH = 256
 
 
+ctypedef int (*_reaped_fn)(object owner, fib__cqe *c) except -1
+
+
 cdef class _Op:
     # One I/O operation: the C record the pump fills in, and the Python
     # objects the kernel may touch until its completion.  While in flight
@@ -94,3 +97,24 @@ cdef class _Op:
     cdef unsigned char kind     # OP_*: who handles its completion
 
     cdef int _release(self) except -1
+
+
+cdef class _Pump:
+    # The completion pump as the scheduler holds it: the C pump and the
+    # resources that live with its ring.  The scheduler's io step is the
+    # only caller of wait(); submit and cancel go through the C wrappers
+    # on &c.
+    cdef fib__pump c
+    cdef bint is_open
+    cdef int backend            # FIB__BACKEND_*
+    cdef fib__cqe done[PUMP_BATCH]
+    cdef int provided           # buffers for multishot recv: 0 not yet,
+                                # 1 ready, -1 refused
+    cdef dict fixed             # registered heaps: id -> (weakref, index)
+    cdef uint64_t fixed_ops
+
+    cdef fib__pump *open(self) except NULL
+    cdef int wait(self, int64_t timeout_ns) except -1
+    cdef void forget_fd(self, int fd, bint busy) noexcept
+    cdef int cancel_streams(self) except -1
+    cdef bint reap(self, object owner, _reaped_fn handle) except -1

@@ -114,7 +114,7 @@ def backends():
 def backend():
     """The name of the calling thread's scheduler's completion pump:
     exactly ``'io_uring'`` or ``'epoll'``."""
-    return _BACKEND_NAMES[_sched()._backend]
+    return _BACKEND_NAMES[_sched()._io.backend]
 
 
 cdef int _pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out) \
@@ -156,9 +156,6 @@ cdef class _Op:
         return 0
 
 
-ctypedef int (*_reaped_fn)(object owner, fib__cqe *c) except -1
-
-
 cdef bint _pump_reap(fib__pump *p, fib__cqe *done, object owner,
                      _reaped_fn handle) except -1:
     # Shutdown, for the scheduler and a Ring alike: cancel every record in
@@ -179,6 +176,57 @@ cdef bint _pump_reap(fib__pump *p, fib__cqe *done, object owner,
         for i in range(rc):
             handle(owner, &done[i])
     return p.inflight == 0
+
+
+@cython.final
+cdef class _Pump:
+    def __dealloc__(self):
+        if self.is_open:
+            # Records still in flight keep their references: the kernel may
+            # still write into their buffers, so they are never freed.
+            fib__pump_close(&self.c)
+            self.is_open = False
+
+    cdef fib__pump *open(self) except NULL:
+        cdef int rc
+        if not self.is_open:
+            rc = fib__pump_open(&self.c, self.backend, 1024)
+            if rc < 0:
+                raise _oserror(-rc, f"cannot open the "
+                               f"{_BACKEND_NAMES[self.backend]} pump")
+            self.is_open = True
+        return &self.c
+
+    cdef int wait(self, int64_t timeout_ns) except -1:
+        # Submits what was queued and waits up to timeout_ns (the budget
+        # the scheduler computed); the completions are in done[].
+        return _pump_wait(&self.c, timeout_ns, self.done)
+
+    cdef void forget_fd(self, int fd, bint busy) noexcept:
+        if self.is_open:
+            fib__pump_forget_fd(&self.c, fd, busy)
+
+    cdef int cancel_streams(self) except -1:
+        cdef fib__op *op
+        if not self.is_open:
+            return 0
+        op = self.c.live
+        while op != NULL:
+            if op.code >= FIB__OP_RECV_MULTI:
+                fib__pump_cancel(&self.c, op)
+            op = op.live_next
+        return 0
+
+    cdef bint reap(self, object owner, _reaped_fn handle) except -1:
+        # Shutdown: cancel and reap everything (see _pump_reap); the pump
+        # closes once nothing is left in flight.
+        if not self.is_open:
+            return True
+        if _pump_reap(&self.c, self.done, owner, handle):
+            fib__pump_close(&self.c)
+            self.is_open = False
+            return True
+        return False
 
 
 cdef int _scheduler_reaped(object s, fib__cqe *c) except -1:
