@@ -275,7 +275,6 @@ cdef class Scheduler:
     cdef void _forget_fd(self, int fd, bint busy) noexcept
     cdef int _complete(self, fib__cqe *c) except -1
     cdef int _waker_complete(self, _Op o) except -1
-    cdef int _io_wait(self, Fiber me, _Op o) except? -1
     cdef int _pump_shutdown(self) except -1
     cdef int _cancel_streams(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)

@@ -1412,31 +1412,6 @@ cdef class Scheduler:
         fib__waker_drain(self._wake_r)
         return self._arm_waker()
 
-    cdef int _io_wait(self, Fiber me, _Op o) except? -1:
-        # Submit o and park `me` until it completes.  Returns the result
-        # (>= 0 or -errno).  If the fiber is interrupted instead (kill,
-        # timeout), the operation is cancelled and the exception goes on;
-        # the record lives on, with its buffers, until its completion.
-        cdef int rc
-        _check_greenlet(me)         # before the kernel hears of it
-        rc = fib__pump_submit(self._get_pump(), &o.op)
-        if rc != 0:
-            return o.op.res if rc == 1 else rc
-        Py_INCREF(o)
-        o.fiber = me
-        try:
-            self._park(me)
-        except BaseException:
-            if o.op.state != FIB__S_IDLE:
-                o.fiber = None
-                fib__pump_cancel(&self._io.c, &o.op)
-            elif o.op.code == FIB__OP_ACCEPT and o.op.res >= 0:
-                # It completed in the same tick the exception arrived.
-                close(o.op.res)
-                o.op.res = -ECANCELED
-            raise
-        return o.op.res
-
     cdef int _cancel_streams(self) except -1:
         # close(): cancel every armed multishot record.  Each still ends with
         # its own completion (-ECANCELED, or a last result), which

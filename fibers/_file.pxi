@@ -196,7 +196,7 @@ cdef class File:
                 _offload(s, s._current, j, False)
                 res = j.job.result
             else:
-                res = s._io_wait(s._current, o)
+                res = _io_wait(s, s._current, o)
         finally:
             # Interrupted (killed, timed out) with the operation still in
             # flight: its completion, not this fiber, ends it.

@@ -310,7 +310,7 @@ cdef class Socket:
             t = self._arm(s, me)
         self._inflight += 1
         try:
-            res = s._io_wait(me, o)
+            res = _io_wait(s, me, o)
         except BaseException:
             if o.op.state == FIB__S_IDLE and o.op.code == FIB__OP_RECV \
                     and o.op.res > 0:

@@ -86,7 +86,7 @@ ctypedef int (*_reaped_fn)(object owner, fib__cqe *c) except -1
 cdef class _Op:
     # One I/O operation: the C record the pump fills in, and the Python
     # objects the kernel may touch until its completion.  While in flight
-    # the pump owns a reference (see Scheduler._io_wait).
+    # the pump owns a reference (see _io_wait in _pump.pxi).
     cdef fib__op op
     cdef Fiber fiber            # who waits for it; None once abandoned
     cdef PyObject *raw          # a bytes object the kernel fills (owned)

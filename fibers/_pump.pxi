@@ -1,17 +1,23 @@
-# The completion pump, seen from Python: choosing a backend, the operation
-# record (_Op), and waiting on foreign fds.  Included by _core.pyx.
+# The completion pump, seen from Python: choosing a backend, the _Pump the
+# scheduler holds, the operation record (_Op) and a fiber's wait on one,
+# and waiting on foreign fds.  Included by _core.pyx.
 #
 # The C side (csrc/fib_pump.h) speaks completions only.  The scheduler owns
-# one pump, opened on first I/O, and drives it from the `io` quantum step
-# (Scheduler._step_io): one kernel call per tick that submits what the
-# tick's fibers queued and waits no longer than the next timer.  A fiber
-# doing I/O fills an _Op, submits it and parks; the completion wakes it.
+# one _Pump, whose C pump opens on first I/O, and drives it from the `io`
+# quantum step (Scheduler._step_io): one kernel call per tick that submits
+# what the tick's fibers queued and waits as long as the scheduler's wait
+# budget allows (Scheduler._wait_budget, which knows the timers, the ready
+# fibers and the caller of run()).  A fiber doing I/O fills an _Op,
+# submits it and parks (_io_wait); the completion wakes it.
 #
 # Ownership: while an _Op is in flight the pump holds a reference to it
-# (taken in Scheduler._io_wait, dropped in Scheduler._complete), and the
-# _Op holds every buffer the kernel may touch.  A fiber that gives up
-# (killed, timed out) only cancels; the record and its buffers live until
-# the kernel's final word on it.
+# (taken in _io_wait, or by whoever armed it), and the _Op holds every
+# buffer the kernel may touch.  Scheduler._complete only dispatches: the
+# record's owner (by _Op.kind) handles the completion and drops that
+# reference -- _op_finished here for a fiber's record, _Stream._complete in
+# _net.pxi, _file_op_finished in _file.pxi, the sink in _blocking.pxi.  A
+# fiber that gives up (killed, timed out) only cancels; the record and its
+# buffers live until the kernel's final word on it.
 
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_SIMPLE, PyBUF_WRITABLE)
@@ -233,6 +239,32 @@ cdef int _scheduler_reaped(object s, fib__cqe *c) except -1:
     return (<Scheduler>s)._complete(c)
 
 
+cdef int _io_wait(Scheduler s, Fiber me, _Op o) except? -1:
+    # Submit o and park `me` until it completes.  Returns the result
+    # (>= 0 or -errno).  If the fiber is interrupted instead (kill,
+    # timeout), the operation is cancelled and the exception goes on;
+    # the record lives on, with its buffers, until its completion.
+    cdef int rc
+    _check_greenlet(me)         # before the kernel hears of it
+    rc = fib__pump_submit(s._get_pump(), &o.op)
+    if rc != 0:
+        return o.op.res if rc == 1 else rc
+    Py_INCREF(o)
+    o.fiber = me
+    try:
+        s._park(me)
+    except BaseException:
+        if o.op.state != FIB__S_IDLE:
+            o.fiber = None
+            fib__pump_cancel(&s._io.c, &o.op)
+        elif o.op.code == FIB__OP_ACCEPT and o.op.res >= 0:
+            # It completed in the same tick the exception arrived.
+            close(o.op.res)
+            o.op.res = -ECANCELED
+        raise
+    return o.op.res
+
+
 cdef int _op_finished(Scheduler s, _Op o) except -1:
     # The final completion of a fiber's record: wake the fiber.  If it gave
     # up on the record (killed, timed out), the record cleans up after it:
@@ -316,7 +348,7 @@ cdef int _poll_foreign(Scheduler s, Fiber me, int fd, int events, Timer t,
     o.op.events = <unsigned short>events
     o.op.flags = FIB__F_FOREIGN
     try:
-        rc = s._io_wait(me, o)
+        rc = _io_wait(s, me, o)
     finally:
         if t is not None:
             s._disarm_timeout(me, t)
