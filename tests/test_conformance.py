@@ -387,18 +387,38 @@ def test_stream_eof_after_shutdown_wr(env, fam):
 
 
 @pytest.mark.parametrize("fam", FAMS)
-def test_stream_recv_zero(env, fam):
+@pytest.mark.parametrize("side", ["client", "server"])
+@fibers_differs("recv(0) with nothing to read waits for data (here until "
+                "the timeout: TimeoutError); socket.socket's recv(0) returns "
+                "b'' at once, without a system call",
+                when=lambda fam, side: side == "client")
+@fibers_differs("recv(0) with nothing to read waits for data (here until "
+                "the timeout: TimeoutError); socket.socket's recv(0) returns "
+                "b'' at once, without a system call",
+                backends=("epoll",), when=lambda fam, side: side == "server")
+def test_stream_recv_zero_with_nothing_to_read(env, fam, side):
     def main():
         c, s = stream_pair(env, fam)
         with c, s:
-            c.settimeout(env.T)     # a bound, should recv(0) ever wait
+            sock = c if side == "client" else s
+            sock.settimeout(env.T)      # a bound, should recv(0) ever wait
+            assert sock.recv(0) == b""
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_stream_recv_zero_with_data_pending(env, fam):
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            c.settimeout(env.T)         # a bound, should recv(0) ever wait
             s.settimeout(env.T)
-            assert s.recv(0) == b""
-            assert c.recv(0) == b""
             c.sendall(b"data")
+            assert s.recv(4, socket.MSG_PEEK) == b"data"    # it is there
             assert s.recv(0) == b""
             assert s.recv_into(bytearray(10), 0) == 4   # 0: the buffer's size
             s.sendall(b"back")
+            assert c.recv(4, socket.MSG_PEEK) == b"back"
             assert c.recv(0) == b""
             assert c.recv(100) == b"back"
     env.run(main)
@@ -623,7 +643,7 @@ def test_dgram_truncation(env, fam):
 @fibers_differs("recv(0) on a datagram socket takes (discards) the next "
                 "datagram; socket.socket's recv(0) returns b'' without a "
                 "system call, leaving the datagram queued",
-                backends=("io_uring",))
+                )
 def test_dgram_recv_zero_leaves_the_datagram(env, fam):
     def main():
         a, b = dgram_pair(env, fam)
@@ -898,6 +918,9 @@ CLOSED_CALLS = {
 
 
 @pytest.mark.parametrize("call", list(CLOSED_CALLS))
+@fibers_differs("connect_ex() on a closed socket raises OSError(EBADF); "
+                "socket.socket's returns errno.EBADF",
+                when=lambda call: call == "connect_ex")
 @fibers_differs("settimeout()/setblocking() on a closed socket succeed; "
                 "socket.socket raises OSError(EBADF)",
                 when=lambda call: call in ("settimeout", "setblocking"))
@@ -968,6 +991,12 @@ def test_send_to_closed_peer(env, fam):
 
 @pytest.mark.parametrize("fam", IP_FAMS)
 @pytest.mark.parametrize("reader", ["client", "server"])
+@fibers_differs("on io_uring, recv() on a connecting (not accepted) TCP "
+                "socket whose peer reset the connection returns b''; "
+                "socket.socket raises ConnectionResetError(ECONNRESET) "
+                "first, then returns b''",
+                backends=("io_uring",), when=lambda fam, reader:
+                reader == "client")
 def test_recv_after_reset(env, fam, reader):
     # A socket closed with unread data sends a reset.
     def main():
@@ -1109,12 +1138,20 @@ BAD_ARGS = {
 
 @pytest.mark.parametrize("case", list(BAD_ARGS))
 @pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
-@fibers_differs("on a closed socket, argument errors are checked after the "
-                "fd: recv(-1)/recv_into(.., -1)/recv_into(buffer too small) "
-                "raise OSError(EBADF); socket.socket raises ValueError first",
-                when=lambda case, closed: closed and case in (
-                    "recv_negative", "recv_into_negative",
-                    "recv_into_too_small"))
+@fibers_differs("on a closed socket, the fd is checked before the "
+                "arguments: recv/recv_into/recvfrom/recvfrom_into with a "
+                "negative size or a too small or read-only buffer, and "
+                "send/sendall of a str, raise OSError(EBADF); socket.socket "
+                "raises the argument's ValueError or TypeError first",
+                when=lambda case, closed: closed and case not in (
+                    "recv_str", "recv_float", "makefile_mode",
+                    "sendto_no_address"))
+@fibers_differs("recv_into() of a read-only buffer (bytes) raises "
+                "BufferError('Object is not writable.'); socket.socket "
+                "raises TypeError (a read-write bytes-like object is "
+                "required)",
+                when=lambda case, closed: case == "recv_into_readonly"
+                and not closed)
 def test_bad_arguments(env, case, closed):
     exc_type, message, call = BAD_ARGS[case]
 
