@@ -425,6 +425,72 @@ def test_stream_recv_zero_with_data_pending(env, fam):
 
 
 @pytest.mark.parametrize("fam", FAMS)
+@pytest.mark.parametrize("side", ["client", "server"])
+@fibers_differs("recv(n, MSG_DONTWAIT) on a blocking socket with nothing "
+                "to read waits for data (the flag is not honoured); "
+                "socket.socket raises BlockingIOError(EAGAIN) at once",
+                backends=("epoll",))
+@fibers_differs("recv(n, MSG_DONTWAIT) on a blocking socket read with "
+                "multishot recv (an accepted one) waits for data (the flag "
+                "is not honoured); socket.socket raises "
+                "BlockingIOError(EAGAIN) at once",
+                backends=("io_uring",), when=lambda fam, side:
+                side == "server")
+def test_stream_recv_msg_dontwait_blocking_socket(env, fam, side):
+    def late(peer):
+        env.sleep(env.T)
+        peer.sendall(b"!")
+
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            sock, peer = (c, s) if side == "client" else (s, c)
+            # Should recv wait after all, the late byte ends the wait (and
+            # the assertion fails) rather than the test hanging.
+            w = env.spawn(late, peer)
+            assert_would_block(sock.recv, 10, socket.MSG_DONTWAIT)
+            w.join()
+            assert sock.recv(10) == b"!"
+            peer.sendall(b"now")
+            assert sock.recv(10, socket.MSG_PEEK) == b"now"
+            assert sock.recv(10, socket.MSG_DONTWAIT) == b"now"
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
+@pytest.mark.parametrize("side", ["client", "server"])
+@fibers_differs("on io_uring, recv(n, MSG_DONTWAIT) with nothing to read on "
+                "a connecting socket with a timeout raises BlockingIOError "
+                "at once; socket.socket (which waits for readiness first "
+                "when it has a timeout) raises TimeoutError('timed out') "
+                "after the timeout", backends=("io_uring",),
+                when=lambda fam, side: side == "client")
+def test_stream_recv_msg_dontwait_timed_socket(env, fam, side):
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            sock = c if side == "client" else s
+            sock.settimeout(env.T)
+            assert_timed_out(sock.recv, 10, socket.MSG_DONTWAIT)
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_stream_shutdown_rd(env, fam, side):
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            sock, peer = (c, s) if side == "client" else (s, c)
+            sock.settimeout(env.T)      # a bound, should it wait
+            sock.shutdown(socket.SHUT_RD)
+            assert sock.recv(10) == b""
+            sock.sendall(b"still writes")
+            assert peer.recv(100) == b"still writes"
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
 def test_stream_recvfrom_on_a_stream(env, fam):
     def main():
         c, s = stream_pair(env, fam)
