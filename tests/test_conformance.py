@@ -945,6 +945,38 @@ def test_nonblocking_would_block(env, fam, how):
 
 
 @pytest.mark.parametrize("fam", FAMS)
+@pytest.mark.parametrize("side", ["client", "server"])
+@fibers_differs("on epoll, send(data, MSG_DONTWAIT) on a blocking socket "
+                "whose send buffer is full waits for room (the flag is not "
+                "honoured); socket.socket raises BlockingIOError(EAGAIN)",
+                backends=("epoll",))
+def test_send_msg_dontwait_blocking_socket(env, fam, side):
+    def late_close(peer):
+        env.sleep(env.T)
+        peer.close()
+
+    def main():
+        c, s = stream_pair(env, fam)
+        sock, peer = (c, s) if side == "client" else (s, c)
+        with sock:
+            # Should send wait after all, the peer's close ends the wait
+            # (with an error, failing the assertion) instead of a hang.
+            w = env.spawn(late_close, peer)
+            chunk = bytes(65536)
+            err = None
+            for _ in range(10_000):
+                try:
+                    sock.send(chunk, socket.MSG_DONTWAIT)
+                except OSError as e:
+                    err = e
+                    break
+            w.join()
+            assert type(err) is BlockingIOError, repr(err)
+            assert err.errno == errno.EAGAIN
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
 def test_dgram_nonblocking_would_block(env, fam):
     def main():
         a, b = dgram_pair(env, fam)
