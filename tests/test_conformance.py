@@ -764,6 +764,29 @@ def test_dgram_connected_to_closed_port_refused(env, fam):
     env.run(main)
 
 
+def test_dgram_unix_sendto_missing_or_closed_path(env):
+    def main():
+        with env.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as a:
+            assert_oserror(errno.ENOENT, a.sendto, b"x", env.path("none"))
+            gone = env.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            path = env.path()
+            gone.bind(path)
+            gone.close()        # the file stays; nobody is bound to it
+            assert_oserror(errno.ECONNREFUSED, a.sendto, b"x", path)
+    env.run(main)
+
+
+def test_dgram_unbound_sender_address(env):
+    def main():
+        a = env.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        b = env.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with a, b:
+            b.bind(env.path())
+            a.sendto(b"anon", b.getsockname())
+            return b.recvfrom(10)
+    assert env.run(main) == (b"anon", None)
+
+
 def test_dgram_socketpair(env):
     def main():
         a, b = env.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
