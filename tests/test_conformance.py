@@ -192,8 +192,8 @@ def env(request, _real_stderr_fd):
         if why is not None:
             pytest.skip(f"io_uring unavailable here: {why}")
     if name != "stdlib":
-        params = dict(getattr(request.node, "callspec", None).params
-                      if hasattr(request.node, "callspec") else {})
+        callspec = getattr(request.node, "callspec", None)
+        params = dict(callspec.params) if callspec is not None else {}
         params.pop("env", None)
         for reason, backends, when in getattr(request.function,
                                               "_fibers_differs", ()):
