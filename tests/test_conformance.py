@@ -27,7 +27,7 @@ import faulthandler
 import os
 import shutil
 import socket
-from socket import AF_INET, AF_UNIX, SOCK_STREAM
+from socket import AF_INET, AF_UNIX, SO_REUSEADDR, SOCK_STREAM, SOL_SOCKET
 import tempfile
 import threading
 import time
@@ -38,9 +38,9 @@ import fibers
 import fibers.net
 
 
+# (The class's methods are named socket and socketpair too.)
 _StdSocket = socket.socket
 _std_socketpair = socket.socketpair
-from socket import SOL_SOCKET, SO_REUSEADDR  # noqa: E402
 
 
 # ---- runners -------------------------------------------------------------------
