@@ -1,6 +1,9 @@
 """Helpers shared by the I/O tests."""
 import gc
 import os
+import socket
+
+import pytest
 
 import fibers
 import fibers.net
@@ -100,3 +103,17 @@ def tcp_pair():
     finally:
         lst.close()
     return client, server
+
+
+def can_bind_ipv6_loopback():
+    """Whether ::1 can be bound here (containers often lack IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not can_bind_ipv6_loopback(),
+                                reason="cannot bind ::1 here")

@@ -36,6 +36,7 @@ import pytest
 
 import fibers
 import fibers.net
+from iohelp import needs_ipv6, recv_all
 
 
 # (The class's methods are named socket and socketpair too.)
@@ -213,17 +214,7 @@ def env(request, _real_stderr_fd):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _can_bind_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-_needs_ipv6 = pytest.mark.skipif(not _can_bind_ipv6_loopback(),
-                                 reason="cannot bind ::1 here")
+_needs_ipv6 = needs_ipv6
 
 FAMS = [
     pytest.param("unix", id="unix"),
@@ -268,16 +259,6 @@ def dgram_pair(env, fam):
     a.bind(bind_addr(env, fam))
     b.bind(bind_addr(env, fam))
     return a, b
-
-
-def recv_all(sock, bound=100_000):
-    parts = []
-    for _ in range(bound):
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
-    raise AssertionError("peer never reached EOF")
 
 
 def raises(exc_type, fn, *args):

@@ -5,20 +5,8 @@ import pytest
 
 import fibers
 import fibers.net
-from iohelp import recv_all
+from iohelp import needs_ipv6, recv_all
 
-
-def can_bind_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not can_bind_ipv6_loopback(),
-                                reason="cannot bind ::1 here")
 
 FAMILIES = [
     pytest.param((socket.AF_INET, "127.0.0.1"), id="ipv4"),
