@@ -1259,7 +1259,10 @@ cdef class Scheduler:
         cdef int64_t t = self._wait_budget(&jump)
         cdef int rc = 0
         if self._io.is_open:
-            if t != 0 or self._io.c.inflight or self._io.c.unflushed:
+            # With fibers ready (t == 0) the pump is called only for real
+            # work: the waker's own wait needs no poll, since calls from
+            # other threads are seen through _ts_pending.
+            if t != 0 or self._io_pending() or self._io.c.unflushed:
                 rc = self._pump_step(t)
         elif t != 0:
             with nogil:
