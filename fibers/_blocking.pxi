@@ -85,20 +85,10 @@ cdef int _offload(Scheduler s, Fiber me, _Job j, bint shield) except -1:
 
 cdef int _sink_arm(Scheduler s) except -1:
     # The pump's wait on the sink's eventfd, while jobs are out.
-    cdef _Op o
-    cdef int rc
     if s._sink_op is not None:
         return 0
-    o = _new_op(FIB__OP_POLL, s._sink.efd)
-    o.op.events = POLLIN
-    o.kind = OP_SINK
-    rc = fib__pump_submit(&s._io.c, &o.op)
-    if rc < 0:
-        raise _oserror(-rc, "cannot wait for the pool")
-    if rc == 0:
-        Py_INCREF(o)
-        s._sink_op = o
-    else:
+    s._sink_op = _arm_poll(s, s._sink.efd, OP_SINK, "cannot wait for the pool")
+    if s._sink_op is None:
         _sink_drain(s)
     return 0
 

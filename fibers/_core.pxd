@@ -224,7 +224,6 @@ cdef class Scheduler:
     cdef object _ts_calls
     cdef bint _ts_pending       # _ts_calls is not empty (a cheap test)
     cdef bint _wakeup_fd_set
-    cdef int _old_wakeup_fd
     # counters
     cdef uint64_t _ticks
     cdef uint64_t _spawned
@@ -264,7 +263,8 @@ cdef class Scheduler:
     cdef int _wait_for(self, Fiber me, object pred) except -1
     cdef int _run_ready(self) except -1
     cdef int64_t _wait_budget(self, bint *jump) except? -2
-    cdef bint _io_pending(self)
+    cdef Py_ssize_t _io_inflight(self)
+    cdef inline bint _io_pending(self)
     cdef int _step_io(self) except -1
     cdef int _open_waker(self) except -1
     cdef int _arm_waker(self) except -1
@@ -276,7 +276,6 @@ cdef class Scheduler:
     cdef int _complete(self, fib__cqe *c) except -1
     cdef int _waker_complete(self, _Op o) except -1
     cdef int _pump_shutdown(self) except -1
-    cdef int _cancel_streams(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1

@@ -154,6 +154,18 @@ cdef object _oserror(int err, str context=None):
     return OSError(err, msg)
 
 
+cdef object _int_arg(object value, str word, str name):
+    # An integer argument, checked up front with a message naming it: a str
+    # would otherwise fail later in a comparison, with a message about '<'
+    # that names nothing.  Anything with __index__ is an int, as for
+    # os.pread.
+    try:
+        return PyNumber_Index(value)
+    except TypeError:
+        raise TypeError(f"{word}() argument '{name}' must be an integer, "
+                        f"not {type(value).__name__}") from None
+
+
 cdef double _seconds(object seconds, str word) except -1.0:
     """Validates a number of seconds (>= 0, not NaN) for the word named."""
     cdef double s
@@ -232,14 +244,24 @@ class _ThreadEnd:
         self.sched = sched
 
     def __del__(self):
-        cdef Scheduler s = self.sched
+        s = self.sched
         self.sched = None
-        if s is not None and not s._closed and not s._running:
-            try:
-                s.close()
-            except BaseException as e:
-                _log.error("closing the scheduler of an ending thread failed",
-                           exc_info=(type(e), e, e.__traceback__))
+        try:
+            _close_left_behind(s)
+        except BaseException as e:
+            _log.error("closing the scheduler of an ending thread failed",
+                       exc_info=(type(e), e, e.__traceback__))
+
+
+cdef int _close_left_behind(object s) except -1:
+    # A thread's default scheduler whose thread (or interpreter) ends:
+    # close it, so that the fibers left parked in it are killed and their
+    # finally blocks run -- unless it is closed already, or running (then
+    # it is not left behind).
+    if s is not None and not (<Scheduler>s)._closed and \
+            not (<Scheduler>s)._running:
+        s.close()
+    return 0
 
 
 cdef Scheduler _make_default():
@@ -256,10 +278,7 @@ cdef Scheduler _make_default():
 def _close_at_exit():
     # Interpreter exit: fibers left parked by the main thread's default
     # scheduler are killed, so their finally blocks run, as close() does.
-    s = getattr(_tls, "scheduler", None)
-    if s is not None and not (<Scheduler>s)._closed and \
-            not (<Scheduler>s)._running:
-        s.close()
+    _close_left_behind(getattr(_tls, "scheduler", None))
 
 
 _atexit.register(_close_at_exit)
@@ -723,17 +742,12 @@ cdef class Scheduler:
     def __cinit__(self):
         self._wake_r = -1
         self._wake_w = -1
-        self._old_wakeup_fd = -1
         if fib__ring_init(&self._ready, 256) < 0:
             raise MemoryError()
         fib__heap_init(&self._timers)
 
     def __init__(self, clock=None, *, pool_size=1024, backend=None):
-        try:
-            pool_size = PyNumber_Index(pool_size)
-        except TypeError:
-            raise TypeError(f"pool_size must be an int, got "
-                            f"{type(pool_size).__name__}") from None
+        pool_size = _int_arg(pool_size, "Scheduler", "pool_size")
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
         self._io = _Pump.__new__(_Pump)
@@ -1197,12 +1211,16 @@ cdef class Scheduler:
         self._current = None
         return 0
 
-    cdef bint _io_pending(self):
+    cdef Py_ssize_t _io_inflight(self):
         # Operations in flight that someone waits for; the waker's own wait
         # is not one of them.  (An operation not yet flushed to the kernel
         # is in flight too; the waker's re-arm must not count.)
-        return self._io.is_open and \
-            self._io.c.inflight > (self._wake_op is not None)
+        if not self._io.is_open:
+            return 0
+        return <Py_ssize_t>self._io.c.inflight - (self._wake_op is not None)
+
+    cdef inline bint _io_pending(self):
+        return self._io_inflight() > 0
 
     cdef int64_t _wait_budget(self, bint *jump) except? -2:
         # The one place that decides how long this tick's io step may wait:
@@ -1295,20 +1313,11 @@ cdef class Scheduler:
     cdef int _arm_waker(self) except -1:
         # The pump's wait on the waker's read end, kept armed while the
         # scheduler lives.
-        cdef _Op o
-        cdef int rc
         if self._wake_op is not None or self._wake_r < 0 or self._closed:
             return 0
-        o = _new_op(FIB__OP_POLL, self._wake_r)
-        o.op.events = POLLIN
-        o.kind = OP_WAKER
-        rc = fib__pump_submit(&self._io.c, &o.op)
-        if rc < 0:
-            raise _oserror(-rc, "cannot wait on the scheduler's waker")
-        if rc == 0:
-            Py_INCREF(o)
-            self._wake_op = o
-        else:
+        self._wake_op = _arm_poll(self, self._wake_r, OP_WAKER,
+                                  "cannot wait on the scheduler's waker")
+        if self._wake_op is None:
             # Already readable: drain it; the next tick arms it again.
             fib__waker_drain(self._wake_r)
         return 0
@@ -1414,12 +1423,6 @@ cdef class Scheduler:
         Py_DECREF(o)
         fib__waker_drain(self._wake_r)
         return self._arm_waker()
-
-    cdef int _cancel_streams(self) except -1:
-        # close(): cancel every armed multishot record.  Each still ends with
-        # its own completion (-ECANCELED, or a last result), which
-        # _Stream._complete takes as the end of the arming.
-        return self._io.cancel_streams()
 
     cdef int _pump_shutdown(self) except -1:
         # close(): cancel whatever is still in flight and reap it, so no
@@ -1628,8 +1631,7 @@ cdef class Scheduler:
         if self._ready.count:
             return False            # the common case, kept cheap
         if not self._idle():
-            if (self._ready.count == 0 and not self._conds
-                    and self._clock_kind == CLOCK_VIRTUAL
+            if (not self._conds and self._clock_kind == CLOCK_VIRTUAL
                     and not self._vclock.autojump):
                 raise RuntimeError(
                     "every fiber is waiting for a timer, but the "
@@ -1824,9 +1826,11 @@ cdef class Scheduler:
         # A multishot record (a listener's accept, a connection's recv)
         # belongs to its socket, not to a fiber: killing the fiber parked on
         # it leaves it armed, and the loops below would wait for it forever.
-        # Cancel them, and arm no new ones while closing.
+        # Cancel them (each still ends with its own completion, which
+        # _Stream._complete takes as the end of the arming), and arm no new
+        # ones while closing.
         self._closing = True
-        self._cancel_streams()
+        self._io.cancel_streams()
         # A fiber may catch FiberExit and block again; try a few rounds,
         # then leave the stubborn ones to the garbage collector.
         for _ in range(3):
@@ -1937,8 +1941,7 @@ cdef class Scheduler:
             "live": len(self._live),
             "fixed_ops": self._io.fixed_ops,
             # operations in the pump that someone waits for
-            "io_pending": (self._io.c.inflight - (self._wake_op is not None)
-                           if self._io.is_open else 0),
+            "io_pending": self._io_inflight(),
             "blocking_jobs": self._jobs,
         }
 

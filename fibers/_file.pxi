@@ -7,7 +7,6 @@
 # read() and write() use the file position (offset -1, which io_uring
 # honours), so they interleave correctly with pread/pwrite at offsets.
 
-import operator as _operator_mod
 from libc.errno cimport EISDIR, errno
 from posix.fcntl cimport open as _c_open
 from posix.stat cimport struct_stat, fstat, S_ISDIR
@@ -72,18 +71,6 @@ cdef int _use_fixed(Scheduler s, _Op o, object buffer) except -1:
     return 0
 
 
-cdef Py_ssize_t _int_arg(object value, str word, str name) except? -1:
-    # An integer argument, checked up front with a message naming it: a
-    # str offset would otherwise fail later in a comparison, with a message
-    # about '<' that names nothing.  Anything with __index__ is an int, as
-    # for os.pread.
-    try:
-        return _operator_mod.index(value)
-    except TypeError:
-        raise TypeError(f"{word}() argument '{name}' must be an integer, "
-                        f"not {type(value).__name__}") from None
-
-
 cdef int _mode_flags(str mode) except -1:
     cdef int flags
     if not isinstance(mode, str) or len(set(mode)) != len(mode) or \
@@ -126,7 +113,7 @@ cdef class File:
     # finishes on the file it began on; on epoll, pool jobs no thread has
     # started are taken back), and leaves the close(2) to the last
     # operation's completion (_op_done), which Scheduler._complete and
-    # _drain_sink call for operations whose fiber has given up.  close()
+    # _sink_drain call for operations whose fiber has given up.  close()
     # does not wait, so it stays usable outside fibers and in finally
     # blocks of fibers being killed.
 
@@ -390,7 +377,7 @@ cdef class File:
 
 
 # An open whose fiber gave up (timeout, kill) while a pool thread was still
-# in open(2): _drain_sink closes the fd it gets, if any.
+# in open(2): _sink_drain closes the fd it gets, if any.
 _OPEN_ABANDONED = object()
 
 
@@ -447,7 +434,7 @@ def _open_file(path, mode="rb"):
         raise
     fd = j.job.result
     if fd < 0:
-        raise OSError(-fd, _os.strerror(-fd), path)
+        raise OSError(-fd, _os_strerror(-fd), path)
     f = File.__new__(File)
     f._fd = fd
     f.name = path

@@ -58,5 +58,7 @@ cdef class Socket:
     cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
                                   object buffer, Py_ssize_t n,
                                   int flags) except -1
+    cdef int _recv_wait(self, Scheduler s, Fiber me, _Op o,
+                        bint timed) except? -1
     cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
                           _Stream st, bint timed=*) except? -1

@@ -393,15 +393,10 @@ cdef class Socket:
             data = self._stream_take(s, me, bufsize, flags)
             if data is not None:
                 return data
-            if st.unsupported:
-                self._ms = st = None
         o = _new_op(FIB__OP_RECV, self._fd)
         o.op.msg_flags = flags
         _op_alloc(o, bufsize)
-        if st is not None:
-            res = self._direct_wait(s, me, o, st)
-        else:
-            res = self._wait(s, me, o, False, True)
+        res = self._recv_wait(s, me, o, True)
         if res < 0:
             raise _oserror(-res)
         return _op_bytes(o, res)
@@ -509,12 +504,7 @@ cdef class Socket:
                 n = len(data)
                 memcpy(o.op.buf, <char *>data, n)
                 return n
-            if st.unsupported:
-                self._ms = st = None
-        if st is not None:
-            res = self._direct_wait(s, me, o, st, timed)
-        else:
-            res = self._wait(s, me, o, False, timed)
+        res = self._recv_wait(s, me, o, timed)
         if res < 0:
             raise _oserror(-res)
         return res
@@ -825,6 +815,18 @@ cdef class Socket:
             return "single"
         return "direct" if self._ms.direct else "multishot"
 
+    cdef int _recv_wait(self, Scheduler s, Fiber me, _Op o,
+                        bint timed) except? -1:
+        # A receive the multishot stream (if any) did not serve: for good
+        # when the kernel has no multishot recv, then a plain one; for now
+        # when the stream is in bulk mode, then a direct one.
+        cdef _Stream st = self._ms
+        if st is not None and st.unsupported:
+            self._ms = st = None
+        if st is not None:
+            return self._direct_wait(s, me, o, st, timed)
+        return self._wait(s, me, o, False, timed)
+
     cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
                           _Stream st, bint timed=True) except? -1:
         # A bulk stream's read: straight into the caller's buffer, trying
@@ -956,11 +958,8 @@ cdef class Socket:
         self._io_refs += 1
         if buffering is None:
             buffering = -1
-        try:
-            buffering = PyNumber_Index(buffering)
-        except TypeError:
-            raise TypeError(f"makefile(): buffering must be an int or None, "
-                            f"got {type(buffering).__name__}") from None
+        else:
+            buffering = _int_arg(buffering, "makefile", "buffering")
         if buffering < 0:
             buffering = _io_mod.DEFAULT_BUFFER_SIZE
         if buffering == 0:

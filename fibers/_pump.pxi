@@ -265,6 +265,24 @@ cdef int _io_wait(Scheduler s, Fiber me, _Op o) except? -1:
     return o.op.res
 
 
+cdef _Op _arm_poll(Scheduler s, int fd, int kind, str what):
+    # A POLLIN record on one of the scheduler's own fds (the waker, the
+    # pool's sink), handled by its owner (kind).  Returns it in flight, with
+    # the pump's reference taken; None when the fd was readable already, so
+    # the caller drains it now and arms again later.
+    cdef _Op o = _new_op(FIB__OP_POLL, fd)
+    cdef int rc
+    o.op.events = POLLIN
+    o.kind = <unsigned char>kind
+    rc = fib__pump_submit(&s._io.c, &o.op)
+    if rc < 0:
+        raise _oserror(-rc, what)
+    if rc == 1:
+        return None
+    Py_INCREF(o)
+    return o
+
+
 cdef int _op_finished(Scheduler s, _Op o) except -1:
     # The final completion of a fiber's record: wake the fiber.  If it gave
     # up on the record (killed, timed out), the record cleans up after it:
