@@ -951,15 +951,16 @@ cdef class Socket:
         its reads and writes suspend only this fiber."""
         if not set(mode) <= {"r", "w", "b"}:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        # Arguments first, before a SocketIO takes a reference.
+        if buffering is None:
+            buffering = -1
+        else:
+            buffering = _int_arg(buffering, "makefile", "buffering")
         writing = "w" in mode
         reading = "r" in mode or not writing
         raw = _SocketIO(self, ("r" if reading else "") +
                         ("w" if writing else ""))
         self._io_refs += 1
-        if buffering is None:
-            buffering = -1
-        else:
-            buffering = _int_arg(buffering, "makefile", "buffering")
         if buffering < 0:
             buffering = _io_mod.DEFAULT_BUFFER_SIZE
         if buffering == 0:
