@@ -9,6 +9,7 @@ import logging
 import pytest
 
 import fibers
+from iohelp import skip_unless_backend_runs
 
 
 @pytest.fixture
@@ -73,10 +74,7 @@ def backend(request, _real_stderr_fd):
     import faulthandler
 
     name = request.param
-    if name == "io_uring":
-        reason = fibers.backends()["io_uring"]
-        if reason is not None:
-            pytest.skip(f"io_uring unavailable here: {reason}")
+    skip_unless_backend_runs(name)
     faulthandler.dump_traceback_later(IO_HANG_LIMIT, exit=True,
                                       file=_real_stderr_fd)
     yield name

@@ -117,3 +117,12 @@ def can_bind_ipv6_loopback():
 
 needs_ipv6 = pytest.mark.skipif(not can_bind_ipv6_loopback(),
                                 reason="cannot bind ::1 here")
+
+
+def skip_unless_backend_runs(name):
+    """Skip the calling test, with the reason, when backend `name` cannot
+    run here (io_uring refused by a seccomp filter, say)."""
+    if name == "io_uring":
+        why = fibers.backends()["io_uring"]
+        if why is not None:
+            pytest.skip(f"io_uring unavailable here: {why}")

@@ -36,7 +36,7 @@ import pytest
 
 import fibers
 import fibers.net
-from iohelp import needs_ipv6, recv_all
+from iohelp import needs_ipv6, recv_all, skip_unless_backend_runs
 
 
 # (The class's methods are named socket and socketpair too.)
@@ -188,10 +188,7 @@ def fibers_differs(reason, backends=("io_uring", "epoll"), when=None):
 @pytest.fixture(params=["io_uring", "epoll", "stdlib"])
 def env(request, _real_stderr_fd):
     name = request.param
-    if name == "io_uring":
-        why = fibers.backends()["io_uring"]
-        if why is not None:
-            pytest.skip(f"io_uring unavailable here: {why}")
+    skip_unless_backend_runs(name)
     if name != "stdlib":
         callspec = getattr(request.node, "callspec", None)
         params = dict(callspec.params) if callspec is not None else {}
