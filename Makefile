@@ -9,11 +9,12 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 TEST_DEPS  := pytest
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
+BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py
 
-.PHONY: all sysdeps venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-pytest clean
+.PHONY: all sysdeps venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-fs bench-pytest clean
 
 all: build
 
@@ -100,6 +101,27 @@ bench-bulk: build $(VENV)/.bench
 # plain buffers.
 bench-fixed: build
 	$(PY) -m bench.fixed_buffers
+
+# File-system watchers: fibers.fs (fanotify, inotify) against watchdog,
+# inotify_simple and watchfiles, fed by a C writer (compiled into
+# build/fs/).  The full run is long; for a quick check, e.g.
+#   make bench-fs BENCH_FS_REPEATS=1 BENCH_FS_MAX_OPS=2000 BENCH_FS_RATE_OPS=2000
+BENCH_FS_REPEATS  ?= 5
+BENCH_FS_MAX_OPS  ?= 100000
+BENCH_FS_RATE_OPS ?= 50000
+BENCH_FS_RATE     ?= 10000
+
+$(VENV)/.bench-fs: $(VENV)/.base
+	$(PIP) install $(BENCH_FS_DEPS)
+	touch $@
+
+build/fs/writer: bench/fs/writer.c
+	mkdir -p build/fs
+	$(CC) -O2 -Wall -o $@ $<
+
+bench-fs: build $(VENV)/.bench-fs build/fs/writer
+	$(PY) -m bench.fs_run --repeats $(BENCH_FS_REPEATS) --max-ops $(BENCH_FS_MAX_OPS) \
+	    --rate-ops $(BENCH_FS_RATE_OPS) --rate $(BENCH_FS_RATE)
 
 bench-pytest: build $(VENV)/.bench
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \
