@@ -323,16 +323,25 @@ def mode_title(mode, args):
 def table(mode, contenders, samples, args):
     """The markdown table of one mode, as a list of lines."""
     base = med(samples[BASELINE][mode], "per_cpu_s") if BASELINE in samples else None
-    lines = [f"### {mode_title(mode, args)}", "",
+    # What the writer achieved (it is the same program for every contender;
+    # unpaced, it is the ceiling of delivered/s).
+    runs = [s["writer"] for per in samples.values() for s in per[mode] if s.get("writer")]
+    achieved = ""
+    if runs:
+        rate = statistics.median(r["ops"] / (r["elapsed_ns"] / 1e9) for r in runs)
+        late = statistics.median(r["worst_late_ns"] for r in runs) / 1e6
+        achieved = f"writer: median {rate:,.0f} ops/s"
+        achieved += f", worst lateness against its schedule {late:.2f} ms" if mode == "rate" else ""
+        achieved += "."
+    lines = [f"### {mode_title(mode, args)}", ""] + ([achieved, ""] if achieved else []) + [
              "| contender | delivered/s | per CPU-s | vs watchdog | lost | "
              "p50 ms | p99 ms | raw events | overflows |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in contenders:
         xs = samples[name][mode]
         good = [s for s in xs if not s.get("error")]
-        if not good:
-            why = xs[0].get("error", "?") if xs else "not run"
-            lines.append(f"| {name} | ERR | | | | | | | |  <!-- {why[:200]} -->")
+        if not good:       # the reason is under Errors, below the tables
+            lines.append(f"| {name} | ERR | | | | | | | |")
             continue
         per_cpu = med(xs, "per_cpu_s")
         ratio = per_cpu / base if per_cpu and base else None
