@@ -12,7 +12,9 @@ every process, so the harness can subtract the writer's timestamps.
 It stops when ROOT/DONE (the writer's last act) has been seen and then no
 event came for QUIET_S (events queued before DONE but delivered after it,
 e.g. by a library that holds some back, still count), at most GRACE_S after
-DONE, or at --timeout.  The CPU it used from READY to then (user + sys,
+DONE; or when no event came for IDLE_S and DONE exists on disk (its event
+was lost, e.g. in a kernel queue overflow: the sample still counts, with
+its losses); or at --timeout.  The CPU it used from READY to then (user + sys,
 all threads, getrusage) is measured by itself; only then does it turn what
 it kept into plain [kind, path, src_path, t_ns] rows and write the JSON
 FILE, so that conversion is not charged to the library.
@@ -48,6 +50,7 @@ import sys
 import time
 
 QUIET_S = 0.25          # after DONE: stop once no event came for this long
+IDLE_S = 2.0            # DONE on disk but not seen: stop after this long idle
 GRACE_S = 2.0           # after DONE: stop at the latest after this long
 POLL_S = 0.1            # every wait is at most this, to check the clocks
 
@@ -60,9 +63,10 @@ FIBERS_KINDS = ("created", "deleted", "moved", "overflow", "error")
 
 
 class Clock:
-    """When to stop: the DONE / quiet / grace / timeout rules above."""
+    """When to stop: the DONE / quiet / grace / idle / timeout rules above."""
 
-    def __init__(self, timeout_s):
+    def __init__(self, root, timeout_s):
+        self.done_path = os.path.join(root, "DONE")
         now = time.monotonic()
         self.deadline = now + timeout_s
         self.last_event = now
@@ -78,6 +82,8 @@ class Clock:
         if self.done_at is not None and (now - self.last_event >= QUIET_S
                                          or now - self.done_at >= GRACE_S):
             self.reason = "done"
+        elif now - self.last_event >= IDLE_S and os.path.exists(self.done_path):
+            self.reason = "idle"
         elif now >= self.deadline:
             self.reason = "timeout"
         return self.reason is not None
@@ -145,7 +151,7 @@ def watch_fibers(root, backend, timeout_s, meter):
         try:
             if w.backend != backend:
                 raise RuntimeError(f"asked for backend {backend}, got {w.backend}")
-            clock = Clock(timeout_s)
+            clock = Clock(root, timeout_s)
             meter.ready()
             while True:
                 try:
@@ -194,7 +200,7 @@ def watch_watchdog(root, timeout_s, meter):
     observer.schedule(Keep(), root, recursive=True, event_filter=wanted)
     observer.start()
     try:
-        clock = Clock(timeout_s)
+        clock = Clock(root, timeout_s)
         meter.ready()
         n = 0
         while True:
@@ -255,7 +261,7 @@ def watch_inotify_simple(root, timeout_s, meter):
     # one read or two consecutive ones: a MOVED_FROM left unpaired for a
     # whole further read was a move out of the tree.
     pending, older = {}, {}
-    clock = Clock(timeout_s)
+    clock = Clock(root, timeout_s)
     meter.ready()
     while True:
         events = ino.read(timeout=int(POLL_S * 1000))
@@ -307,7 +313,7 @@ def watch_watchfiles(root, timeout_s, meter):
 
     done = (Change.added, os.path.join(root, "DONE"))
     batches = []
-    clock = Clock(timeout_s)
+    clock = Clock(root, timeout_s)
     meter.ready()
     # rust_timeout + yield_on_timeout: an empty set every POLL_S when idle,
     # so the stop rules are checked.
