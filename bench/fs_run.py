@@ -472,6 +472,8 @@ def main(argv=None):
     plan = {"rate": (args.rate_ops, args.rate), "max": (args.max_ops, 0)}
     samples = {c: {m: [] for m in modes} for c in contenders}
     total = args.repeats * len(modes) * len(contenders)
+    log(f"{total} samples: {', '.join(contenders)} x {', '.join(modes)} x "
+        f"{args.repeats} round(s); watcher on CPU {cpus[0]}, writer on CPU {cpus[1]}")
     done = 0
     t0 = time.monotonic()
     try:

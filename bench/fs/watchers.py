@@ -19,9 +19,10 @@ all threads, getrusage) is measured by itself; only then does it turn what
 it kept into plain [kind, path, src_path, t_ns] rows and write the JSON
 FILE, so that conversion is not charged to the library.
 
-Settings per contender (the narrowest each API offers that still covers
-created / deleted / moved; none filters out the writer's write and close,
-which the kernel-side masks skip anyway):
+Settings per contender: the narrowest each API offers that still covers
+created / deleted / moved, so the writer's write and close stay out of the
+kernel mask of fibers.fs, watchdog and inotify_simple (watchfiles has no
+such option; what it reports beyond the canonical events counts in "raw"):
   fibers-fanotify, fibers-inotify
       fibers.fs.watch(events=created, deleted, moved, overflow, error),
       read with get_batch(max_events=4096) inside fibers.run().
@@ -37,9 +38,9 @@ which the kernel-side masks skip anyway):
       cookie; an unpaired half becomes deleted / created.
   watchfiles
       watchfiles.watch(watch_filter=None, debounce=WATCHFILES_DEBOUNCE_MS,
-      step=WATCHFILES_STEP_MS).  Its defaults (1600 ms / 50 ms) would make
-      its latency about a second by design; these short settings give it
-      its best latency at some CPU cost.  It yields sets of (Change, path),
+      step=WATCHFILES_STEP_MS).  Its defaults (1600 ms / 50 ms) would
+      hold a batch up to 1.6 s under steady load; these short settings give
+      it its best latency, at the cost of more wake-ups.  It yields sets of (Change, path),
       so a rename is deleted + added, and repeats within a batch merge.
 """
 import argparse
