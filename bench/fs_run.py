@@ -373,7 +373,9 @@ def report(contenders, modes, samples, args, meta):
         "over the span from the writer's first operation to the last delivery; "
         "per CPU-s divides by the watcher process's user + sys CPU; latency is "
         "from the operation's timestamp (taken just before its system call) to "
-        "receipt in Python.  `*`: some rounds failed (see the JSON).", "",
+        "receipt in Python; vs watchdog is per CPU-s over watchdog's; raw events is "
+        "every event handed to Python (other kinds, duplicates, a rename as two "
+        "events, the sentinel).  `*`: some rounds failed (see the JSON).", "",
         "Settings (bench/fs/watchers.py): fibers.fs with events = created, deleted, "
         "moved, overflow, error (defaults otherwise), read by get_batch(max_events=4096) "
         "in fibers.run(); "
