@@ -352,7 +352,7 @@ def table(mode, contenders, samples, args):
         mark = "*" if len(good) < len(xs) else ""
         lines.append(
             f"| {name}{mark} | {fmt(med(xs, 'per_s'), ',.0f')} | {fmt(per_cpu, ',.0f')} | "
-            f"{fmt(ratio, '.2f')}x | {lost:,.0f} / {expected:,.0f} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} | {lost:,.0f} / {expected:,.0f} | "
             f"{fmt(med(xs, 'p50_ms'), '.2f')} | {fmt(med(xs, 'p99_ms'), '.2f')} | "
             f"{fmt(med(xs, 'raw'), ',.0f')} | {fmt(med(xs, 'overflows'), ',.0f')} |")
     return lines
