@@ -1024,11 +1024,12 @@ cdef class Watcher:
     def stats(self):
         """Counters: events delivered, overflows seen, rescans run, watches
         (inotify) or filesystem marks (fanotify) held, events queued for
-        the consumer, errors reported."""
+        the consumer, errors reported, and whether a rescan is running."""
         return {"backend": self._backend_name, "events": self._n_events,
                 "overflows": self._n_overflows, "rescans": self._n_rescans,
                 "watches": self._n_watches(), "queued": len(self._queue),
-                "errors": self._n_errors}
+                "errors": self._n_errors,
+                "rescanning": self._rescan_fiber is not None}
 
     def close(self):
         """Stop watching: the reader ends, the kernel fd is closed and, if
