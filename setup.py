@@ -89,6 +89,16 @@ extensions = [
         extra_compile_args=cflags,
         depends=["csrc/fib_arena.h", "fibers/_heap.pxd"],
     ),
+    # fibers.fs: the file-system watcher (fanotify / inotify records are
+    # parsed by csrc/fib_fs.h).
+    Extension(
+        "fibers._fs",
+        sources=["fibers/_fs.pyx"],
+        include_dirs=["csrc"],
+        extra_compile_args=cflags,
+        depends=["csrc/fib_fs.h", "fibers/_fs.pxd", "fibers/_fs_inotify.pxi",
+                 "fibers/_fs_fanotify.pxi"],
+    ),
 ]
 
 setup(

@@ -2,14 +2,16 @@
 
 A periodic ticker, a few workers that sleep and report, signals that hand
 out work, and conditions that react when enough of it is done.  Then an
-echo server on loopback with a hundred client fibers, and a file written
-and read back through the completion pump.  Everything runs on one OS
+echo server on loopback with a hundred client fibers, a file written
+and read back through the completion pump, and a directory tree watched
+with fibers.fs while another fiber changes it.  Everything runs on one OS
 thread; the output shows how the fibers interleave.
 """
 import os
 import tempfile
 
 import fibers
+import fibers.fs
 import fibers.io
 import fibers.net
 
@@ -77,6 +79,7 @@ def main():
                 f"{stats['workers_created']} greenlets")
     network()
     files()
+    fs()
 
 
 def echo(conn, addr):
@@ -124,6 +127,36 @@ def files():
         say("file", f"read back {f.pread(20, 0)!r}")
     os.remove(path)
     os.rmdir(os.path.dirname(path))
+
+
+def fs():
+    root = tempfile.mkdtemp()
+    with fibers.fs.watch(root) as w:
+        say("fs", f"watching {root} with {w.backend}")
+
+        def changer():
+            os.makedirs(os.path.join(root, "a", "b"))
+            with open(os.path.join(root, "a", "b", "notes.txt"), "w") as f:
+                f.write("hello")
+            fibers.sleep(0.05)
+            os.rename(os.path.join(root, "a", "b", "notes.txt"),
+                      os.path.join(root, "a", "notes.txt"))
+            fibers.sleep(0.05)
+            os.remove(os.path.join(root, "a", "notes.txt"))
+            os.rmdir(os.path.join(root, "a", "b"))
+            os.rmdir(os.path.join(root, "a"))
+
+        fibers.spawn(changer)
+        while True:
+            try:
+                ev = w.get(timeout=0.5)
+            except fibers.Timeout:
+                break
+            rel = os.path.relpath(ev.path, root)
+            src = f" (from {os.path.relpath(ev.src_path, root)})" \
+                if ev.src_path else ""
+            say("fs", f"#{ev.seq} {ev.kind:<12} {rel}{src}")
+    os.rmdir(root)
 
 
 if __name__ == "__main__":

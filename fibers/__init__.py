@@ -69,7 +69,7 @@ from ._core import (
 )
 from ._heap import Blob, Heap
 from .functor import Functor
-from . import io, net, ring  # noqa: E402  (submodules: fibers.net, ...)
+from . import fs, io, net, ring  # noqa: E402  (submodules: fibers.net, ...)
 
 __version__ = "0.1.0"
 
@@ -79,7 +79,7 @@ __all__ = [
     "move_on_after", "now", "on_signal", "periodic", "run", "signal_all",
     "signal_one", "sleep", "spawn", "step", "stop", "suspend", "timeout",
     "wait_for", "wait_os_signal", "wait_readable", "wait_writable", "wait_signal", "when",
-    "whenever", "yield_now", "backend", "backends", "io", "net", "ring",
+    "whenever", "yield_now", "backend", "backends", "fs", "io", "net", "ring",
     "blocking", "set_blocking_limit", "blocking_limit", "blocking_stats",
     "get_include", "Heap", "Blob",
 ]

@@ -271,6 +271,7 @@ cdef class Scheduler:
     cdef int _close_waker(self) except -1
     cdef int _run_threadsafe(self) except -1
     cdef fib__pump *_get_pump(self) except NULL
+    cdef int _grace_wait(self, int64_t t) except -1
     cdef int _pump_step(self, int64_t t) except -1
     cdef void _forget_fd(self, int fd, bint busy) noexcept
     cdef int _complete(self, fib__cqe *c) except -1

@@ -1281,7 +1281,10 @@ cdef class Scheduler:
             # work: the waker's own wait needs no poll, since calls from
             # other threads are seen through _ts_pending.
             if t != 0 or self._io_pending() or self._io.c.unflushed:
-                rc = self._pump_step(t)
+                if jump and t > 0:
+                    rc = self._grace_wait(t)
+                else:
+                    rc = self._pump_step(t)
         elif t != 0:
             with nogil:
                 rc = fib__wait_fd(self._wake_r, t)
@@ -1386,6 +1389,20 @@ cdef class Scheduler:
         # (The owner thread then starts a new socket on that number clean.)
         if self._owner_thread == <long>PyThread_get_thread_ident():
             self._io.forget_fd(fd, busy)
+
+    cdef int _grace_wait(self, int64_t t) except -1:
+        # A virtual clock's real grace for I/O before it jumps: the whole
+        # grace, even if the pump returns early with nothing (epoll reports
+        # a fresh registration's EPOLLOUT edge, which no record wants), or
+        # the clock would jump while a completion is a moment away.
+        cdef int64_t end = fib__monotonic_ns() + t
+        cdef int rc = self._pump_step(t)
+        while rc == 0 and self._ready.count == 0:
+            t = end - fib__monotonic_ns()
+            if t <= 0:
+                break
+            rc = self._pump_step(t)
+        return rc
 
     cdef int _pump_step(self, int64_t t) except -1:
         # One kernel call per tick: submit what this tick's fibers queued

@@ -222,3 +222,21 @@ def test_close_releases_the_pools_fd(backend):
     # hands the result over, in real time.
     assert wait_until(lambda: open_fds() == before), {
         f: os.readlink(f"/proc/self/fd/{f}") for f in open_fds() - before}
+
+
+def test_virtual_clock_waits_its_grace_for_a_pool_job(io_sched):
+    # Regression: on epoll the first wait after the pool's eventfd was
+    # registered returned at once (its EPOLLOUT edge, which no record
+    # wants), and an autojumping clock then jumped straight to the next
+    # deadline: wait_for(timeout=60) timed out while a 10 ms job ran.
+    def main():
+        done = []
+
+        def job():
+            fibers.blocking(time.sleep, 0.01)
+            done.append(fibers.now())
+
+        fibers.spawn(job)
+        fibers.wait_for(lambda: done, timeout=60)
+        return done[0]
+    assert io_sched.run(main) == 0.0

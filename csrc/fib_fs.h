@@ -1,0 +1,207 @@
+/* fib_fs.h: the kernel record formats behind fibers.fs, parsed in C.
+ *
+ * inotify and fanotify both hand back a buffer of variable-length records;
+ * fanotify's carry nested "info records" with flexible arrays (a file handle
+ * whose size is in the handle, then a NUL-terminated name), which is plain
+ * pointer arithmetic here and painful in Cython.  fibers/_fs.pyx reads the fd
+ * into one large buffer and walks it with these helpers, so no record is
+ * turned into a Python object before its path has been checked against the
+ * roots and the exclude rules.
+ *
+ * Everything is static inline: the only user is _fs.pyx.
+ */
+#ifndef FIB_FS_H
+#define FIB_FS_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/fanotify.h>
+#include <sys/inotify.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+/* Older C libraries lack the 5.17 names; the values are the kernel ABI. */
+#ifndef FAN_RENAME
+#define FAN_RENAME 0x10000000
+#endif
+#ifndef FAN_REPORT_TARGET_FID
+#define FAN_REPORT_TARGET_FID 0x00001000
+#endif
+#ifndef FAN_REPORT_DFID_NAME_TARGET
+#define FAN_REPORT_DFID_NAME_TARGET \
+    (FAN_REPORT_FID | FAN_REPORT_DIR_FID | FAN_REPORT_NAME | FAN_REPORT_TARGET_FID)
+#endif
+#ifndef FAN_EVENT_INFO_TYPE_OLD_DFID_NAME
+#define FAN_EVENT_INFO_TYPE_OLD_DFID_NAME 10
+#define FAN_EVENT_INFO_TYPE_NEW_DFID_NAME 12
+#endif
+
+/* One inotify record. */
+typedef struct {
+    int wd;
+    uint32_t mask;
+    uint32_t cookie;
+    const char *name;   /* "" for events on the watched directory itself */
+    size_t nlen;
+} fib_fs_ino;
+
+/* The next inotify record at *off in buf[0:len]; 1 if one was parsed, 0 at
+ * the end, -EPROTO for a truncated record (never seen from a correct
+ * kernel: reads return whole records). */
+static inline int fib_fs_ino_next(const char *buf, size_t len, size_t *off,
+                                  fib_fs_ino *ev)
+{
+    const struct inotify_event *ie;
+    size_t at = *off;
+    if (at >= len)
+        return 0;
+    if (len - at < sizeof(*ie))
+        return -EPROTO;
+    ie = (const struct inotify_event *)(buf + at);
+    if (len - at < sizeof(*ie) + ie->len)
+        return -EPROTO;
+    ev->wd = ie->wd;
+    ev->mask = ie->mask;
+    ev->cookie = ie->cookie;
+    ev->name = ie->len ? ie->name : "";
+    ev->nlen = ie->len ? strnlen(ie->name, ie->len) : 0;
+    *off = at + sizeof(*ie) + ie->len;
+    return 1;
+}
+
+/* One fanotify event in FID mode with directory names: the directory that
+ * holds the entry (key = fsid + file handle, usable as a cache key and with
+ * open_by_handle_at) and the entry's name.  A rename has both an old and a
+ * new pair. */
+typedef struct {
+    uint64_t mask;
+    int32_t pid;
+    const unsigned char *dkey;   /* fsid (8 bytes) then struct file_handle */
+    size_t dkey_len;
+    const char *name;            /* "" if none, "." for the directory itself */
+    size_t nlen;
+    const unsigned char *dkey2;  /* FAN_RENAME: the new directory */
+    size_t dkey2_len;
+    const char *name2;
+    size_t nlen2;
+    const unsigned char *tkey;   /* the object itself (FAN_REPORT_TARGET_FID) */
+    size_t tkey_len;
+} fib_fs_fan;
+
+static inline void fib_fs__fan_fid(const struct fanotify_event_info_header *h,
+                                   const unsigned char **key, size_t *klen,
+                                   const char **name, size_t *nlen)
+{
+    const struct fanotify_event_info_fid *fid =
+        (const struct fanotify_event_info_fid *)h;
+    const struct file_handle *fh = (const struct file_handle *)fid->handle;
+    const char *end = (const char *)h + h->len;
+    const char *nm = (const char *)fid->handle + sizeof(*fh) + fh->handle_bytes;
+    *key = (const unsigned char *)&fid->fsid;
+    *klen = sizeof(fid->fsid) + sizeof(*fh) + fh->handle_bytes;
+    if (name) {
+        if (nm < end) {
+            *name = nm;
+            *nlen = strnlen(nm, (size_t)(end - nm));
+        } else {
+            *name = "";
+            *nlen = 0;
+        }
+    }
+}
+
+/* The next fanotify event; 1, 0 at the end, or -EPROTO.  Any fd the event
+ * carries (none in FID mode) is closed. */
+static inline int fib_fs_fan_next(const char *buf, size_t len, size_t *off,
+                                  fib_fs_fan *ev)
+{
+    const struct fanotify_event_metadata *m;
+    size_t at = *off, rec;
+    if (at >= len)
+        return 0;
+    if (len - at < FAN_EVENT_METADATA_LEN)
+        return -EPROTO;
+    m = (const struct fanotify_event_metadata *)(buf + at);
+    if (m->event_len < FAN_EVENT_METADATA_LEN || m->event_len > len - at ||
+        m->vers != FANOTIFY_METADATA_VERSION)
+        return -EPROTO;
+    memset(ev, 0, sizeof(*ev));
+    ev->mask = m->mask;
+    ev->pid = m->pid;
+    ev->name = ev->name2 = "";
+    if (m->fd >= 0)
+        close(m->fd);
+    for (rec = m->metadata_len; rec + sizeof(struct fanotify_event_info_header)
+                                <= m->event_len;) {
+        const struct fanotify_event_info_header *h =
+            (const struct fanotify_event_info_header *)(buf + at + rec);
+        if (h->len < sizeof(*h) || rec + h->len > m->event_len)
+            return -EPROTO;
+        switch (h->info_type) {
+        case FAN_EVENT_INFO_TYPE_DFID_NAME:
+        case FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:
+        case FAN_EVENT_INFO_TYPE_DFID:
+            fib_fs__fan_fid(h, &ev->dkey, &ev->dkey_len, &ev->name,
+                            &ev->nlen);
+            break;
+        case FAN_EVENT_INFO_TYPE_NEW_DFID_NAME:
+            fib_fs__fan_fid(h, &ev->dkey2, &ev->dkey2_len, &ev->name2,
+                            &ev->nlen2);
+            break;
+        case FAN_EVENT_INFO_TYPE_FID:
+            fib_fs__fan_fid(h, &ev->tkey, &ev->tkey_len, NULL, NULL);
+            break;
+        default:  /* pidfd, error: not needed */
+            break;
+        }
+        rec += h->len;
+    }
+    *off = at + m->event_len;
+    return 1;
+}
+
+/* The path of the directory a fanotify key names, into out[0:cap]; its
+ * length, or a negative errno (-ESTALE once the directory is gone).
+ * mount_fd is any fd on the same filesystem. */
+static inline ssize_t fib_fs_fan_path(int mount_fd, const unsigned char *key,
+                                      size_t klen, char *out, size_t cap)
+{
+    char link[64];
+    ssize_t n;
+    int fd;
+    /* the handle follows the 8-byte fsid; copy it for alignment */
+    union { struct file_handle fh; char raw[sizeof(struct file_handle) + 128]; } h;
+    if (klen < 8 + sizeof(struct file_handle) ||
+        klen - 8 > sizeof(h.raw))
+        return -EINVAL;
+    memcpy(h.raw, key + 8, klen - 8);
+    fd = open_by_handle_at(mount_fd, &h.fh, O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, out, cap);
+    if (n < 0)
+        n = -errno;
+    else if ((size_t)n >= cap)
+        n = -ENAMETOOLONG;
+    close(fd);
+    return n;
+}
+
+/* The filesystem id of path, as fanotify's records carry it (8 bytes). */
+static inline int fib_fs_fsid(const char *path, unsigned char *out)
+{
+    struct statfs s;
+    if (statfs(path, &s) < 0)
+        return -errno;
+    memcpy(out, &s.f_fsid, 8);
+    return 0;
+}
+
+#endif

@@ -1,0 +1,124 @@
+# Fields of fibers._fs's classes (the code is in _fs.pyx and its backends'
+# _fs_inotify.pxi / _fs_fanotify.pxi).
+
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef class Event:
+    cdef readonly str kind
+    cdef readonly object path
+    cdef readonly object src_path
+    cdef readonly bint is_dir
+    cdef readonly object pid
+    cdef readonly double time
+    cdef readonly unsigned long long seq
+    cdef int _err            # errno: a C macro, so not the field's name
+
+
+cdef class _Dir:
+    cdef bytes path          # absolute, no trailing slash (but b"/")
+    cdef bytes name
+    cdef _Dir parent         # None for a root
+    cdef dict entries        # name -> None | (ino, size, mtime_ns) | _Dir
+    cdef object st           # the directory's own (ino, size, mtime_ns)
+    cdef int wd              # inotify watch descriptor, or -1
+    cdef bint dead
+    cdef bint listed
+
+
+cdef class Watcher:
+    cdef int _fd
+    cdef char *_buf           # the read buffer
+    cdef char *_pbuf          # paths are joined here, in C
+    cdef char *_pbuf2
+    cdef int _kinds           # K_* bits delivered
+    cdef bint _recursive
+    cdef object _queue        # deque of Event
+    cdef Py_ssize_t _max_queue
+    cdef object _key          # signal name the consumers park on
+    cdef list _roots          # _Dir
+    cdef list _ex_dirs        # bytes: excluded directory prefixes
+    cdef list _ex_pats        # bytes: fnmatch patterns
+    cdef list _ex_pat_path    # bool: the pattern matches the whole path
+    cdef unsigned long long _seq
+    cdef object _pending      # inotify: an unpaired MOVED_FROM
+    cdef object _reader
+    cdef object _rescan_fiber
+    cdef bint _rescan_again
+    cdef bint _closed
+    cdef int _nwaiters
+    cdef bytes _snapshot
+    cdef str _backend_name
+    cdef double _tnow
+    cdef unsigned long long _n_events, _n_overflows, _n_rescans, _n_errors
+
+    cdef int _setup(self, list roots, int kinds, bint recursive, exclude,
+                    int max_queue, snapshot) except -1
+    cdef int _add_exclude(self, x) except -1
+    cdef bint _excluded(self, const char *full, Py_ssize_t n,
+                        const char *name)
+    cdef Py_ssize_t _path_in(self, char *buf, _Dir d, const char *name,
+                             Py_ssize_t nlen) except -2
+    cdef bint _excluded_entry(self, _Dir d, bytes name)
+    cdef int _add_root(self, path, bint live) except -1
+    cdef list _root_paths(self)
+    cdef _Dir _root_of(self, bytes p)
+    cdef _Dir _node_at(self, bytes p, bint create)
+    cdef int _push(self, int bit, object path, object src, bint is_dir,
+                   object pid, int err) except -1
+    cdef int _emit_at(self, int bits, _Dir d, const char *name,
+                      Py_ssize_t nlen, bint is_dir, object pid) except -1
+    cdef int _emit_path(self, int bit, bytes path, bint is_dir,
+                        object pid) except -1
+    cdef int _emit_error(self, bytes path, int err) except -1
+    cdef int _created(self, _Dir d, bytes name, bint is_dir, object pid,
+                      int extra, bint scan) except -1
+    cdef int _deleted(self, _Dir d, bytes name, object pid) except -1
+    cdef int _changed(self, _Dir d, bytes name, int bits, bint is_dir,
+                      object pid) except -1
+    cdef int _drop_subtree(self, _Dir d, bint emit, object pid) except -1
+    cdef int _moved(self, _Dir d1, bytes n1, _Dir d2, bytes n2, bint is_dir,
+                    object pid) except -1
+    cdef int _repath(self, _Dir d, bytes path) except -1
+    cdef int _build(self, _Dir root) except -1
+    cdef int _scan_new(self, _Dir d, object pid) except -1
+    cdef int _scan(self, _Dir top, bint emit, object pid,
+                   bint verify) except -1
+    cdef int _overflowed(self) except -1
+    cdef dict _flatten(self)
+    cdef int _save(self, bytes target) except -1
+    cdef int _startup_diff(self) except -1
+    cdef int _drain(self) except -1
+    cdef int _check_open(self, str word) except -1
+    cdef int _wait(self, timeout) except -1
+    # the backend contract
+    cdef int _open(self) except -1
+    cdef int _watch_root(self, _Dir d) except -1
+    cdef int _unwatch_root(self, _Dir d) except -1
+    cdef int _watch_dir(self, _Dir d) except -1
+    cdef int _forget(self, _Dir d) except -1
+    cdef int _repathed(self, _Dir d) except -1
+    cdef int _apply_mask(self) except -1
+    cdef int _parse(self, ssize_t n) except -1
+    cdef int _flush_pending(self) except -1
+    cdef int _n_watches(self)
+    cdef int _close_fd(self) except -1
+
+
+cdef class _InotifyWatcher(Watcher):
+    cdef list _by_wd          # wd -> _Dir | None
+    cdef int _nw
+
+    cdef uint32_t _mask(self)
+    cdef int _add_watch(self, _Dir d) except -1
+
+
+cdef class _FanotifyWatcher(Watcher):
+    cdef dict _cache          # fsid + directory handle -> _Dir | None
+    cdef dict _mounts         # fsid -> an fd on that filesystem
+    cdef dict _marks          # fsid -> [root paths]
+    cdef dict _root_fsid      # root path -> fsid
+    cdef bint _unlimited
+    cdef unsigned long long _mask_now
+
+    cdef uint64_t _mask(self)
+    cdef _Dir _dir_for(self, const unsigned char *key, size_t klen)

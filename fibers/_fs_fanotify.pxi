@@ -1,0 +1,340 @@
+# fibers.fs on fanotify: one filesystem-wide mark per filesystem holding a
+# root, FID reporting with directory names (Linux 5.17+, CAP_SYS_ADMIN).
+#
+# Included by _fs.pyx.  How records become events:
+# - Each record names a directory by (fsid, file handle) and an entry in
+#   it.  The directory is looked up in a cache of handle -> tree node; a
+#   miss resolves the handle with open_by_handle_at(O_PATH) + readlink,
+#   and a directory outside the roots (or excluded) is cached as None, so
+#   the rest of the filesystem costs one dict lookup per event.  A rename
+#   moves the node, so the cache stays right; a deleted node is dead and
+#   re-resolved (and fails: the handle is stale).
+# - Renames come as one FAN_RENAME record with the old and the new
+#   directory and name; a side outside the roots makes it a deletion or a
+#   creation.
+# - The kernel merges queued events on one entry into one mask.  Create and
+#   delete together are ordered by lstat and by whether the tree held the
+#   name before; the other kinds are reported created, modified, attrib,
+#   closed_write, deleted.
+# - The mark sees inside a new directory from the moment it exists, so
+#   unlike inotify a new directory needs no listing; one moved in from
+#   outside the roots does.
+
+from libc.stdint cimport uint64_t, int32_t
+
+cdef extern from "fib_fs.h":
+    ctypedef struct fib_fs_fan:
+        uint64_t mask
+        int32_t pid
+        const unsigned char *dkey
+        size_t dkey_len
+        const char *name
+        size_t nlen
+        const unsigned char *dkey2
+        size_t dkey2_len
+        const char *name2
+        size_t nlen2
+        const unsigned char *tkey
+        size_t tkey_len
+    int fib_fs_fan_next(const char *buf, size_t len, size_t *off,
+                        fib_fs_fan *ev)
+    ssize_t fib_fs_fan_path(int mount_fd, const unsigned char *key,
+                            size_t klen, char *out, size_t cap)
+    int fib_fs_fsid(const char *path, unsigned char *out)
+    int fanotify_init(unsigned flags, unsigned event_f_flags)
+    int fanotify_mark(int fd, unsigned flags, uint64_t mask, int dirfd,
+                      const char *path)
+    enum:
+        FAN_CLASS_NOTIF
+        FAN_CLOEXEC
+        FAN_NONBLOCK
+        FAN_UNLIMITED_QUEUE
+        FAN_REPORT_DFID_NAME_TARGET
+        FAN_MARK_ADD
+        FAN_MARK_REMOVE
+        FAN_MARK_FILESYSTEM
+        FAN_CREATE
+        FAN_DELETE
+        FAN_MODIFY
+        FAN_ATTRIB
+        FAN_CLOSE_WRITE
+        FAN_RENAME
+        FAN_ONDIR
+        FAN_Q_OVERFLOW
+        AT_FDCWD
+        O_RDONLY
+        O_CLOEXEC
+        O_DIRECTORY
+
+
+class _MarkRefused(Exception):
+    # The filesystem refuses a FID mark (EXDEV, ENODEV, EOPNOTSUPP): the
+    # automatic choice falls back to inotify.
+    pass
+
+
+cdef object _fan_reason = False
+
+
+def _fanotify_unavailable():
+    """None if a fanotify watcher can run here, else why not (cached)."""
+    global _fan_reason
+    cdef int fd, err
+    if _fan_reason is not False:
+        return _fan_reason
+    fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK |
+                       FAN_REPORT_DFID_NAME_TARGET, O_RDONLY)
+    if fd < 0:
+        err = errno
+        if err == _errno.EPERM:
+            why = "it needs CAP_SYS_ADMIN (run as root)"
+        elif err == _errno.EINVAL:
+            why = ("the kernel lacks FAN_REPORT_DFID_NAME_TARGET "
+                   "(Linux 5.17 or later is needed)")
+        elif err == _errno.ENOSYS:
+            why = "the kernel was built without fanotify"
+        else:
+            why = f"fanotify_init: {os.strerror(err)}"
+        _fan_reason = why
+        return why
+    # FAN_RENAME is 5.17's; an older kernel refuses it in the mask.
+    # Since 5.13 an unprivileged fanotify_init succeeds, but filesystem
+    # marks still need CAP_SYS_ADMIN; and FAN_RENAME is 5.17's.
+    _fan_reason = None
+    if fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
+                     FAN_RENAME | FAN_ONDIR, AT_FDCWD, b"/") < 0:
+        err = errno
+        if err == _errno.EPERM:
+            _fan_reason = ("filesystem marks need CAP_SYS_ADMIN (run as "
+                           "root)")
+        elif err == _errno.EINVAL:
+            _fan_reason = ("the kernel lacks FAN_RENAME (Linux 5.17 or "
+                           "later is needed)")
+    c_close(fd)
+    return _fan_reason
+
+
+cdef class _FanotifyWatcher(Watcher):
+
+    cdef int _open(self) except -1:
+        cdef unsigned flags = (FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK |
+                               FAN_REPORT_DFID_NAME_TARGET)
+        cdef int fd
+        self._backend_name = "fanotify"
+        self._cache = {}
+        self._mounts = {}
+        self._marks = {}
+        self._root_fsid = {}
+        if self._unlimited:
+            flags |= FAN_UNLIMITED_QUEUE
+        fd = fanotify_init(flags, O_RDONLY)
+        if fd < 0:
+            raise OSError(errno, f"fanotify_init: {os.strerror(errno)}")
+        self._fd = fd
+        self._mask_now = self._mask()
+        return 0
+
+    cdef uint64_t _mask(self):
+        cdef uint64_t m = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR
+        if self._kinds & K_MODIFIED:
+            m |= FAN_MODIFY
+        if self._kinds & K_CLOSED_WRITE:
+            m |= FAN_CLOSE_WRITE
+        if self._kinds & K_ATTRIB:
+            m |= FAN_ATTRIB
+        return m
+
+    cdef int _watch_root(self, _Dir d) except -1:
+        cdef unsigned char fsid[8]
+        cdef int rc = fib_fs_fsid(PyBytes_AS_STRING(d.path), fsid)
+        cdef int err
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc), os.fsdecode(d.path))
+        key = PyBytes_FromStringAndSize(<char *>fsid, 8)
+        if key not in self._marks:
+            if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
+                             self._mask_now, AT_FDCWD,
+                             PyBytes_AS_STRING(d.path)) < 0:
+                err = errno
+                if err in (_errno.EXDEV, _errno.ENODEV, _errno.EOPNOTSUPP,
+                           _errno.EINVAL):
+                    raise _MarkRefused(err, os.fsdecode(d.path))
+                raise OSError(err, f"fanotify_mark: {os.strerror(err)}",
+                              os.fsdecode(d.path))
+            self._mounts[key] = os.open(d.path, os.O_RDONLY | os.O_DIRECTORY
+                                        | os.O_CLOEXEC)
+            self._marks[key] = []
+        self._marks[key].append(d.path)
+        self._root_fsid[d.path] = key
+        self._cache.clear()
+        return 0
+
+    cdef int _unwatch_root(self, _Dir d) except -1:
+        key = self._root_fsid.pop(d.path, None)
+        if key is None:
+            return 0
+        paths = self._marks[key]
+        paths.remove(d.path)
+        if not paths:
+            fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
+                          self._mask_now, AT_FDCWD, PyBytes_AS_STRING(d.path))
+            del self._marks[key]
+            os.close(self._mounts.pop(key))
+        self._cache.clear()
+        return 0
+
+    cdef int _apply_mask(self) except -1:
+        cdef uint64_t new = self._mask(), old = self._mask_now
+        for key, paths in self._marks.items():
+            p = <bytes>paths[0]
+            if new & ~old:
+                if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
+                                 new, AT_FDCWD, PyBytes_AS_STRING(p)) < 0:
+                    raise OSError(errno, f"fanotify_mark: "
+                                  f"{os.strerror(errno)}")
+            if old & ~new:
+                if fanotify_mark(self._fd,
+                                 FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
+                                 old & ~new, AT_FDCWD,
+                                 PyBytes_AS_STRING(p)) < 0:
+                    raise OSError(errno, f"fanotify_mark: "
+                                  f"{os.strerror(errno)}")
+        self._mask_now = new
+        return 0
+
+    cdef int _n_watches(self):
+        return len(self._marks)
+
+    cdef int _close_fd(self) except -1:
+        Watcher._close_fd(self)
+        if self._mounts:
+            for fd in self._mounts.values():
+                os.close(fd)
+            self._mounts.clear()
+        return 0
+
+    cdef _Dir _dir_for(self, const unsigned char *key, size_t klen):
+        # The tree node of the directory a record names, or None when it is
+        # outside the roots, excluded, or gone.
+        cdef ssize_t n
+        cdef _Dir node
+        k = PyBytes_FromStringAndSize(<const char *>key, klen)
+        v = self._cache.get(k, self)
+        if v is not self and (v is None or not (<_Dir>v).dead):
+            return <_Dir>v
+        mfd = self._mounts.get(k[:8])
+        node = None
+        if mfd is not None:
+            n = fib_fs_fan_path(<int>mfd, key, klen, self._pbuf2, PATHCAP)
+            if n > 0:
+                p = PyBytes_FromStringAndSize(self._pbuf2, n)
+                # Only a directory the tree already holds: the handle is
+                # resolved now, but the event happened earlier, perhaps
+                # before the directory was moved in from outside.
+                if not p.endswith(b" (deleted)"):
+                    node = self._node_at(p, False)
+        if len(self._cache) >= 65536:
+            self._cache.clear()
+        self._cache[k] = node
+        return node
+
+    cdef int _parse(self, ssize_t n) except -1:
+        cdef fib_fs_fan ev
+        cdef size_t off = 0
+        cdef int rc, mods
+        cdef uint64_t m
+        cdef _Dir d, d2
+        cdef Py_ssize_t k
+        cdef bint isdir, prior
+        while True:
+            rc = fib_fs_fan_next(self._buf, <size_t>n, &off, &ev)
+            if rc <= 0:
+                if rc < 0:
+                    raise OSError(-rc, "fibers.fs: a malformed fanotify "
+                                  "record")
+                return 0
+            m = ev.mask
+            if m & FAN_Q_OVERFLOW:
+                self._overflowed()
+                continue
+            if ev.dkey == NULL:
+                continue
+            d = self._dir_for(ev.dkey, ev.dkey_len)
+            if d is not None and not self._recursive and d.parent is not None:
+                d = None
+            isdir = (m & FAN_ONDIR) != 0
+            if m & FAN_RENAME:
+                d2 = None
+                if ev.dkey2 != NULL:
+                    d2 = self._dir_for(ev.dkey2, ev.dkey2_len)
+                    if d2 is not None and not self._recursive and \
+                            d2.parent is not None:
+                        d2 = None
+                if d is None and d2 is None:
+                    continue
+                name = PyBytes_FromStringAndSize(ev.name2, ev.nlen2)
+                self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),
+                            d2, name, isdir, ev.pid)
+                if isdir and d2 is not None:
+                    if d is None:
+                        # Directories below it may be cached as outside.
+                        self._cache.clear()
+                    c = d2.entries.get(name)
+                    if type(c) is _Dir and ev.tkey != NULL:
+                        self._cache[PyBytes_FromStringAndSize(
+                            <const char *>ev.tkey, ev.tkey_len)] = c
+                continue
+            if d is None:
+                continue
+            if ev.nlen == 0 or (ev.nlen == 1 and ev.name[0] == b'.'):
+                # An event on the directory itself (its attributes): the
+                # record names the directory, with "." for a name.
+                if m & FAN_ATTRIB:
+                    if d.parent is None:
+                        self._emit_path(K_ATTRIB, d.path, True, ev.pid)
+                    else:
+                        self._changed(d.parent, d.name, K_ATTRIB, True,
+                                      ev.pid)
+                continue
+            k = self._path_in(self._pbuf, d, ev.name, ev.nlen)
+            if k < 0 or self._excluded(self._pbuf, k, ev.name):
+                continue
+            name = PyBytes_FromStringAndSize(ev.name, ev.nlen)
+            pid = ev.pid
+            mods = 0
+            if m & FAN_MODIFY:
+                mods |= K_MODIFIED
+            if m & FAN_ATTRIB:
+                mods |= K_ATTRIB
+            if m & FAN_CLOSE_WRITE:
+                mods |= K_CLOSED_WRITE
+            if m & FAN_CREATE and m & FAN_DELETE:
+                # Merged: which came first?  What is there now, and what the
+                # tree held before, tell.
+                prior = name in d.entries
+                now = _lstat_now(PyBytes_FromStringAndSize(self._pbuf, k))
+                if now is not None:
+                    if prior:
+                        self._deleted(d, name, pid)
+                    self._created(d, name, now[0], pid, mods, False)
+                else:
+                    if not prior:
+                        self._created(d, name, isdir, pid, mods, False)
+                    self._deleted(d, name, pid)
+            elif m & FAN_CREATE:
+                self._created(d, name, isdir, pid, mods, False)
+                if isdir and ev.tkey != NULL:
+                    # The new directory's own handle: events inside it
+                    # resolve without open_by_handle_at, even once it is
+                    # gone again.
+                    c = d.entries.get(name)
+                    if type(c) is _Dir:
+                        self._cache[PyBytes_FromStringAndSize(
+                            <const char *>ev.tkey, ev.tkey_len)] = c
+            elif m & FAN_DELETE:
+                if mods:
+                    self._changed(d, name, mods, isdir, pid)
+                self._deleted(d, name, pid)
+            elif mods:
+                self._changed(d, name, mods, isdir, pid)
+        return 0

@@ -1,0 +1,218 @@
+# fibers.fs on inotify: one watch per directory, made recursive by hand.
+#
+# Included by _fs.pyx.  The hard parts, as Watchman does them:
+# - A new directory is watched *before* it is listed, and the listing
+#   reports what is already inside (`mkdir -p a/b/c && touch a/b/c/f`
+#   happens faster than any watcher can add three watches).  Whatever the
+#   listing and the queued events both report is deduplicated by the tree.
+# - IN_MOVED_FROM / IN_MOVED_TO pair by cookie.  The pair is adjacent in
+#   the queue, but a read may end between them, so an unpaired FROM waits
+#   up to 5 ms for the next read; anything else that arrives first, or the
+#   grace running out, makes it a deletion (a move out of the tree).  An
+#   unpaired TO is a creation, listed like a new directory.
+# - Watches are forgotten on IN_IGNORED; ENOSPC (max_user_watches) is an
+#   'error' event naming the directory left unwatched, never swallowed.
+
+from libc.stdint cimport uint32_t
+
+cdef extern from "fib_fs.h":
+    ctypedef struct fib_fs_ino:
+        int wd
+        uint32_t mask
+        uint32_t cookie
+        const char *name
+        size_t nlen
+    int fib_fs_ino_next(const char *buf, size_t len, size_t *off,
+                        fib_fs_ino *ev)
+    int inotify_init1(int flags)
+    int inotify_add_watch(int fd, const char *path, uint32_t mask)
+    int inotify_rm_watch(int fd, int wd)
+    enum:
+        IN_NONBLOCK
+        IN_CLOEXEC
+        IN_CREATE
+        IN_DELETE
+        IN_MODIFY
+        IN_CLOSE_WRITE
+        IN_ATTRIB
+        IN_MOVED_FROM
+        IN_MOVED_TO
+        IN_DELETE_SELF
+        IN_MOVE_SELF
+        IN_ONLYDIR
+        IN_DONT_FOLLOW
+        IN_EXCL_UNLINK
+        IN_Q_OVERFLOW
+        IN_IGNORED
+        IN_ISDIR
+
+
+cdef class _InotifyWatcher(Watcher):
+
+    cdef int _open(self) except -1:
+        cdef int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        self._backend_name = "inotify"
+        self._by_wd = []
+        self._nw = 0
+        if fd < 0:
+            raise OSError(errno, f"inotify_init1: {os.strerror(errno)}")
+        self._fd = fd
+        return 0
+
+    cdef uint32_t _mask(self):
+        cdef uint32_t m = (IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+                           IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
+                           IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+        if self._kinds & K_MODIFIED:
+            m |= IN_MODIFY
+        if self._kinds & K_CLOSED_WRITE:
+            m |= IN_CLOSE_WRITE
+        if self._kinds & K_ATTRIB:
+            m |= IN_ATTRIB
+        return m
+
+    cdef int _add_watch(self, _Dir d) except -1:
+        # 0, or the errno of a refusal.
+        cdef int wd = inotify_add_watch(self._fd, PyBytes_AS_STRING(d.path),
+                                        self._mask())
+        if wd < 0:
+            return errno
+        while len(self._by_wd) <= wd:
+            self._by_wd.append(None)
+        if self._by_wd[wd] is None:
+            self._nw += 1
+        self._by_wd[wd] = d
+        d.wd = wd
+        return 0
+
+    cdef int _watch_root(self, _Dir d) except -1:
+        cdef int err = self._add_watch(d)
+        if err:
+            raise OSError(err, f"inotify_add_watch: {os.strerror(err)}",
+                          os.fsdecode(d.path))
+        return 0
+
+    cdef int _watch_dir(self, _Dir d) except -1:
+        cdef int err = self._add_watch(d)
+        if err and err != _errno.ENOENT and err != _errno.ENOTDIR:
+            # Out of watches (ENOSPC) or not allowed: say which subtree is
+            # blind now, and keep watching the rest.
+            self._emit_error(d.path, err)
+        return 0
+
+    cdef int _forget(self, _Dir d) except -1:
+        if d.wd >= 0:
+            inotify_rm_watch(self._fd, d.wd)   # EINVAL if already gone
+            if d.wd < len(self._by_wd) and self._by_wd[d.wd] is d:
+                self._by_wd[d.wd] = None
+                self._nw -= 1
+            d.wd = -1
+        return 0
+
+    cdef int _apply_mask(self) except -1:
+        cdef uint32_t m = self._mask()
+        cdef _Dir d
+        cdef int wd
+        for d in list(self._by_wd):
+            if d is None or d.wd < 0:
+                continue
+            # Re-adding a watched path replaces its mask, same wd.
+            wd = inotify_add_watch(self._fd, PyBytes_AS_STRING(d.path), m)
+            if wd >= 0 and wd != d.wd and (wd >= len(self._by_wd) or
+                                           self._by_wd[wd] is None):
+                inotify_rm_watch(self._fd, wd)   # the path moved under us
+        return 0
+
+    cdef int _n_watches(self):
+        return self._nw
+
+    cdef int _flush_pending(self) except -1:
+        # An unpaired MOVED_FROM: the entry left the tree.
+        cdef _Dir d
+        if self._pending is not None:
+            p = self._pending
+            self._pending = None
+            d = <_Dir>p[1]
+            if not d.dead:
+                self._deleted(d, p[2], None)
+        return 0
+
+    cdef int _parse(self, ssize_t n) except -1:
+        cdef fib_fs_ino ev
+        cdef size_t off = 0
+        cdef int rc, bits
+        cdef uint32_t m
+        cdef _Dir d
+        cdef Py_ssize_t k
+        cdef bint isdir
+        while True:
+            rc = fib_fs_ino_next(self._buf, <size_t>n, &off, &ev)
+            if rc <= 0:
+                if rc < 0:
+                    raise OSError(-rc, "fibers.fs: a truncated inotify "
+                                  "record")
+                return 0
+            m = ev.mask
+            if m & IN_Q_OVERFLOW:
+                self._flush_pending()
+                self._overflowed()
+                continue
+            if ev.wd < 0 or ev.wd >= len(self._by_wd):
+                continue
+            d = <_Dir>self._by_wd[ev.wd]
+            if d is None:
+                continue
+            if self._pending is not None and not (
+                    m & IN_MOVED_TO and ev.cookie == self._pending[0]):
+                self._flush_pending()
+            if m & IN_IGNORED:
+                if d.wd == ev.wd:
+                    self._by_wd[ev.wd] = None
+                    self._nw -= 1
+                    d.wd = -1
+                continue
+            if ev.nlen == 0:
+                # The watched directory itself.  Its parent's watch reports
+                # the same change by name, except for a root.
+                if d.parent is None and not d.dead:
+                    if m & (IN_DELETE_SELF | IN_MOVE_SELF):
+                        self._emit_path(K_DELETED, d.path, True, None)
+                        self._roots.remove(d)
+                        self._drop_subtree(d, False, None)
+                    elif m & IN_ATTRIB:
+                        self._emit_path(K_ATTRIB, d.path, True, None)
+                continue
+            isdir = (m & IN_ISDIR) != 0
+            if not (m & (IN_MOVED_FROM | IN_MOVED_TO)):
+                # Excluded: dropped here, before any Python object.
+                k = self._path_in(self._pbuf, d, ev.name, ev.nlen)
+                if k < 0 or self._excluded(self._pbuf, k, ev.name):
+                    continue
+            name = PyBytes_FromStringAndSize(ev.name, ev.nlen)
+            if m & IN_CREATE:
+                self._created(d, name, isdir, None, 0, True)
+            bits = 0
+            if m & IN_MODIFY:
+                bits |= K_MODIFIED
+            if m & IN_ATTRIB:
+                bits |= K_ATTRIB
+            if m & IN_CLOSE_WRITE:
+                bits |= K_CLOSED_WRITE
+            if bits:
+                self._changed(d, name, bits, isdir, None)
+            if m & IN_DELETE:
+                self._deleted(d, name, None)
+            if m & IN_MOVED_FROM:
+                self._pending = (ev.cookie, d, name, isdir)
+            if m & IN_MOVED_TO:
+                if self._pending is not None:
+                    p = self._pending
+                    self._pending = None
+                    if (<_Dir>p[1]).dead:
+                        self._created(d, name, isdir, None, 0, True)
+                    else:
+                        self._moved(<_Dir>p[1], <bytes>p[2], d, name, isdir,
+                                    None)
+                else:
+                    self._created(d, name, isdir, None, 0, True)
+        return 0

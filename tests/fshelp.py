@@ -1,0 +1,114 @@
+"""Helpers for the fibers.fs tests: a scheduler per (fs backend, pump
+backend) pair, draining a watcher, and a model that applies events."""
+import os
+
+import pytest
+
+import fibers
+import fibers.fs
+from iohelp import skip_unless_backend_runs
+
+# Each fs backend runs on each pump backend in the small tests; the heavy
+# ones take one pairing per fs backend.
+PAIRS = [("inotify", "io_uring"), ("fanotify", "epoll"),
+         ("inotify", "epoll"), ("fanotify", "io_uring")]
+HEAVY = PAIRS[:2]
+
+
+def skip_unless_fs_backend_runs(name):
+    why = fibers.fs.backends()[name]
+    if why is not None:
+        pytest.skip(f"fibers.fs backend {name} cannot run here: {why}")
+
+
+class Env:
+    def __init__(self, fs_backend, pump, root):
+        skip_unless_fs_backend_runs(fs_backend)
+        skip_unless_backend_runs(pump)
+        self.fs = fs_backend
+        self.sched = fibers.Scheduler(
+            clock=fibers.VirtualClock(autojump=True), backend=pump)
+        self.root = os.path.realpath(root)
+
+    def run(self, fn, *args):
+        return self.sched.run(fn, *args)
+
+    def watch(self, paths=None, **kw):
+        kw.setdefault("backend", self.fs)
+        return fibers.fs.watch(self.root if paths is None else paths, **kw)
+
+    def p(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def rel(self, path):
+        return None if path is None else os.path.relpath(path, self.root)
+
+    def close(self):
+        self.sched.close()
+
+
+_sync = [0]
+
+
+def is_sync(path):
+    return path is not None and os.path.basename(path).startswith(".sync-")
+
+
+def quiet(w, where=None, limit=1_000_000):
+    """Every event caused so far, without guessing at timing: make a marker
+    file in `where` (default: the first root) and read until its creation
+    arrives; the kernel queues events in order and the watcher handles them
+    in order, so everything before the marker has been delivered.  The
+    markers' own events are left out."""
+    _sync[0] += 1
+    mark = os.path.join(where or w.roots[0], f".sync-{_sync[0]}")
+    open(mark, "w").close()
+    out = []
+    while len(out) < limit:
+        batch = w.get_batch(4096)
+        done = any(e.kind == "created" and e.path == mark for e in batch)
+        out += [e for e in batch if not is_sync(e.path)
+                and not is_sync(e.src_path)]
+        if done:
+            os.unlink(mark)
+            return out
+    raise AssertionError("the marker never arrived")
+
+
+def until(w, pred, limit=1_000_000):
+    """Events until pred(events) holds; bounded by `limit` events."""
+    out = []
+    while len(out) < limit:
+        out += w.get_batch(4096)
+        if pred(out):
+            return out
+    raise AssertionError("the condition never held")
+
+
+def tree(root):
+    """The set of paths under root (not root itself), as a model holds it."""
+    out = set()
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            out.add(os.path.join(dirpath, n))
+    return out
+
+
+def apply(model, events):
+    """Apply events to a set of paths: created adds, deleted removes, moved
+    renames (with the subtree of a directory)."""
+    for ev in events:
+        if ev.kind == "created":
+            model.add(ev.path)
+        elif ev.kind == "deleted":
+            model.discard(ev.path)
+        elif ev.kind == "moved":
+            src = ev.src_path
+            model.discard(src)
+            model.add(ev.path)
+            if ev.is_dir:
+                pre = src + "/"
+                for p in [p for p in model if p.startswith(pre)]:
+                    model.discard(p)
+                    model.add(ev.path + p[len(src):])
+    return model
