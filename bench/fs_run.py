@@ -39,7 +39,10 @@ A sample whose watcher waited for its CPU (schedstat run-queue wait) for
 more than BUSY_WAIT of its time was contended by some other process; it is
 flagged in the JSON and the report warns.  Inotify-based contenders are
 subject to fs.inotify.max_queued_events (recorded in the JSON): a reader
-that falls further behind than that loses events (an overflow).
+that falls further behind than that loses events (an overflow).  fibers.fs
+on fanotify marks the whole filesystem and drops what is outside the root
+itself, so other activity on that filesystem costs it CPU here: --dir can
+put the trees on a filesystem of their own.
 
 Every wait is bounded: READY, the writer (its own alarm() and a timeout
 here), the watcher (its own --timeout, then SIGKILL to its process group
@@ -450,7 +453,9 @@ def main(argv=None):
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--dir", default=None,
-                    help="where the watched trees are made (default: a temp dir)")
+                    help="where the watched trees are made (default: a temp dir; "
+                         "a filesystem of their own keeps unrelated activity "
+                         "out of fanotify's filesystem-wide mark)")
     ap.add_argument("--md", default=os.path.join(ROOT, "bench", "results", "fs.md"),
                     help="where to write the markdown report")
     ap.add_argument("--json", default=None, help="where to save all samples")
