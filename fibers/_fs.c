@@ -1986,7 +1986,7 @@ static struct __pyx_vtabstruct_6fibers_3_fs__InotifyWatcher *__pyx_vtabptr_6fibe
  * 
  * cdef class _FanotifyWatcher(Watcher):             # <<<<<<<<<<<<<<
  * 
- *     cdef int _open(self) except -1:
+ *     def __dealloc__(self):
 */
 
 struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher {
@@ -2994,6 +2994,11 @@ static CYTHON_INLINE int __Pyx_PyObject_CompareBoolNe_int_object(PyObject *op1, 
 /* PyObjectCompare.proto */
 static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_int_object(PyObject *op1, PyObject *op2, int pyop);
 
+/* WriteUnraisableException.proto */
+static void __Pyx_WriteUnraisable(const char *name, int clineno,
+                                  int lineno, const char *filename,
+                                  int full_traceback, int nogil);
+
 /* PyNumberBinop.proto */
 #if CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_GRAAL || CYTHON_COMPILING_IN_LIMITED_API
 #define __Pyx_PyNumber_Or_object_object(op1, op2)  PyNumber_Or(op1, op2)
@@ -3770,8 +3775,9 @@ static PyObject *__pyx_pf_6fibers_3_fs_7Watcher_42__setstate_cython__(CYTHON_UNU
 static PyObject *__pyx_pf_6fibers_3_fs_15_InotifyWatcher___reduce_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__InotifyWatcher *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_6fibers_3_fs_15_InotifyWatcher_2__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__InotifyWatcher *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6fibers_3_fs_8_fanotify_unavailable(CYTHON_UNUSED PyObject *__pyx_self); /* proto */
-static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher___reduce_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher_2__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
+static void __pyx_pf_6fibers_3_fs_16_FanotifyWatcher___dealloc__(struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher_2__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher_4__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6fibers_3_fs_10backends(CYTHON_UNUSED PyObject *__pyx_self); /* proto */
 static PyObject *__pyx_pf_6fibers_3_fs_18__defaults__(CYTHON_UNUSED PyObject *__pyx_self); /* proto */
 static PyObject *__pyx_pf_6fibers_3_fs_12watch(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_paths, PyObject *__pyx_v_events, PyObject *__pyx_v_recursive, PyObject *__pyx_v_exclude, PyObject *__pyx_v_backend, PyObject *__pyx_v_snapshot, PyObject *__pyx_v_max_queue, PyObject *__pyx_v_unlimited_queue); /* proto */
@@ -30497,6 +30503,127 @@ static PyObject *__pyx_pf_6fibers_3_fs_8_fanotify_unavailable(CYTHON_UNUSED PyOb
 /* "fibers/_fs_fanotify.pxi":119
  * cdef class _FanotifyWatcher(Watcher):
  * 
+ *     def __dealloc__(self):             # <<<<<<<<<<<<<<
+ *         # Never closed (and its scheduler gone): the fds on each filesystem
+ *         # go with it, as the notification fd does in Watcher's.
+*/
+
+/* Python wrapper */
+static void __pyx_pw_6fibers_3_fs_16_FanotifyWatcher_1__dealloc__(PyObject *__pyx_v_self); /*proto*/
+static void __pyx_pw_6fibers_3_fs_16_FanotifyWatcher_1__dealloc__(PyObject *__pyx_v_self) {
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__dealloc__ (wrapper)", 0);
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  __pyx_pf_6fibers_3_fs_16_FanotifyWatcher___dealloc__(((struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self));
+
+  /* function exit code */
+  __Pyx_RefNannyFinishContext();
+}
+
+static void __pyx_pf_6fibers_3_fs_16_FanotifyWatcher___dealloc__(struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self) {
+  PyObject *__pyx_v_fd = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  PyObject *__pyx_t_2 = NULL;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  int __pyx_t_5;
+  PyObject *__pyx_t_6 = NULL;
+  int __pyx_t_7;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__dealloc__", 0);
+
+  /* "fibers/_fs_fanotify.pxi":122
+ *         # Never closed (and its scheduler gone): the fds on each filesystem
+ *         # go with it, as the notification fd does in Watcher's.
+ *         if self._mounts:             # <<<<<<<<<<<<<<
+ *             for fd in self._mounts.values():
+ *                 c_close(<int>fd)
+*/
+  if (__pyx_v_self->_mounts == Py_None) __pyx_t_1 = 0;
+  else
+  {
+    Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_self->_mounts);
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(4, 122, __pyx_L1_error)
+    __pyx_t_1 = (__pyx_temp != 0);
+  }
+
+  if (__pyx_t_1) {
+
+
+    /* "fibers/_fs_fanotify.pxi":123
+ *         # go with it, as the notification fd does in Watcher's.
+ *         if self._mounts:
+ *             for fd in self._mounts.values():             # <<<<<<<<<<<<<<
+ *                 c_close(<int>fd)
+ * 
+*/
+    __pyx_t_3 = 0;
+    if (unlikely(__pyx_v_self->_mounts == Py_None)) {
+      PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "values");
+      __PYX_ERR(4, 123, __pyx_L1_error)
+    }
+    __pyx_t_6 = __Pyx_dict_iterator(__pyx_v_self->_mounts, 1, __pyx_mstate_global->__pyx_n_u_values, (&__pyx_t_4), (&__pyx_t_5)); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 123, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __Pyx_XDECREF(__pyx_t_2);
+    __pyx_t_2 = __pyx_t_6;
+    __pyx_t_6 = 0;
+    while (1) {
+      __pyx_t_7 = __Pyx_dict_iter_next(__pyx_t_2, __pyx_t_4, &__pyx_t_3, NULL, &__pyx_t_6, NULL, __pyx_t_5);
+      if (unlikely(__pyx_t_7 == 0)) break;
+      if (unlikely(__pyx_t_7 == -1)) __PYX_ERR(4, 123, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_6);
+      __Pyx_XDECREF_SET(__pyx_v_fd, __pyx_t_6);
+      __pyx_t_6 = 0;
+
+      /* "fibers/_fs_fanotify.pxi":124
+ *         if self._mounts:
+ *             for fd in self._mounts.values():
+ *                 c_close(<int>fd)             # <<<<<<<<<<<<<<
+ * 
+ *     cdef int _open(self) except -1:
+*/
+      __pyx_t_7 = __Pyx_PyLong_As_int(__pyx_v_fd); if (unlikely((__pyx_t_7 == (int)-1) && PyErr_Occurred())) __PYX_ERR(4, 124, __pyx_L1_error)
+      (void)(close(((int)__pyx_t_7)));
+
+    }
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+    /* "fibers/_fs_fanotify.pxi":122
+ *         # Never closed (and its scheduler gone): the fds on each filesystem
+ *         # go with it, as the notification fd does in Watcher's.
+ *         if self._mounts:             # <<<<<<<<<<<<<<
+ *             for fd in self._mounts.values():
+ *                 c_close(<int>fd)
+*/
+  }
+
+  /* "fibers/_fs_fanotify.pxi":119
+ * cdef class _FanotifyWatcher(Watcher):
+ * 
+ *     def __dealloc__(self):             # <<<<<<<<<<<<<<
+ *         # Never closed (and its scheduler gone): the fds on each filesystem
+ *         # go with it, as the notification fd does in Watcher's.
+*/
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_WriteUnraisable("fibers._fs._FanotifyWatcher.__dealloc__", __pyx_clineno, __pyx_lineno, __pyx_filename, 1, 0);
+  __pyx_L0:;
+  __Pyx_XDECREF(__pyx_v_fd);
+
+  __Pyx_RefNannyFinishContext();
+}
+
+/* "fibers/_fs_fanotify.pxi":126
+ *                 c_close(<int>fd)
+ * 
  *     cdef int _open(self) except -1:             # <<<<<<<<<<<<<<
  *         cdef unsigned flags = (FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK |
  *                                FAN_REPORT_DFID_NAME_TARGET)
@@ -30522,7 +30649,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_open", 0);
 
-  /* "fibers/_fs_fanotify.pxi":120
+  /* "fibers/_fs_fanotify.pxi":127
  * 
  *     cdef int _open(self) except -1:
  *         cdef unsigned flags = (FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK |             # <<<<<<<<<<<<<<
@@ -30531,7 +30658,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
 */
   __pyx_v_flags = (((FAN_CLASS_NOTIF | FAN_CLOEXEC) | FAN_NONBLOCK) | FAN_REPORT_DFID_NAME_TARGET);
 
-  /* "fibers/_fs_fanotify.pxi":123
+  /* "fibers/_fs_fanotify.pxi":130
  *                                FAN_REPORT_DFID_NAME_TARGET)
  *         cdef int fd
  *         self._backend_name = "fanotify"             # <<<<<<<<<<<<<<
@@ -30543,63 +30670,63 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
   __Pyx_GOTREF(__pyx_v_self->__pyx_base._backend_name);
   __Pyx_DECREF_SET(__pyx_v_self->__pyx_base._backend_name, __pyx_mstate_global->__pyx_n_u_fanotify);
 
-  /* "fibers/_fs_fanotify.pxi":124
+  /* "fibers/_fs_fanotify.pxi":131
  *         cdef int fd
  *         self._backend_name = "fanotify"
  *         self._cache = {}             # <<<<<<<<<<<<<<
  *         self._mounts = {}
  *         self._marks = {}
 */
-  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 124, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 131, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->_cache);
   __Pyx_DECREF_SET(__pyx_v_self->_cache, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":125
+  /* "fibers/_fs_fanotify.pxi":132
  *         self._backend_name = "fanotify"
  *         self._cache = {}
  *         self._mounts = {}             # <<<<<<<<<<<<<<
  *         self._marks = {}
  *         self._root_fsid = {}
 */
-  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 125, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 132, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->_mounts);
   __Pyx_DECREF_SET(__pyx_v_self->_mounts, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":126
+  /* "fibers/_fs_fanotify.pxi":133
  *         self._cache = {}
  *         self._mounts = {}
  *         self._marks = {}             # <<<<<<<<<<<<<<
  *         self._root_fsid = {}
  *         if self._unlimited:
 */
-  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 126, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 133, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->_marks);
   __Pyx_DECREF_SET(__pyx_v_self->_marks, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":127
+  /* "fibers/_fs_fanotify.pxi":134
  *         self._mounts = {}
  *         self._marks = {}
  *         self._root_fsid = {}             # <<<<<<<<<<<<<<
  *         if self._unlimited:
  *             flags |= FAN_UNLIMITED_QUEUE
 */
-  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 127, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 134, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->_root_fsid);
   __Pyx_DECREF_SET(__pyx_v_self->_root_fsid, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":128
+  /* "fibers/_fs_fanotify.pxi":135
  *         self._marks = {}
  *         self._root_fsid = {}
  *         if self._unlimited:             # <<<<<<<<<<<<<<
@@ -30608,7 +30735,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
 */
   if (__pyx_v_self->_unlimited) {
 
-    /* "fibers/_fs_fanotify.pxi":129
+    /* "fibers/_fs_fanotify.pxi":136
  *         self._root_fsid = {}
  *         if self._unlimited:
  *             flags |= FAN_UNLIMITED_QUEUE             # <<<<<<<<<<<<<<
@@ -30617,7 +30744,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
 */
     __pyx_v_flags = (__pyx_v_flags | FAN_UNLIMITED_QUEUE);
 
-    /* "fibers/_fs_fanotify.pxi":128
+    /* "fibers/_fs_fanotify.pxi":135
  *         self._marks = {}
  *         self._root_fsid = {}
  *         if self._unlimited:             # <<<<<<<<<<<<<<
@@ -30626,7 +30753,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":130
+  /* "fibers/_fs_fanotify.pxi":137
  *         if self._unlimited:
  *             flags |= FAN_UNLIMITED_QUEUE
  *         fd = fanotify_init(flags, O_RDONLY)             # <<<<<<<<<<<<<<
@@ -30635,7 +30762,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
 */
   __pyx_v_fd = fanotify_init(__pyx_v_flags, O_RDONLY);
 
-  /* "fibers/_fs_fanotify.pxi":131
+  /* "fibers/_fs_fanotify.pxi":138
  *             flags |= FAN_UNLIMITED_QUEUE
  *         fd = fanotify_init(flags, O_RDONLY)
  *         if fd < 0:             # <<<<<<<<<<<<<<
@@ -30647,7 +30774,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fibers/_fs_fanotify.pxi":132
+    /* "fibers/_fs_fanotify.pxi":139
  *         fd = fanotify_init(flags, O_RDONLY)
  *         if fd < 0:
  *             raise OSError(errno, f"fanotify_init: {os.strerror(errno)}")             # <<<<<<<<<<<<<<
@@ -30655,15 +30782,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
  *         self._mask_now = self._mask()
 */
     __pyx_t_3 = NULL;
-    __pyx_t_4 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 132, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 139, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_6 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 132, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 139, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 132, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 139, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    __pyx_t_7 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 132, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 139, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __pyx_t_9 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -30683,13 +30810,13 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
       __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 132, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 139, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
-    __pyx_t_8 = __Pyx_PyObject_FormatSimple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 132, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_FormatSimple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 139, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __pyx_t_5 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_init, __pyx_t_8); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 132, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_init, __pyx_t_8); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 139, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __pyx_t_9 = 1;
@@ -30699,14 +30826,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 132, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 139, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(4, 132, __pyx_L1_error)
+    __PYX_ERR(4, 139, __pyx_L1_error)
 
-    /* "fibers/_fs_fanotify.pxi":131
+    /* "fibers/_fs_fanotify.pxi":138
  *             flags |= FAN_UNLIMITED_QUEUE
  *         fd = fanotify_init(flags, O_RDONLY)
  *         if fd < 0:             # <<<<<<<<<<<<<<
@@ -30715,7 +30842,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":133
+  /* "fibers/_fs_fanotify.pxi":140
  *         if fd < 0:
  *             raise OSError(errno, f"fanotify_init: {os.strerror(errno)}")
  *         self._fd = fd             # <<<<<<<<<<<<<<
@@ -30724,17 +30851,17 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
 */
   __pyx_v_self->__pyx_base._fd = __pyx_v_fd;
 
-  /* "fibers/_fs_fanotify.pxi":134
+  /* "fibers/_fs_fanotify.pxi":141
  *             raise OSError(errno, f"fanotify_init: {os.strerror(errno)}")
  *         self._fd = fd
  *         self._mask_now = self._mask()             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-  __pyx_t_10 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_mask(__pyx_v_self); if (unlikely(PyErr_Occurred())) __PYX_ERR(4, 134, __pyx_L1_error)
+  __pyx_t_10 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_mask(__pyx_v_self); if (unlikely(PyErr_Occurred())) __PYX_ERR(4, 141, __pyx_L1_error)
   __pyx_v_self->_mask_now = __pyx_t_10;
 
-  /* "fibers/_fs_fanotify.pxi":135
+  /* "fibers/_fs_fanotify.pxi":142
  *         self._fd = fd
  *         self._mask_now = self._mask()
  *         return 0             # <<<<<<<<<<<<<<
@@ -30747,8 +30874,8 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":119
- * cdef class _FanotifyWatcher(Watcher):
+  /* "fibers/_fs_fanotify.pxi":126
+ *                 c_close(<int>fd)
  * 
  *     cdef int _open(self) except -1:             # <<<<<<<<<<<<<<
  *         cdef unsigned flags = (FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK |
@@ -30774,7 +30901,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__open(struct __pyx_obj_6fiber
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":137
+/* "fibers/_fs_fanotify.pxi":144
  *         return 0
  * 
  *     cdef uint64_t _mask(self):             # <<<<<<<<<<<<<<
@@ -30787,7 +30914,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
   uint64_t __pyx_r;
   int __pyx_t_1;
 
-  /* "fibers/_fs_fanotify.pxi":138
+  /* "fibers/_fs_fanotify.pxi":145
  * 
  *     cdef uint64_t _mask(self):
  *         cdef uint64_t m = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR             # <<<<<<<<<<<<<<
@@ -30796,7 +30923,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
 */
   __pyx_v_m = (((FAN_CREATE | FAN_DELETE) | FAN_RENAME) | FAN_ONDIR);
 
-  /* "fibers/_fs_fanotify.pxi":139
+  /* "fibers/_fs_fanotify.pxi":146
  *     cdef uint64_t _mask(self):
  *         cdef uint64_t m = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR
  *         if self._kinds & K_MODIFIED:             # <<<<<<<<<<<<<<
@@ -30808,7 +30935,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
   if (__pyx_t_1) {
 
 
-    /* "fibers/_fs_fanotify.pxi":140
+    /* "fibers/_fs_fanotify.pxi":147
  *         cdef uint64_t m = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR
  *         if self._kinds & K_MODIFIED:
  *             m |= FAN_MODIFY             # <<<<<<<<<<<<<<
@@ -30817,7 +30944,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
 */
     __pyx_v_m = (__pyx_v_m | FAN_MODIFY);
 
-    /* "fibers/_fs_fanotify.pxi":139
+    /* "fibers/_fs_fanotify.pxi":146
  *     cdef uint64_t _mask(self):
  *         cdef uint64_t m = FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_ONDIR
  *         if self._kinds & K_MODIFIED:             # <<<<<<<<<<<<<<
@@ -30826,7 +30953,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":141
+  /* "fibers/_fs_fanotify.pxi":148
  *         if self._kinds & K_MODIFIED:
  *             m |= FAN_MODIFY
  *         if self._kinds & K_CLOSED_WRITE:             # <<<<<<<<<<<<<<
@@ -30838,7 +30965,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
   if (__pyx_t_1) {
 
 
-    /* "fibers/_fs_fanotify.pxi":142
+    /* "fibers/_fs_fanotify.pxi":149
  *             m |= FAN_MODIFY
  *         if self._kinds & K_CLOSED_WRITE:
  *             m |= FAN_CLOSE_WRITE             # <<<<<<<<<<<<<<
@@ -30847,7 +30974,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
 */
     __pyx_v_m = (__pyx_v_m | FAN_CLOSE_WRITE);
 
-    /* "fibers/_fs_fanotify.pxi":141
+    /* "fibers/_fs_fanotify.pxi":148
  *         if self._kinds & K_MODIFIED:
  *             m |= FAN_MODIFY
  *         if self._kinds & K_CLOSED_WRITE:             # <<<<<<<<<<<<<<
@@ -30856,7 +30983,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":143
+  /* "fibers/_fs_fanotify.pxi":150
  *         if self._kinds & K_CLOSED_WRITE:
  *             m |= FAN_CLOSE_WRITE
  *         if self._kinds & K_ATTRIB:             # <<<<<<<<<<<<<<
@@ -30868,7 +30995,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
   if (__pyx_t_1) {
 
 
-    /* "fibers/_fs_fanotify.pxi":144
+    /* "fibers/_fs_fanotify.pxi":151
  *             m |= FAN_CLOSE_WRITE
  *         if self._kinds & K_ATTRIB:
  *             m |= FAN_ATTRIB             # <<<<<<<<<<<<<<
@@ -30877,7 +31004,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
 */
     __pyx_v_m = (__pyx_v_m | FAN_ATTRIB);
 
-    /* "fibers/_fs_fanotify.pxi":143
+    /* "fibers/_fs_fanotify.pxi":150
  *         if self._kinds & K_CLOSED_WRITE:
  *             m |= FAN_CLOSE_WRITE
  *         if self._kinds & K_ATTRIB:             # <<<<<<<<<<<<<<
@@ -30886,7 +31013,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":145
+  /* "fibers/_fs_fanotify.pxi":152
  *         if self._kinds & K_ATTRIB:
  *             m |= FAN_ATTRIB
  *         return m             # <<<<<<<<<<<<<<
@@ -30899,7 +31026,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":137
+  /* "fibers/_fs_fanotify.pxi":144
  *         return 0
  * 
  *     cdef uint64_t _mask(self):             # <<<<<<<<<<<<<<
@@ -30914,7 +31041,7 @@ static uint64_t __pyx_f_6fibers_3_fs_16_FanotifyWatcher__mask(struct __pyx_obj_6
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":147
+/* "fibers/_fs_fanotify.pxi":154
  *         return m
  * 
  *     cdef int _watch_root(self, _Dir d) except -1:             # <<<<<<<<<<<<<<
@@ -30947,7 +31074,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_watch_root", 0);
 
-  /* "fibers/_fs_fanotify.pxi":149
+  /* "fibers/_fs_fanotify.pxi":156
  *     cdef int _watch_root(self, _Dir d) except -1:
  *         cdef unsigned char fsid[8]
  *         cdef int rc = fib_fs_fsid(PyBytes_AS_STRING(d.path), fsid)             # <<<<<<<<<<<<<<
@@ -30959,7 +31086,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
   __pyx_v_rc = fib_fs_fsid(PyBytes_AS_STRING(__pyx_t_1), __pyx_v_fsid);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":151
+  /* "fibers/_fs_fanotify.pxi":158
  *         cdef int rc = fib_fs_fsid(PyBytes_AS_STRING(d.path), fsid)
  *         cdef int err
  *         if rc < 0:             # <<<<<<<<<<<<<<
@@ -30971,7 +31098,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fibers/_fs_fanotify.pxi":152
+    /* "fibers/_fs_fanotify.pxi":159
  *         cdef int err
  *         if rc < 0:
  *             raise OSError(-rc, os.strerror(-rc), os.fsdecode(d.path))             # <<<<<<<<<<<<<<
@@ -30979,15 +31106,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
  *         if key not in self._marks:
 */
     __pyx_t_3 = NULL;
-    __pyx_t_4 = __Pyx_PyLong_From_int((-__pyx_v_rc)); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 152, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_From_int((-__pyx_v_rc)); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 159, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_6 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 152, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 159, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 152, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 159, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    __pyx_t_7 = __Pyx_PyLong_From_int((-__pyx_v_rc)); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 152, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyLong_From_int((-__pyx_v_rc)); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 159, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __pyx_t_9 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -31007,13 +31134,13 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
       __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 152, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 159, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     __pyx_t_7 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 152, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 159, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 152, __pyx_L1_error)
+    __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 159, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_10);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __pyx_t_9 = 1;
@@ -31033,7 +31160,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
       __pyx_t_8 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_10, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 152, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 159, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
     }
     __pyx_t_9 = 1;
@@ -31044,14 +31171,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 152, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 159, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(4, 152, __pyx_L1_error)
+    __PYX_ERR(4, 159, __pyx_L1_error)
 
-    /* "fibers/_fs_fanotify.pxi":151
+    /* "fibers/_fs_fanotify.pxi":158
  *         cdef int rc = fib_fs_fsid(PyBytes_AS_STRING(d.path), fsid)
  *         cdef int err
  *         if rc < 0:             # <<<<<<<<<<<<<<
@@ -31060,19 +31187,19 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":153
+  /* "fibers/_fs_fanotify.pxi":160
  *         if rc < 0:
  *             raise OSError(-rc, os.strerror(-rc), os.fsdecode(d.path))
  *         key = PyBytes_FromStringAndSize(<char *>fsid, 8)             # <<<<<<<<<<<<<<
  *         if key not in self._marks:
  *             if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
 */
-  __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_fsid), 8); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 153, __pyx_L1_error)
+  __pyx_t_1 = PyBytes_FromStringAndSize(((char *)__pyx_v_fsid), 8); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 160, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_key = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":154
+  /* "fibers/_fs_fanotify.pxi":161
  *             raise OSError(-rc, os.strerror(-rc), os.fsdecode(d.path))
  *         key = PyBytes_FromStringAndSize(<char *>fsid, 8)
  *         if key not in self._marks:             # <<<<<<<<<<<<<<
@@ -31081,13 +31208,13 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
   if (unlikely(__pyx_v_self->_marks == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(4, 154, __pyx_L1_error)
+    __PYX_ERR(4, 161, __pyx_L1_error)
   }
-  __pyx_t_2 = (__Pyx_PyDict_ContainsTF(__pyx_v_key, __pyx_v_self->_marks, Py_NE)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(4, 154, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyDict_ContainsTF(__pyx_v_key, __pyx_v_self->_marks, Py_NE)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(4, 161, __pyx_L1_error)
   if (__pyx_t_2) {
 
 
-    /* "fibers/_fs_fanotify.pxi":157
+    /* "fibers/_fs_fanotify.pxi":164
  *             if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
  *                              self._mask_now, AT_FDCWD,
  *                              PyBytes_AS_STRING(d.path)) < 0:             # <<<<<<<<<<<<<<
@@ -31097,7 +31224,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
     __pyx_t_1 = __pyx_v_d->path;
     __Pyx_INCREF(__pyx_t_1);
 
-    /* "fibers/_fs_fanotify.pxi":155
+    /* "fibers/_fs_fanotify.pxi":162
  *         key = PyBytes_FromStringAndSize(<char *>fsid, 8)
  *         if key not in self._marks:
  *             if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,             # <<<<<<<<<<<<<<
@@ -31110,7 +31237,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
     if (__pyx_t_2) {
 
 
-      /* "fibers/_fs_fanotify.pxi":158
+      /* "fibers/_fs_fanotify.pxi":165
  *                              self._mask_now, AT_FDCWD,
  *                              PyBytes_AS_STRING(d.path)) < 0:
  *                 err = errno             # <<<<<<<<<<<<<<
@@ -31119,7 +31246,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
       __pyx_v_err = errno;
 
-      /* "fibers/_fs_fanotify.pxi":159
+      /* "fibers/_fs_fanotify.pxi":166
  *                              PyBytes_AS_STRING(d.path)) < 0:
  *                 err = errno
  *                 if err in (_errno.EXDEV, _errno.ENODEV, _errno.EOPNOTSUPP,             # <<<<<<<<<<<<<<
@@ -31128,14 +31255,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
 
       __pyx_t_11 = __pyx_v_err;
-      __pyx_t_1 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EXDEV); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EXDEV); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_1, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_1, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       if (!__pyx_t_12) {
@@ -31146,14 +31273,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 
         goto __pyx_L7_bool_binop_done;
       }
-      __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
-      __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_ENODEV); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_ENODEV); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_5, __pyx_t_8, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_5, __pyx_t_8, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       if (!__pyx_t_12) {
@@ -31164,14 +31291,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 
         goto __pyx_L7_bool_binop_done;
       }
-      __pyx_t_8 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_EOPNOTSUPP); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_EOPNOTSUPP); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_8, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_8, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       if (!__pyx_t_12) {
@@ -31182,22 +31309,22 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 
         goto __pyx_L7_bool_binop_done;
       }
-      __pyx_t_1 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyLong_From_int(__pyx_t_11); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
 
-      /* "fibers/_fs_fanotify.pxi":160
+      /* "fibers/_fs_fanotify.pxi":167
  *                 err = errno
  *                 if err in (_errno.EXDEV, _errno.ENODEV, _errno.EOPNOTSUPP,
  *                            _errno.EINVAL):             # <<<<<<<<<<<<<<
  *                     raise _MarkRefused(err, os.fsdecode(d.path))
  *                 raise OSError(err, f"fanotify_mark: {os.strerror(err)}",
 */
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 160, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_errno_3); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 167, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EINVAL); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 160, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EINVAL); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 167, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_1, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 159, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyObject_CompareBoolEq_int_object(__pyx_t_1, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(4, 166, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -31205,7 +31332,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 
       __pyx_L7_bool_binop_done:;
 
-      /* "fibers/_fs_fanotify.pxi":159
+      /* "fibers/_fs_fanotify.pxi":166
  *                              PyBytes_AS_STRING(d.path)) < 0:
  *                 err = errno
  *                 if err in (_errno.EXDEV, _errno.ENODEV, _errno.EOPNOTSUPP,             # <<<<<<<<<<<<<<
@@ -31218,7 +31345,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
       if (unlikely(__pyx_t_12)) {
 
 
-        /* "fibers/_fs_fanotify.pxi":161
+        /* "fibers/_fs_fanotify.pxi":168
  *                 if err in (_errno.EXDEV, _errno.ENODEV, _errno.EOPNOTSUPP,
  *                            _errno.EINVAL):
  *                     raise _MarkRefused(err, os.fsdecode(d.path))             # <<<<<<<<<<<<<<
@@ -31226,14 +31353,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
  *                               os.fsdecode(d.path))
 */
         __pyx_t_1 = NULL;
-        __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_MarkRefused); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 161, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_MarkRefused); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 168, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_8);
-        __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 161, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 168, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __pyx_t_10 = NULL;
-        __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 161, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 168, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_7);
-        __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 161, __pyx_L1_error)
+        __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 168, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
         __pyx_t_9 = 1;
@@ -31253,7 +31380,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
           __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_6, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
           __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-          if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 161, __pyx_L1_error)
+          if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 168, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_3);
         }
         __pyx_t_9 = 1;
@@ -31275,14 +31402,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-          if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 161, __pyx_L1_error)
+          if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 168, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_5);
         }
         __Pyx_Raise(__pyx_t_5, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-        __PYX_ERR(4, 161, __pyx_L1_error)
+        __PYX_ERR(4, 168, __pyx_L1_error)
 
-        /* "fibers/_fs_fanotify.pxi":159
+        /* "fibers/_fs_fanotify.pxi":166
  *                              PyBytes_AS_STRING(d.path)) < 0:
  *                 err = errno
  *                 if err in (_errno.EXDEV, _errno.ENODEV, _errno.EOPNOTSUPP,             # <<<<<<<<<<<<<<
@@ -31291,7 +31418,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":162
+      /* "fibers/_fs_fanotify.pxi":169
  *                            _errno.EINVAL):
  *                     raise _MarkRefused(err, os.fsdecode(d.path))
  *                 raise OSError(err, f"fanotify_mark: {os.strerror(err)}",             # <<<<<<<<<<<<<<
@@ -31299,15 +31426,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
  *             self._mounts[key] = os.open(d.path, os.O_RDONLY | os.O_DIRECTORY
 */
       __pyx_t_8 = NULL;
-      __pyx_t_3 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 162, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 169, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __pyx_t_1 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 162, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 169, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
-      __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 162, __pyx_L1_error)
+      __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 169, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_10);
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-      __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 162, __pyx_L1_error)
+      __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_err); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 169, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
       __pyx_t_9 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -31327,17 +31454,17 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
         __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
         __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 162, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 169, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
-      __pyx_t_10 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 162, __pyx_L1_error)
+      __pyx_t_10 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 169, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_10);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      __pyx_t_4 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_mark, __pyx_t_10); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 162, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_mark, __pyx_t_10); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 169, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
 
-      /* "fibers/_fs_fanotify.pxi":163
+      /* "fibers/_fs_fanotify.pxi":170
  *                     raise _MarkRefused(err, os.fsdecode(d.path))
  *                 raise OSError(err, f"fanotify_mark: {os.strerror(err)}",
  *                               os.fsdecode(d.path))             # <<<<<<<<<<<<<<
@@ -31345,9 +31472,9 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
  *                                         | os.O_CLOEXEC)
 */
       __pyx_t_6 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 163, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 170, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 163, __pyx_L1_error)
+      __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_fsdecode); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 170, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_9 = 1;
@@ -31367,7 +31494,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
         __pyx_t_10 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 163, __pyx_L1_error)
+        if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 170, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_10);
       }
       __pyx_t_9 = 1;
@@ -31378,14 +31505,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-        if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 162, __pyx_L1_error)
+        if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 169, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
       }
       __Pyx_Raise(__pyx_t_5, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      __PYX_ERR(4, 162, __pyx_L1_error)
+      __PYX_ERR(4, 169, __pyx_L1_error)
 
-      /* "fibers/_fs_fanotify.pxi":155
+      /* "fibers/_fs_fanotify.pxi":162
  *         key = PyBytes_FromStringAndSize(<char *>fsid, 8)
  *         if key not in self._marks:
  *             if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,             # <<<<<<<<<<<<<<
@@ -31394,7 +31521,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":164
+    /* "fibers/_fs_fanotify.pxi":171
  *                 raise OSError(err, f"fanotify_mark: {os.strerror(err)}",
  *                               os.fsdecode(d.path))
  *             self._mounts[key] = os.open(d.path, os.O_RDONLY | os.O_DIRECTORY             # <<<<<<<<<<<<<<
@@ -31402,39 +31529,39 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
  *             self._marks[key] = []
 */
     __pyx_t_10 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 164, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_open); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 164, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_open); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 164, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_O_RDONLY); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 164, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_O_RDONLY); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 164, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_O_DIRECTORY); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 164, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_O_DIRECTORY); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = __Pyx_PyNumber_Or_object_object(__pyx_t_8, __pyx_t_7); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 164, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyNumber_Or_object_object(__pyx_t_8, __pyx_t_7); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":165
+    /* "fibers/_fs_fanotify.pxi":172
  *                               os.fsdecode(d.path))
  *             self._mounts[key] = os.open(d.path, os.O_RDONLY | os.O_DIRECTORY
  *                                         | os.O_CLOEXEC)             # <<<<<<<<<<<<<<
  *             self._marks[key] = []
  *         self._marks[key].append(d.path)
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 165, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 172, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_O_CLOEXEC); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 165, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_O_CLOEXEC); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 172, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    __pyx_t_7 = __Pyx_PyNumber_Or_object_object(__pyx_t_4, __pyx_t_8); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 165, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyNumber_Or_object_object(__pyx_t_4, __pyx_t_8); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 172, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
@@ -31456,11 +31583,11 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
       __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 164, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 171, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
 
-    /* "fibers/_fs_fanotify.pxi":164
+    /* "fibers/_fs_fanotify.pxi":171
  *                 raise OSError(err, f"fanotify_mark: {os.strerror(err)}",
  *                               os.fsdecode(d.path))
  *             self._mounts[key] = os.open(d.path, os.O_RDONLY | os.O_DIRECTORY             # <<<<<<<<<<<<<<
@@ -31469,28 +31596,28 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
     if (unlikely(__pyx_v_self->_mounts == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(4, 164, __pyx_L1_error)
+      __PYX_ERR(4, 171, __pyx_L1_error)
     }
-    if (unlikely((PyDict_SetItem(__pyx_v_self->_mounts, __pyx_v_key, __pyx_t_5) < 0))) __PYX_ERR(4, 164, __pyx_L1_error)
+    if (unlikely((PyDict_SetItem(__pyx_v_self->_mounts, __pyx_v_key, __pyx_t_5) < 0))) __PYX_ERR(4, 171, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":166
+    /* "fibers/_fs_fanotify.pxi":173
  *             self._mounts[key] = os.open(d.path, os.O_RDONLY | os.O_DIRECTORY
  *                                         | os.O_CLOEXEC)
  *             self._marks[key] = []             # <<<<<<<<<<<<<<
  *         self._marks[key].append(d.path)
  *         self._root_fsid[d.path] = key
 */
-    __pyx_t_5 = PyList_New(0); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 166, __pyx_L1_error)
+    __pyx_t_5 = PyList_New(0); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 173, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     if (unlikely(__pyx_v_self->_marks == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(4, 166, __pyx_L1_error)
+      __PYX_ERR(4, 173, __pyx_L1_error)
     }
-    if (unlikely((PyDict_SetItem(__pyx_v_self->_marks, __pyx_v_key, __pyx_t_5) < 0))) __PYX_ERR(4, 166, __pyx_L1_error)
+    if (unlikely((PyDict_SetItem(__pyx_v_self->_marks, __pyx_v_key, __pyx_t_5) < 0))) __PYX_ERR(4, 173, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":154
+    /* "fibers/_fs_fanotify.pxi":161
  *             raise OSError(-rc, os.strerror(-rc), os.fsdecode(d.path))
  *         key = PyBytes_FromStringAndSize(<char *>fsid, 8)
  *         if key not in self._marks:             # <<<<<<<<<<<<<<
@@ -31499,7 +31626,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":167
+  /* "fibers/_fs_fanotify.pxi":174
  *                                         | os.O_CLOEXEC)
  *             self._marks[key] = []
  *         self._marks[key].append(d.path)             # <<<<<<<<<<<<<<
@@ -31508,15 +31635,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
   if (unlikely(__pyx_v_self->_marks == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(4, 167, __pyx_L1_error)
+    __PYX_ERR(4, 174, __pyx_L1_error)
   }
-  __pyx_t_5 = __Pyx_PyDict_GetItem(__pyx_v_self->_marks, __pyx_v_key); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 167, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_GetItem(__pyx_v_self->_marks, __pyx_v_key); if (unlikely(!__pyx_t_5)) __PYX_ERR(4, 174, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_13 = __Pyx_PyObject_Append(__pyx_t_5, __pyx_v_d->path); if (unlikely(__pyx_t_13 == ((int)-1))) __PYX_ERR(4, 167, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_PyObject_Append(__pyx_t_5, __pyx_v_d->path); if (unlikely(__pyx_t_13 == ((int)-1))) __PYX_ERR(4, 174, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
 
-  /* "fibers/_fs_fanotify.pxi":168
+  /* "fibers/_fs_fanotify.pxi":175
  *             self._marks[key] = []
  *         self._marks[key].append(d.path)
  *         self._root_fsid[d.path] = key             # <<<<<<<<<<<<<<
@@ -31525,11 +31652,11 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
   if (unlikely(__pyx_v_self->_root_fsid == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(4, 168, __pyx_L1_error)
+    __PYX_ERR(4, 175, __pyx_L1_error)
   }
-  if (unlikely((PyDict_SetItem(__pyx_v_self->_root_fsid, __pyx_v_d->path, __pyx_v_key) < 0))) __PYX_ERR(4, 168, __pyx_L1_error)
+  if (unlikely((PyDict_SetItem(__pyx_v_self->_root_fsid, __pyx_v_d->path, __pyx_v_key) < 0))) __PYX_ERR(4, 175, __pyx_L1_error)
 
-  /* "fibers/_fs_fanotify.pxi":169
+  /* "fibers/_fs_fanotify.pxi":176
  *         self._marks[key].append(d.path)
  *         self._root_fsid[d.path] = key
  *         self._cache.clear()             # <<<<<<<<<<<<<<
@@ -31538,12 +31665,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
 */
   if (unlikely(__pyx_v_self->_cache == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "clear");
-    __PYX_ERR(4, 169, __pyx_L1_error)
+    __PYX_ERR(4, 176, __pyx_L1_error)
   }
-  __pyx_t_13 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_13 == ((int)-1))) __PYX_ERR(4, 169, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_13 == ((int)-1))) __PYX_ERR(4, 176, __pyx_L1_error)
 
 
-  /* "fibers/_fs_fanotify.pxi":170
+  /* "fibers/_fs_fanotify.pxi":177
  *         self._root_fsid[d.path] = key
  *         self._cache.clear()
  *         return 0             # <<<<<<<<<<<<<<
@@ -31556,7 +31683,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":147
+  /* "fibers/_fs_fanotify.pxi":154
  *         return m
  * 
  *     cdef int _watch_root(self, _Dir d) except -1:             # <<<<<<<<<<<<<<
@@ -31586,7 +31713,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__watch_root(struct __pyx_obj_
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":172
+/* "fibers/_fs_fanotify.pxi":179
  *         return 0
  * 
  *     cdef int _unwatch_root(self, _Dir d) except -1:             # <<<<<<<<<<<<<<
@@ -31612,7 +31739,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_unwatch_root", 0);
 
-  /* "fibers/_fs_fanotify.pxi":173
+  /* "fibers/_fs_fanotify.pxi":180
  * 
  *     cdef int _unwatch_root(self, _Dir d) except -1:
  *         key = self._root_fsid.pop(d.path, None)             # <<<<<<<<<<<<<<
@@ -31621,14 +31748,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
 */
   if (unlikely(__pyx_v_self->_root_fsid == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "pop");
-    __PYX_ERR(4, 173, __pyx_L1_error)
+    __PYX_ERR(4, 180, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyDict_Pop(__pyx_v_self->_root_fsid, __pyx_v_d->path, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 173, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_Pop(__pyx_v_self->_root_fsid, __pyx_v_d->path, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 180, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_key = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":174
+  /* "fibers/_fs_fanotify.pxi":181
  *     cdef int _unwatch_root(self, _Dir d) except -1:
  *         key = self._root_fsid.pop(d.path, None)
  *         if key is None:             # <<<<<<<<<<<<<<
@@ -31639,7 +31766,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
   if (__pyx_t_2) {
 
 
-    /* "fibers/_fs_fanotify.pxi":175
+    /* "fibers/_fs_fanotify.pxi":182
  *         key = self._root_fsid.pop(d.path, None)
  *         if key is None:
  *             return 0             # <<<<<<<<<<<<<<
@@ -31652,7 +31779,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
     }
     goto __pyx_L0;
 
-    /* "fibers/_fs_fanotify.pxi":174
+    /* "fibers/_fs_fanotify.pxi":181
  *     cdef int _unwatch_root(self, _Dir d) except -1:
  *         key = self._root_fsid.pop(d.path, None)
  *         if key is None:             # <<<<<<<<<<<<<<
@@ -31661,7 +31788,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":176
+  /* "fibers/_fs_fanotify.pxi":183
  *         if key is None:
  *             return 0
  *         paths = self._marks[key]             # <<<<<<<<<<<<<<
@@ -31670,14 +31797,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
 */
   if (unlikely(__pyx_v_self->_marks == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(4, 176, __pyx_L1_error)
+    __PYX_ERR(4, 183, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyDict_GetItem(__pyx_v_self->_marks, __pyx_v_key); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 176, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_GetItem(__pyx_v_self->_marks, __pyx_v_key); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 183, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_paths = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":177
+  /* "fibers/_fs_fanotify.pxi":184
  *             return 0
  *         paths = self._marks[key]
  *         paths.remove(d.path)             # <<<<<<<<<<<<<<
@@ -31691,26 +31818,26 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
     PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_d->path};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_remove, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 177, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 184, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":178
+  /* "fibers/_fs_fanotify.pxi":185
  *         paths = self._marks[key]
  *         paths.remove(d.path)
  *         if not paths:             # <<<<<<<<<<<<<<
  *             fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
  *                           self._mask_now, AT_FDCWD, PyBytes_AS_STRING(d.path))
 */
-  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_paths); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(4, 178, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_v_paths); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(4, 185, __pyx_L1_error)
   __pyx_t_5 = (!__pyx_t_2);
 
 
   if (__pyx_t_5) {
 
 
-    /* "fibers/_fs_fanotify.pxi":180
+    /* "fibers/_fs_fanotify.pxi":187
  *         if not paths:
  *             fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
  *                           self._mask_now, AT_FDCWD, PyBytes_AS_STRING(d.path))             # <<<<<<<<<<<<<<
@@ -31720,7 +31847,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
     __pyx_t_1 = __pyx_v_d->path;
     __Pyx_INCREF(__pyx_t_1);
 
-    /* "fibers/_fs_fanotify.pxi":179
+    /* "fibers/_fs_fanotify.pxi":186
  *         paths.remove(d.path)
  *         if not paths:
  *             fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,             # <<<<<<<<<<<<<<
@@ -31730,7 +31857,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
     (void)(fanotify_mark(__pyx_v_self->__pyx_base._fd, (FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM), __pyx_v_self->_mask_now, AT_FDCWD, PyBytes_AS_STRING(__pyx_t_1)));
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":181
+    /* "fibers/_fs_fanotify.pxi":188
  *             fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
  *                           self._mask_now, AT_FDCWD, PyBytes_AS_STRING(d.path))
  *             del self._marks[key]             # <<<<<<<<<<<<<<
@@ -31739,11 +31866,11 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
 */
     if (unlikely(__pyx_v_self->_marks == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(4, 181, __pyx_L1_error)
+      __PYX_ERR(4, 188, __pyx_L1_error)
     }
-    if (unlikely((PyDict_DelItem(__pyx_v_self->_marks, __pyx_v_key) < 0))) __PYX_ERR(4, 181, __pyx_L1_error)
+    if (unlikely((PyDict_DelItem(__pyx_v_self->_marks, __pyx_v_key) < 0))) __PYX_ERR(4, 188, __pyx_L1_error)
 
-    /* "fibers/_fs_fanotify.pxi":182
+    /* "fibers/_fs_fanotify.pxi":189
  *                           self._mask_now, AT_FDCWD, PyBytes_AS_STRING(d.path))
  *             del self._marks[key]
  *             os.close(self._mounts.pop(key))             # <<<<<<<<<<<<<<
@@ -31751,16 +31878,16 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
  *         return 0
 */
     __pyx_t_3 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 182, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 189, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_close); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 182, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_close); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 189, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     if (unlikely(__pyx_v_self->_mounts == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "pop");
-      __PYX_ERR(4, 182, __pyx_L1_error)
+      __PYX_ERR(4, 189, __pyx_L1_error)
     }
-    __pyx_t_6 = __Pyx_PyDict_Pop(__pyx_v_self->_mounts, __pyx_v_key, ((PyObject *)NULL)); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 182, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyDict_Pop(__pyx_v_self->_mounts, __pyx_v_key, ((PyObject *)NULL)); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 189, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_4 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -31780,12 +31907,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 182, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 189, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":178
+    /* "fibers/_fs_fanotify.pxi":185
  *         paths = self._marks[key]
  *         paths.remove(d.path)
  *         if not paths:             # <<<<<<<<<<<<<<
@@ -31794,7 +31921,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":183
+  /* "fibers/_fs_fanotify.pxi":190
  *             del self._marks[key]
  *             os.close(self._mounts.pop(key))
  *         self._cache.clear()             # <<<<<<<<<<<<<<
@@ -31803,12 +31930,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
 */
   if (unlikely(__pyx_v_self->_cache == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "clear");
-    __PYX_ERR(4, 183, __pyx_L1_error)
+    __PYX_ERR(4, 190, __pyx_L1_error)
   }
-  __pyx_t_8 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(4, 183, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(4, 190, __pyx_L1_error)
 
 
-  /* "fibers/_fs_fanotify.pxi":184
+  /* "fibers/_fs_fanotify.pxi":191
  *             os.close(self._mounts.pop(key))
  *         self._cache.clear()
  *         return 0             # <<<<<<<<<<<<<<
@@ -31821,7 +31948,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":172
+  /* "fibers/_fs_fanotify.pxi":179
  *         return 0
  * 
  *     cdef int _unwatch_root(self, _Dir d) except -1:             # <<<<<<<<<<<<<<
@@ -31845,7 +31972,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__unwatch_root(struct __pyx_ob
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":186
+/* "fibers/_fs_fanotify.pxi":193
  *         return 0
  * 
  *     cdef int _apply_mask(self) except -1:             # <<<<<<<<<<<<<<
@@ -31882,20 +32009,20 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_apply_mask", 0);
 
-  /* "fibers/_fs_fanotify.pxi":187
+  /* "fibers/_fs_fanotify.pxi":194
  * 
  *     cdef int _apply_mask(self) except -1:
  *         cdef uint64_t new = self._mask(), old = self._mask_now             # <<<<<<<<<<<<<<
  *         for key, paths in self._marks.items():
  *             p = <bytes>paths[0]
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_mask(__pyx_v_self); if (unlikely(PyErr_Occurred())) __PYX_ERR(4, 187, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_mask(__pyx_v_self); if (unlikely(PyErr_Occurred())) __PYX_ERR(4, 194, __pyx_L1_error)
   __pyx_v_new = __pyx_t_1;
   __pyx_t_2 = __pyx_v_self->_mask_now;
 
   __pyx_v_old = __pyx_t_2;
 
-  /* "fibers/_fs_fanotify.pxi":188
+  /* "fibers/_fs_fanotify.pxi":195
  *     cdef int _apply_mask(self) except -1:
  *         cdef uint64_t new = self._mask(), old = self._mask_now
  *         for key, paths in self._marks.items():             # <<<<<<<<<<<<<<
@@ -31905,9 +32032,9 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
   __pyx_t_4 = 0;
   if (unlikely(__pyx_v_self->_marks == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "items");
-    __PYX_ERR(4, 188, __pyx_L1_error)
+    __PYX_ERR(4, 195, __pyx_L1_error)
   }
-  __pyx_t_7 = __Pyx_dict_iterator(__pyx_v_self->_marks, 1, __pyx_mstate_global->__pyx_n_u_items, (&__pyx_t_5), (&__pyx_t_6)); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 188, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_dict_iterator(__pyx_v_self->_marks, 1, __pyx_mstate_global->__pyx_n_u_items, (&__pyx_t_5), (&__pyx_t_6)); if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 195, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_XDECREF(__pyx_t_3);
   __pyx_t_3 = __pyx_t_7;
@@ -31915,7 +32042,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
   while (1) {
     __pyx_t_9 = __Pyx_dict_iter_next(__pyx_t_3, __pyx_t_5, &__pyx_t_4, &__pyx_t_7, &__pyx_t_8, NULL, __pyx_t_6);
     if (unlikely(__pyx_t_9 == 0)) break;
-    if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(4, 188, __pyx_L1_error)
+    if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(4, 195, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_XDECREF_SET(__pyx_v_key, __pyx_t_7);
@@ -31923,14 +32050,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
     __Pyx_XDECREF_SET(__pyx_v_paths, __pyx_t_8);
     __pyx_t_8 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":189
+    /* "fibers/_fs_fanotify.pxi":196
  *         cdef uint64_t new = self._mask(), old = self._mask_now
  *         for key, paths in self._marks.items():
  *             p = <bytes>paths[0]             # <<<<<<<<<<<<<<
  *             if new & ~old:
  *                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
 */
-    __pyx_t_8 = __Pyx_GetItemInt(__pyx_v_paths, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 189, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_GetItemInt(__pyx_v_paths, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 196, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __pyx_t_7 = __pyx_t_8;
     __Pyx_INCREF(__pyx_t_7);
@@ -31938,7 +32065,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
     __Pyx_XDECREF_SET(__pyx_v_p, ((PyObject*)__pyx_t_7));
     __pyx_t_7 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":190
+    /* "fibers/_fs_fanotify.pxi":197
  *         for key, paths in self._marks.items():
  *             p = <bytes>paths[0]
  *             if new & ~old:             # <<<<<<<<<<<<<<
@@ -31950,7 +32077,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
     if (__pyx_t_10) {
 
 
-      /* "fibers/_fs_fanotify.pxi":192
+      /* "fibers/_fs_fanotify.pxi":199
  *             if new & ~old:
  *                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
  *                                  new, AT_FDCWD, PyBytes_AS_STRING(p)) < 0:             # <<<<<<<<<<<<<<
@@ -31960,7 +32087,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
       __pyx_t_10 = (fanotify_mark(__pyx_v_self->__pyx_base._fd, (FAN_MARK_ADD | FAN_MARK_FILESYSTEM), __pyx_v_new, AT_FDCWD, PyBytes_AS_STRING(__pyx_v_p)) < 0);
 
 
-      /* "fibers/_fs_fanotify.pxi":191
+      /* "fibers/_fs_fanotify.pxi":198
  *             p = <bytes>paths[0]
  *             if new & ~old:
  *                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,             # <<<<<<<<<<<<<<
@@ -31970,7 +32097,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
       if (unlikely(__pyx_t_10)) {
 
 
-        /* "fibers/_fs_fanotify.pxi":193
+        /* "fibers/_fs_fanotify.pxi":200
  *                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
  *                                  new, AT_FDCWD, PyBytes_AS_STRING(p)) < 0:
  *                     raise OSError(errno, f"fanotify_mark: "             # <<<<<<<<<<<<<<
@@ -31978,10 +32105,10 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
  *             if old & ~new:
 */
         __pyx_t_8 = NULL;
-        __pyx_t_11 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_11)) __PYX_ERR(4, 193, __pyx_L1_error)
+        __pyx_t_11 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_11)) __PYX_ERR(4, 200, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_11);
 
-        /* "fibers/_fs_fanotify.pxi":194
+        /* "fibers/_fs_fanotify.pxi":201
  *                                  new, AT_FDCWD, PyBytes_AS_STRING(p)) < 0:
  *                     raise OSError(errno, f"fanotify_mark: "
  *                                   f"{os.strerror(errno)}")             # <<<<<<<<<<<<<<
@@ -31989,12 +32116,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
  *                 if fanotify_mark(self._fd,
 */
         __pyx_t_13 = NULL;
-        __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 194, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 201, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_14);
-        __pyx_t_15 = __Pyx_PyObject_GetAttrStr(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_15)) __PYX_ERR(4, 194, __pyx_L1_error)
+        __pyx_t_15 = __Pyx_PyObject_GetAttrStr(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_15)) __PYX_ERR(4, 201, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_15);
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-        __pyx_t_14 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 194, __pyx_L1_error)
+        __pyx_t_14 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 201, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_14);
         __pyx_t_16 = 1;
         #if CYTHON_UNPACK_METHODS
@@ -32014,21 +32141,21 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
           __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
           __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
           __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-          if (unlikely(!__pyx_t_12)) __PYX_ERR(4, 194, __pyx_L1_error)
+          if (unlikely(!__pyx_t_12)) __PYX_ERR(4, 201, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_12);
         }
-        __pyx_t_15 = __Pyx_PyObject_FormatSimple(__pyx_t_12, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_15)) __PYX_ERR(4, 194, __pyx_L1_error)
+        __pyx_t_15 = __Pyx_PyObject_FormatSimple(__pyx_t_12, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_15)) __PYX_ERR(4, 201, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_15);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
 
-        /* "fibers/_fs_fanotify.pxi":193
+        /* "fibers/_fs_fanotify.pxi":200
  *                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
  *                                  new, AT_FDCWD, PyBytes_AS_STRING(p)) < 0:
  *                     raise OSError(errno, f"fanotify_mark: "             # <<<<<<<<<<<<<<
  *                                   f"{os.strerror(errno)}")
  *             if old & ~new:
 */
-        __pyx_t_12 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_mark, __pyx_t_15); if (unlikely(!__pyx_t_12)) __PYX_ERR(4, 193, __pyx_L1_error)
+        __pyx_t_12 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_mark, __pyx_t_15); if (unlikely(!__pyx_t_12)) __PYX_ERR(4, 200, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_12);
         __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
         __pyx_t_16 = 1;
@@ -32038,14 +32165,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
           __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
           __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-          if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 193, __pyx_L1_error)
+          if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 200, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_7);
         }
         __Pyx_Raise(__pyx_t_7, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        __PYX_ERR(4, 193, __pyx_L1_error)
+        __PYX_ERR(4, 200, __pyx_L1_error)
 
-        /* "fibers/_fs_fanotify.pxi":191
+        /* "fibers/_fs_fanotify.pxi":198
  *             p = <bytes>paths[0]
  *             if new & ~old:
  *                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,             # <<<<<<<<<<<<<<
@@ -32054,7 +32181,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":190
+      /* "fibers/_fs_fanotify.pxi":197
  *         for key, paths in self._marks.items():
  *             p = <bytes>paths[0]
  *             if new & ~old:             # <<<<<<<<<<<<<<
@@ -32063,7 +32190,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":195
+    /* "fibers/_fs_fanotify.pxi":202
  *                     raise OSError(errno, f"fanotify_mark: "
  *                                   f"{os.strerror(errno)}")
  *             if old & ~new:             # <<<<<<<<<<<<<<
@@ -32075,7 +32202,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
     if (__pyx_t_10) {
 
 
-      /* "fibers/_fs_fanotify.pxi":199
+      /* "fibers/_fs_fanotify.pxi":206
  *                                  FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
  *                                  old & ~new, AT_FDCWD,
  *                                  PyBytes_AS_STRING(p)) < 0:             # <<<<<<<<<<<<<<
@@ -32085,7 +32212,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
       __pyx_t_10 = (fanotify_mark(__pyx_v_self->__pyx_base._fd, (FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM), (__pyx_v_old & (~__pyx_v_new)), AT_FDCWD, PyBytes_AS_STRING(__pyx_v_p)) < 0);
 
 
-      /* "fibers/_fs_fanotify.pxi":196
+      /* "fibers/_fs_fanotify.pxi":203
  *                                   f"{os.strerror(errno)}")
  *             if old & ~new:
  *                 if fanotify_mark(self._fd,             # <<<<<<<<<<<<<<
@@ -32095,7 +32222,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
       if (unlikely(__pyx_t_10)) {
 
 
-        /* "fibers/_fs_fanotify.pxi":200
+        /* "fibers/_fs_fanotify.pxi":207
  *                                  old & ~new, AT_FDCWD,
  *                                  PyBytes_AS_STRING(p)) < 0:
  *                     raise OSError(errno, f"fanotify_mark: "             # <<<<<<<<<<<<<<
@@ -32103,10 +32230,10 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
  *         self._mask_now = new
 */
         __pyx_t_12 = NULL;
-        __pyx_t_11 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_11)) __PYX_ERR(4, 200, __pyx_L1_error)
+        __pyx_t_11 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_11)) __PYX_ERR(4, 207, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_11);
 
-        /* "fibers/_fs_fanotify.pxi":201
+        /* "fibers/_fs_fanotify.pxi":208
  *                                  PyBytes_AS_STRING(p)) < 0:
  *                     raise OSError(errno, f"fanotify_mark: "
  *                                   f"{os.strerror(errno)}")             # <<<<<<<<<<<<<<
@@ -32114,12 +32241,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
  *         return 0
 */
         __pyx_t_15 = NULL;
-        __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 201, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 208, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_14);
-        __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_13)) __PYX_ERR(4, 201, __pyx_L1_error)
+        __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_13)) __PYX_ERR(4, 208, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-        __pyx_t_14 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 201, __pyx_L1_error)
+        __pyx_t_14 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_14)) __PYX_ERR(4, 208, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_14);
         __pyx_t_16 = 1;
         #if CYTHON_UNPACK_METHODS
@@ -32139,21 +32266,21 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
           __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
           __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
           __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-          if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 201, __pyx_L1_error)
+          if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 208, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_8);
         }
-        __pyx_t_13 = __Pyx_PyObject_FormatSimple(__pyx_t_8, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_13)) __PYX_ERR(4, 201, __pyx_L1_error)
+        __pyx_t_13 = __Pyx_PyObject_FormatSimple(__pyx_t_8, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_13)) __PYX_ERR(4, 208, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
 
-        /* "fibers/_fs_fanotify.pxi":200
+        /* "fibers/_fs_fanotify.pxi":207
  *                                  old & ~new, AT_FDCWD,
  *                                  PyBytes_AS_STRING(p)) < 0:
  *                     raise OSError(errno, f"fanotify_mark: "             # <<<<<<<<<<<<<<
  *                                   f"{os.strerror(errno)}")
  *         self._mask_now = new
 */
-        __pyx_t_8 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_mark, __pyx_t_13); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 200, __pyx_L1_error)
+        __pyx_t_8 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_fanotify_mark, __pyx_t_13); if (unlikely(!__pyx_t_8)) __PYX_ERR(4, 207, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_8);
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
         __pyx_t_16 = 1;
@@ -32163,14 +32290,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
           __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
           __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
           __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-          if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 200, __pyx_L1_error)
+          if (unlikely(!__pyx_t_7)) __PYX_ERR(4, 207, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_7);
         }
         __Pyx_Raise(__pyx_t_7, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        __PYX_ERR(4, 200, __pyx_L1_error)
+        __PYX_ERR(4, 207, __pyx_L1_error)
 
-        /* "fibers/_fs_fanotify.pxi":196
+        /* "fibers/_fs_fanotify.pxi":203
  *                                   f"{os.strerror(errno)}")
  *             if old & ~new:
  *                 if fanotify_mark(self._fd,             # <<<<<<<<<<<<<<
@@ -32179,7 +32306,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":195
+      /* "fibers/_fs_fanotify.pxi":202
  *                     raise OSError(errno, f"fanotify_mark: "
  *                                   f"{os.strerror(errno)}")
  *             if old & ~new:             # <<<<<<<<<<<<<<
@@ -32190,7 +32317,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
   }
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":202
+  /* "fibers/_fs_fanotify.pxi":209
  *                     raise OSError(errno, f"fanotify_mark: "
  *                                   f"{os.strerror(errno)}")
  *         self._mask_now = new             # <<<<<<<<<<<<<<
@@ -32199,7 +32326,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
 */
   __pyx_v_self->_mask_now = __pyx_v_new;
 
-  /* "fibers/_fs_fanotify.pxi":203
+  /* "fibers/_fs_fanotify.pxi":210
  *                                   f"{os.strerror(errno)}")
  *         self._mask_now = new
  *         return 0             # <<<<<<<<<<<<<<
@@ -32212,7 +32339,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":186
+  /* "fibers/_fs_fanotify.pxi":193
  *         return 0
  * 
  *     cdef int _apply_mask(self) except -1:             # <<<<<<<<<<<<<<
@@ -32243,7 +32370,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__apply_mask(struct __pyx_obj_
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":205
+/* "fibers/_fs_fanotify.pxi":212
  *         return 0
  * 
  *     cdef int _n_watches(self):             # <<<<<<<<<<<<<<
@@ -32261,7 +32388,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__n_watches(struct __pyx_obj_6
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_n_watches", 0);
 
-  /* "fibers/_fs_fanotify.pxi":206
+  /* "fibers/_fs_fanotify.pxi":213
  * 
  *     cdef int _n_watches(self):
  *         return len(self._marks)             # <<<<<<<<<<<<<<
@@ -32272,16 +32399,16 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__n_watches(struct __pyx_obj_6
   __Pyx_INCREF(__pyx_t_1);
   if (unlikely(__pyx_t_1 == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(4, 206, __pyx_L1_error)
+    __PYX_ERR(4, 213, __pyx_L1_error)
   }
-  __pyx_t_2 = PyDict_Size(__pyx_t_1); if (unlikely(__pyx_t_2 == ((Py_ssize_t)-1))) __PYX_ERR(4, 206, __pyx_L1_error)
+  __pyx_t_2 = PyDict_Size(__pyx_t_1); if (unlikely(__pyx_t_2 == ((Py_ssize_t)-1))) __PYX_ERR(4, 213, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   {
     __pyx_r = __pyx_t_2;
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":205
+  /* "fibers/_fs_fanotify.pxi":212
  *         return 0
  * 
  *     cdef int _n_watches(self):             # <<<<<<<<<<<<<<
@@ -32300,7 +32427,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__n_watches(struct __pyx_obj_6
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":208
+/* "fibers/_fs_fanotify.pxi":215
  *         return len(self._marks)
  * 
  *     cdef int _close_fd(self) except -1:             # <<<<<<<<<<<<<<
@@ -32329,17 +32456,17 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_close_fd", 0);
 
-  /* "fibers/_fs_fanotify.pxi":209
+  /* "fibers/_fs_fanotify.pxi":216
  * 
  *     cdef int _close_fd(self) except -1:
  *         Watcher._close_fd(self)             # <<<<<<<<<<<<<<
  *         if self._mounts:
  *             for fd in self._mounts.values():
 */
-  __pyx_t_1 = __pyx_f_6fibers_3_fs_7Watcher__close_fd(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(4, 209, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_6fibers_3_fs_7Watcher__close_fd(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self)); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(4, 216, __pyx_L1_error)
 
 
-  /* "fibers/_fs_fanotify.pxi":210
+  /* "fibers/_fs_fanotify.pxi":217
  *     cdef int _close_fd(self) except -1:
  *         Watcher._close_fd(self)
  *         if self._mounts:             # <<<<<<<<<<<<<<
@@ -32350,14 +32477,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_self->_mounts);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(4, 210, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(4, 217, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
   if (__pyx_t_2) {
 
 
-    /* "fibers/_fs_fanotify.pxi":211
+    /* "fibers/_fs_fanotify.pxi":218
  *         Watcher._close_fd(self)
  *         if self._mounts:
  *             for fd in self._mounts.values():             # <<<<<<<<<<<<<<
@@ -32367,9 +32494,9 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
     __pyx_t_4 = 0;
     if (unlikely(__pyx_v_self->_mounts == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "values");
-      __PYX_ERR(4, 211, __pyx_L1_error)
+      __PYX_ERR(4, 218, __pyx_L1_error)
     }
-    __pyx_t_6 = __Pyx_dict_iterator(__pyx_v_self->_mounts, 1, __pyx_mstate_global->__pyx_n_u_values, (&__pyx_t_5), (&__pyx_t_1)); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 211, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_dict_iterator(__pyx_v_self->_mounts, 1, __pyx_mstate_global->__pyx_n_u_values, (&__pyx_t_5), (&__pyx_t_1)); if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 218, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_XDECREF(__pyx_t_3);
     __pyx_t_3 = __pyx_t_6;
@@ -32377,12 +32504,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
     while (1) {
       __pyx_t_7 = __Pyx_dict_iter_next(__pyx_t_3, __pyx_t_5, &__pyx_t_4, NULL, &__pyx_t_6, NULL, __pyx_t_1);
       if (unlikely(__pyx_t_7 == 0)) break;
-      if (unlikely(__pyx_t_7 == -1)) __PYX_ERR(4, 211, __pyx_L1_error)
+      if (unlikely(__pyx_t_7 == -1)) __PYX_ERR(4, 218, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
       __Pyx_XDECREF_SET(__pyx_v_fd, __pyx_t_6);
       __pyx_t_6 = 0;
 
-      /* "fibers/_fs_fanotify.pxi":212
+      /* "fibers/_fs_fanotify.pxi":219
  *         if self._mounts:
  *             for fd in self._mounts.values():
  *                 os.close(fd)             # <<<<<<<<<<<<<<
@@ -32390,9 +32517,9 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
  *         return 0
 */
       __pyx_t_8 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_9)) __PYX_ERR(4, 212, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_9)) __PYX_ERR(4, 219, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
-      __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_close); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 212, __pyx_L1_error)
+      __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_close); if (unlikely(!__pyx_t_10)) __PYX_ERR(4, 219, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_10);
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       __pyx_t_11 = 1;
@@ -32412,14 +32539,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
         __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_10, __pyx_callargs+__pyx_t_11, (2-__pyx_t_11) | (__pyx_t_11*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
-        if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 212, __pyx_L1_error)
+        if (unlikely(!__pyx_t_6)) __PYX_ERR(4, 219, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
       }
       __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":213
+    /* "fibers/_fs_fanotify.pxi":220
  *             for fd in self._mounts.values():
  *                 os.close(fd)
  *             self._mounts.clear()             # <<<<<<<<<<<<<<
@@ -32428,12 +32555,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
 */
     if (unlikely(__pyx_v_self->_mounts == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "clear");
-      __PYX_ERR(4, 213, __pyx_L1_error)
+      __PYX_ERR(4, 220, __pyx_L1_error)
     }
-    __pyx_t_12 = __Pyx_PyDict_Clear(__pyx_v_self->_mounts); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(4, 213, __pyx_L1_error)
+    __pyx_t_12 = __Pyx_PyDict_Clear(__pyx_v_self->_mounts); if (unlikely(__pyx_t_12 == ((int)-1))) __PYX_ERR(4, 220, __pyx_L1_error)
 
 
-    /* "fibers/_fs_fanotify.pxi":210
+    /* "fibers/_fs_fanotify.pxi":217
  *     cdef int _close_fd(self) except -1:
  *         Watcher._close_fd(self)
  *         if self._mounts:             # <<<<<<<<<<<<<<
@@ -32442,7 +32569,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":214
+  /* "fibers/_fs_fanotify.pxi":221
  *                 os.close(fd)
  *             self._mounts.clear()
  *         return 0             # <<<<<<<<<<<<<<
@@ -32455,7 +32582,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":208
+  /* "fibers/_fs_fanotify.pxi":215
  *         return len(self._marks)
  * 
  *     cdef int _close_fd(self) except -1:             # <<<<<<<<<<<<<<
@@ -32479,7 +32606,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__close_fd(struct __pyx_obj_6f
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":216
+/* "fibers/_fs_fanotify.pxi":223
  *         return 0
  * 
  *     cdef _Dir _dir_for(self, const unsigned char *key, size_t klen):             # <<<<<<<<<<<<<<
@@ -32509,19 +32636,19 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_dir_for", 0);
 
-  /* "fibers/_fs_fanotify.pxi":221
+  /* "fibers/_fs_fanotify.pxi":228
  *         cdef ssize_t n
  *         cdef _Dir node
  *         k = PyBytes_FromStringAndSize(<const char *>key, klen)             # <<<<<<<<<<<<<<
  *         v = self._cache.get(k, self)
  *         if v is not self and (v is None or not (<_Dir>v).dead):
 */
-  __pyx_t_1 = PyBytes_FromStringAndSize(((char const *)__pyx_v_key), __pyx_v_klen); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 221, __pyx_L1_error)
+  __pyx_t_1 = PyBytes_FromStringAndSize(((char const *)__pyx_v_key), __pyx_v_klen); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 228, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_k = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":222
+  /* "fibers/_fs_fanotify.pxi":229
  *         cdef _Dir node
  *         k = PyBytes_FromStringAndSize(<const char *>key, klen)
  *         v = self._cache.get(k, self)             # <<<<<<<<<<<<<<
@@ -32530,14 +32657,14 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
   if (unlikely(__pyx_v_self->_cache == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(4, 222, __pyx_L1_error)
+    __PYX_ERR(4, 229, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->_cache, __pyx_v_k, ((PyObject *)__pyx_v_self)); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 222, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->_cache, __pyx_v_k, ((PyObject *)__pyx_v_self)); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 229, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_v = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":223
+  /* "fibers/_fs_fanotify.pxi":230
  *         k = PyBytes_FromStringAndSize(<const char *>key, klen)
  *         v = self._cache.get(k, self)
  *         if v is not self and (v is None or not (<_Dir>v).dead):             # <<<<<<<<<<<<<<
@@ -32571,7 +32698,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   if (__pyx_t_2) {
 
 
-    /* "fibers/_fs_fanotify.pxi":224
+    /* "fibers/_fs_fanotify.pxi":231
  *         v = self._cache.get(k, self)
  *         if v is not self and (v is None or not (<_Dir>v).dead):
  *             return <_Dir>v             # <<<<<<<<<<<<<<
@@ -32589,7 +32716,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
     }
     goto __pyx_L0;
 
-    /* "fibers/_fs_fanotify.pxi":223
+    /* "fibers/_fs_fanotify.pxi":230
  *         k = PyBytes_FromStringAndSize(<const char *>key, klen)
  *         v = self._cache.get(k, self)
  *         if v is not self and (v is None or not (<_Dir>v).dead):             # <<<<<<<<<<<<<<
@@ -32598,7 +32725,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":225
+  /* "fibers/_fs_fanotify.pxi":232
  *         if v is not self and (v is None or not (<_Dir>v).dead):
  *             return <_Dir>v
  *         mfd = self._mounts.get(k[:8])             # <<<<<<<<<<<<<<
@@ -32607,17 +32734,17 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
   if (unlikely(__pyx_v_self->_mounts == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(4, 225, __pyx_L1_error)
+    __PYX_ERR(4, 232, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyObject_GetSlice(__pyx_v_k, 0, 8, NULL, NULL, &__pyx_mstate_global->__pyx_slice[0], 0, 1, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 225, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetSlice(__pyx_v_k, 0, 8, NULL, NULL, &__pyx_mstate_global->__pyx_slice[0], 0, 1, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 232, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->_mounts, __pyx_t_1, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 225, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->_mounts, __pyx_t_1, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 232, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_mfd = __pyx_t_4;
   __pyx_t_4 = 0;
 
-  /* "fibers/_fs_fanotify.pxi":226
+  /* "fibers/_fs_fanotify.pxi":233
  *             return <_Dir>v
  *         mfd = self._mounts.get(k[:8])
  *         node = None             # <<<<<<<<<<<<<<
@@ -32627,7 +32754,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   __Pyx_INCREF(Py_None);
   __pyx_v_node = ((struct __pyx_obj_6fibers_3_fs__Dir *)Py_None);
 
-  /* "fibers/_fs_fanotify.pxi":227
+  /* "fibers/_fs_fanotify.pxi":234
  *         mfd = self._mounts.get(k[:8])
  *         node = None
  *         if mfd is not None:             # <<<<<<<<<<<<<<
@@ -32638,18 +32765,18 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   if (__pyx_t_2) {
 
 
-    /* "fibers/_fs_fanotify.pxi":228
+    /* "fibers/_fs_fanotify.pxi":235
  *         node = None
  *         if mfd is not None:
  *             n = fib_fs_fan_path(<int>mfd, key, klen, self._pbuf2, PATHCAP)             # <<<<<<<<<<<<<<
  *             if n > 0:
  *                 p = PyBytes_FromStringAndSize(self._pbuf2, n)
 */
-    __pyx_t_5 = __Pyx_PyLong_As_int(__pyx_v_mfd); if (unlikely((__pyx_t_5 == (int)-1) && PyErr_Occurred())) __PYX_ERR(4, 228, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyLong_As_int(__pyx_v_mfd); if (unlikely((__pyx_t_5 == (int)-1) && PyErr_Occurred())) __PYX_ERR(4, 235, __pyx_L1_error)
     __pyx_v_n = fib_fs_fan_path(((int)__pyx_t_5), __pyx_v_key, __pyx_v_klen, __pyx_v_self->__pyx_base._pbuf2, 0x2000);
 
 
-    /* "fibers/_fs_fanotify.pxi":229
+    /* "fibers/_fs_fanotify.pxi":236
  *         if mfd is not None:
  *             n = fib_fs_fan_path(<int>mfd, key, klen, self._pbuf2, PATHCAP)
  *             if n > 0:             # <<<<<<<<<<<<<<
@@ -32661,19 +32788,19 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
     if (__pyx_t_2) {
 
 
-      /* "fibers/_fs_fanotify.pxi":230
+      /* "fibers/_fs_fanotify.pxi":237
  *             n = fib_fs_fan_path(<int>mfd, key, klen, self._pbuf2, PATHCAP)
  *             if n > 0:
  *                 p = PyBytes_FromStringAndSize(self._pbuf2, n)             # <<<<<<<<<<<<<<
  *                 # Only a directory the tree already holds: the handle is
  *                 # resolved now, but the event happened earlier, perhaps
 */
-      __pyx_t_4 = PyBytes_FromStringAndSize(__pyx_v_self->__pyx_base._pbuf2, __pyx_v_n); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 230, __pyx_L1_error)
+      __pyx_t_4 = PyBytes_FromStringAndSize(__pyx_v_self->__pyx_base._pbuf2, __pyx_v_n); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 237, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __pyx_v_p = __pyx_t_4;
       __pyx_t_4 = 0;
 
-      /* "fibers/_fs_fanotify.pxi":234
+      /* "fibers/_fs_fanotify.pxi":241
  *                 # resolved now, but the event happened earlier, perhaps
  *                 # before the directory was moved in from outside.
  *                 if not p.endswith(b" (deleted)"):             # <<<<<<<<<<<<<<
@@ -32687,10 +32814,10 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
         PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_mstate_global->__pyx_kp_b_deleted};
         __pyx_t_4 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_endswith, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 234, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 241, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
-      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(4, 234, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(4, 241, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __pyx_t_3 = (!__pyx_t_2);
 
@@ -32698,7 +32825,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
       if (__pyx_t_3) {
 
 
-        /* "fibers/_fs_fanotify.pxi":235
+        /* "fibers/_fs_fanotify.pxi":242
  *                 # before the directory was moved in from outside.
  *                 if not p.endswith(b" (deleted)"):
  *                     node = self._node_at(p, False)             # <<<<<<<<<<<<<<
@@ -32707,14 +32834,14 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
         __pyx_t_4 = __pyx_v_p;
         __Pyx_INCREF(__pyx_t_4);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(4, 235, __pyx_L1_error)
-        __pyx_t_1 = ((PyObject *)((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._node_at(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), ((PyObject*)__pyx_t_4), 0)); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 235, __pyx_L1_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(4, 242, __pyx_L1_error)
+        __pyx_t_1 = ((PyObject *)((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._node_at(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), ((PyObject*)__pyx_t_4), 0)); if (unlikely(!__pyx_t_1)) __PYX_ERR(4, 242, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         __Pyx_DECREF_SET(__pyx_v_node, ((struct __pyx_obj_6fibers_3_fs__Dir *)__pyx_t_1));
         __pyx_t_1 = 0;
 
-        /* "fibers/_fs_fanotify.pxi":234
+        /* "fibers/_fs_fanotify.pxi":241
  *                 # resolved now, but the event happened earlier, perhaps
  *                 # before the directory was moved in from outside.
  *                 if not p.endswith(b" (deleted)"):             # <<<<<<<<<<<<<<
@@ -32723,7 +32850,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":229
+      /* "fibers/_fs_fanotify.pxi":236
  *         if mfd is not None:
  *             n = fib_fs_fan_path(<int>mfd, key, klen, self._pbuf2, PATHCAP)
  *             if n > 0:             # <<<<<<<<<<<<<<
@@ -32732,7 +32859,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":227
+    /* "fibers/_fs_fanotify.pxi":234
  *         mfd = self._mounts.get(k[:8])
  *         node = None
  *         if mfd is not None:             # <<<<<<<<<<<<<<
@@ -32741,7 +32868,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":236
+  /* "fibers/_fs_fanotify.pxi":243
  *                 if not p.endswith(b" (deleted)"):
  *                     node = self._node_at(p, False)
  *         if len(self._cache) >= 65536:             # <<<<<<<<<<<<<<
@@ -32752,9 +32879,9 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   __Pyx_INCREF(__pyx_t_1);
   if (unlikely(__pyx_t_1 == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(4, 236, __pyx_L1_error)
+    __PYX_ERR(4, 243, __pyx_L1_error)
   }
-  __pyx_t_7 = PyDict_Size(__pyx_t_1); if (unlikely(__pyx_t_7 == ((Py_ssize_t)-1))) __PYX_ERR(4, 236, __pyx_L1_error)
+  __pyx_t_7 = PyDict_Size(__pyx_t_1); if (unlikely(__pyx_t_7 == ((Py_ssize_t)-1))) __PYX_ERR(4, 243, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_t_3 = (__pyx_t_7 >= 0x10000);
 
@@ -32762,7 +32889,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   if (__pyx_t_3) {
 
 
-    /* "fibers/_fs_fanotify.pxi":237
+    /* "fibers/_fs_fanotify.pxi":244
  *                     node = self._node_at(p, False)
  *         if len(self._cache) >= 65536:
  *             self._cache.clear()             # <<<<<<<<<<<<<<
@@ -32771,12 +32898,12 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
     if (unlikely(__pyx_v_self->_cache == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "clear");
-      __PYX_ERR(4, 237, __pyx_L1_error)
+      __PYX_ERR(4, 244, __pyx_L1_error)
     }
-    __pyx_t_8 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(4, 237, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_8 == ((int)-1))) __PYX_ERR(4, 244, __pyx_L1_error)
 
 
-    /* "fibers/_fs_fanotify.pxi":236
+    /* "fibers/_fs_fanotify.pxi":243
  *                 if not p.endswith(b" (deleted)"):
  *                     node = self._node_at(p, False)
  *         if len(self._cache) >= 65536:             # <<<<<<<<<<<<<<
@@ -32785,7 +32912,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
   }
 
-  /* "fibers/_fs_fanotify.pxi":238
+  /* "fibers/_fs_fanotify.pxi":245
  *         if len(self._cache) >= 65536:
  *             self._cache.clear()
  *         self._cache[k] = node             # <<<<<<<<<<<<<<
@@ -32794,11 +32921,11 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
 */
   if (unlikely(__pyx_v_self->_cache == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(4, 238, __pyx_L1_error)
+    __PYX_ERR(4, 245, __pyx_L1_error)
   }
-  if (unlikely((PyDict_SetItem(__pyx_v_self->_cache, __pyx_v_k, ((PyObject *)__pyx_v_node)) < 0))) __PYX_ERR(4, 238, __pyx_L1_error)
+  if (unlikely((PyDict_SetItem(__pyx_v_self->_cache, __pyx_v_k, ((PyObject *)__pyx_v_node)) < 0))) __PYX_ERR(4, 245, __pyx_L1_error)
 
-  /* "fibers/_fs_fanotify.pxi":239
+  /* "fibers/_fs_fanotify.pxi":246
  *             self._cache.clear()
  *         self._cache[k] = node
  *         return node             # <<<<<<<<<<<<<<
@@ -32816,7 +32943,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":216
+  /* "fibers/_fs_fanotify.pxi":223
  *         return 0
  * 
  *     cdef _Dir _dir_for(self, const unsigned char *key, size_t klen):             # <<<<<<<<<<<<<<
@@ -32842,7 +32969,7 @@ static struct __pyx_obj_6fibers_3_fs__Dir *__pyx_f_6fibers_3_fs_16_FanotifyWatch
   return __pyx_r;
 }
 
-/* "fibers/_fs_fanotify.pxi":241
+/* "fibers/_fs_fanotify.pxi":248
  *         return node
  * 
  *     cdef int _parse(self, ssize_t n) except -1:             # <<<<<<<<<<<<<<
@@ -32883,7 +33010,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_parse", 0);
 
-  /* "fibers/_fs_fanotify.pxi":243
+  /* "fibers/_fs_fanotify.pxi":250
  *     cdef int _parse(self, ssize_t n) except -1:
  *         cdef fib_fs_fan ev
  *         cdef size_t off = 0             # <<<<<<<<<<<<<<
@@ -32892,7 +33019,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
   __pyx_v_off = 0;
 
-  /* "fibers/_fs_fanotify.pxi":249
+  /* "fibers/_fs_fanotify.pxi":256
  *         cdef Py_ssize_t k
  *         cdef bint isdir, prior
  *         while True:             # <<<<<<<<<<<<<<
@@ -32901,7 +33028,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
   while (1) {
 
-    /* "fibers/_fs_fanotify.pxi":250
+    /* "fibers/_fs_fanotify.pxi":257
  *         cdef bint isdir, prior
  *         while True:
  *             rc = fib_fs_fan_next(self._buf, <size_t>n, &off, &ev)             # <<<<<<<<<<<<<<
@@ -32910,7 +33037,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     __pyx_v_rc = fib_fs_fan_next(__pyx_v_self->__pyx_base._buf, ((size_t)__pyx_v_n), (&__pyx_v_off), (&__pyx_v_ev));
 
-    /* "fibers/_fs_fanotify.pxi":251
+    /* "fibers/_fs_fanotify.pxi":258
  *         while True:
  *             rc = fib_fs_fan_next(self._buf, <size_t>n, &off, &ev)
  *             if rc <= 0:             # <<<<<<<<<<<<<<
@@ -32922,7 +33049,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":252
+      /* "fibers/_fs_fanotify.pxi":259
  *             rc = fib_fs_fan_next(self._buf, <size_t>n, &off, &ev)
  *             if rc <= 0:
  *                 if rc < 0:             # <<<<<<<<<<<<<<
@@ -32934,7 +33061,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "fibers/_fs_fanotify.pxi":253
+        /* "fibers/_fs_fanotify.pxi":260
  *             if rc <= 0:
  *                 if rc < 0:
  *                     raise OSError(-rc, "fibers.fs: a malformed fanotify "             # <<<<<<<<<<<<<<
@@ -32942,7 +33069,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
  *                 return 0
 */
         __pyx_t_3 = NULL;
-        __pyx_t_4 = __Pyx_PyLong_From_int((-__pyx_v_rc)); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 253, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyLong_From_int((-__pyx_v_rc)); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 260, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __pyx_t_5 = 1;
         {
@@ -32950,14 +33077,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
           __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_OSError)), __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 253, __pyx_L1_error)
+          if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 260, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
         }
         __Pyx_Raise(__pyx_t_2, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-        __PYX_ERR(4, 253, __pyx_L1_error)
+        __PYX_ERR(4, 260, __pyx_L1_error)
 
-        /* "fibers/_fs_fanotify.pxi":252
+        /* "fibers/_fs_fanotify.pxi":259
  *             rc = fib_fs_fan_next(self._buf, <size_t>n, &off, &ev)
  *             if rc <= 0:
  *                 if rc < 0:             # <<<<<<<<<<<<<<
@@ -32966,7 +33093,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":255
+      /* "fibers/_fs_fanotify.pxi":262
  *                     raise OSError(-rc, "fibers.fs: a malformed fanotify "
  *                                   "record")
  *                 return 0             # <<<<<<<<<<<<<<
@@ -32979,7 +33106,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       }
       goto __pyx_L0;
 
-      /* "fibers/_fs_fanotify.pxi":251
+      /* "fibers/_fs_fanotify.pxi":258
  *         while True:
  *             rc = fib_fs_fan_next(self._buf, <size_t>n, &off, &ev)
  *             if rc <= 0:             # <<<<<<<<<<<<<<
@@ -32988,7 +33115,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":256
+    /* "fibers/_fs_fanotify.pxi":263
  *                                   "record")
  *                 return 0
  *             m = ev.mask             # <<<<<<<<<<<<<<
@@ -32999,7 +33126,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 
     __pyx_v_m = __pyx_t_6;
 
-    /* "fibers/_fs_fanotify.pxi":257
+    /* "fibers/_fs_fanotify.pxi":264
  *                 return 0
  *             m = ev.mask
  *             if m & FAN_Q_OVERFLOW:             # <<<<<<<<<<<<<<
@@ -33011,17 +33138,17 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":258
+      /* "fibers/_fs_fanotify.pxi":265
  *             m = ev.mask
  *             if m & FAN_Q_OVERFLOW:
  *                 self._overflowed()             # <<<<<<<<<<<<<<
  *                 continue
  *             if ev.dkey == NULL:
 */
-      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._overflowed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self)); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 258, __pyx_L1_error)
+      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._overflowed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self)); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 265, __pyx_L1_error)
 
 
-      /* "fibers/_fs_fanotify.pxi":259
+      /* "fibers/_fs_fanotify.pxi":266
  *             if m & FAN_Q_OVERFLOW:
  *                 self._overflowed()
  *                 continue             # <<<<<<<<<<<<<<
@@ -33030,7 +33157,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       goto __pyx_L3_continue;
 
-      /* "fibers/_fs_fanotify.pxi":257
+      /* "fibers/_fs_fanotify.pxi":264
  *                 return 0
  *             m = ev.mask
  *             if m & FAN_Q_OVERFLOW:             # <<<<<<<<<<<<<<
@@ -33039,7 +33166,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":260
+    /* "fibers/_fs_fanotify.pxi":267
  *                 self._overflowed()
  *                 continue
  *             if ev.dkey == NULL:             # <<<<<<<<<<<<<<
@@ -33051,7 +33178,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":261
+      /* "fibers/_fs_fanotify.pxi":268
  *                 continue
  *             if ev.dkey == NULL:
  *                 continue             # <<<<<<<<<<<<<<
@@ -33060,7 +33187,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       goto __pyx_L3_continue;
 
-      /* "fibers/_fs_fanotify.pxi":260
+      /* "fibers/_fs_fanotify.pxi":267
  *                 self._overflowed()
  *                 continue
  *             if ev.dkey == NULL:             # <<<<<<<<<<<<<<
@@ -33069,19 +33196,19 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":262
+    /* "fibers/_fs_fanotify.pxi":269
  *             if ev.dkey == NULL:
  *                 continue
  *             d = self._dir_for(ev.dkey, ev.dkey_len)             # <<<<<<<<<<<<<<
  *             if d is not None and not self._recursive and d.parent is not None:
  *                 d = None
 */
-    __pyx_t_2 = ((PyObject *)((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_dir_for(__pyx_v_self, __pyx_v_ev.dkey, __pyx_v_ev.dkey_len)); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 262, __pyx_L1_error)
+    __pyx_t_2 = ((PyObject *)((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_dir_for(__pyx_v_self, __pyx_v_ev.dkey, __pyx_v_ev.dkey_len)); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 269, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_XDECREF_SET(__pyx_v_d, ((struct __pyx_obj_6fibers_3_fs__Dir *)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":263
+    /* "fibers/_fs_fanotify.pxi":270
  *                 continue
  *             d = self._dir_for(ev.dkey, ev.dkey_len)
  *             if d is not None and not self._recursive and d.parent is not None:             # <<<<<<<<<<<<<<
@@ -33115,7 +33242,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":264
+      /* "fibers/_fs_fanotify.pxi":271
  *             d = self._dir_for(ev.dkey, ev.dkey_len)
  *             if d is not None and not self._recursive and d.parent is not None:
  *                 d = None             # <<<<<<<<<<<<<<
@@ -33125,7 +33252,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       __Pyx_INCREF(Py_None);
       __Pyx_DECREF_SET(__pyx_v_d, ((struct __pyx_obj_6fibers_3_fs__Dir *)Py_None));
 
-      /* "fibers/_fs_fanotify.pxi":263
+      /* "fibers/_fs_fanotify.pxi":270
  *                 continue
  *             d = self._dir_for(ev.dkey, ev.dkey_len)
  *             if d is not None and not self._recursive and d.parent is not None:             # <<<<<<<<<<<<<<
@@ -33134,7 +33261,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":265
+    /* "fibers/_fs_fanotify.pxi":272
  *             if d is not None and not self._recursive and d.parent is not None:
  *                 d = None
  *             isdir = (m & FAN_ONDIR) != 0             # <<<<<<<<<<<<<<
@@ -33143,7 +33270,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     __pyx_v_isdir = ((__pyx_v_m & FAN_ONDIR) != 0);
 
-    /* "fibers/_fs_fanotify.pxi":266
+    /* "fibers/_fs_fanotify.pxi":273
  *                 d = None
  *             isdir = (m & FAN_ONDIR) != 0
  *             if m & FAN_RENAME:             # <<<<<<<<<<<<<<
@@ -33155,7 +33282,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":267
+      /* "fibers/_fs_fanotify.pxi":274
  *             isdir = (m & FAN_ONDIR) != 0
  *             if m & FAN_RENAME:
  *                 d2 = None             # <<<<<<<<<<<<<<
@@ -33165,7 +33292,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       __Pyx_INCREF(Py_None);
       __Pyx_XDECREF_SET(__pyx_v_d2, ((struct __pyx_obj_6fibers_3_fs__Dir *)Py_None));
 
-      /* "fibers/_fs_fanotify.pxi":268
+      /* "fibers/_fs_fanotify.pxi":275
  *             if m & FAN_RENAME:
  *                 d2 = None
  *                 if ev.dkey2 != NULL:             # <<<<<<<<<<<<<<
@@ -33177,19 +33304,19 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (__pyx_t_1) {
 
 
-        /* "fibers/_fs_fanotify.pxi":269
+        /* "fibers/_fs_fanotify.pxi":276
  *                 d2 = None
  *                 if ev.dkey2 != NULL:
  *                     d2 = self._dir_for(ev.dkey2, ev.dkey2_len)             # <<<<<<<<<<<<<<
  *                     if d2 is not None and not self._recursive and \
  *                             d2.parent is not None:
 */
-        __pyx_t_2 = ((PyObject *)((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_dir_for(__pyx_v_self, __pyx_v_ev.dkey2, __pyx_v_ev.dkey2_len)); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 269, __pyx_L1_error)
+        __pyx_t_2 = ((PyObject *)((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->_dir_for(__pyx_v_self, __pyx_v_ev.dkey2, __pyx_v_ev.dkey2_len)); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 276, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF_SET(__pyx_v_d2, ((struct __pyx_obj_6fibers_3_fs__Dir *)__pyx_t_2));
         __pyx_t_2 = 0;
 
-        /* "fibers/_fs_fanotify.pxi":270
+        /* "fibers/_fs_fanotify.pxi":277
  *                 if ev.dkey2 != NULL:
  *                     d2 = self._dir_for(ev.dkey2, ev.dkey2_len)
  *                     if d2 is not None and not self._recursive and \             # <<<<<<<<<<<<<<
@@ -33216,7 +33343,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
           goto __pyx_L16_bool_binop_done;
         }
 
-        /* "fibers/_fs_fanotify.pxi":271
+        /* "fibers/_fs_fanotify.pxi":278
  *                     d2 = self._dir_for(ev.dkey2, ev.dkey2_len)
  *                     if d2 is not None and not self._recursive and \
  *                             d2.parent is not None:             # <<<<<<<<<<<<<<
@@ -33229,7 +33356,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 
         __pyx_L16_bool_binop_done:;
 
-        /* "fibers/_fs_fanotify.pxi":270
+        /* "fibers/_fs_fanotify.pxi":277
  *                 if ev.dkey2 != NULL:
  *                     d2 = self._dir_for(ev.dkey2, ev.dkey2_len)
  *                     if d2 is not None and not self._recursive and \             # <<<<<<<<<<<<<<
@@ -33239,7 +33366,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         if (__pyx_t_1) {
 
 
-          /* "fibers/_fs_fanotify.pxi":272
+          /* "fibers/_fs_fanotify.pxi":279
  *                     if d2 is not None and not self._recursive and \
  *                             d2.parent is not None:
  *                         d2 = None             # <<<<<<<<<<<<<<
@@ -33249,7 +33376,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
           __Pyx_INCREF(Py_None);
           __Pyx_DECREF_SET(__pyx_v_d2, ((struct __pyx_obj_6fibers_3_fs__Dir *)Py_None));
 
-          /* "fibers/_fs_fanotify.pxi":270
+          /* "fibers/_fs_fanotify.pxi":277
  *                 if ev.dkey2 != NULL:
  *                     d2 = self._dir_for(ev.dkey2, ev.dkey2_len)
  *                     if d2 is not None and not self._recursive and \             # <<<<<<<<<<<<<<
@@ -33258,7 +33385,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         }
 
-        /* "fibers/_fs_fanotify.pxi":268
+        /* "fibers/_fs_fanotify.pxi":275
  *             if m & FAN_RENAME:
  *                 d2 = None
  *                 if ev.dkey2 != NULL:             # <<<<<<<<<<<<<<
@@ -33267,7 +33394,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":273
+      /* "fibers/_fs_fanotify.pxi":280
  *                             d2.parent is not None:
  *                         d2 = None
  *                 if d is None and d2 is None:             # <<<<<<<<<<<<<<
@@ -33291,7 +33418,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (__pyx_t_1) {
 
 
-        /* "fibers/_fs_fanotify.pxi":274
+        /* "fibers/_fs_fanotify.pxi":281
  *                         d2 = None
  *                 if d is None and d2 is None:
  *                     continue             # <<<<<<<<<<<<<<
@@ -33300,7 +33427,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         goto __pyx_L3_continue;
 
-        /* "fibers/_fs_fanotify.pxi":273
+        /* "fibers/_fs_fanotify.pxi":280
  *                             d2.parent is not None:
  *                         d2 = None
  *                 if d is None and d2 is None:             # <<<<<<<<<<<<<<
@@ -33309,30 +33436,30 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":275
+      /* "fibers/_fs_fanotify.pxi":282
  *                 if d is None and d2 is None:
  *                     continue
  *                 name = PyBytes_FromStringAndSize(ev.name2, ev.nlen2)             # <<<<<<<<<<<<<<
  *                 self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),
  *                             d2, name, isdir, ev.pid)
 */
-      __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_ev.name2, __pyx_v_ev.nlen2); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 275, __pyx_L1_error)
+      __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_ev.name2, __pyx_v_ev.nlen2); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 282, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __Pyx_XDECREF_SET(__pyx_v_name, __pyx_t_2);
       __pyx_t_2 = 0;
 
-      /* "fibers/_fs_fanotify.pxi":276
+      /* "fibers/_fs_fanotify.pxi":283
  *                     continue
  *                 name = PyBytes_FromStringAndSize(ev.name2, ev.nlen2)
  *                 self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),             # <<<<<<<<<<<<<<
  *                             d2, name, isdir, ev.pid)
  *                 if isdir and d2 is not None:
 */
-      __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_ev.name, __pyx_v_ev.nlen); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 276, __pyx_L1_error)
+      __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_ev.name, __pyx_v_ev.nlen); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 283, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 276, __pyx_L1_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 283, __pyx_L1_error)
 
-      /* "fibers/_fs_fanotify.pxi":277
+      /* "fibers/_fs_fanotify.pxi":284
  *                 name = PyBytes_FromStringAndSize(ev.name2, ev.nlen2)
  *                 self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),
  *                             d2, name, isdir, ev.pid)             # <<<<<<<<<<<<<<
@@ -33341,24 +33468,24 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       __pyx_t_4 = __pyx_v_name;
       __Pyx_INCREF(__pyx_t_4);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(4, 277, __pyx_L1_error)
-      __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_ev.pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 277, __pyx_L1_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(4, 284, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_ev.pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 284, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
 
-      /* "fibers/_fs_fanotify.pxi":276
+      /* "fibers/_fs_fanotify.pxi":283
  *                     continue
  *                 name = PyBytes_FromStringAndSize(ev.name2, ev.nlen2)
  *                 self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),             # <<<<<<<<<<<<<<
  *                             d2, name, isdir, ev.pid)
  *                 if isdir and d2 is not None:
 */
-      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._moved(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_v_d2, ((PyObject*)__pyx_t_4), __pyx_v_isdir, __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 276, __pyx_L1_error)
+      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._moved(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_v_d2, ((PyObject*)__pyx_t_4), __pyx_v_isdir, __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 283, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-      /* "fibers/_fs_fanotify.pxi":278
+      /* "fibers/_fs_fanotify.pxi":285
  *                 self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),
  *                             d2, name, isdir, ev.pid)
  *                 if isdir and d2 is not None:             # <<<<<<<<<<<<<<
@@ -33379,7 +33506,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (__pyx_t_1) {
 
 
-        /* "fibers/_fs_fanotify.pxi":279
+        /* "fibers/_fs_fanotify.pxi":286
  *                             d2, name, isdir, ev.pid)
  *                 if isdir and d2 is not None:
  *                     if d is None:             # <<<<<<<<<<<<<<
@@ -33390,7 +33517,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         if (__pyx_t_1) {
 
 
-          /* "fibers/_fs_fanotify.pxi":281
+          /* "fibers/_fs_fanotify.pxi":288
  *                     if d is None:
  *                         # Directories below it may be cached as outside.
  *                         self._cache.clear()             # <<<<<<<<<<<<<<
@@ -33399,12 +33526,12 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
           if (unlikely(__pyx_v_self->_cache == Py_None)) {
             PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "clear");
-            __PYX_ERR(4, 281, __pyx_L1_error)
+            __PYX_ERR(4, 288, __pyx_L1_error)
           }
-          __pyx_t_9 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_9 == ((int)-1))) __PYX_ERR(4, 281, __pyx_L1_error)
+          __pyx_t_9 = __Pyx_PyDict_Clear(__pyx_v_self->_cache); if (unlikely(__pyx_t_9 == ((int)-1))) __PYX_ERR(4, 288, __pyx_L1_error)
 
 
-          /* "fibers/_fs_fanotify.pxi":279
+          /* "fibers/_fs_fanotify.pxi":286
  *                             d2, name, isdir, ev.pid)
  *                 if isdir and d2 is not None:
  *                     if d is None:             # <<<<<<<<<<<<<<
@@ -33413,7 +33540,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         }
 
-        /* "fibers/_fs_fanotify.pxi":282
+        /* "fibers/_fs_fanotify.pxi":289
  *                         # Directories below it may be cached as outside.
  *                         self._cache.clear()
  *                     c = d2.entries.get(name)             # <<<<<<<<<<<<<<
@@ -33422,14 +33549,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         if (unlikely(__pyx_v_d2->entries == Py_None)) {
           PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-          __PYX_ERR(4, 282, __pyx_L1_error)
+          __PYX_ERR(4, 289, __pyx_L1_error)
         }
-        __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_d2->entries, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 282, __pyx_L1_error)
+        __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_d2->entries, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 289, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
         __Pyx_XDECREF_SET(__pyx_v_c, __pyx_t_3);
         __pyx_t_3 = 0;
 
-        /* "fibers/_fs_fanotify.pxi":283
+        /* "fibers/_fs_fanotify.pxi":290
  *                         self._cache.clear()
  *                     c = d2.entries.get(name)
  *                     if type(c) is _Dir and ev.tkey != NULL:             # <<<<<<<<<<<<<<
@@ -33454,7 +33581,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         if (__pyx_t_1) {
 
 
-          /* "fibers/_fs_fanotify.pxi":284
+          /* "fibers/_fs_fanotify.pxi":291
  *                     c = d2.entries.get(name)
  *                     if type(c) is _Dir and ev.tkey != NULL:
  *                         self._cache[PyBytes_FromStringAndSize(             # <<<<<<<<<<<<<<
@@ -33463,22 +33590,22 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
           if (unlikely(__pyx_v_self->_cache == Py_None)) {
             PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-            __PYX_ERR(4, 284, __pyx_L1_error)
+            __PYX_ERR(4, 291, __pyx_L1_error)
           }
 
-          /* "fibers/_fs_fanotify.pxi":285
+          /* "fibers/_fs_fanotify.pxi":292
  *                     if type(c) is _Dir and ev.tkey != NULL:
  *                         self._cache[PyBytes_FromStringAndSize(
  *                             <const char *>ev.tkey, ev.tkey_len)] = c             # <<<<<<<<<<<<<<
  *                 continue
  *             if d is None:
 */
-          __pyx_t_3 = PyBytes_FromStringAndSize(((char const *)__pyx_v_ev.tkey), __pyx_v_ev.tkey_len); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 284, __pyx_L1_error)
+          __pyx_t_3 = PyBytes_FromStringAndSize(((char const *)__pyx_v_ev.tkey), __pyx_v_ev.tkey_len); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 291, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_3);
-          if (unlikely((PyDict_SetItem(__pyx_v_self->_cache, __pyx_t_3, __pyx_v_c) < 0))) __PYX_ERR(4, 284, __pyx_L1_error)
+          if (unlikely((PyDict_SetItem(__pyx_v_self->_cache, __pyx_t_3, __pyx_v_c) < 0))) __PYX_ERR(4, 291, __pyx_L1_error)
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-          /* "fibers/_fs_fanotify.pxi":283
+          /* "fibers/_fs_fanotify.pxi":290
  *                         self._cache.clear()
  *                     c = d2.entries.get(name)
  *                     if type(c) is _Dir and ev.tkey != NULL:             # <<<<<<<<<<<<<<
@@ -33487,7 +33614,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         }
 
-        /* "fibers/_fs_fanotify.pxi":278
+        /* "fibers/_fs_fanotify.pxi":285
  *                 self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),
  *                             d2, name, isdir, ev.pid)
  *                 if isdir and d2 is not None:             # <<<<<<<<<<<<<<
@@ -33496,7 +33623,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":286
+      /* "fibers/_fs_fanotify.pxi":293
  *                         self._cache[PyBytes_FromStringAndSize(
  *                             <const char *>ev.tkey, ev.tkey_len)] = c
  *                 continue             # <<<<<<<<<<<<<<
@@ -33505,7 +33632,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       goto __pyx_L3_continue;
 
-      /* "fibers/_fs_fanotify.pxi":266
+      /* "fibers/_fs_fanotify.pxi":273
  *                 d = None
  *             isdir = (m & FAN_ONDIR) != 0
  *             if m & FAN_RENAME:             # <<<<<<<<<<<<<<
@@ -33514,7 +33641,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":287
+    /* "fibers/_fs_fanotify.pxi":294
  *                             <const char *>ev.tkey, ev.tkey_len)] = c
  *                 continue
  *             if d is None:             # <<<<<<<<<<<<<<
@@ -33525,7 +33652,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":288
+      /* "fibers/_fs_fanotify.pxi":295
  *                 continue
  *             if d is None:
  *                 continue             # <<<<<<<<<<<<<<
@@ -33534,7 +33661,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       goto __pyx_L3_continue;
 
-      /* "fibers/_fs_fanotify.pxi":287
+      /* "fibers/_fs_fanotify.pxi":294
  *                             <const char *>ev.tkey, ev.tkey_len)] = c
  *                 continue
  *             if d is None:             # <<<<<<<<<<<<<<
@@ -33543,7 +33670,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":289
+    /* "fibers/_fs_fanotify.pxi":296
  *             if d is None:
  *                 continue
  *             if ev.nlen == 0 or (ev.nlen == 1 and ev.name[0] == b'.'):             # <<<<<<<<<<<<<<
@@ -33579,7 +33706,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":292
+      /* "fibers/_fs_fanotify.pxi":299
  *                 # An event on the directory itself (its attributes): the
  *                 # record names the directory, with "." for a name.
  *                 if m & FAN_ATTRIB:             # <<<<<<<<<<<<<<
@@ -33591,7 +33718,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (__pyx_t_1) {
 
 
-        /* "fibers/_fs_fanotify.pxi":293
+        /* "fibers/_fs_fanotify.pxi":300
  *                 # record names the directory, with "." for a name.
  *                 if m & FAN_ATTRIB:
  *                     if d.parent is None:             # <<<<<<<<<<<<<<
@@ -33602,7 +33729,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         if (__pyx_t_1) {
 
 
-          /* "fibers/_fs_fanotify.pxi":294
+          /* "fibers/_fs_fanotify.pxi":301
  *                 if m & FAN_ATTRIB:
  *                     if d.parent is None:
  *                         self._emit_path(K_ATTRIB, d.path, True, ev.pid)             # <<<<<<<<<<<<<<
@@ -33611,14 +33738,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
           __pyx_t_3 = __pyx_v_d->path;
           __Pyx_INCREF(__pyx_t_3);
-          __pyx_t_4 = __Pyx_PyLong_From_int32_t(__pyx_v_ev.pid); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 294, __pyx_L1_error)
+          __pyx_t_4 = __Pyx_PyLong_From_int32_t(__pyx_v_ev.pid); if (unlikely(!__pyx_t_4)) __PYX_ERR(4, 301, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_4);
-          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._emit_path(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), 16, ((PyObject*)__pyx_t_3), 1, __pyx_t_4); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 294, __pyx_L1_error)
+          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._emit_path(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), 16, ((PyObject*)__pyx_t_3), 1, __pyx_t_4); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 301, __pyx_L1_error)
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-          /* "fibers/_fs_fanotify.pxi":293
+          /* "fibers/_fs_fanotify.pxi":300
  *                 # record names the directory, with "." for a name.
  *                 if m & FAN_ATTRIB:
  *                     if d.parent is None:             # <<<<<<<<<<<<<<
@@ -33628,7 +33755,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
           goto __pyx_L35;
         }
 
-        /* "fibers/_fs_fanotify.pxi":296
+        /* "fibers/_fs_fanotify.pxi":303
  *                         self._emit_path(K_ATTRIB, d.path, True, ev.pid)
  *                     else:
  *                         self._changed(d.parent, d.name, K_ATTRIB, True,             # <<<<<<<<<<<<<<
@@ -33641,24 +33768,24 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
           __pyx_t_3 = __pyx_v_d->name;
           __Pyx_INCREF(__pyx_t_3);
 
-          /* "fibers/_fs_fanotify.pxi":297
+          /* "fibers/_fs_fanotify.pxi":304
  *                     else:
  *                         self._changed(d.parent, d.name, K_ATTRIB, True,
  *                                       ev.pid)             # <<<<<<<<<<<<<<
  *                 continue
  *             k = self._path_in(self._pbuf, d, ev.name, ev.nlen)
 */
-          __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_ev.pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 297, __pyx_L1_error)
+          __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_ev.pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 304, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
 
-          /* "fibers/_fs_fanotify.pxi":296
+          /* "fibers/_fs_fanotify.pxi":303
  *                         self._emit_path(K_ATTRIB, d.path, True, ev.pid)
  *                     else:
  *                         self._changed(d.parent, d.name, K_ATTRIB, True,             # <<<<<<<<<<<<<<
  *                                       ev.pid)
  *                 continue
 */
-          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._changed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), ((struct __pyx_obj_6fibers_3_fs__Dir *)__pyx_t_4), ((PyObject*)__pyx_t_3), 16, 1, __pyx_t_2); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 296, __pyx_L1_error)
+          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._changed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), ((struct __pyx_obj_6fibers_3_fs__Dir *)__pyx_t_4), ((PyObject*)__pyx_t_3), 16, 1, __pyx_t_2); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 303, __pyx_L1_error)
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
@@ -33666,7 +33793,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         }
         __pyx_L35:;
 
-        /* "fibers/_fs_fanotify.pxi":292
+        /* "fibers/_fs_fanotify.pxi":299
  *                 # An event on the directory itself (its attributes): the
  *                 # record names the directory, with "." for a name.
  *                 if m & FAN_ATTRIB:             # <<<<<<<<<<<<<<
@@ -33675,7 +33802,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":298
+      /* "fibers/_fs_fanotify.pxi":305
  *                         self._changed(d.parent, d.name, K_ATTRIB, True,
  *                                       ev.pid)
  *                 continue             # <<<<<<<<<<<<<<
@@ -33684,7 +33811,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       goto __pyx_L3_continue;
 
-      /* "fibers/_fs_fanotify.pxi":289
+      /* "fibers/_fs_fanotify.pxi":296
  *             if d is None:
  *                 continue
  *             if ev.nlen == 0 or (ev.nlen == 1 and ev.name[0] == b'.'):             # <<<<<<<<<<<<<<
@@ -33693,17 +33820,17 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":299
+    /* "fibers/_fs_fanotify.pxi":306
  *                                       ev.pid)
  *                 continue
  *             k = self._path_in(self._pbuf, d, ev.name, ev.nlen)             # <<<<<<<<<<<<<<
  *             if k < 0 or self._excluded(self._pbuf, k, ev.name):
  *                 continue
 */
-    __pyx_t_10 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._path_in(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_self->__pyx_base._pbuf, __pyx_v_d, __pyx_v_ev.name, __pyx_v_ev.nlen); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-2L))) __PYX_ERR(4, 299, __pyx_L1_error)
+    __pyx_t_10 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._path_in(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_self->__pyx_base._pbuf, __pyx_v_d, __pyx_v_ev.name, __pyx_v_ev.nlen); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-2L))) __PYX_ERR(4, 306, __pyx_L1_error)
     __pyx_v_k = __pyx_t_10;
 
-    /* "fibers/_fs_fanotify.pxi":300
+    /* "fibers/_fs_fanotify.pxi":307
  *                 continue
  *             k = self._path_in(self._pbuf, d, ev.name, ev.nlen)
  *             if k < 0 or self._excluded(self._pbuf, k, ev.name):             # <<<<<<<<<<<<<<
@@ -33720,7 +33847,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 
       goto __pyx_L37_bool_binop_done;
     }
-    __pyx_t_8 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._excluded(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_self->__pyx_base._pbuf, __pyx_v_k, __pyx_v_ev.name); if (unlikely(PyErr_Occurred())) __PYX_ERR(4, 300, __pyx_L1_error)
+    __pyx_t_8 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._excluded(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_self->__pyx_base._pbuf, __pyx_v_k, __pyx_v_ev.name); if (unlikely(PyErr_Occurred())) __PYX_ERR(4, 307, __pyx_L1_error)
 
     __pyx_t_1 = __pyx_t_8;
 
@@ -33728,7 +33855,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":301
+      /* "fibers/_fs_fanotify.pxi":308
  *             k = self._path_in(self._pbuf, d, ev.name, ev.nlen)
  *             if k < 0 or self._excluded(self._pbuf, k, ev.name):
  *                 continue             # <<<<<<<<<<<<<<
@@ -33737,7 +33864,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       goto __pyx_L3_continue;
 
-      /* "fibers/_fs_fanotify.pxi":300
+      /* "fibers/_fs_fanotify.pxi":307
  *                 continue
  *             k = self._path_in(self._pbuf, d, ev.name, ev.nlen)
  *             if k < 0 or self._excluded(self._pbuf, k, ev.name):             # <<<<<<<<<<<<<<
@@ -33746,19 +33873,19 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":302
+    /* "fibers/_fs_fanotify.pxi":309
  *             if k < 0 or self._excluded(self._pbuf, k, ev.name):
  *                 continue
  *             name = PyBytes_FromStringAndSize(ev.name, ev.nlen)             # <<<<<<<<<<<<<<
  *             pid = ev.pid
  *             mods = 0
 */
-    __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_ev.name, __pyx_v_ev.nlen); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 302, __pyx_L1_error)
+    __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_ev.name, __pyx_v_ev.nlen); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 309, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_XDECREF_SET(__pyx_v_name, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "fibers/_fs_fanotify.pxi":303
+    /* "fibers/_fs_fanotify.pxi":310
  *                 continue
  *             name = PyBytes_FromStringAndSize(ev.name, ev.nlen)
  *             pid = ev.pid             # <<<<<<<<<<<<<<
@@ -33769,7 +33896,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 
     __pyx_v_pid = __pyx_t_11;
 
-    /* "fibers/_fs_fanotify.pxi":304
+    /* "fibers/_fs_fanotify.pxi":311
  *             name = PyBytes_FromStringAndSize(ev.name, ev.nlen)
  *             pid = ev.pid
  *             mods = 0             # <<<<<<<<<<<<<<
@@ -33778,7 +33905,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     __pyx_v_mods = 0;
 
-    /* "fibers/_fs_fanotify.pxi":305
+    /* "fibers/_fs_fanotify.pxi":312
  *             pid = ev.pid
  *             mods = 0
  *             if m & FAN_MODIFY:             # <<<<<<<<<<<<<<
@@ -33790,7 +33917,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":306
+      /* "fibers/_fs_fanotify.pxi":313
  *             mods = 0
  *             if m & FAN_MODIFY:
  *                 mods |= K_MODIFIED             # <<<<<<<<<<<<<<
@@ -33799,7 +33926,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       __pyx_v_mods = (__pyx_v_mods | 4);
 
-      /* "fibers/_fs_fanotify.pxi":305
+      /* "fibers/_fs_fanotify.pxi":312
  *             pid = ev.pid
  *             mods = 0
  *             if m & FAN_MODIFY:             # <<<<<<<<<<<<<<
@@ -33808,7 +33935,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":307
+    /* "fibers/_fs_fanotify.pxi":314
  *             if m & FAN_MODIFY:
  *                 mods |= K_MODIFIED
  *             if m & FAN_ATTRIB:             # <<<<<<<<<<<<<<
@@ -33820,7 +33947,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":308
+      /* "fibers/_fs_fanotify.pxi":315
  *                 mods |= K_MODIFIED
  *             if m & FAN_ATTRIB:
  *                 mods |= K_ATTRIB             # <<<<<<<<<<<<<<
@@ -33829,7 +33956,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       __pyx_v_mods = (__pyx_v_mods | 16);
 
-      /* "fibers/_fs_fanotify.pxi":307
+      /* "fibers/_fs_fanotify.pxi":314
  *             if m & FAN_MODIFY:
  *                 mods |= K_MODIFIED
  *             if m & FAN_ATTRIB:             # <<<<<<<<<<<<<<
@@ -33838,7 +33965,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":309
+    /* "fibers/_fs_fanotify.pxi":316
  *             if m & FAN_ATTRIB:
  *                 mods |= K_ATTRIB
  *             if m & FAN_CLOSE_WRITE:             # <<<<<<<<<<<<<<
@@ -33850,7 +33977,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":310
+      /* "fibers/_fs_fanotify.pxi":317
  *                 mods |= K_ATTRIB
  *             if m & FAN_CLOSE_WRITE:
  *                 mods |= K_CLOSED_WRITE             # <<<<<<<<<<<<<<
@@ -33859,7 +33986,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       __pyx_v_mods = (__pyx_v_mods | 8);
 
-      /* "fibers/_fs_fanotify.pxi":309
+      /* "fibers/_fs_fanotify.pxi":316
  *             if m & FAN_ATTRIB:
  *                 mods |= K_ATTRIB
  *             if m & FAN_CLOSE_WRITE:             # <<<<<<<<<<<<<<
@@ -33868,7 +33995,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
     }
 
-    /* "fibers/_fs_fanotify.pxi":311
+    /* "fibers/_fs_fanotify.pxi":318
  *             if m & FAN_CLOSE_WRITE:
  *                 mods |= K_CLOSED_WRITE
  *             if m & FAN_CREATE and m & FAN_DELETE:             # <<<<<<<<<<<<<<
@@ -33894,7 +34021,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":314
+      /* "fibers/_fs_fanotify.pxi":321
  *                 # Merged: which came first?  What is there now, and what the
  *                 # tree held before, tell.
  *                 prior = name in d.entries             # <<<<<<<<<<<<<<
@@ -33903,28 +34030,28 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       if (unlikely(__pyx_v_d->entries == Py_None)) {
         PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-        __PYX_ERR(4, 314, __pyx_L1_error)
+        __PYX_ERR(4, 321, __pyx_L1_error)
       }
-      __pyx_t_1 = (__Pyx_PyDict_ContainsTF(__pyx_v_name, __pyx_v_d->entries, Py_EQ)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(4, 314, __pyx_L1_error)
+      __pyx_t_1 = (__Pyx_PyDict_ContainsTF(__pyx_v_name, __pyx_v_d->entries, Py_EQ)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(4, 321, __pyx_L1_error)
       __pyx_v_prior = __pyx_t_1;
 
-      /* "fibers/_fs_fanotify.pxi":315
+      /* "fibers/_fs_fanotify.pxi":322
  *                 # tree held before, tell.
  *                 prior = name in d.entries
  *                 now = _lstat_now(PyBytes_FromStringAndSize(self._pbuf, k))             # <<<<<<<<<<<<<<
  *                 if now is not None:
  *                     if prior:
 */
-      __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_self->__pyx_base._pbuf, __pyx_v_k); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 315, __pyx_L1_error)
+      __pyx_t_2 = PyBytes_FromStringAndSize(__pyx_v_self->__pyx_base._pbuf, __pyx_v_k); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 322, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 315, __pyx_L1_error)
-      __pyx_t_3 = __pyx_f_6fibers_3_fs__lstat_now(((PyObject*)__pyx_t_2)); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 315, __pyx_L1_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 322, __pyx_L1_error)
+      __pyx_t_3 = __pyx_f_6fibers_3_fs__lstat_now(((PyObject*)__pyx_t_2)); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 322, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_XDECREF_SET(__pyx_v_now, __pyx_t_3);
       __pyx_t_3 = 0;
 
-      /* "fibers/_fs_fanotify.pxi":316
+      /* "fibers/_fs_fanotify.pxi":323
  *                 prior = name in d.entries
  *                 now = _lstat_now(PyBytes_FromStringAndSize(self._pbuf, k))
  *                 if now is not None:             # <<<<<<<<<<<<<<
@@ -33935,7 +34062,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (__pyx_t_1) {
 
 
-        /* "fibers/_fs_fanotify.pxi":317
+        /* "fibers/_fs_fanotify.pxi":324
  *                 now = _lstat_now(PyBytes_FromStringAndSize(self._pbuf, k))
  *                 if now is not None:
  *                     if prior:             # <<<<<<<<<<<<<<
@@ -33944,7 +34071,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         if (__pyx_v_prior) {
 
-          /* "fibers/_fs_fanotify.pxi":318
+          /* "fibers/_fs_fanotify.pxi":325
  *                 if now is not None:
  *                     if prior:
  *                         self._deleted(d, name, pid)             # <<<<<<<<<<<<<<
@@ -33953,15 +34080,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
           __pyx_t_3 = __pyx_v_name;
           __Pyx_INCREF(__pyx_t_3);
-          if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 318, __pyx_L1_error)
-          __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 318, __pyx_L1_error)
+          if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 325, __pyx_L1_error)
+          __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 325, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
-          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._deleted(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_t_2); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 318, __pyx_L1_error)
+          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._deleted(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_t_2); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 325, __pyx_L1_error)
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
 
-          /* "fibers/_fs_fanotify.pxi":317
+          /* "fibers/_fs_fanotify.pxi":324
  *                 now = _lstat_now(PyBytes_FromStringAndSize(self._pbuf, k))
  *                 if now is not None:
  *                     if prior:             # <<<<<<<<<<<<<<
@@ -33970,7 +34097,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         }
 
-        /* "fibers/_fs_fanotify.pxi":319
+        /* "fibers/_fs_fanotify.pxi":326
  *                     if prior:
  *                         self._deleted(d, name, pid)
  *                     self._created(d, name, now[0], pid, mods, False)             # <<<<<<<<<<<<<<
@@ -33979,20 +34106,20 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         __pyx_t_2 = __pyx_v_name;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 319, __pyx_L1_error)
-        __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_now, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 319, __pyx_L1_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 326, __pyx_L1_error)
+        __pyx_t_3 = __Pyx_GetItemInt(__pyx_v_now, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 326, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
-        __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_1 == (int)-1) && PyErr_Occurred())) __PYX_ERR(4, 319, __pyx_L1_error)
+        __pyx_t_1 = __Pyx_PyObject_IsTrue(__pyx_t_3); if (unlikely((__pyx_t_1 == (int)-1) && PyErr_Occurred())) __PYX_ERR(4, 326, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-        __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 319, __pyx_L1_error)
+        __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 326, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
-        __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._created(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_t_1, __pyx_t_3, __pyx_v_mods, 0); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 319, __pyx_L1_error)
+        __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._created(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_t_1, __pyx_t_3, __pyx_v_mods, 0); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 326, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-        /* "fibers/_fs_fanotify.pxi":316
+        /* "fibers/_fs_fanotify.pxi":323
  *                 prior = name in d.entries
  *                 now = _lstat_now(PyBytes_FromStringAndSize(self._pbuf, k))
  *                 if now is not None:             # <<<<<<<<<<<<<<
@@ -34002,7 +34129,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         goto __pyx_L45;
       }
 
-      /* "fibers/_fs_fanotify.pxi":321
+      /* "fibers/_fs_fanotify.pxi":328
  *                     self._created(d, name, now[0], pid, mods, False)
  *                 else:
  *                     if not prior:             # <<<<<<<<<<<<<<
@@ -34015,7 +34142,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         if (__pyx_t_1) {
 
 
-          /* "fibers/_fs_fanotify.pxi":322
+          /* "fibers/_fs_fanotify.pxi":329
  *                 else:
  *                     if not prior:
  *                         self._created(d, name, isdir, pid, mods, False)             # <<<<<<<<<<<<<<
@@ -34024,15 +34151,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
           __pyx_t_3 = __pyx_v_name;
           __Pyx_INCREF(__pyx_t_3);
-          if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 322, __pyx_L1_error)
-          __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 322, __pyx_L1_error)
+          if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 329, __pyx_L1_error)
+          __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 329, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
-          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._created(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_v_isdir, __pyx_t_2, __pyx_v_mods, 0); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 322, __pyx_L1_error)
+          __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._created(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_v_isdir, __pyx_t_2, __pyx_v_mods, 0); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 329, __pyx_L1_error)
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
 
-          /* "fibers/_fs_fanotify.pxi":321
+          /* "fibers/_fs_fanotify.pxi":328
  *                     self._created(d, name, now[0], pid, mods, False)
  *                 else:
  *                     if not prior:             # <<<<<<<<<<<<<<
@@ -34041,7 +34168,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         }
 
-        /* "fibers/_fs_fanotify.pxi":323
+        /* "fibers/_fs_fanotify.pxi":330
  *                     if not prior:
  *                         self._created(d, name, isdir, pid, mods, False)
  *                     self._deleted(d, name, pid)             # <<<<<<<<<<<<<<
@@ -34050,17 +34177,17 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         __pyx_t_2 = __pyx_v_name;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 323, __pyx_L1_error)
-        __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 323, __pyx_L1_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 330, __pyx_L1_error)
+        __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 330, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
-        __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._deleted(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 323, __pyx_L1_error)
+        __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._deleted(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 330, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
       }
       __pyx_L45:;
 
-      /* "fibers/_fs_fanotify.pxi":311
+      /* "fibers/_fs_fanotify.pxi":318
  *             if m & FAN_CLOSE_WRITE:
  *                 mods |= K_CLOSED_WRITE
  *             if m & FAN_CREATE and m & FAN_DELETE:             # <<<<<<<<<<<<<<
@@ -34070,7 +34197,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       goto __pyx_L42;
     }
 
-    /* "fibers/_fs_fanotify.pxi":324
+    /* "fibers/_fs_fanotify.pxi":331
  *                         self._created(d, name, isdir, pid, mods, False)
  *                     self._deleted(d, name, pid)
  *             elif m & FAN_CREATE:             # <<<<<<<<<<<<<<
@@ -34082,7 +34209,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":325
+      /* "fibers/_fs_fanotify.pxi":332
  *                     self._deleted(d, name, pid)
  *             elif m & FAN_CREATE:
  *                 self._created(d, name, isdir, pid, mods, False)             # <<<<<<<<<<<<<<
@@ -34091,15 +34218,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       __pyx_t_3 = __pyx_v_name;
       __Pyx_INCREF(__pyx_t_3);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 325, __pyx_L1_error)
-      __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 325, __pyx_L1_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 332, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 332, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
-      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._created(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_v_isdir, __pyx_t_2, __pyx_v_mods, 0); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 325, __pyx_L1_error)
+      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._created(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_v_isdir, __pyx_t_2, __pyx_v_mods, 0); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 332, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
 
-      /* "fibers/_fs_fanotify.pxi":326
+      /* "fibers/_fs_fanotify.pxi":333
  *             elif m & FAN_CREATE:
  *                 self._created(d, name, isdir, pid, mods, False)
  *                 if isdir and ev.tkey != NULL:             # <<<<<<<<<<<<<<
@@ -34121,7 +34248,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (__pyx_t_1) {
 
 
-        /* "fibers/_fs_fanotify.pxi":330
+        /* "fibers/_fs_fanotify.pxi":337
  *                     # resolve without open_by_handle_at, even once it is
  *                     # gone again.
  *                     c = d.entries.get(name)             # <<<<<<<<<<<<<<
@@ -34130,14 +34257,14 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         if (unlikely(__pyx_v_d->entries == Py_None)) {
           PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-          __PYX_ERR(4, 330, __pyx_L1_error)
+          __PYX_ERR(4, 337, __pyx_L1_error)
         }
-        __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_d->entries, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 330, __pyx_L1_error)
+        __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_d->entries, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 337, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_XDECREF_SET(__pyx_v_c, __pyx_t_2);
         __pyx_t_2 = 0;
 
-        /* "fibers/_fs_fanotify.pxi":331
+        /* "fibers/_fs_fanotify.pxi":338
  *                     # gone again.
  *                     c = d.entries.get(name)
  *                     if type(c) is _Dir:             # <<<<<<<<<<<<<<
@@ -34148,7 +34275,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
         if (__pyx_t_1) {
 
 
-          /* "fibers/_fs_fanotify.pxi":332
+          /* "fibers/_fs_fanotify.pxi":339
  *                     c = d.entries.get(name)
  *                     if type(c) is _Dir:
  *                         self._cache[PyBytes_FromStringAndSize(             # <<<<<<<<<<<<<<
@@ -34157,22 +34284,22 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
           if (unlikely(__pyx_v_self->_cache == Py_None)) {
             PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-            __PYX_ERR(4, 332, __pyx_L1_error)
+            __PYX_ERR(4, 339, __pyx_L1_error)
           }
 
-          /* "fibers/_fs_fanotify.pxi":333
+          /* "fibers/_fs_fanotify.pxi":340
  *                     if type(c) is _Dir:
  *                         self._cache[PyBytes_FromStringAndSize(
  *                             <const char *>ev.tkey, ev.tkey_len)] = c             # <<<<<<<<<<<<<<
  *             elif m & FAN_DELETE:
  *                 if mods:
 */
-          __pyx_t_2 = PyBytes_FromStringAndSize(((char const *)__pyx_v_ev.tkey), __pyx_v_ev.tkey_len); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 332, __pyx_L1_error)
+          __pyx_t_2 = PyBytes_FromStringAndSize(((char const *)__pyx_v_ev.tkey), __pyx_v_ev.tkey_len); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 339, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
-          if (unlikely((PyDict_SetItem(__pyx_v_self->_cache, __pyx_t_2, __pyx_v_c) < 0))) __PYX_ERR(4, 332, __pyx_L1_error)
+          if (unlikely((PyDict_SetItem(__pyx_v_self->_cache, __pyx_t_2, __pyx_v_c) < 0))) __PYX_ERR(4, 339, __pyx_L1_error)
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-          /* "fibers/_fs_fanotify.pxi":331
+          /* "fibers/_fs_fanotify.pxi":338
  *                     # gone again.
  *                     c = d.entries.get(name)
  *                     if type(c) is _Dir:             # <<<<<<<<<<<<<<
@@ -34181,7 +34308,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         }
 
-        /* "fibers/_fs_fanotify.pxi":326
+        /* "fibers/_fs_fanotify.pxi":333
  *             elif m & FAN_CREATE:
  *                 self._created(d, name, isdir, pid, mods, False)
  *                 if isdir and ev.tkey != NULL:             # <<<<<<<<<<<<<<
@@ -34190,7 +34317,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":324
+      /* "fibers/_fs_fanotify.pxi":331
  *                         self._created(d, name, isdir, pid, mods, False)
  *                     self._deleted(d, name, pid)
  *             elif m & FAN_CREATE:             # <<<<<<<<<<<<<<
@@ -34200,7 +34327,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       goto __pyx_L42;
     }
 
-    /* "fibers/_fs_fanotify.pxi":334
+    /* "fibers/_fs_fanotify.pxi":341
  *                         self._cache[PyBytes_FromStringAndSize(
  *                             <const char *>ev.tkey, ev.tkey_len)] = c
  *             elif m & FAN_DELETE:             # <<<<<<<<<<<<<<
@@ -34212,7 +34339,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":335
+      /* "fibers/_fs_fanotify.pxi":342
  *                             <const char *>ev.tkey, ev.tkey_len)] = c
  *             elif m & FAN_DELETE:
  *                 if mods:             # <<<<<<<<<<<<<<
@@ -34224,7 +34351,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       if (__pyx_t_1) {
 
 
-        /* "fibers/_fs_fanotify.pxi":336
+        /* "fibers/_fs_fanotify.pxi":343
  *             elif m & FAN_DELETE:
  *                 if mods:
  *                     self._changed(d, name, mods, isdir, pid)             # <<<<<<<<<<<<<<
@@ -34233,15 +34360,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
         __pyx_t_2 = __pyx_v_name;
         __Pyx_INCREF(__pyx_t_2);
-        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 336, __pyx_L1_error)
-        __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 336, __pyx_L1_error)
+        if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 343, __pyx_L1_error)
+        __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 343, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
-        __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._changed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_v_mods, __pyx_v_isdir, __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 336, __pyx_L1_error)
+        __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._changed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_v_mods, __pyx_v_isdir, __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 343, __pyx_L1_error)
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-        /* "fibers/_fs_fanotify.pxi":335
+        /* "fibers/_fs_fanotify.pxi":342
  *                             <const char *>ev.tkey, ev.tkey_len)] = c
  *             elif m & FAN_DELETE:
  *                 if mods:             # <<<<<<<<<<<<<<
@@ -34250,7 +34377,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       }
 
-      /* "fibers/_fs_fanotify.pxi":337
+      /* "fibers/_fs_fanotify.pxi":344
  *                 if mods:
  *                     self._changed(d, name, mods, isdir, pid)
  *                 self._deleted(d, name, pid)             # <<<<<<<<<<<<<<
@@ -34259,15 +34386,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       __pyx_t_3 = __pyx_v_name;
       __Pyx_INCREF(__pyx_t_3);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 337, __pyx_L1_error)
-      __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 337, __pyx_L1_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_3))) __PYX_ERR(4, 344, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_2)) __PYX_ERR(4, 344, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
-      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._deleted(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_t_2); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 337, __pyx_L1_error)
+      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._deleted(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_3), __pyx_t_2); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 344, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
 
-      /* "fibers/_fs_fanotify.pxi":334
+      /* "fibers/_fs_fanotify.pxi":341
  *                         self._cache[PyBytes_FromStringAndSize(
  *                             <const char *>ev.tkey, ev.tkey_len)] = c
  *             elif m & FAN_DELETE:             # <<<<<<<<<<<<<<
@@ -34277,7 +34404,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
       goto __pyx_L42;
     }
 
-    /* "fibers/_fs_fanotify.pxi":338
+    /* "fibers/_fs_fanotify.pxi":345
  *                     self._changed(d, name, mods, isdir, pid)
  *                 self._deleted(d, name, pid)
  *             elif mods:             # <<<<<<<<<<<<<<
@@ -34289,7 +34416,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     if (__pyx_t_1) {
 
 
-      /* "fibers/_fs_fanotify.pxi":339
+      /* "fibers/_fs_fanotify.pxi":346
  *                 self._deleted(d, name, pid)
  *             elif mods:
  *                 self._changed(d, name, mods, isdir, pid)             # <<<<<<<<<<<<<<
@@ -34297,15 +34424,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
       __pyx_t_2 = __pyx_v_name;
       __Pyx_INCREF(__pyx_t_2);
-      if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 339, __pyx_L1_error)
-      __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 339, __pyx_L1_error)
+      if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(4, 346, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyLong_From_int32_t(__pyx_v_pid); if (unlikely(!__pyx_t_3)) __PYX_ERR(4, 346, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._changed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_v_mods, __pyx_v_isdir, __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 339, __pyx_L1_error)
+      __pyx_t_7 = ((struct __pyx_vtabstruct_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self->__pyx_base.__pyx_vtab)->__pyx_base._changed(((struct __pyx_obj_6fibers_3_fs_Watcher *)__pyx_v_self), __pyx_v_d, ((PyObject*)__pyx_t_2), __pyx_v_mods, __pyx_v_isdir, __pyx_t_3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(4, 346, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-      /* "fibers/_fs_fanotify.pxi":338
+      /* "fibers/_fs_fanotify.pxi":345
  *                     self._changed(d, name, mods, isdir, pid)
  *                 self._deleted(d, name, pid)
  *             elif mods:             # <<<<<<<<<<<<<<
@@ -34317,7 +34444,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
     __pyx_L3_continue:;
   }
 
-  /* "fibers/_fs_fanotify.pxi":340
+  /* "fibers/_fs_fanotify.pxi":347
  *             elif mods:
  *                 self._changed(d, name, mods, isdir, pid)
  *         return 0             # <<<<<<<<<<<<<<
@@ -34328,7 +34455,7 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
   }
   goto __pyx_L0;
 
-  /* "fibers/_fs_fanotify.pxi":241
+  /* "fibers/_fs_fanotify.pxi":248
  *         return node
  * 
  *     cdef int _parse(self, ssize_t n) except -1:             # <<<<<<<<<<<<<<
@@ -34370,15 +34497,15 @@ static int __pyx_f_6fibers_3_fs_16_FanotifyWatcher__parse(struct __pyx_obj_6fibe
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_1__reduce_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_1__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_1__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_1__reduce_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_3__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -34404,14 +34531,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("__reduce_cython__", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_6fibers_3_fs_16_FanotifyWatcher___reduce_cython__(((struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self));
+  __pyx_r = __pyx_pf_6fibers_3_fs_16_FanotifyWatcher_2__reduce_cython__(((struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher___reduce_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self) {
+static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher_2__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_lineno = 0;
@@ -34451,15 +34578,15 @@ static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher___reduce_cython__(CYTH
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__setstate_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_5__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_3__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__setstate_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_5__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_5__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_5__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -34525,7 +34652,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6fibers_3_fs_16_FanotifyWatcher_2__setstate_cython__(((struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self), __pyx_v___pyx_state);
+  __pyx_r = __pyx_pf_6fibers_3_fs_16_FanotifyWatcher_4__setstate_cython__(((struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *)__pyx_v_self), __pyx_v___pyx_state);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -34535,7 +34662,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher_2__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state) {
+static PyObject *__pyx_pf_6fibers_3_fs_16_FanotifyWatcher_4__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_6fibers_3_fs__FanotifyWatcher *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_lineno = 0;
@@ -37964,6 +38091,14 @@ static void __pyx_tp_dealloc_6fibers_3_fs__FanotifyWatcher(PyObject *o) {
   }
   #endif
   PyObject_GC_UnTrack(o);
+  {
+    PyObject *etype, *eval, *etb;
+    __Pyx_PyErr_FetchException(&etype, &eval, &etb);
+    __Pyx_DeallocKeepAliveBegin(o);
+    __pyx_pw_6fibers_3_fs_16_FanotifyWatcher_1__dealloc__(o);
+    __Pyx_DeallocKeepAliveEnd(o);
+    __Pyx_PyErr_RestoreException(etype, eval, etb);
+  }
   Py_CLEAR(p->_cache);
   Py_CLEAR(p->_mounts);
   Py_CLEAR(p->_marks);
@@ -38011,8 +38146,8 @@ static int __pyx_tp_clear_6fibers_3_fs__FanotifyWatcher(PyObject *o) {
 }
 
 static PyMethodDef __pyx_methods_6fibers_3_fs__FanotifyWatcher[] = {
-  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_1__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_3__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6fibers_3_fs_16_FanotifyWatcher_5__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {0, 0, 0, 0}
 };
 #if CYTHON_USE_TYPE_SPECS
@@ -41204,7 +41339,7 @@ __Pyx_RefNannySetupContext("PyInit__fs", 0);
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
  * def __setstate_cython__(self, __pyx_state):
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_1__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_FanotifyWatcher___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_fibers__fs, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 1, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_3__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_FanotifyWatcher___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_fibers__fs, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 1, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -41218,7 +41353,7 @@ __Pyx_RefNannySetupContext("PyInit__fs", 0);
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_3__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_FanotifyWatcher___setstate_cyth, NULL, __pyx_mstate_global->__pyx_n_u_fibers__fs, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 3, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6fibers_3_fs_16_FanotifyWatcher_5__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_FanotifyWatcher___setstate_cyth, NULL, __pyx_mstate_global->__pyx_n_u_fibers__fs, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 3, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -41449,14 +41584,14 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[4]);
 
-  /* "fibers/_fs_fanotify.pxi":225
+  /* "fibers/_fs_fanotify.pxi":232
  *         if v is not self and (v is None or not (<_Dir>v).dead):
  *             return <_Dir>v
  *         mfd = self._mounts.get(k[:8])             # <<<<<<<<<<<<<<
  *         node = None
  *         if mfd is not None:
 */
-  __pyx_mstate_global->__pyx_slice[0] = PySlice_New(Py_None, __pyx_mstate_global->__pyx_int_8, Py_None); if (unlikely(!__pyx_mstate_global->__pyx_slice[0])) __PYX_ERR(4, 225, __pyx_L1_error)
+  __pyx_mstate_global->__pyx_slice[0] = PySlice_New(Py_None, __pyx_mstate_global->__pyx_int_8, Py_None); if (unlikely(!__pyx_mstate_global->__pyx_slice[0])) __PYX_ERR(4, 232, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_mstate_global->__pyx_slice[0]);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_slice[0]);
 
@@ -47367,6 +47502,42 @@ __pyx_return_true:
     return 1;
 __pyx_return_false:
     return 0;
+}
+
+/* WriteUnraisableException */
+static void __Pyx_WriteUnraisable(const char *name, int clineno,
+                                  int lineno, const char *filename,
+                                  int full_traceback, int nogil) {
+    PyObject *old_exc, *old_val, *old_tb;
+    PyObject *ctx;
+    __Pyx_PyThreadState_declare
+    PyGILState_STATE state;
+    if (nogil)
+        state = PyGILState_Ensure();
+    else state = (PyGILState_STATE)0;
+    CYTHON_UNUSED_VAR(clineno);
+    CYTHON_UNUSED_VAR(lineno);
+    CYTHON_UNUSED_VAR(filename);
+    CYTHON_MAYBE_UNUSED_VAR(nogil);
+    __Pyx_PyThreadState_assign
+    __Pyx_ErrFetch(&old_exc, &old_val, &old_tb);
+    if (full_traceback) {
+        Py_XINCREF(old_exc);
+        Py_XINCREF(old_val);
+        Py_XINCREF(old_tb);
+        __Pyx_ErrRestore(old_exc, old_val, old_tb);
+        PyErr_PrintEx(0);
+    }
+    ctx = PyUnicode_FromString(name);
+    __Pyx_ErrRestore(old_exc, old_val, old_tb);
+    if (!ctx) {
+        PyErr_WriteUnraisable(Py_None);
+    } else {
+        PyErr_WriteUnraisable(ctx);
+        Py_DECREF(ctx);
+    }
+    if (nogil)
+        PyGILState_Release(state);
 }
 
 /* PyNumberBinop */

@@ -116,6 +116,13 @@ def _fanotify_unavailable():
 
 cdef class _FanotifyWatcher(Watcher):
 
+    def __dealloc__(self):
+        # Never closed (and its scheduler gone): the fds on each filesystem
+        # go with it, as the notification fd does in Watcher's.
+        if self._mounts:
+            for fd in self._mounts.values():
+                c_close(<int>fd)
+
     cdef int _open(self) except -1:
         cdef unsigned flags = (FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK |
                                FAN_REPORT_DFID_NAME_TARGET)

@@ -448,3 +448,46 @@ def test_fanotify_without_privilege_says_why():
     assert "refused:" in r.stdout and "CAP_SYS_ADMIN" in r.stdout
     assert "auto: inotify" in r.stdout
     shutil.rmtree(tmp_path)
+
+
+def test_not_recursive(env):
+    os.makedirs(env.p("sub", "deeper"))
+
+    def main():
+        with env.watch(recursive=False, events={"created"}) as w:
+            if env.fs == "inotify":
+                assert w.stats()["watches"] == 1
+            open(env.p("sub", "x"), "w").close()
+            open(env.p("sub", "deeper", "y"), "w").close()
+            os.mkdir(env.p("d2"))
+            open(env.p("d2", "z"), "w").close()
+            open(env.p("top"), "w").close()
+            assert sorted(env.rel(e.path) for e in quiet(w)) == ["d2", "top"]
+    env.run(main)
+
+
+def test_close_releases_every_fd(env):
+    from iohelp import open_fds
+
+    def main():
+        w = env.watch()
+        w.close()                      # warm: the pool, the pump
+        before = open_fds()
+        for _ in range(3):
+            w = env.watch(snapshot=env.p("..", "snap-" + env.fs))
+            open(env.p("f"), "w").close()
+            quiet(w)
+            w.close()
+            os.unlink(env.p("f"))
+        assert open_fds() == before
+    env.run(main)
+
+
+def test_unreadable_snapshot_is_a_clear_error(env, tmp_path_factory):
+    bad = tmp_path_factory.mktemp("bad") / "snap"
+    bad.write_bytes(b"not a snapshot")
+
+    def main():
+        with pytest.raises(ValueError, match="snapshot"):
+            env.watch(snapshot=bad)
+    env.run(main)
