@@ -43,9 +43,12 @@ cursors, notifies, adaptation) is psycopg's unchanged code on top of these.
 Semantics kept from psycopg: ``connect_timeout`` (per attempt, at least
 2 s) raises :class:`psycopg.errors.ConnectionTimeout`, an
 ``OperationalError``; after the attempts all fail, the last error is raised,
-listing each failure; ``notifies(timeout=)`` works; the generators are
-poked every ``interval`` (0.1 s) as psycopg does, and a socket closed
-behind libpq's back is reported as ``OperationalError``.
+listing each failure; ``notifies(timeout=)`` works.  Unlike psycopg's
+own waits, these have no 0.1 s polling interval (psycopg's is for noticing
+Ctrl-C, which here reaches the fiber at its wait anyway): a query waiting
+for its result is one wait in the pump and no timer.  An ``interval``
+that a caller passes explicitly (psycopg 3.2's ``notifies(timeout=)``) is
+honoured.
 
 Interruption.  A fiber can be interrupted in the middle of a wait: a
 :func:`fibers.timeout` scope expiring, :meth:`fibers.Fiber.kill`, Ctrl-C
@@ -63,7 +66,9 @@ exception goes on:
    is interrupted again meanwhile, **closes** the connection
    (``conn.closed`` is true; using it raises ``OperationalError``), so a
    connection is never left broken-but-looks-fine.  A second interruption
-   is the exception that goes on (chained to the first).
+   is the exception that goes on (chained to the first), at once: a last
+   cancel request for the server's sake is then sent by a fiber of its
+   own (bounded by ``cancel_timeout`` too).
 
 psycopg itself does the same on Ctrl-C; here it applies to any exception
 thrown into the waiting fiber.  Without a command in flight (waiting for
@@ -106,10 +111,6 @@ _READY_R = Ready.R
 _READY_W = Ready.W
 
 _ACTIVE = pq.TransactionStatus.ACTIVE
-
-# As psycopg.connection._WAIT_INTERVAL: the generators are resumed with
-# READY_NONE at least this often (psycopg 3.2 checks its deadlines then).
-_WAIT_INTERVAL = 0.1
 
 # How long the socket fast path (a socket that is ready at once, as one
 # asked for writing nearly always is) may keep the CPU before other fibers
@@ -190,52 +191,52 @@ def _poll_now(fd, s):
 _last_switch = 0.0
 
 
-def _wait_one(waiter, fd, flag, limit):
-    global _last_switch
-    if limit is None:
-        waiter(fd)
-    else:
-        with fibers.move_on_after(limit) as scope:
-            waiter(fd)
-        if scope.expired:
-            return _READY_NONE
-    _last_switch = fibers.now()
-    return flag
+def _wait_helpers(fd, s, limit):
+    """Wait until fd is ready for `s`, or `limit` seconds pass (None: no
+    limit); return the Ready state, NONE on expiry.
 
-
-def _wait_either(fd, limit):
-    """Wait until fd is readable or writable: one helper fiber per
-    direction, the first to see its direction ready wakes us.  Only used
-    when a socket asked for both is not writable at once (libpq's send
-    buffer is full), so its cost does not matter."""
+    One helper fiber per direction waits on the fd, and a plain timer
+    (no exception) ends the wait; the first to come resumes us.  Why not
+    a timeout scope around fibers.wait_readable: a timer that throws into
+    this fiber could fire in the same tick as a timeout scope of the
+    caller's, and a fiber is thrown only one exception at a time: ours
+    would hide the caller's, which would then never fire.  This path is
+    only taken for waits with a deadline (connect, cancel, notifies with a
+    timeout) and for "readable or writable" when the socket is not
+    writable at once, so its cost (two fibers) does not matter."""
     global _last_switch
     me = fibers.current()
     state = {"done": False}
+
+    def wake(flag):
+        if not state["done"]:
+            state["done"] = True
+            me.resume(flag)
 
     def watch(waiter, flag):
         try:
             waiter(fd)
         except Exception:
             pass                # the generator will meet the error itself
-        if not state["done"]:
-            state["done"] = True
-            me.resume(flag)
+        wake(flag)
 
-    helpers = [fibers.spawn(watch, fibers.wait_readable, _READY_R),
-               fibers.spawn(watch, fibers.wait_writable, _READY_W)]
+    helpers = []
+    if s & _WAIT_R:
+        helpers.append(fibers.spawn(watch, fibers.wait_readable, _READY_R))
+    if s & _WAIT_W:
+        helpers.append(fibers.spawn(watch, fibers.wait_writable, _READY_W))
+    timer = None if limit is None else fibers.delay(wake, limit, _READY_NONE)
     try:
-        if limit is None:
-            fibers.suspend()
-        else:
-            with fibers.move_on_after(limit):
-                fibers.suspend()
+        got = fibers.suspend()
     finally:
-        # From here on no helper may resume us: we may park elsewhere.
+        # From here on nothing may resume us: we may park elsewhere.
         state["done"] = True
+        if timer is not None:
+            timer.cancel()
         for h in helpers:
             h.kill(block=False)
     _last_switch = fibers.now()
-    return _poll_now(fd, _WAIT_RW)
+    return _poll_now(fd, s) or got
 
 
 def _wait_ready(fd, s, limit):
@@ -243,6 +244,8 @@ def _wait_ready(fd, s, limit):
     `limit` seconds pass (None: no limit); return the Ready state, NONE on
     expiry."""
     global _last_switch
+    if s not in _POLL_EVENTS:
+        raise e.InternalError(f"bad poll status: {s}")
     if s & _WAIT_W or limit == 0:
         # A socket asked for writing is nearly always writable: a poll of
         # no time is much cheaper than a trip through the pump.
@@ -255,13 +258,18 @@ def _wait_ready(fd, s, limit):
             return ready
         if limit == 0:
             return _READY_NONE
-    if s == _WAIT_R:
-        return _wait_one(fibers.wait_readable, fd, _READY_R, limit)
-    if s == _WAIT_W:
-        return _wait_one(fibers.wait_writable, fd, _READY_W, limit)
-    if s == _WAIT_RW:
-        return _wait_either(fd, limit)
-    raise e.InternalError(f"bad poll status: {s}")
+    if limit is None:
+        # The common case, a query waiting for its result: one wait in the
+        # pump, no timer.
+        if s == _WAIT_R:
+            fibers.wait_readable(fd)
+            _last_switch = fibers.now()
+            return _READY_R
+        if s == _WAIT_W:
+            fibers.wait_writable(fd)
+            _last_switch = fibers.now()
+            return _READY_W
+    return _wait_helpers(fd, s, limit)
 
 
 def _check_fd_closed(fd):
@@ -276,9 +284,10 @@ def _consume(gen, fd, interval, timeout, on_interrupt=None):
     value.
 
     fd is the socket to wait on, or None for generators that yield
-    (fd, wait) pairs (connect, cancel).  Every `interval` seconds without
-    readiness the generator is resumed with READY_NONE, as psycopg's own
-    wait functions do.  `timeout` bounds the whole: _WaitTimeout.
+    (fd, wait) pairs (connect, cancel).  With an `interval`, the generator
+    is resumed with READY_NONE when that long passes without readiness, as
+    psycopg's own wait functions do.  `timeout` bounds the whole:
+    _WaitTimeout.
 
     The generator's own exceptions (query errors, a lost connection) go
     through untouched.  An exception raised from the *wait* (a timeout
@@ -426,7 +435,7 @@ class Connection(psycopg.Connection):
             _log.debug("connection attempt: %s", descr)
             gen = cls._connect_gen(make_conninfo("", **attempt))
             try:
-                rv = _consume(gen, None, _WAIT_INTERVAL, timeout,
+                rv = _consume(gen, None, None, timeout,
                               on_interrupt=gen.close)
             except _WaitTimeout:
                 gen.close()
@@ -463,7 +472,7 @@ class Connection(psycopg.Connection):
         rv.prepare_threshold = prepare_threshold
         return rv
 
-    def wait(self, gen, interval: float | None = _WAIT_INTERVAL,
+    def wait(self, gen, interval: float | None = None,
              timeout: float | None = None):
         """Consume a generator operating on the connection, suspending only
         this fiber whenever it would block (psycopg's hook; not usually
@@ -502,10 +511,50 @@ class Connection(psycopg.Connection):
                 f"not ended within {self.cancel_timeout} s of its cancel")
 
     def _close_interrupted(self, why):
-        if not self.closed:
-            _log.warning("fibers.psycopg: interrupted command %s: closing "
-                         "the connection", why)
-            self.pgconn.finish()
+        if self.closed:
+            return
+        _log.warning("fibers.psycopg: interrupted command %s: closing the "
+                     "connection", why)
+        if self.pgconn.transaction_status == _ACTIVE:
+            # The server would run the command to its end (a backend notices
+            # its client gone only when it writes to it): one more cancel
+            # request, sent by a fiber of its own, so that this fiber's
+            # exception is not held up.  It needs the connection's cancel
+            # key, so it is made ready before the connection goes.
+            try:
+                send = self._cancel_sender()
+            except Exception as ex:
+                _log.warning("fibers.psycopg: no cancel request sent: %s", ex)
+            else:
+                fibers.spawn(send)
+        self.pgconn.finish()
+
+    def _cancel_sender(self):
+        timeout = self.cancel_timeout
+        if _has_cancel_safe():
+            gen = (self._cancel_gen(timeout=0.0) if _CANCEL_GEN_TAKES_TIMEOUT
+                   else self._cancel_gen())
+            next(gen)       # makes and starts the cancel connection, now
+
+            def send():
+                # The generator goes on from READY_NONE, which makes it
+                # yield its wait again.
+                try:
+                    _consume(gen, None, None, timeout, on_interrupt=gen.close)
+                except Exception as ex:
+                    gen.close()
+                    _log.warning("fibers.psycopg: cancel request failed: %s",
+                                 ex)
+        else:
+            c = self.pgconn.get_cancel()
+
+            def send():
+                try:
+                    fibers.blocking(c.cancel)
+                except Exception as ex:
+                    _log.warning("fibers.psycopg: cancel request failed: %s",
+                                 ex)
+        return send
 
     def cancel_safe(self, *, timeout: float = 30.0) -> None:
         """Cancel the current operation on the connection; only this fiber
@@ -522,7 +571,7 @@ class Connection(psycopg.Connection):
         gen = (self._cancel_gen(timeout=0.0) if _CANCEL_GEN_TAKES_TIMEOUT
                else self._cancel_gen())
         try:
-            _consume(gen, None, _WAIT_INTERVAL, timeout or None,
+            _consume(gen, None, None, timeout or None,
                      on_interrupt=gen.close)
         except _WaitTimeout:
             gen.close()
