@@ -209,7 +209,9 @@ def _wait_helpers(fd, s, limit):
     state = {"done": False}
 
     def wake(flag):
-        if not state["done"]:
+        # Not when we are already on our way out (an exception thrown into
+        # us makes us ready, not yet running).
+        if not state["done"] and me.state == "suspended":
             state["done"] = True
             me.resume(flag)
 

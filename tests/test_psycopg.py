@@ -210,6 +210,39 @@ def test_copy_in_and_out_big(rsched, pg):
     assert run(rsched, main) == rows
 
 
+def test_big_query_and_pipeline(rsched, pg):
+    # A 32 MiB parameter fills libpq's send buffer: psycopg then waits for
+    # "readable or writable" (so that it can read what the server sends
+    # meanwhile); the pipeline does too.
+    def main():
+        with fpg.connect(pg.conninfo) as conn:
+            big = "y" * (32 << 20)
+            assert conn.execute("SELECT length(%s)", (big,)).fetchone() == \
+                (len(big),)
+            with conn.pipeline():
+                curs = [conn.execute("SELECT %s::int, %s::text",
+                                     (i, "z" * 1000)) for i in range(2000)]
+            return [c.fetchone()[0] for c in curs]
+
+    assert run(rsched, main) == list(range(2000))
+
+
+def test_cancel_from_another_fiber(rsched, pg):
+    def main():
+        with fpg.connect(pg.conninfo, autocommit=True) as conn:
+            for cancel in (conn.cancel_safe, conn.cancel):
+                f = fibers.spawn(conn.execute, "SELECT pg_sleep(30)")
+                fibers.sleep(0.2)
+                t0 = time.monotonic()
+                cancel()
+                with pytest.raises(pgerr.QueryCanceled):
+                    f.join(timeout=10)
+                assert time.monotonic() - t0 < 2.0
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    run(rsched, main)
+
+
 def test_notifies(rsched, pg):
     channel = unique("ch")
 
