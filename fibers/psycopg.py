@@ -106,7 +106,10 @@ _log = logging.getLogger("fibers.psycopg")
 _WAIT_R = Wait.R
 _WAIT_W = Wait.W
 _WAIT_RW = Wait.RW
-_READY_NONE = Ready.NONE
+# psycopg 3.1 has no Ready.NONE: its generators are only ever resumed
+# with a ready state.
+_HAS_READY_NONE = hasattr(Ready, "NONE")
+_READY_NONE = Ready(0) if _HAS_READY_NONE else 0
 _READY_R = Ready.R
 _READY_W = Ready.W
 
@@ -281,30 +284,32 @@ def _check_fd_closed(fd):
         raise e.OperationalError("connection socket closed") from ex
 
 
-def _consume(gen, fd, interval, timeout, on_interrupt=None):
+def _consume(gen, fd, interval, timeout, on_interrupt=None, first=None):
     """Run a psycopg generator to completion in this fiber, and return its
     value.
 
     fd is the socket to wait on, or None for generators that yield
-    (fd, wait) pairs (connect, cancel).  With an `interval`, the generator
-    is resumed with READY_NONE when that long passes without readiness, as
-    psycopg's own wait functions do.  `timeout` bounds the whole:
+    (fd, wait) pairs (connect, cancel).  `first` is what a generator that
+    has already started last yielded (None: start it).  With an `interval`,
+    the generator is resumed with READY_NONE when that long passes without
+    readiness, as psycopg's own wait functions do (psycopg 3.1 has no
+    READY_NONE: it is only waited on again).  `timeout` bounds the whole:
     _WaitTimeout.
 
     The generator's own exceptions (query errors, a lost connection) go
     through untouched.  An exception raised from the *wait* (a timeout
-    scope, a kill, Ctrl-C) first calls on_interrupt(), if given, which may
-    raise instead."""
+    scope, a kill, Ctrl-C) first calls on_interrupt(y), if given, with what
+    the generator last yielded; it may raise instead."""
     if interval is not None and interval <= 0:
         interval = None
     deadline = None if timeout is None else fibers.now() + timeout
     try:
-        s = next(gen)
+        y = next(gen) if first is None else first
         while True:
             if fd is None:
-                fileno, s = s
+                fileno, s = y
             else:
-                fileno = fd
+                fileno, s = fd, y
             limit = interval
             if deadline is not None:
                 left = max(0.0, deadline - fibers.now())
@@ -313,11 +318,12 @@ def _consume(gen, fd, interval, timeout, on_interrupt=None):
                 ready = _wait_ready(fileno, s, limit)
             except BaseException:
                 if on_interrupt is not None:
-                    on_interrupt()
+                    on_interrupt(y)
                 raise
-            if not ready:
-                _check_fd_closed(fileno)
-            s = gen.send(ready)
+            if ready or _HAS_READY_NONE:
+                if not ready:
+                    _check_fd_closed(fileno)
+                y = gen.send(ready)
             # After resuming the generator, so that data already there is
             # processed and a timeout of 0 polls once.
             if deadline is not None and fibers.now() >= deadline:
@@ -438,7 +444,7 @@ class Connection(psycopg.Connection):
             gen = cls._connect_gen(make_conninfo("", **attempt))
             try:
                 rv = _consume(gen, None, None, timeout,
-                              on_interrupt=gen.close)
+                              on_interrupt=lambda y: gen.close())
             except _WaitTimeout:
                 gen.close()
                 ex = _ConnectionTimeout("connection timeout expired")
@@ -485,9 +491,10 @@ class Connection(psycopg.Connection):
         if not _in_fiber():
             return _outside(self.wait, gen, interval, timeout)
         return _consume(gen, self.pgconn.socket, interval, timeout,
-                        on_interrupt=lambda: self._interrupted(gen, interval))
+                        on_interrupt=lambda y: self._interrupted(gen, y,
+                                                                 interval))
 
-    def _interrupted(self, gen, interval):
+    def _interrupted(self, gen, last, interval):
         # Called from an except clause: the interruption goes on after us.
         pgconn = self.pgconn
         if pgconn.transaction_status != _ACTIVE:
@@ -495,7 +502,9 @@ class Connection(psycopg.Connection):
             return
         try:
             self.cancel_safe(timeout=self.cancel_timeout)
-            _consume(gen, pgconn.socket, interval, self.cancel_timeout)
+            # The abandoned command's generator goes on where it stopped.
+            _consume(gen, pgconn.socket, interval, self.cancel_timeout,
+                     first=last)
         except e.Error as ex:
             # QueryCanceled is the expected outcome; another error of the
             # command's own is as good.  A failed cancel, or a command still
@@ -536,13 +545,12 @@ class Connection(psycopg.Connection):
         if _has_cancel_safe():
             gen = (self._cancel_gen(timeout=0.0) if _CANCEL_GEN_TAKES_TIMEOUT
                    else self._cancel_gen())
-            next(gen)       # makes and starts the cancel connection, now
+            first = next(gen)   # makes and starts the cancel connection, now
 
             def send():
-                # The generator goes on from READY_NONE, which makes it
-                # yield its wait again.
                 try:
-                    _consume(gen, None, None, timeout, on_interrupt=gen.close)
+                    _consume(gen, None, None, timeout, first=first,
+                             on_interrupt=lambda y: gen.close())
                 except Exception as ex:
                     gen.close()
                     _log.warning("fibers.psycopg: cancel request failed: %s",
@@ -574,7 +582,7 @@ class Connection(psycopg.Connection):
                else self._cancel_gen())
         try:
             _consume(gen, None, None, timeout or None,
-                     on_interrupt=gen.close)
+                     on_interrupt=lambda y: gen.close())
         except _WaitTimeout:
             gen.close()
             raise _CancellationTimeout("cancellation timeout expired") from None
