@@ -533,11 +533,9 @@ class Connection(psycopg.Connection):
             # exception is not held up.  It needs the connection's cancel
             # key, so it is made ready before the connection goes.
             try:
-                send = self._cancel_sender()
-            except Exception as ex:
+                fibers.spawn(self._cancel_sender())
+            except Exception as ex:     # no cancel key; a closed scheduler
                 _log.warning("fibers.psycopg: no cancel request sent: %s", ex)
-            else:
-                fibers.spawn(send)
         self.pgconn.finish()
 
     def _cancel_sender(self):

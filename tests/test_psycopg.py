@@ -382,6 +382,57 @@ def test_killed_fiber_cancels_its_query(rsched, pg):
     assert run(rsched, main) < 2.0
 
 
+def test_killed_while_nothing_is_in_flight_leaves_the_connection_alone(
+        rsched, pg):
+    def listen(conn):
+        conn.execute("LISTEN nothing_ever")
+        for _ in conn.notifies():
+            pass
+
+    def main():
+        with fpg.connect(pg.conninfo, autocommit=True) as conn:
+            f = fibers.spawn(listen, conn)
+            fibers.sleep(0.2)
+            f.kill()
+            assert not conn.closed
+            assert conn.info.transaction_status == IDLE
+            return conn.execute("SELECT 9").fetchone()
+
+    assert run(rsched, main) == (9,)
+
+
+def test_scheduler_closed_with_a_query_in_flight(backend, pg):
+    # close() kills the fiber mid-query: the query is cancelled there and
+    # then, and close() returns promptly.
+    sched = fibers.Scheduler(backend=backend)
+    box = []
+
+    def worker():
+        conn = fpg.connect(pg.conninfo)
+        box.append(conn)
+        conn.execute("SELECT pg_sleep(30)")
+
+    def main():
+        fibers.spawn(worker)
+        fibers.wait_for(lambda: box, timeout=10)
+        fibers.sleep(0.2)
+
+    try:
+        sched.run(main)
+        t0 = time.monotonic()
+    finally:
+        sched.close()
+    assert time.monotonic() - t0 < 5.0
+    conn = box[0]
+    try:
+        assert not conn.closed
+        assert conn.info.transaction_status == INERROR
+        with fpg.connect(pg.conninfo, autocommit=True) as other:
+            assert backend_state(other, conn.info.backend_pid) != "active"
+    finally:
+        conn.close()
+
+
 def test_interrupted_again_while_cancelling_closes_the_connection(rsched, pg):
     # A second interruption during the cancel: no time to finish cleanly, so
     # the connection is closed, never left looking usable.
