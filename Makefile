@@ -7,23 +7,35 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
 BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
-TEST_DEPS  := pytest
+# psycopg's binary wheel bundles libpq: tests/test_psycopg.py runs
+# fibers.psycopg against a throwaway PostgreSQL server (tests/pg.py).
+TEST_DEPS  := pytest "psycopg[binary]>=3.1"
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py
 
-.PHONY: all sysdeps venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-fs bench-pytest clean
+.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-fs bench-pytest clean
 
 all: build
 
 sysdeps:
 	@PYTHON=$(PYTHON) sh tools/sysdeps.sh
 
+# The build's packages plus Debian's postgresql, for the tests.
+sysdeps-test:
+	@PYTHON=$(PYTHON) sh tools/sysdeps.sh --test
+
 $(VENV)/.base: | sysdeps
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install $(BUILD_DEPS) $(TEST_DEPS)
+	$(PIP) install $(BUILD_DEPS)
+	touch $@
+
+# The test dependencies are a step of their own, redone whenever this file
+# changes, so a virtualenv made before a dependency was added gets it too.
+$(VENV)/.test-deps: $(VENV)/.base Makefile
+	$(PIP) install $(TEST_DEPS)
 	touch $@
 
 venv: $(VENV)/.base
@@ -34,11 +46,11 @@ $(VENV)/.built: $(VENV)/.base $(SOURCES)
 
 build: $(VENV)/.built
 
-test: build ctest
+test: build ctest $(VENV)/.test-deps | sysdeps-test
 	$(PY) -m pytest -q tests
 
 # The Python suite alone (test-pythons runs it with VENV and PYTHON set).
-pytest: build
+pytest: build $(VENV)/.test-deps | sysdeps-test
 	$(PY) -m pytest -q tests
 
 # The Python suite on every CPython 3.10-3.13 under $(pyenv root)/versions,
@@ -123,7 +135,7 @@ bench-fs: build $(VENV)/.bench-fs build/fs/writer
 	$(PY) -m bench.fs_run --repeats $(BENCH_FS_REPEATS) --max-ops $(BENCH_FS_MAX_OPS) \
 	    --rate-ops $(BENCH_FS_RATE_OPS) --rate $(BENCH_FS_RATE)
 
-bench-pytest: build $(VENV)/.bench
+bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \
 	    --benchmark-json=bench/results/pytest-benchmark.json
 

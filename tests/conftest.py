@@ -10,6 +10,7 @@ import pytest
 
 import fibers
 from iohelp import skip_unless_backend_runs
+from pg import pg, pg_server  # noqa: F401  (fixtures: a PostgreSQL server)
 
 
 @pytest.fixture

@@ -2,7 +2,14 @@
 # Installs the Debian packages the build needs, only when something is
 # missing, so a warm machine pays nothing.  Needs root (or sudo) on a fresh
 # machine.
+#
+#   sh tools/sysdeps.sh          the build: compiler, liburing, Python headers
+#   sh tools/sysdeps.sh --test   the same, plus the PostgreSQL server that
+#                                tests/test_psycopg.py starts (tests/pg.py)
 set -eu
+
+with_postgres=0
+[ "${1:-}" = "--test" ] && with_postgres=1
 
 missing=""
 command -v cc >/dev/null 2>&1 || missing="$missing gcc libc6-dev"
@@ -21,10 +28,25 @@ else
     "$PY" -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
 fi
 
+# The tests run their own throwaway clusters (initdb + pg_ctl from
+# /usr/lib/postgresql/<version>/bin), never the system's.
+if [ "$with_postgres" -eq 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing="$missing postgresql"
+fi
+
 if [ -n "$missing" ]; then
     echo "installing Debian packages:$missing"
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    case "$missing" in
+    *postgresql*)
+        # No default cluster (and so no server on port 5432) for the tests'
+        # sake: postgresql-common reads this before it creates "main".
+        $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" |
+            $SUDO tee /etc/postgresql-common/createcluster.d/fibers-no-main.conf >/dev/null
+        ;;
+    esac
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing
 fi
