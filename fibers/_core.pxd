@@ -135,6 +135,7 @@ cdef class Fiber:
     cdef int _wake
     cdef object _value          # value handed over by the waker
     cdef object _exc            # exception to raise at the next checkpoint
+    cdef list _dropped          # pending exceptions replaced (see _throw)
     cdef object _kill_exc       # what kill() threw, to keep it out of the log
     cdef bint _joined           # someone called join(): do not log errors
     cdef bint _registered       # in Scheduler._live

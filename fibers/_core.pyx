@@ -951,6 +951,13 @@ cdef class Scheduler:
     cdef int _throw(self, Fiber f, object exc) except -1:
         if f._state == ST_DEAD:
             return 0
+        if f._exc is not None and f._exc is not exc:
+            # A fiber holds one pending exception; the one replaced is
+            # remembered, for its timeout scope (TimeoutScope.__exit__).
+            if f._dropped is None:
+                f._dropped = [f._exc]
+            elif len(f._dropped) < 8:
+                f._dropped.append(f._exc)
         f._exc = exc
         if f._state == ST_SUSPENDED:
             self._unpark(f, None, WAKE_EXC)
@@ -1056,6 +1063,7 @@ cdef class Scheduler:
         f._args = None
         f._kwargs = None
         f._exc = None
+        f._dropped = None
         f._value = None
         f._glet = None
         if f._registered and self._live is not None:
@@ -1999,13 +2007,36 @@ cdef class TimeoutScope:
 
     def __exit__(self, exc_type, exc, tb):
         cdef Timer t = self._timer
+        cdef Fiber f = self._fiber
+        cdef Py_ssize_t i
         if t is None:
             return False
         self._timer = None
-        self._sched._disarm_timeout(self._fiber, t)
+        lost = False
+        if f._dropped is not None:
+            for i in range(len(f._dropped)):
+                if f._dropped[i] is t._exc:
+                    del f._dropped[i]
+                    lost = True
+                    break
+        self._sched._disarm_timeout(f, t)
         if exc is not None and exc is t._exc:
             self.expired = True
             return self._swallow
+        if lost:
+            # Our deadline passed, but a fiber holds one pending exception
+            # and another (a scope nested in this one, expiring in the same
+            # tick) replaced ours before it was delivered.  The outermost
+            # expired scope is the one that acts: an inner scope's Timeout
+            # is ours to swallow or pass on, and if the inner scope
+            # swallowed it, ours is raised now.
+            self.expired = True
+            if exc is None:
+                if self._swallow:
+                    return False
+                raise t._exc
+            if isinstance(exc, Timeout):
+                return self._swallow
         return False
 
 

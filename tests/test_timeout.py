@@ -119,3 +119,40 @@ def test_timeout_argument_of_wait_for(sched):
         return fibers.now(), sched.stats()["conditions"]
     t, conds = sched.run(main)
     assert t == 3.0
+
+
+# Regression: two scopes of one fiber expiring in the same tick.  The
+# fiber holds one pending exception, so the inner scope's replaced the
+# outer's: with an inner move_on_after, the outer timeout was lost.
+
+def test_same_deadline_outer_timeout_inner_move_on(sched):
+    def main():
+        with pytest.raises(fibers.Timeout):
+            with fibers.timeout(1) as outer:
+                with fibers.move_on_after(1):
+                    fibers.sleep(5)
+                return "lost"
+        return outer.expired
+    assert sched.run(main) is True
+
+
+def test_same_deadline_outer_move_on_inner_timeout(sched):
+    def main():
+        with fibers.move_on_after(1) as outer:
+            with fibers.timeout(1):
+                fibers.sleep(5)
+            return "lost"
+        return outer.expired, fibers.now()
+    assert sched.run(main) == (True, 1.0)
+
+
+def test_same_deadline_both_move_on(sched):
+    def main():
+        with fibers.move_on_after(1) as outer:
+            with fibers.move_on_after(1) as inner:
+                fibers.sleep(5)
+            fibers.sleep(0)
+            after = "ran on"
+        return outer.expired, inner.expired, after
+    r = sched.run(main)
+    assert r[0] is True and r[1] is True
