@@ -49,10 +49,12 @@ cdef class Watcher:
     cdef bytes _snapshot
     cdef str _backend_name
     cdef double _tnow
+    cdef double _coalesce     # seconds between reads of a burst
     cdef unsigned long long _n_events, _n_overflows, _n_rescans, _n_errors
+    cdef unsigned long long _n_reads
 
     cdef int _setup(self, list roots, int kinds, bint recursive, exclude,
-                    int max_queue, snapshot) except -1
+                    int max_queue, snapshot, double coalesce) except -1
     cdef int _add_exclude(self, x) except -1
     cdef bint _excluded(self, const char *full, Py_ssize_t n,
                         const char *name)

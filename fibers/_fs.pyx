@@ -264,11 +264,18 @@ def _write_snapshot(bytes path, object state):
     # On the blocking pool: write atomically (temp file, fsync, rename), so
     # a crash leaves the old snapshot or the new one, never half of one.
     tmp = path + b".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _read_snapshot(bytes path):
@@ -307,7 +314,8 @@ cdef class Watcher:
     # ---- set-up, shared ----------------------------------------------------
 
     cdef int _setup(self, list roots, int kinds, bint recursive, exclude,
-                    int max_queue, snapshot) except -1:
+                    int max_queue, snapshot, double coalesce) except -1:
+        self._coalesce = coalesce
         self._kinds = kinds
         self._recursive = recursive
         self._queue = collections.deque()
@@ -843,9 +851,19 @@ cdef class Watcher:
                     fibers.wait_signal((self._key, "room"))
                     if self._closed:
                         return
+                reads = self._n_reads
                 self._drain()
                 if self._queue and self._nwaiters:
                     fibers.signal_all(self._key)
+                if self._coalesce > 0 and self._n_reads != reads and \
+                        self._pending is None:
+                    # Let a burst gather before the next read: one wake-up
+                    # per `coalesce` at most, however fast events come.  A
+                    # lone event still wakes the reader at once.
+                    fibers.sleep(self._coalesce)
+                    if self._closed:
+                        return
+                    continue
                 if self._pending is not None:
                     try:
                         fibers.wait_readable(self._fd, 0.005)
@@ -878,7 +896,14 @@ cdef class Watcher:
                 raise OSError(errno, os.strerror(errno))
             if n == 0:
                 return 0
+            self._n_reads += 1
             self._parse(n)
+            if n < BUFSIZE - 8192:
+                # The kernel hands out as many whole records as fit: a
+                # short read emptied the queue, and the read that would say
+                # EAGAIN is a system call saved (the next wait sees
+                # anything newer).
+                return 0
         return 0
 
     # ---- the public side ---------------------------------------------------
@@ -1024,24 +1049,27 @@ cdef class Watcher:
     def stats(self):
         """Counters: events delivered, overflows seen, rescans run, watches
         (inotify) or filesystem marks (fanotify) held, events queued for
-        the consumer, errors reported, and whether a rescan is running."""
+        the consumer, errors reported, reads of the kernel fd, and whether a
+        rescan is running."""
         return {"backend": self._backend_name, "events": self._n_events,
                 "overflows": self._n_overflows, "rescans": self._n_rescans,
                 "watches": self._n_watches(), "queued": len(self._queue),
-                "errors": self._n_errors,
+                "errors": self._n_errors, "reads": self._n_reads,
                 "rescanning": self._rescan_fiber is not None}
 
-    def close(self):
+    def close(self, save=True):
         """Stop watching: the reader ends, the kernel fd is closed and, if
-        the watcher was made with ``snapshot=``, the tree is saved there.
-        Events already queued can still be read.  Closing twice is a
-        no-op."""
+        the watcher was made with ``snapshot=`` and ``save`` is true, the
+        tree is saved there.  (An application that saves only once it has
+        stored what it was given passes ``save=False`` and calls
+        :meth:`save_snapshot` itself.)  Events already queued can still be
+        read.  Closing twice is a no-op."""
         if self._closed:
             return
         if not _in_fiber():
-            return fibers.run(self.close)
+            return fibers.run(self.close, save)
         try:
-            if self._snapshot is not None:
+            if save and self._snapshot is not None:
                 self._save(self._snapshot)
         finally:
             self._closed = True
@@ -1111,7 +1139,8 @@ def backends():
 
 
 def watch(paths, events=ALL, *, recursive=True, exclude=(), backend=None,
-          snapshot=None, max_queue=65536, unlimited_queue=True):
+          snapshot=None, max_queue=65536, unlimited_queue=True,
+          coalesce=0.001):
     """Watch ``paths`` (one directory or several) and return a
     :class:`Watcher`.  See the module documentation for the arguments."""
     cdef Watcher w
@@ -1131,16 +1160,19 @@ def watch(paths, events=ALL, *, recursive=True, exclude=(), backend=None,
         exclude = (exclude,)
     if not isinstance(max_queue, int) or max_queue < 1:
         raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
+    if not isinstance(coalesce, (int, float)) or not 0 <= coalesce <= 1:
+        raise ValueError(f"coalesce must be a number of seconds in [0, 1], "
+                         f"got {coalesce!r}")
     if not _in_fiber():
         return fibers.run(_watch_body, roots, kinds, recursive,
                           tuple(exclude), backend, snapshot, max_queue,
-                          unlimited_queue)
+                          unlimited_queue, coalesce)
     return _watch_body(roots, kinds, recursive, tuple(exclude), backend,
-                       snapshot, max_queue, unlimited_queue)
+                       snapshot, max_queue, unlimited_queue, coalesce)
 
 
 def _watch_body(list roots, int kinds, recursive, tuple exclude, backend,
-                snapshot, int max_queue, unlimited_queue):
+                snapshot, int max_queue, unlimited_queue, double coalesce):
     cdef Watcher w
     name = backend
     if name is None:
@@ -1159,7 +1191,7 @@ def _watch_body(list roots, int kinds, recursive, tuple exclude, backend,
         (<_FanotifyWatcher>w)._unlimited = bool(unlimited_queue)
         try:
             w._setup(roots, kinds, bool(recursive), exclude, max_queue,
-                     snapshot)
+                     snapshot, coalesce)
             return w
         except _MarkRefused as e:
             w._close_fd()
@@ -1175,7 +1207,8 @@ def _watch_body(list roots, int kinds, recursive, tuple exclude, backend,
                          f"are 'fanotify' and 'inotify'")
     w = _InotifyWatcher.__new__(_InotifyWatcher)
     try:
-        w._setup(roots, kinds, bool(recursive), exclude, max_queue, snapshot)
+        w._setup(roots, kinds, bool(recursive), exclude, max_queue, snapshot,
+                 coalesce)
     except BaseException:
         w._close_fd()
         raise

@@ -10,7 +10,8 @@
     fibers.run(main)
 
 ``watch(paths, events=ALL, *, recursive=True, exclude=(), backend=None,
-snapshot=None, max_queue=65536, unlimited_queue=True)`` returns a
+snapshot=None, max_queue=65536, unlimited_queue=True, coalesce=0.001)``
+returns a
 :class:`Watcher` over one directory or several.
 
 - ``events``: the kinds to deliver (a subset of :data:`KINDS`); change them
@@ -31,6 +32,11 @@ snapshot=None, max_queue=65536, unlimited_queue=True)`` returns a
   picture is saved again by ``close()`` and :meth:`Watcher.save_snapshot`.
 - ``max_queue``: events held for the consumer before the watcher stops
   reading the kernel (which then overflows, and that is reported).
+- ``coalesce``: after a read that found events, the reader waits this long
+  (seconds) before the next, so a burst is read in batches: at most one
+  wake-up per ``coalesce``, which is most of the CPU a watcher spends.  A
+  lone event is read at once; the added latency is at most ``coalesce``.
+  0 reads again at once.
 - ``unlimited_queue``: fanotify only: ask the kernel for an unbounded queue
   (FAN_UNLIMITED_QUEUE).  With False the kernel's
   ``/proc/sys/fs/fanotify/max_queued_events`` applies.

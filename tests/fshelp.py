@@ -1,5 +1,6 @@
 """Helpers for the fibers.fs tests: a scheduler per (fs backend, pump
 backend) pair, draining a watcher, and a model that applies events."""
+import faulthandler
 import os
 
 import pytest
@@ -21,10 +22,16 @@ def skip_unless_fs_backend_runs(name):
         pytest.skip(f"fibers.fs backend {name} cannot run here: {why}")
 
 
+# A test wedged in a kernel wait would hang the run: far above any test's
+# duration, faulthandler prints every stack and exits.
+HANG_LIMIT = 120.0
+
+
 class Env:
     def __init__(self, fs_backend, pump, root):
         skip_unless_fs_backend_runs(fs_backend)
         skip_unless_backend_runs(pump)
+        faulthandler.dump_traceback_later(HANG_LIMIT, exit=True)
         self.fs = fs_backend
         self.sched = fibers.Scheduler(
             clock=fibers.VirtualClock(autojump=True), backend=pump)
@@ -44,6 +51,7 @@ class Env:
         return None if path is None else os.path.relpath(path, self.root)
 
     def close(self):
+        faulthandler.cancel_dump_traceback_later()
         self.sched.close()
 
 
