@@ -216,6 +216,7 @@ cdef class Scheduler:
     cdef object _delivered
     # nothing can happen but other threads may still call in: wait for them
     cdef bint _idle_wait
+    cdef int _os_waits           # fibers in wait_os_signal
     # the waker: a non-blocking pipe whose read end the tick waits on, so
     # other threads (call_threadsafe) and OS signals (set_wakeup_fd) can
     # end the wait; calls queued from other threads

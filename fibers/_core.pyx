@@ -1258,7 +1258,7 @@ cdef class Scheduler:
                 return self._vclock._io_grace_ns if io else 0
             if self._conds:
                 return self._vclock._io_grace_ns if io else COND_POLL_NS
-            if io:
+            if io or self._os_waits:
                 return -1
             return THREAD_POLL_NS if self._idle_wait else 0
         if n != NULL:
@@ -1269,7 +1269,7 @@ cdef class Scheduler:
             t = -1
         if self._conds and (t < 0 or t > COND_POLL_NS):
             t = COND_POLL_NS
-        if t < 0 and not io:
+        if t < 0 and not io and not self._os_waits:
             # Nothing to wait for: added steps with pending() work poll;
             # waiting for other threads looks again now and then, in case
             # they ended without calling in (then it is a Deadlock).
@@ -1584,7 +1584,7 @@ cdef class Scheduler:
         cdef Py_ssize_t i
         if self._ready.count or self._timers.len or self._ts_pending:
             return False
-        if self._io_pending():
+        if self._io_pending() or self._os_waits:
             return False
         for c in self._conds:
             if (<Condition>c)._active:

@@ -85,8 +85,15 @@ cdef object _os_wait(Scheduler s, Fiber me, list nums, object timeout):
             _os_waiters.setdefault(n, []).append(w)
         if timeout is not None:
             t = s._arm_timeout(me, timeout)
-        while w.got == 0:
-            s._park(me)
+        # While a fiber waits for a signal the scheduler is not idle (no
+        # Deadlock): its tick waits on the waker, which is Python's signal
+        # wakeup fd, so the signal ends the wait.
+        s._os_waits += 1
+        try:
+            while w.got == 0:
+                s._park(me)
+        finally:
+            s._os_waits -= 1
         return _signal.Signals(w.got)
     finally:
         if t is not None:

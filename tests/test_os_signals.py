@@ -277,3 +277,35 @@ def test_wait_os_signal_bad_input(sched):
     t.start()
     t.join()
     assert errors and "main thread" in errors[0]
+
+
+def test_wait_os_signal_alone_is_not_a_deadlock(backend):
+    # Regression: with no other fiber, timer or thread, a fiber waiting in
+    # wait_os_signal got Deadlock at once, although a signal can come.
+    # SIGWINCH is ignored by default, so one sent before the wait begins
+    # is harmless; the parent sends it until the child is done (bounded).
+    code = textwrap.dedent("""
+        import signal, fibers
+        print("ready", flush=True)
+        print(fibers.run(lambda: fibers.wait_os_signal(signal.SIGWINCH)).name,
+              flush=True)
+    """)
+    env = dict(os.environ, FIBERS_BACKEND=backend)
+    p = subprocess.Popen([sys.executable, "-c", code], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline() == "ready\n"
+        for _ in range(200):
+            p.send_signal(signal.SIGWINCH)
+            try:
+                p.wait(0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = p.communicate(timeout=CHILD_LIMIT)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 0, err
+    assert out.strip() == "SIGWINCH"
