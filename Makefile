@@ -13,7 +13,7 @@ BENCH_DEPS := pytest-benchmark gevent uvloop trio
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py
 
-.PHONY: all sysdeps venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-pytest clean
+.PHONY: all sysdeps venv build test pytest test-pythons ctest run demo bench bench-echo bench-bulk bench-fixed bench-pytest clean
 
 all: build
 
@@ -77,6 +77,10 @@ ctest: | sysdeps
 	./build/test_pool
 
 run: build
+	$(PY) examples/demo.py
+
+# The words demo: ticker, workers, signals, conditions, an echo server, a file.
+demo: build
 	$(PY) examples/demo.py
 
 $(VENV)/.bench: $(VENV)/.base
