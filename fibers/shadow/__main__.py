@@ -197,7 +197,7 @@ def _ctl(argv) -> int:
         print(f"fibers-shadow ctl: {reply.get('error')}", file=sys.stderr)
         return 1
     reply.pop("ok")
-    body = reply.get("status", reply)
+    body = reply.get("status") or reply.get("rules") or reply
     print(json.dumps(body, indent=2, sort_keys=True))
     return 0
 

@@ -141,8 +141,9 @@ class Shadow:
         self.acked_mark = 0
         self.batches = 0
         self.reconnects = 0
+        self.snapshots = 0              # checkpoints saved
         self._done = 0                  # events fully handled by the stages
-        self._dirty = False
+        self._dirty = True              # save a first snapshot soon
         self._stopping = False
         self._fibers = []
         self._ship_key = ("fibers.shadow.ship", id(self))
@@ -456,6 +457,7 @@ class Shadow:
                 self._dirty = False
                 try:
                     w.save_snapshot()
+                    self.snapshots += 1
                 except Exception as e:
                     log.warning("cannot save the snapshot: %s", e)
 
@@ -560,6 +562,7 @@ class Shadow:
                       "last_error": self.store_error,
                       "batches": self.batches,
                       "reconnects": self.reconnects},
+            "snapshots": self.snapshots,
             "config_error": self.config_error,
             "fatal": str(self.fatal) if self.fatal else None,
         }
