@@ -15,9 +15,6 @@ import fibers.fs
 
 DEADLINE = 20.0
 
-pytestmark = pytest.mark.skipif(
-    all(v is not None for v in fibers.fs.backends().values()),
-    reason="no fibers.fs backend can run here")
 
 
 def poll(pred, what, timeout=DEADLINE):
@@ -35,7 +32,9 @@ def poll(pred, what, timeout=DEADLINE):
 class Shadow:
     """One fibers-shadow instance (and its files) under tmp_path."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, backend):
+        self.backend = backend
+        self.env = dict(os.environ, FIBERS_FS_BACKEND=backend)
         self.tmp = tmp_path
         self.root = os.path.realpath(tmp_path / "root")
         os.makedirs(self.root, exist_ok=True)
@@ -55,7 +54,7 @@ class Shadow:
         self.out = open(self.tmp / f"out{self.runs}", "wb")
         self.err_path = self.tmp / f"err{self.runs}"
         self.proc = subprocess.Popen(self.cmd(*extra, store=store),
-                                     stdout=self.out,
+                                     stdout=self.out, env=self.env,
                                      stderr=open(self.err_path, "wb"))
         if wait:
             poll(lambda: self.try_status(), "the control socket")
@@ -141,9 +140,13 @@ class Shadow:
         return name
 
 
-@pytest.fixture
-def sh(tmp_path):
-    s = Shadow(tmp_path)
+@pytest.fixture(params=["fanotify", "inotify"])
+def sh(request, tmp_path):
+    why = fibers.fs.backends()[request.param]
+    if why is not None:
+        pytest.skip(f"fibers.fs backend {request.param} cannot run here: "
+                    f"{why}")
+    s = Shadow(tmp_path, request.param)
     yield s
     s.close()
 
@@ -182,6 +185,7 @@ def test_events_reach_the_store(sh):
     assert st["journal"]["depth"] == 0
     assert st["journal"]["lag"] == 0
     assert st["store"]["state"] == "connected"
+    assert st["watcher"]["backend"] == sh.backend
     assert sh.stop() == 0
 
 
@@ -363,7 +367,8 @@ def test_bad_input_exits_2(sh, tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "fibers.shadow",
                                "--state-dir", sh.state, "--no-ui", *args],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30,
+                              env=sh.env)
     r = run("--root", str(tmp_path / "missing"))
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = run("--config", str(tmp_path / "nope.toml"), "--root", sh.root)
