@@ -121,10 +121,15 @@ class _Entry:
 
 class Shadow:
     """The application's core: owns the watcher, the stages, the journal
-    and the store.  ``start()`` in a fiber, then ``stop()`` to drain."""
+    and the store.  ``start()`` in a fiber, then ``stop()`` to drain.
 
-    def __init__(self, settings: config.Settings, overrides=None):
+    ``store``: a Store to ship to instead of the one the settings' URL
+    names (to embed the pipeline, or to put a faulty link in a test)."""
+
+    def __init__(self, settings: config.Settings, overrides=None,
+                 store=None):
         self.settings = settings
+        self._store_override = store
         self.overrides = overrides or {}
         self.rules = Rules(settings)
         self.host = socket.gethostname()
@@ -163,7 +168,7 @@ class Shadow:
         self.journal = Journal(journal_path(s.state_dir), self.host,
                                s.source)
         self.acked_mark = self.journal.acked_seq
-        self.store = open_store(s.store_url())
+        self.store = self._store_override or open_store(s.store_url())
         prev = self.snapshot_path + ".prev"
         if os.path.exists(prev):
             # A shutdown died between saving the snapshot and journaling
