@@ -394,3 +394,40 @@ def test_bad_input_exits_2(sh, tmp_path):
     # ctl without an instance
     r = sh.ctl("status", check=False)
     assert r.returncode == 1 and "no fibers-shadow is running" in r.stderr
+
+
+def test_sigterm_with_the_store_away_keeps_the_journal(sh, tmp_path):
+    away = tmp_path / "away"
+    store = away / "store.db"
+    sh.start(store=f"sqlite:///{store}")
+    for i in range(10):
+        sh.write(f"k{i}")
+    poll(lambda: sh.status()["journal"]["depth"] >= 10, "the journal")
+    t0 = time.monotonic()
+    assert sh.stop() == 0
+    assert time.monotonic() - t0 < 10          # the drain is bounded
+    final = json.loads((sh.tmp / "out1").read_text().splitlines()[-1])
+    assert final["journal"]["depth"] == 10
+    assert "left in the journal" in sh.stderr()
+    os.mkdir(away)
+    sh.store = str(store)
+    sh.start(store=f"sqlite:///{store}")
+    sh.sync()
+    assert {("created", f"k{i}") for i in range(10)} <= sh.kinds()
+    assert_gap_free(sh.rows())
+    assert sh.stop() == 0
+
+
+def test_headless_status_lines(sh):
+    sh.start()
+    out = sh.tmp / "out1"
+
+    def lines():
+        text = out.read_text()
+        return [json.loads(x) for x in text.splitlines()] \
+            if text.count("\n") >= 2 else None
+    got = poll(lines, "two status lines")
+    assert got[0]["journal"]["depth"] == 0
+    assert {"counts", "store", "rules", "watcher", "journal"} <= set(got[0])
+    assert got[1]["time"] - got[0]["time"] == pytest.approx(1.0, abs=0.5)
+    assert sh.stop() == 0
