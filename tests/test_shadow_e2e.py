@@ -431,3 +431,22 @@ def test_headless_status_lines(sh):
     assert {"counts", "store", "rules", "watcher", "journal"} <= set(got[0])
     assert got[1]["time"] - got[0]["time"] == pytest.approx(1.0, abs=0.5)
     assert sh.stop() == 0
+
+
+def test_state_dir_inside_the_root_is_not_shadowed(sh):
+    # The default state dir may well sit under a shadowed home directory:
+    # the journal's own writes must not feed back into the journal.
+    sh.state = os.path.join(sh.root, ".state")
+    sh.store = os.path.join(sh.root, ".state", "store.db")
+    sh.start()
+    sh.write("a")
+    sh.sync()
+    sh.write("b")
+    sh.sync()
+    st = sh.status()
+    rows = sh.rows()
+    assert not [r for r in rows if "/.state" in r[2]]
+    c = st["counts"]
+    assert c["journaled"] == len(rows)
+    assert c["seen"] == c["journaled"] + c["coalesced"]    # nothing else
+    assert sh.stop() == 0
