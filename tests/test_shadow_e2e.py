@@ -450,3 +450,48 @@ def test_state_dir_inside_the_root_is_not_shadowed(sh):
     assert c["journaled"] == len(rows)
     assert c["seen"] == c["journaled"] + c["coalesced"]    # nothing else
     assert sh.stop() == 0
+
+
+def test_full_disk_stops_cleanly_and_loses_nothing(sh):
+    # A file-size limit stands in for a full disk: SQLite's writes then
+    # fail with EFBIG (Python ignores SIGXFSZ), as they would with ENOSPC.
+    import resource
+    limit = 256 * 1024
+    real_popen = subprocess.Popen
+
+    def limited(*a, **kw):
+        kw["preexec_fn"] = lambda: resource.setrlimit(
+            resource.RLIMIT_FSIZE, (limit, limit))
+        return real_popen(*a, **kw)
+    subprocess.Popen = limited
+    try:
+        sh.start()
+    finally:
+        subprocess.Popen = real_popen
+    sh.write("before")
+    sh.sync()
+    assert sh.ctl("pause") == {"paused": True}
+    names = []
+    for i in range(5000):
+        if sh.proc.poll() is not None:
+            break
+        name = f"{i:05d}-" + "n" * 180
+        sh.write(name, "")
+        names.append(name)
+    rc = sh.proc.wait(timeout=30)
+    sh.out.close()
+    assert rc == 1
+    err = sh.stderr()
+    assert "cannot write the journal" in err and "rolled back" in err
+    db = sqlite3.connect(os.path.join(sh.state, "journal.db"))
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+    # with room again, everything arrives: the journal's rows ship and the
+    # rest is found by the start-up diff against the snapshot
+    sh.start()
+    sh.sync()
+    got = sh.kinds()
+    missing = sorted(n[:5] for n in names if ("created", n) not in got)
+    assert not missing, (len(missing), missing[:5])
+    assert_gap_free(sh.rows())
+    assert sh.stop() == 0

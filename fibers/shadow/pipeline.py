@@ -174,9 +174,17 @@ class Shadow:
             # A shutdown died between saving the snapshot and journaling
             # the last events: the older picture is the safe one.
             os.replace(prev, self.snapshot_path)
+        first = not os.path.exists(self.snapshot_path)
         self.watcher = fibers.fs.watch(
             s.roots, events=s.kinds, exclude=[s.state_dir],
             snapshot=self.snapshot_path)
+        if first:
+            # Without a snapshot, a crash before the first checkpoint
+            # would leave nothing to compare the tree with at the next
+            # start.  With none, the watcher reported no differences, so
+            # its picture is not ahead of the (empty) queue.
+            self.watcher.save_snapshot()
+            self.snapshots += 1
         log.info("watching %s (%s), journal %s, store %s",
                  ", ".join(s.roots), self.watcher.backend,
                  self.journal.path, self.store.describe())
