@@ -13,7 +13,7 @@ BENCH_DEPS := pytest-benchmark gevent uvloop trio
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py
 
-.PHONY: all sysdeps venv build test pytest test-pythons ctest run demo bench bench-echo bench-bulk bench-fixed bench-pytest clean
+.PHONY: all sysdeps venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-pytest clean
 
 all: build
 
@@ -80,6 +80,7 @@ run: build
 	$(PY) examples/demo.py
 
 # The words demo: ticker, workers, signals, conditions, an echo server, a file.
+.PHONY: demo
 demo: build
 	$(PY) examples/demo.py
 
