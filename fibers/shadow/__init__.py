@@ -20,11 +20,11 @@ is logged while the old rules stay.  The state directory (default
 ``$XDG_STATE_HOME/fibers-shadow``) holds the journal, the watcher's
 snapshot and the control socket; it is never shadowed itself.
 
-Guarantees: every event the watcher reports reaches the store exactly
-once per report, in seq order per (host, source), across store outages,
-lost confirmations, SIGKILL and restarts; changes made while the program
-was down are found at start-up by comparing the tree with the saved
-snapshot.  SIGTERM or SIGINT drains for about 2 s and exits 0; what is
+Guarantees: every event that passes the rules reaches the store once,
+with no gap and no duplicate in seq per (host, source), across store
+outages, lost confirmations, SIGKILL and restarts; changes made while the
+program was down are found at start-up by comparing the tree with the
+last saved snapshot (so an event may be reported twice, never lost).  SIGTERM or SIGINT drains for about 2 s and exits 0; what is
 left ships at the next start.  Exit status 2 means bad input (a missing
 root, an unreadable config, a bad store URL, a second instance on the
 same state directory); 1 means the journal could not be written.
