@@ -274,13 +274,17 @@ def test_ctl_pause_resume_set(sh):
     assert st["rules"]["kinds"] == ["created", "deleted"]
     with open(sh.p("pre"), "a") as f:
         f.write("not shipped: modified is off")
-    os.rename(sh.p("pre"), sh.p("pre2"))      # moved is off too
+    # moved is off too: a rename ships as what a reader of created and
+    # deleted must see
+    os.rename(sh.p("pre"), sh.p("pre2"))
     sh.write("new")
     os.unlink(sh.p("new"))
     m2 = sh.sync()
     assert sh.kinds() == {("created", "pre"), ("created", m1),
+                          ("deleted", "pre"), ("created", "pre2"),
                           ("created", "new"), ("deleted", "new"),
                           ("created", m2)}
+    assert not [r for r in sh.rows() if r[1] in ("moved", "modified")]
     # pause: journaled, not shipped; resume: shipped
     assert sh.ctl("pause") == {"paused": True}
     assert sh.status()["paused"] is True

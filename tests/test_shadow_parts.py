@@ -68,8 +68,21 @@ def test_rules():
     s.include = ("*.py",)
     r = Rules(s)
     assert r.path_ok("/r/src/a.py") and not r.path_ok("/r/src/a.c")
+    # a move with one side outside the rules: what a reader should see
     ev = fibers.fs.Event("moved", "/r/a.c", "/r/a.py")
-    assert r.accepts(ev)        # moved out of the included set: shown
+    assert [(e.kind, e.path) for e in r.apply(ev)] == [("deleted", "/r/a.py")]
+    ev = fibers.fs.Event("moved", "/r/b.py", "/r/b.c")
+    assert [(e.kind, e.path) for e in r.apply(ev)] == [("created", "/r/b.py")]
+    ev = fibers.fs.Event("moved", "/r/c.py", "/r/b.py")
+    assert r.apply(ev) == [ev]
+    s.kinds = frozenset({"created", "deleted"})
+    r = Rules(s)
+    assert r.kernel_kinds() == {"created", "deleted", "moved"}
+    assert [(e.kind, e.path, e.src_path) for e in r.apply(ev)] == [
+        ("deleted", "/r/b.py", None), ("created", "/r/c.py", None)]
+    s.kinds = frozenset({"modified"})
+    assert Rules(s).kernel_kinds() == {"modified"}
+    assert Rules(s).apply(ev) == []
 
 
 def test_journal_seq_survives_restart_and_pruning(tmp_path, monkeypatch):

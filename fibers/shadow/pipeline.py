@@ -93,19 +93,46 @@ class Rules:
             return False
         return not (self.exclude and self._match(rel, self.exclude))
 
-    def accepts(self, ev) -> bool:
-        if ev.kind not in self.kinds:
-            return False
-        if not (self.path_ok(ev.path) or
-                (ev.src_path is not None and self.path_ok(ev.src_path))):
-            return False
+    def _size_ok(self, ev) -> bool:
         if self.min_size and not ev.is_dir and ev.kind != "deleted":
             try:
-                if os.lstat(ev.path).st_size < self.min_size:
-                    return False
+                return os.lstat(ev.path).st_size >= self.min_size
             except OSError:
                 pass            # gone already: let the event through
         return True
+
+    def apply(self, ev) -> list:
+        """The events to ship for ``ev``: none, ``[ev]``, or, for a move
+        the rules see only one side of (a path excluded, or the kind
+        ``moved`` off), what a reader of the store should see instead: a
+        ``deleted`` of the old path and/or a ``created`` of the new one.
+        (A directory moved that way is reported for the directory only.)"""
+        k = ev.kind
+        if k == "moved":
+            src_ok = self.path_ok(ev.src_path)
+            dst_ok = self.path_ok(ev.path)
+            if "moved" in self.kinds and src_ok and dst_ok:
+                return [ev]
+            out = []
+            if src_ok and "deleted" in self.kinds:
+                out.append(fibers.fs.Event(
+                    "deleted", ev.src_path, None, ev.is_dir, ev.pid,
+                    ev.time, ev.seq))
+            if dst_ok and "created" in self.kinds:
+                out.append(fibers.fs.Event(
+                    "created", ev.path, None, ev.is_dir, ev.pid, ev.time,
+                    ev.seq))
+            return out
+        if k in self.kinds and self.path_ok(ev.path) and self._size_ok(ev):
+            return [ev]
+        return []
+
+    def kernel_kinds(self) -> frozenset:
+        """The kinds to ask the watcher for: a move must still be seen
+        when only ``created`` or ``deleted`` is wanted."""
+        if self.kinds & {"created", "deleted"}:
+            return self.kinds | {"moved"}
+        return self.kinds
 
 
 class _Entry:
@@ -177,7 +204,8 @@ class Shadow:
             os.replace(prev, self.snapshot_path)
         first = not os.path.exists(self.snapshot_path)
         self.watcher = fibers.fs.watch(
-            s.roots, events=s.kinds, exclude=[s.state_dir],
+            s.roots, events=self.rules.kernel_kinds(),
+            exclude=[s.state_dir],
             snapshot=self.snapshot_path)
         if first:
             # Without a snapshot, a crash before the first checkpoint
@@ -310,11 +338,14 @@ class Shadow:
                         log.warning("watcher error on %s: %s", ev.path,
                                     os.strerror(ev.errno or 0))
                         self._done += 1
-                    elif rules.accepts(ev):
-                        out.append(ev)
                     else:
-                        self.counts["filtered"] += 1
-                        self._done += 1
+                        keep = rules.apply(ev)
+                        if keep:
+                            out += keep
+                        else:
+                            self.counts["filtered"] += 1
+                        # each event passed on is counted done downstream
+                        self._done += 1 - len(keep)
                 if out:
                     self.filtered.put_many(out)
         finally:
@@ -534,10 +565,11 @@ class Shadow:
         for r in new.roots:
             if r not in old.roots:
                 self.watcher.add(r)
-        if new.kinds != old.kinds:
-            self.watcher.set_events(new.kinds)
+        rules = Rules(new)
+        if rules.kernel_kinds() != self.rules.kernel_kinds():
+            self.watcher.set_events(rules.kernel_kinds())
         self.settings = new
-        self.rules = Rules(new)
+        self.rules = rules
 
     def pause(self):
         """Stop shipping; the journal keeps growing."""
