@@ -92,6 +92,11 @@ ctest: | sysdeps
 run: build
 	$(PY) examples/demo.py
 
+# The words demo: ticker, workers, signals, conditions, an echo server, a file.
+.PHONY: demo
+demo: build
+	$(PY) examples/demo.py
+
 $(VENV)/.bench: $(VENV)/.base
 	$(PIP) install $(BENCH_DEPS)
 	touch $@

@@ -1,0 +1,35 @@
+"""fibers-shadow: shadow a directory tree's activity to a store, live.
+
+An application built only on fibers' public API: ``fibers.fs`` watches,
+a pipeline of fibers filters, coalesces, journals to a local SQLite outbox
+and ships to a store, while a control socket and the config file change
+the rules as it runs.  Everything runs on one OS thread.
+
+Run it::
+
+    fibers-shadow --root ~/projects --store sqlite:///tmp/shadow.db --no-ui
+    fibers-shadow ctl status                 # from another terminal
+    fibers-shadow ctl set kinds=created,deleted
+    fibers-shadow ctl pause                  # stop shipping; keep journaling
+    sqlite3 /tmp/shadow.db 'select seq, kind, path from events'
+
+(``python -m fibers.shadow`` is the same program.)  ``--config FILE``
+reads a TOML file (see :mod:`fibers.shadow.config` for its keys), which
+is watched: saving it applies new rules within a second, and a bad edit
+is logged while the old rules stay.  The state directory (default
+``$XDG_STATE_HOME/fibers-shadow``) holds the journal, the watcher's
+snapshot and the control socket; it is never shadowed itself.
+
+Guarantees: every event that passes the rules reaches the store once,
+with no gap and no duplicate in seq per (host, source), across store
+outages, lost confirmations, SIGKILL and restarts; changes made while the
+program was down are found at start-up by comparing the tree with the
+last saved snapshot (so an event may be reported twice, never lost).  SIGTERM or SIGINT drains for about 2 s and exits 0; what is
+left ships at the next start.  Exit status 2 means bad input (a missing
+root, an unreadable config, a bad store URL, a second instance on the
+same state directory); 1 means the journal could not be written.
+
+Modules: ``config`` (settings, TOML), ``journal`` (the outbox), ``store``
+(the destination), ``pipeline`` (the stages), ``control`` (the socket),
+``sync`` (a fiber mutex and channel), ``__main__`` (the command line).
+"""

@@ -1,0 +1,227 @@
+"""fibers-shadow's command line.
+
+    fibers-shadow [--config FILE] [--root DIR]... [--store URL]
+                  [--state-dir DIR] [--no-ui]
+    fibers-shadow ctl [--state-dir DIR] status|pause|resume|set KEY=VALUE
+
+Design: everything runs in fibers.run on the main thread: the pipeline,
+the control socket, the status output and the wait for SIGTERM/SIGINT.
+Errors the user can fix (a missing root, an unreadable config, a bad
+store URL, a second instance on the same state directory) are reported
+in one line and exit with status 2, before anything starts.  SIGTERM and
+SIGINT stop watching, drain into the journal, ship what can be shipped in
+about 2 s, and exit 0; what is left ships at the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+
+import fibers
+
+from . import config, control
+from .journal import JournalError
+from .pipeline import Shadow
+
+log = logging.getLogger("fibers.shadow")
+
+DRAIN_SECONDS = 2.0
+
+
+def _write_all(fd, data: bytes):
+    # Cooperative: a slow reader of our stdout parks this fiber only.
+    while data:
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            fibers.wait_writable(fd)
+            continue
+        data = data[n:]
+
+
+def _status_line(st) -> str:
+    j, s, c = st["journal"], st["store"], st["counts"]
+    return (f"seen {c['seen']}  journaled {c['journaled']}  shipped "
+            f"{c['shipped']}  depth {j['depth']}  lag {j['lag']}  store "
+            f"{s['state']}{'  PAUSED' if st['paused'] else ''}")
+
+
+def _reporter(app, headless: bool):
+    fd = sys.stdout.fileno()
+    while True:
+        fibers.sleep(1.0)
+        st = app.status()
+        if headless:
+            _write_all(fd, (json.dumps(st) + "\n").encode())
+        else:
+            _write_all(fd, ("\r\x1b[K" + _status_line(st)).encode())
+
+
+def _lock_state_dir(state_dir):
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as e:
+        raise config.ConfigError(f"cannot create the state directory "
+                                 f"{state_dir!r}: {e.strerror}") from None
+    fd = os.open(os.path.join(state_dir, "lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise config.ConfigError(
+                f"another fibers-shadow is running with the state "
+                f"directory {state_dir!r}") from None
+        raise
+    return fd
+
+
+def _serve(settings, overrides) -> int:
+    headless = not settings.ui or not sys.stdout.isatty()
+    app = Shadow(settings, overrides)
+    done = ("fibers.shadow.exit", id(app))
+    why = {}
+
+    def on_signal():
+        why["signal"] = fibers.wait_os_signal(signal.SIGTERM, signal.SIGINT)
+        fibers.signal_all(done)
+
+    def on_fatal():
+        app.wait_fatal()
+        fibers.signal_all(done)
+
+    sig = fibers.spawn(on_signal)
+    fibers.yield_now()          # the signal handler is in place from here
+    try:
+        app.start()
+    except (OSError, JournalError, ValueError) as e:
+        print(f"fibers-shadow: cannot start: {e}", file=sys.stderr)
+        sig.kill()
+        return 2
+    server = control.serve(app, control.socket_path(settings.state_dir))
+    fatal = fibers.spawn(on_fatal)
+    fd = sys.stdout.fileno()
+    was_blocking = os.get_blocking(fd)
+    if not sys.stdout.isatty():
+        os.set_blocking(fd, False)
+    reporter = fibers.spawn(_reporter, app, headless)
+    try:
+        fibers.wait_signal(done)
+        if "signal" in why:
+            log.info("%s: draining for up to %.0f s", why["signal"].name,
+                     DRAIN_SECONDS)
+        server.stop()
+        reporter.kill()
+        shipped = app.stop(DRAIN_SECONDS)
+        final = app.status()
+        if headless:
+            _write_all(fd, (json.dumps(final) + "\n").encode())
+        else:
+            _write_all(fd, b"\n")
+        if not shipped and app.fatal is None:
+            log.info("%d event(s) left in the journal; they ship at the "
+                     "next start", final["journal"]["depth"])
+    finally:
+        for f in (sig, fatal, reporter):
+            if not f.dead:
+                f.kill()
+        os.set_blocking(fd, was_blocking)
+    if app.fatal is not None:
+        print(f"fibers-shadow: stopped: {app.fatal}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="fibers-shadow",
+        description="Shadow file-system activity to a store, on fibers. "
+                    "'fibers-shadow ctl --help' for the control client.")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML settings file (watched: edits apply live)")
+    p.add_argument("--root", metavar="DIR", action="append",
+                   help="directory to shadow (repeatable; overrides the "
+                        "file's roots)")
+    p.add_argument("--store", metavar="URL",
+                   help="where events go: sqlite:///PATH (default: "
+                        "store.db in the state directory)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="journal, snapshot and control socket (default: "
+                        "$XDG_STATE_HOME/fibers-shadow)")
+    p.add_argument("--no-ui", action="store_true",
+                   help="headless: one JSON status line per second on "
+                        "stdout")
+    return p
+
+
+def _ctl(argv) -> int:
+    p = argparse.ArgumentParser(
+        prog="fibers-shadow ctl",
+        description="Talk to a running fibers-shadow.")
+    p.add_argument("--state-dir", metavar="DIR",
+                   default=config.default_state_dir())
+    p.add_argument("command", choices=("status", "pause", "resume", "set"))
+    p.add_argument("assignment", nargs="?", metavar="KEY=VALUE")
+    a = p.parse_args(argv)
+    if a.command == "set":
+        if not a.assignment:
+            p.error("set needs KEY=VALUE")
+        try:
+            key, value = config.parse_set(a.assignment)
+        except config.ConfigError as e:
+            p.error(str(e))
+        req = {"cmd": "set", "key": key, "value": value}
+    else:
+        if a.assignment:
+            p.error(f"{a.command} takes no argument")
+        req = {"cmd": a.command}
+    path = control.socket_path(os.path.abspath(a.state_dir))
+    try:
+        reply = control.request(path, req)
+    except (FileNotFoundError, ConnectionRefusedError):
+        print(f"fibers-shadow ctl: no fibers-shadow is running with the "
+              f"state directory {a.state_dir!r}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"fibers-shadow ctl: {e}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"fibers-shadow ctl: {reply.get('error')}", file=sys.stderr)
+        return 1
+    reply.pop("ok")
+    body = reply.get("status") or reply.get("rules") or reply
+    print(json.dumps(body, indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv=None) -> int:
+    """The console script's entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ctl"]:
+        return _ctl(argv[1:])
+    a = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="fibers-shadow: %(levelname)s: %(message)s")
+    try:
+        settings, overrides = config.load(a.config, a.root, a.store,
+                                          a.state_dir, ui=not a.no_ui)
+        lock = _lock_state_dir(settings.state_dir)
+    except config.ConfigError as e:
+        print(f"fibers-shadow: {e}", file=sys.stderr)
+        return 2
+    try:
+        return fibers.run(_serve, settings, overrides)
+    finally:
+        os.close(lock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Settings for fibers-shadow: a TOML file, overridden by command-line flags.
+
+Design: one dataclass holds every setting, so the pipeline, the control
+socket and the reloader all speak of the same names.  The file is parsed
+into a fresh Settings and validated completely before anything uses it;
+that is what lets a live reload keep the old rules when an edit is bad.
+Flags are remembered as overrides and re-applied over every reload, so a
+flag given at start-up keeps winning over the file for the whole run.
+
+The file (every key optional)::
+
+    roots = ["~/projects"]              # directories to shadow
+    store = "sqlite:///~/shadow.db"     # where events are shipped
+    state_dir = "~/.local/state/fibers-shadow"
+    source = "laptop-home"              # optional; default: one per journal
+
+    [rules]                             # changeable while running
+    kinds = ["created", "deleted", "modified", "moved"]
+    include = []                        # globs; empty = everything
+    exclude = ["*.swp", ".git/*"]
+    min_size = 0                        # bytes; smaller files are skipped
+    window_ms = 200                     # coalescing window per path
+
+    [ship]
+    batch = 500                         # rows per batch sent to the store
+    window = 4                          # unacknowledged batches in flight
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+try:
+    import tomllib as _toml
+except ImportError:  # Python 3.10
+    try:
+        import tomli as _toml
+    except ImportError:
+        _toml = None
+
+from ..fs import KINDS
+
+__all__ = ["ConfigError", "Settings", "RULE_KEYS", "load", "parse_set",
+           "default_state_dir", "apply_rule"]
+
+# The kinds a user can pick; overflow and error are always reported.
+USER_KINDS = tuple(k for k in KINDS if k not in ("overflow", "error"))
+DEFAULT_KINDS = ("created", "deleted", "modified", "moved")
+
+# Settings that may change while running (file reload, `ctl set`).
+RULE_KEYS = ("kinds", "include", "exclude", "min_size", "window_ms",
+             "batch", "ship_window")
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or points at nothing.  The message
+    is meant for the user as is."""
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "fibers-shadow")
+
+
+@dataclass
+class Settings:
+    """Everything fibers-shadow needs to run."""
+    roots: list = field(default_factory=list)
+    store: str = ""                     # "" = sqlite in the state dir
+    state_dir: str = field(default_factory=default_state_dir)
+    source: str = ""                    # "" = the journal's own id
+    kinds: frozenset = frozenset(DEFAULT_KINDS)
+    include: tuple = ()
+    exclude: tuple = ()
+    min_size: int = 0
+    window_ms: int = 200
+    batch: int = 500
+    ship_window: int = 4
+    ui: bool = True
+    config_file: str = ""
+
+    @property
+    def window(self) -> float:
+        return self.window_ms / 1000.0
+
+    def store_url(self) -> str:
+        return self.store or "sqlite:///" + os.path.join(self.state_dir,
+                                                         "store.db")
+
+    def rules(self) -> dict:
+        """The live-changeable settings, as plain JSON-able values."""
+        return {"kinds": sorted(self.kinds), "include": list(self.include),
+                "exclude": list(self.exclude), "min_size": self.min_size,
+                "window_ms": self.window_ms, "batch": self.batch,
+                "ship_window": self.ship_window}
+
+
+def _path(v, what):
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{what} must be a non-empty string, got {v!r}")
+    return os.path.abspath(os.path.expanduser(v))
+
+
+def _str_list(v, what):
+    if isinstance(v, str):
+        v = [x for x in (s.strip() for s in v.split(",")) if x]
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str)
+                                                    for x in v):
+        raise ConfigError(f"{what} must be a list of strings, got {v!r}")
+    return tuple(v)
+
+
+def _int(v, what, lo, hi):
+    if isinstance(v, str):
+        try:
+            v = int(v.strip())
+        except ValueError:
+            raise ConfigError(f"{what} must be an integer, got {v!r}") \
+                from None
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError(f"{what} must be an integer in [{lo}, {hi}], "
+                          f"got {v!r}")
+    return v
+
+
+def apply_rule(s: Settings, key: str, value) -> None:
+    """Set one live-changeable setting on ``s``, validating it (value may
+    be the string form used by ``ctl set``, or the TOML value)."""
+    if key == "kinds":
+        kinds = _str_list(value, "kinds")
+        bad = [k for k in kinds if k not in USER_KINDS]
+        if bad:
+            raise ConfigError(f"unknown event kind(s) {', '.join(bad)}; "
+                              f"the kinds are {', '.join(USER_KINDS)}")
+        s.kinds = frozenset(kinds)
+    elif key in ("include", "exclude"):
+        setattr(s, key, _str_list(value, key))
+    elif key == "min_size":
+        s.min_size = _int(value, key, 0, 1 << 62)
+    elif key == "window_ms":
+        s.window_ms = _int(value, key, 0, 60_000)
+    elif key == "batch":
+        s.batch = _int(value, key, 1, 100_000)
+    elif key == "ship_window":
+        s.ship_window = _int(value, key, 1, 64)
+    else:
+        raise ConfigError(f"unknown setting {key!r}; the settings that can "
+                          f"change are {', '.join(RULE_KEYS)}")
+
+
+def parse_set(arg: str):
+    """``"KEY=VALUE"`` -> (key, value); ConfigError if malformed."""
+    key, sep, value = arg.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"expected KEY=VALUE, got {arg!r}")
+    return key, value.strip()
+
+
+def read_file(path: str) -> dict:
+    """The TOML file as a dict; ConfigError (with the reason) if it cannot
+    be read or parsed."""
+    if _toml is None:
+        raise ConfigError("reading a config file on Python 3.10 needs the "
+                          "'tomli' package (pip install tomli)")
+    try:
+        with open(path, "rb") as f:
+            return _toml.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path!r}: "
+                          f"{e.strerror or e}") from None
+    except _toml.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {e}") \
+            from None
+
+
+def from_dict(data: dict, base: Settings | None = None) -> Settings:
+    """A Settings from a parsed TOML file, over ``base`` (default: the
+    defaults).  Validates everything; raises ConfigError."""
+    s = dataclasses.replace(base) if base is not None else Settings()
+    data = dict(data)
+    rules = data.pop("rules", {})
+    ship = data.pop("ship", {})
+    if not isinstance(rules, dict) or not isinstance(ship, dict):
+        raise ConfigError("[rules] and [ship] must be tables")
+    if "roots" in data:
+        s.roots = [_path(r, "each root") for r in
+                   _str_list(data.pop("roots"), "roots")]
+    if "store" in data:
+        s.store = data.pop("store")
+        if not isinstance(s.store, str):
+            raise ConfigError(f"store must be a URL string, got {s.store!r}")
+    if "state_dir" in data:
+        s.state_dir = _path(data.pop("state_dir"), "state_dir")
+    if "source" in data:
+        s.source = data.pop("source")
+        if not isinstance(s.source, str):
+            raise ConfigError(f"source must be a string, got {s.source!r}")
+    for key, value in rules.items():
+        apply_rule(s, key, value)
+    for key, value in ship.items():
+        if key not in ("batch", "window"):
+            raise ConfigError(f"unknown key {key!r} in [ship]; the keys are "
+                              f"batch and window")
+        apply_rule(s, "ship_window" if key == "window" else key, value)
+    if data:
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(data))}; the "
+                          f"top-level keys are roots, store, state_dir, "
+                          f"source, and the tables [rules] and [ship]")
+    return s
+
+
+def check(s: Settings) -> None:
+    """The checks that need the file system: roots exist and are
+    directories, the store URL is one we know."""
+    if not s.roots:
+        raise ConfigError("nothing to shadow: give --root DIR or roots = "
+                          "[...] in the config file")
+    for r in s.roots:
+        if not os.path.isdir(r):
+            raise ConfigError(f"root {r!r} does not exist or is not a "
+                              f"directory")
+    from .store import parse_url
+    parse_url(s.store_url())
+
+
+def load(config_file=None, roots=None, store=None, state_dir=None,
+         ui=None) -> tuple[Settings, dict]:
+    """The settings at start-up: the file (if any), then the flags.
+    Returns (settings, overrides) where overrides are the flags to
+    re-apply over every reload of the file."""
+    overrides = {}
+    if roots:
+        overrides["roots"] = [_path(r, "--root") for r in roots]
+    if store is not None:
+        overrides["store"] = store
+    if state_dir is not None:
+        overrides["state_dir"] = _path(state_dir, "--state-dir")
+    s = Settings()
+    if config_file:
+        config_file = os.path.abspath(os.path.expanduser(config_file))
+        s = from_dict(read_file(config_file))
+        s.config_file = config_file
+    for k, v in overrides.items():
+        setattr(s, k, v)
+    if ui is not None:
+        s.ui = ui
+    check(s)
+    return s, overrides
+
+
+def reload(s: Settings, overrides: dict) -> Settings:
+    """The file read again over the defaults, with the flags re-applied;
+    ConfigError if anything is wrong (the caller keeps ``s``)."""
+    new = from_dict(read_file(s.config_file))
+    for k, v in overrides.items():
+        setattr(new, k, v)
+    new.config_file = s.config_file
+    new.ui = s.ui
+    check(new)
+    return new
+

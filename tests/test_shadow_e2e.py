@@ -1,0 +1,501 @@
+"""fibers-shadow end to end: the real program in a subprocess, a temp root,
+a SQLite store; the store's rows are checked exactly ((kind, path) sets,
+seq without gaps).  Every wait polls a condition under a deadline."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fibers.fs
+
+DEADLINE = 20.0
+
+
+
+def poll(pred, what, timeout=DEADLINE):
+    """pred() until truthy (returned), or fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Shadow:
+    """One fibers-shadow instance (and its files) under tmp_path."""
+
+    def __init__(self, tmp_path, backend):
+        self.backend = backend
+        self.env = dict(os.environ, FIBERS_FS_BACKEND=backend)
+        self.tmp = tmp_path
+        self.root = os.path.realpath(tmp_path / "root")
+        os.makedirs(self.root, exist_ok=True)
+        self.state = str(tmp_path / "state")
+        self.store = str(tmp_path / "store.db")
+        self.proc = None
+        self.runs = 0
+        self._mark = 0
+
+    def cmd(self, *extra, store=None):
+        return [sys.executable, "-m", "fibers.shadow", "--root", self.root,
+                "--state-dir", self.state, "--store",
+                store or f"sqlite:///{self.store}", "--no-ui", *extra]
+
+    def start(self, *extra, store=None, wait=True):
+        self.runs += 1
+        self.out = open(self.tmp / f"out{self.runs}", "wb")
+        self.err_path = self.tmp / f"err{self.runs}"
+        self.proc = subprocess.Popen(self.cmd(*extra, store=store),
+                                     stdout=self.out, env=self.env,
+                                     stderr=open(self.err_path, "wb"))
+        if wait:
+            poll(lambda: self.try_status(), "the control socket")
+        return self.proc
+
+    def stderr(self):
+        return self.err_path.read_text()
+
+    def ctl(self, *args, check=True):
+        r = subprocess.run([sys.executable, "-m", "fibers.shadow", "ctl",
+                            "--state-dir", self.state, *args],
+                           capture_output=True, text=True, timeout=30)
+        if check:
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+        return r
+
+    def try_status(self):
+        assert self.proc.poll() is None, \
+            f"fibers-shadow exited {self.proc.returncode}: {self.stderr()}"
+        r = self.ctl("status", check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def status(self):
+        return self.ctl("status")
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self.out.close()
+        return rc
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.out.close()
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    # ---- files and the store -------------------------------------------
+
+    def p(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def write(self, name, data="x"):
+        with open(self.p(name), "w") as f:
+            f.write(data)
+
+    def rows(self):
+        if not os.path.exists(self.store):
+            return []
+        db = sqlite3.connect(self.store, timeout=10)
+        try:
+            return db.execute("SELECT seq, kind, path, src_path, is_dir "
+                              "FROM events ORDER BY seq").fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+
+    def kinds(self, rows=None):
+        """The set of (kind, path below root) in the store."""
+        return {(k, os.path.relpath(p, self.root))
+                for _, k, p, _, _ in (self.rows() if rows is None else rows)}
+
+    def sync(self):
+        """Make a marker file and wait until it is in the store with no
+        gap in seq before it: everything caused earlier has shipped (the
+        stages keep order).  Returns the marker's name."""
+        self._mark += 1
+        name = f"mark-{self.runs}-{self._mark}"
+        open(self.p(name), "w").close()
+
+        def shipped():
+            rows = self.rows()
+            seqs = [r[0] for r in rows]
+            return (("created", name) in self.kinds(rows)
+                    and seqs == list(range(1, len(seqs) + 1)))
+        poll(shipped, f"{name} in the store")
+        return name
+
+
+@pytest.fixture(params=["fanotify", "inotify"])
+def sh(request, tmp_path):
+    why = fibers.fs.backends()[request.param]
+    if why is not None:
+        pytest.skip(f"fibers.fs backend {request.param} cannot run here: "
+                    f"{why}")
+    s = Shadow(tmp_path, request.param)
+    yield s
+    s.close()
+
+
+def assert_gap_free(rows):
+    seqs = [r[0] for r in rows]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_events_reach_the_store(sh):
+    sh.start()
+    sh.write("a", "hello")
+    sh.write("b")
+    os.mkdir(sh.p("d"))
+    sh.write("d/c")
+    os.rename(sh.p("b"), sh.p("b2"))
+    os.unlink(sh.p("a"))
+    m = sh.sync()
+    # a burst of writes to one file ships once
+    with open(sh.p("d/c"), "a") as f:
+        for _ in range(50):
+            f.write("more")
+            f.flush()
+    m2 = sh.sync()
+    rows = sh.rows()
+    assert_gap_free(rows)
+    assert sh.kinds(rows) == {
+        ("created", "a"), ("created", "b"), ("created", "d"),
+        ("created", "d/c"), ("moved", "b2"), ("deleted", "a"),
+        ("created", m), ("modified", "d/c"), ("created", m2)}
+    assert sum(1 for r in rows if r[1] == "modified") == 1
+    moved = [r for r in rows if r[1] == "moved"][0]
+    assert moved[3] == sh.p("b")
+    assert [r[4] for r in rows if r[2] == sh.p("d")] == [1]
+    st = sh.status()
+    assert st["journal"]["depth"] == 0
+    assert st["journal"]["lag"] == 0
+    assert st["store"]["state"] == "connected"
+    assert st["watcher"]["backend"] == sh.backend
+    assert sh.stop() == 0
+
+
+def test_sigterm_exits_0_with_a_final_status(sh):
+    sh.start()
+    sh.write("f")
+    sh.sync()
+    assert sh.stop(signal.SIGTERM) == 0
+    lines = (sh.tmp / "out1").read_text().splitlines()
+    final = json.loads(lines[-1])
+    assert final["journal"]["depth"] == 0
+    assert final["counts"]["shipped"] >= 2
+    # SIGINT too, and a restart ships nothing twice
+    sh.start()
+    sh.write("g")
+    sh.sync()
+    assert sh.stop(signal.SIGINT) == 0
+    rows = sh.rows()
+    assert_gap_free(rows)
+    assert len(rows) == len({(k, p) for _, k, p, _, _ in rows})
+
+
+def test_sigkill_mid_stream_loses_nothing(sh):
+    sh.start()
+    for i in range(50):
+        sh.write(f"a{i}")
+    sh.sync()
+    # a snapshot covering phase A (the checkpoint runs when quiescent)
+    n = sh.status()["snapshots"]
+    poll(lambda: sh.status()["snapshots"] > n, "a snapshot checkpoint")
+    # phase B: killed while files are being made and shipped
+    for i in range(200):
+        sh.write(f"b{i}")
+        if i == 100:
+            sh.kill()
+    # phase C: while nobody watches
+    for i in range(30):
+        sh.write(f"c{i}")
+    for i in range(5):
+        os.unlink(sh.p(f"a{i}"))
+    with open(sh.p("a10"), "a") as f:
+        f.write("grown while down")
+    sh.start()
+    m = sh.sync()
+    rows = sh.rows()
+    assert_gap_free(rows)
+    got = sh.kinds(rows)
+    marks = {x for x in got if x[1].startswith("mark-")}
+    expected = ({("created", f"a{i}") for i in range(50)}
+                | {("created", f"b{i}") for i in range(200)}
+                | {("created", f"c{i}") for i in range(30)}
+                | {("deleted", f"a{i}") for i in range(5)}
+                | {("modified", "a10")})
+    assert ("created", m) in marks
+    assert got - marks == expected
+    assert sh.stop() == 0
+
+
+def test_journal_survives_sigkill_while_paused(sh):
+    sh.start()
+    sh.write("first")
+    sh.sync()
+    assert sh.ctl("pause") == {"paused": True}
+    for i in range(20):
+        sh.write(f"p{i}")
+    poll(lambda: sh.status()["journal"]["depth"] >= 20, "the journal")
+    assert ("created", "p0") not in sh.kinds()
+    sh.kill()
+    sh.start()
+    m = sh.sync()
+    rows = sh.rows()
+    assert_gap_free(rows)
+    got = sh.kinds(rows)
+    assert {("created", f"p{i}") for i in range(20)} <= got
+    assert ("created", m) in got
+    assert sh.stop() == 0
+
+
+def test_ctl_pause_resume_set(sh):
+    sh.start()
+    sh.write("pre")
+    m1 = sh.sync()
+    assert sh.ctl("set", "kinds=created,deleted")["kinds"] == [
+        "created", "deleted"]
+    st = sh.status()
+    assert st["rules"]["kinds"] == ["created", "deleted"]
+    with open(sh.p("pre"), "a") as f:
+        f.write("not shipped: modified is off")
+    # moved is off too: a rename ships as what a reader of created and
+    # deleted must see
+    os.rename(sh.p("pre"), sh.p("pre2"))
+    sh.write("new")
+    os.unlink(sh.p("new"))
+    m2 = sh.sync()
+    assert sh.kinds() == {("created", "pre"), ("created", m1),
+                          ("deleted", "pre"), ("created", "pre2"),
+                          ("created", "new"), ("deleted", "new"),
+                          ("created", m2)}
+    assert not [r for r in sh.rows() if r[1] in ("moved", "modified")]
+    # pause: journaled, not shipped; resume: shipped
+    assert sh.ctl("pause") == {"paused": True}
+    assert sh.status()["paused"] is True
+    sh.write("during-pause")
+    poll(lambda: sh.status()["journal"]["depth"] >= 1, "the journal")
+    assert ("created", "during-pause") not in sh.kinds()
+    assert sh.status()["store"]["state"] == "paused"
+    assert sh.ctl("resume") == {"paused": False}
+    sh.sync()
+    assert ("created", "during-pause") in sh.kinds()
+    # bad requests are refused with a reason, and change nothing
+    r = sh.ctl("set", "kinds=created,bogus", check=False)
+    assert r.returncode == 1 and "bogus" in r.stderr
+    r = sh.ctl("set", "colour=blue", check=False)
+    assert r.returncode == 1 and "colour" in r.stderr
+    r = sh.ctl("set", "window_ms", check=False)
+    assert r.returncode == 2
+    assert sh.status()["rules"]["kinds"] == ["created", "deleted"]
+    assert sh.ctl("set", "exclude=*.tmp")["exclude"] == ["*.tmp"]
+    sh.write("x.tmp")
+    sh.write("y.txt")
+    sh.sync()
+    got = sh.kinds()
+    assert ("created", "y.txt") in got and ("created", "x.tmp") not in got
+    assert sh.stop() == 0
+
+
+def test_live_config_reload(sh, tmp_path):
+    cfg = tmp_path / "shadow.toml"
+    cfg.write_text('[rules]\nexclude = ["*.log"]\nwindow_ms = 100\n')
+    sh.start("--config", str(cfg))
+    assert sh.status()["rules"]["exclude"] == ["*.log"]
+    sh.write("a.log")
+    sh.write("a.txt")
+    sh.sync()
+    assert ("created", "a.txt") in sh.kinds()
+    assert ("created", "a.log") not in sh.kinds()
+    # an edit applies without a restart (write-and-rename, as editors do)
+    tmp = tmp_path / "shadow.toml.new"
+    tmp.write_text('[rules]\nexclude = ["*.txt"]\n')
+    os.rename(tmp, cfg)
+    poll(lambda: sh.status()["rules"]["exclude"] == ["*.txt"],
+         "the new rules")
+    sh.write("b.log")
+    sh.write("b.txt")
+    sh.sync()
+    got = sh.kinds()
+    assert ("created", "b.log") in got and ("created", "b.txt") not in got
+    # a bad edit is reported and the old rules stay
+    cfg.write_text('[rules]\nexclude = ["*.txt"\n')
+    poll(lambda: sh.status()["config_error"], "the config error")
+    st = sh.status()
+    assert "not valid TOML" in st["config_error"]
+    assert st["rules"]["exclude"] == ["*.txt"]
+    cfg.write_text('[rules]\nkinds = ["teleported"]\n')
+    poll(lambda: "teleported" in (sh.status()["config_error"] or ""),
+         "the second config error")
+    assert sh.status()["rules"]["kinds"] == sorted(
+        ["created", "deleted", "modified", "moved"])
+    assert "old rules stay" in sh.stderr()
+    assert sh.stop() == 0
+
+
+def test_unreachable_store_is_not_fatal(sh, tmp_path):
+    away = tmp_path / "away"
+    store = away / "store.db"
+    sh.start(store=f"sqlite:///{store}")
+    sh.write("while-away")
+    poll(lambda: sh.status()["store"]["state"] == "down"
+         and sh.status()["journal"]["depth"] >= 1, "the store to be down")
+    st = sh.status()
+    assert "does not exist" in st["store"]["last_error"]
+    os.mkdir(away)
+    sh.store = str(store)
+    sh.sync()
+    assert ("created", "while-away") in sh.kinds()
+    st = sh.status()
+    assert st["store"]["state"] == "connected"
+    assert st["store"]["reconnects"] >= 1
+    assert sh.stop() == 0
+
+
+def test_bad_input_exits_2(sh, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "fibers.shadow",
+                               "--state-dir", sh.state, "--no-ui", *args],
+                              capture_output=True, text=True, timeout=30,
+                              env=sh.env)
+    r = run("--root", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run("--config", str(tmp_path / "nope.toml"), "--root", sh.root)
+    assert r.returncode == 2 and "cannot read config file" in r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("roots = [\n")
+    r = run("--config", str(bad))
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
+    bad.write_text("[rules]\nmin_size = -1\n")
+    r = run("--config", str(bad), "--root", sh.root)
+    assert r.returncode == 2 and "min_size" in r.stderr
+    r = run("--root", sh.root, "--store", "mysql://x")
+    assert r.returncode == 2 and "unknown store URL" in r.stderr
+    r = run()
+    assert r.returncode == 2 and "nothing to shadow" in r.stderr
+    r = run("--bogus-flag")
+    assert r.returncode == 2
+    # a second instance on the same state directory
+    sh.start()
+    r = run("--root", sh.root)
+    assert r.returncode == 2 and "another fibers-shadow" in r.stderr
+    assert sh.stop() == 0
+    # ctl without an instance
+    r = sh.ctl("status", check=False)
+    assert r.returncode == 1 and "no fibers-shadow is running" in r.stderr
+
+
+def test_sigterm_with_the_store_away_keeps_the_journal(sh, tmp_path):
+    away = tmp_path / "away"
+    store = away / "store.db"
+    sh.start(store=f"sqlite:///{store}")
+    for i in range(10):
+        sh.write(f"k{i}")
+    poll(lambda: sh.status()["journal"]["depth"] >= 10, "the journal")
+    t0 = time.monotonic()
+    assert sh.stop() == 0
+    assert time.monotonic() - t0 < 10          # the drain is bounded
+    final = json.loads((sh.tmp / "out1").read_text().splitlines()[-1])
+    assert final["journal"]["depth"] == 10
+    assert "left in the journal" in sh.stderr()
+    os.mkdir(away)
+    sh.store = str(store)
+    sh.start(store=f"sqlite:///{store}")
+    sh.sync()
+    assert {("created", f"k{i}") for i in range(10)} <= sh.kinds()
+    assert_gap_free(sh.rows())
+    assert sh.stop() == 0
+
+
+def test_headless_status_lines(sh):
+    sh.start()
+    out = sh.tmp / "out1"
+
+    def lines():
+        text = out.read_text()
+        return [json.loads(x) for x in text.splitlines()] \
+            if text.count("\n") >= 2 else None
+    got = poll(lines, "two status lines")
+    assert got[0]["journal"]["depth"] == 0
+    assert {"counts", "store", "rules", "watcher", "journal"} <= set(got[0])
+    assert got[1]["time"] - got[0]["time"] == pytest.approx(1.0, abs=0.5)
+    assert sh.stop() == 0
+
+
+def test_state_dir_inside_the_root_is_not_shadowed(sh):
+    # The default state dir may well sit under a shadowed home directory:
+    # the journal's own writes must not feed back into the journal.
+    sh.state = os.path.join(sh.root, ".state")
+    sh.store = os.path.join(sh.root, ".state", "store.db")
+    sh.start()
+    sh.write("a")
+    sh.sync()
+    sh.write("b")
+    sh.sync()
+    st = sh.status()
+    rows = sh.rows()
+    assert not [r for r in rows if "/.state" in r[2]]
+    c = st["counts"]
+    assert c["journaled"] == len(rows)
+    assert c["seen"] == c["journaled"] + c["coalesced"]    # nothing else
+    assert sh.stop() == 0
+
+
+def test_full_disk_stops_cleanly_and_loses_nothing(sh):
+    # A file-size limit stands in for a full disk: SQLite's writes then
+    # fail with EFBIG (Python ignores SIGXFSZ), as they would with ENOSPC.
+    import resource
+    limit = 256 * 1024
+    real_popen = subprocess.Popen
+
+    def limited(*a, **kw):
+        kw["preexec_fn"] = lambda: resource.setrlimit(
+            resource.RLIMIT_FSIZE, (limit, limit))
+        return real_popen(*a, **kw)
+    subprocess.Popen = limited
+    try:
+        sh.start()
+    finally:
+        subprocess.Popen = real_popen
+    sh.write("before")
+    sh.sync()
+    assert sh.ctl("pause") == {"paused": True}
+    names = []
+    for i in range(5000):
+        if sh.proc.poll() is not None:
+            break
+        name = f"{i:05d}-" + "n" * 180
+        sh.write(name, "")
+        names.append(name)
+    rc = sh.proc.wait(timeout=30)
+    sh.out.close()
+    assert rc == 1
+    err = sh.stderr()
+    assert "cannot write the journal" in err and "rolled back" in err
+    db = sqlite3.connect(os.path.join(sh.state, "journal.db"))
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+    # with room again, everything arrives: the journal's rows ship and the
+    # rest is found by the start-up diff against the snapshot
+    sh.start()
+    sh.sync()
+    got = sh.kinds()
+    missing = sorted(n[:5] for n in names if ("created", n) not in got)
+    assert not missing, (len(missing), missing[:5])
+    assert_gap_free(sh.rows())
+    assert sh.stop() == 0

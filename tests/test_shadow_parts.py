@@ -1,0 +1,187 @@
+"""fibers-shadow's parts in process: settings, rules, the journal, the
+SQLite store, and the whole pipeline shipping through a faulty link."""
+import os
+import random
+import sqlite3
+
+import pytest
+
+import fibers
+import fibers.fs
+from fibers.shadow import config
+from fibers.shadow.journal import Journal
+from fibers.shadow.pipeline import Rules, Shadow
+from fibers.shadow.store import SqliteStore, StoreError, open_store
+
+
+def test_settings_file_and_flags(tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    other = tmp_path / "o"
+    other.mkdir()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'roots = ["{root}"]\nstore = "sqlite:///{tmp_path}/s.db"'
+                   f'\n[rules]\nkinds = ["created"]\nexclude = ["*.o"]\n'
+                   f'[ship]\nbatch = 7\nwindow = 2\n')
+    s, over = config.load(str(cfg), state_dir=str(tmp_path / "st"))
+    assert s.roots == [str(root)] and s.kinds == {"created"}
+    assert s.exclude == ("*.o",) and s.batch == 7 and s.ship_window == 2
+    assert s.state_dir == str(tmp_path / "st")
+    # flags win, also over a reload
+    s, over = config.load(str(cfg), roots=[str(other)])
+    assert s.roots == [str(other)]
+    cfg.write_text('[rules]\nwindow_ms = 5\n')
+    new = config.reload(s, over)
+    assert new.roots == [str(other)] and new.window_ms == 5
+    assert new.kinds == frozenset(config.DEFAULT_KINDS)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("roots = 3", "roots"),
+    ("colour = 1", "unknown key"),
+    ("[rules]\nkinds = ['nope']", "unknown event kind"),
+    ("[rules]\nwindow_ms = 'soon'", "window_ms"),
+    ("[ship]\nspeed = 1", "[ship]"),
+    ("store = 'ftp://x'", "unknown store URL"),
+])
+def test_settings_errors(tmp_path, text, words):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(cfg), roots=[str(tmp_path)])
+    assert words in str(e.value)
+
+
+def test_default_state_dir(monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", "/x/state")
+    assert config.default_state_dir() == "/x/state/fibers-shadow"
+
+
+def test_rules():
+    s = config.Settings(roots=["/r"], exclude=(".git", "build/*", "*.swp"))
+    r = Rules(s)
+    assert r.path_ok("/r/a.py")
+    assert not r.path_ok("/r/.git/objects/x")
+    assert not r.path_ok("/r/build/x/y")
+    assert r.path_ok("/r/src/build")
+    assert not r.path_ok("/r/src/.a.swp")
+    s.include = ("*.py",)
+    r = Rules(s)
+    assert r.path_ok("/r/src/a.py") and not r.path_ok("/r/src/a.c")
+    # a move with one side outside the rules: what a reader should see
+    ev = fibers.fs.Event("moved", "/r/a.c", "/r/a.py")
+    assert [(e.kind, e.path) for e in r.apply(ev)] == [("deleted", "/r/a.py")]
+    ev = fibers.fs.Event("moved", "/r/b.py", "/r/b.c")
+    assert [(e.kind, e.path) for e in r.apply(ev)] == [("created", "/r/b.py")]
+    ev = fibers.fs.Event("moved", "/r/c.py", "/r/b.py")
+    assert r.apply(ev) == [ev]
+    s.kinds = frozenset({"created", "deleted"})
+    r = Rules(s)
+    assert r.kernel_kinds() == {"created", "deleted", "moved"}
+    assert [(e.kind, e.path, e.src_path) for e in r.apply(ev)] == [
+        ("deleted", "/r/b.py", None), ("created", "/r/c.py", None)]
+    s.kinds = frozenset({"modified"})
+    assert Rules(s).kernel_kinds() == {"modified"}
+    assert Rules(s).apply(ev) == []
+
+
+def test_journal_seq_survives_restart_and_pruning(tmp_path, monkeypatch):
+    import fibers.shadow.journal as jm
+    monkeypatch.setattr(jm, "KEEP_ACKED", 3)
+    path = str(tmp_path / "j.db")
+
+    def main():
+        j = Journal(path, "h", batch=4)
+        seqs = [j.append("created", f"/p{i}", None, False, 1.0)
+                for i in range(10)]
+        assert seqs == list(range(1, 11))
+        j.flush()
+        rows = j.read_unacked(0, 100)
+        assert [r[2] for r in rows] == seqs
+        assert rows[0][:2] == ("h", j.source)
+        j.ack(1, 10)
+        assert j.depth == 0 and j.read_unacked(0, 100) == []
+        source = j.source
+        j.close()
+        j = Journal(path, "h")
+        assert j.source == source
+        assert j.append("deleted", "/p0", None, False, 2.0) == 11
+        j.flush()
+        assert j.first_unacked() == 11 and j.depth == 1
+        j.close()
+        db = sqlite3.connect(path)
+        assert db.execute("SELECT MIN(seq) FROM events").fetchone()[0] > 1
+    fibers.run(main)
+
+
+def test_store_is_idempotent(tmp_path):
+    def main():
+        st = open_store(f"sqlite:///{tmp_path}/s.db")
+        st.connect()
+        rows = [("h", "s", i, "created", f"/p{i}", None, 0, 1.0)
+                for i in range(1, 6)]
+        st.write(rows)
+        st.write(rows[2:])
+        st.close()
+        with pytest.raises(StoreError):
+            st.write(rows)
+        bad = SqliteStore(str(tmp_path / "nodir" / "s.db"))
+        with pytest.raises(StoreError):
+            bad.connect()
+    fibers.run(main)
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT seq FROM events ORDER BY seq").fetchall() == [
+        (i,) for i in range(1, 6)]
+
+
+class FaultyLink(SqliteStore):
+    """The real SQLite store behind a link that fails: before the write
+    (nothing stored) or after it (stored, but the confirmation is lost, so
+    the shipper must resend what the store already has)."""
+
+    def __init__(self, path, seed):
+        super().__init__(path)
+        self.rng = random.Random(seed)
+        self.faults = 0
+
+    def write(self, rows):
+        r = self.rng.random()
+        if r < 0.25:
+            self.faults += 1
+            raise StoreError("link down before the write")
+        super().write(rows)
+        if r < 0.45:
+            self.faults += 1
+            raise StoreError("link down before the confirmation")
+
+
+def test_pipeline_through_a_faulty_link(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    s = config.Settings(roots=[str(root)], state_dir=str(state), batch=10,
+                        window_ms=20, ship_window=3)
+    link = FaultyLink(str(tmp_path / "store.db"), seed=7)
+    names = [f"f{i}" for i in range(300)]
+
+    def main():
+        app = Shadow(s, store=link)
+        app.start()
+        for n in names:
+            open(root / n, "w").close()
+        fibers.wait_for(lambda: app.journal.committed_seq >= len(names)
+                        and app.journal.depth == 0, timeout=60)
+        st = app.status()
+        ok = app.stop(2.0)
+        assert ok
+        return st
+
+    st = fibers.run(main)
+    assert 0 < st["store"]["reconnects"] <= link.faults
+    db = sqlite3.connect(tmp_path / "store.db")
+    rows = db.execute("SELECT seq, kind, path FROM events ORDER BY seq"
+                      ).fetchall()
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    assert sorted((k, os.path.basename(p)) for _, k, p in rows) == sorted(
+        ("created", n) for n in names)
