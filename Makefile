@@ -16,7 +16,7 @@ BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py
 
-.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-fs bench-pytest clean
+.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest run bench bench-echo bench-bulk bench-fixed bench-fs bench-shadow bench-pytest clean
 
 all: build
 
@@ -139,6 +139,11 @@ build/fs/writer: bench/fs/writer.c
 bench-fs: build $(VENV)/.bench-fs build/fs/writer
 	$(PY) -m bench.fs_run --repeats $(BENCH_FS_REPEATS) --max-ops $(BENCH_FS_MAX_OPS) \
 	    --rate-ops $(BENCH_FS_RATE_OPS) --rate $(BENCH_FS_RATE)
+
+# fibers-shadow end to end into PostgreSQL, against the obvious threaded
+# pipeline (watchdog + queue + psycopg thread); see bench/shadow_run.py.
+bench-shadow: build $(VENV)/.bench-fs $(VENV)/.test-deps build/fs/writer | sysdeps-test
+	$(PY) -m bench.shadow_run
 
 bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \

@@ -15,7 +15,8 @@
  *   create  open(O_CREAT|O_EXCL) d<a>/f<i>, write 64 bytes, close
  *   rename  d<a>/f<i> -> d<b>/m<i>, into another directory
  *   delete  unlink d<b>/m<i>
- * Files are pipelined with a window of WINDOW: step k creates file k,
+ * Files are pipelined with a window of WINDOW (64; the environment variable
+ * FS_WRITER_WINDOW sets another): step k creates file k,
  * renames file k - WINDOW and deletes file k - 2*WINDOW, so files live
  * for a while and the three operations on one path are not back to back.
  * Every path is used once, so the harness can match events to operations
@@ -45,7 +46,9 @@
 #include <unistd.h>
 
 #define NDIRS 8          /* d0, d0/s, d1, d1/s, d2, d2/s, d3, d3/s */
-#define WINDOW 64
+/* 64 by default; FS_WRITER_WINDOW sets it (bench-shadow spaces a path's
+ * operations beyond fibers-shadow's coalescing window). */
+static uint32_t WINDOW = 64;
 #define PAYLOAD 64
 
 enum op { OP_MKDIR, OP_CREATE, OP_RENAME, OP_DELETE };
@@ -108,6 +111,8 @@ int main(int argc, char **argv)
         return 2;
     }
     snprintf(root, sizeof root, "%s", argv[1]);
+    if (getenv("FS_WRITER_WINDOW") != NULL && atoi(getenv("FS_WRITER_WINDOW")) > 0)
+        WINDOW = (uint32_t)atoi(getenv("FS_WRITER_WINDOW"));
     long nops = atol(argv[2]);
     double rate = atof(argv[3]);
     const char *log_path = argv[4];

@@ -1,0 +1,1 @@
+"""The threaded baseline of make bench-shadow (baseline.py)."""

@@ -1,0 +1,265 @@
+"""`make bench-shadow`: fibers-shadow against the obvious threaded pipeline,
+end to end into PostgreSQL.
+
+    python -m bench.shadow_run [--repeats 3] [--max-ops 100000]
+                               [--rate-ops 50000] [--rate 10000]
+
+Method.  A throwaway PostgreSQL cluster (tests/pg.py's, on 127.0.0.1) is
+the store for both contenders.  One sample = one contender, one mode:
+  1. a fresh `events` table, with one extra column the contenders do not
+     write, ins_ts DEFAULT clock_timestamp(): when the row was inserted;
+  2. the contender starts on CPU 0 over an empty directory: fibers-shadow
+     (--no-ui, PostgreSQL store, its defaults: 200 ms coalescing, SQLite
+     journal) or bench/shadow/baseline.py (watchdog's observer thread, a
+     queue, a worker thread with plain psycopg);
+  3. the C writer of bench-fs (bench/fs/writer.c) runs on CPU 1, paced at
+     --rate operations/s or flat out; FS_WRITER_WINDOW spaces the
+     operations on one path beyond the coalescing window, so each one is
+     an event of its own for both contenders;
+  4. the harness polls the table until every operation's event is there,
+     or nothing new has come for 15 s; then stops the contender.
+Figures: events shipped and acknowledged per second (from the writer's
+first operation to the last row's insert); CPU seconds of the contender
+process per 100,000 events (user + sys of all its threads, from
+/proc/<pid>/stat); end-to-end latency from the operation (CLOCK_MONOTONIC
+before its system call) to its row's insert (clock_timestamp(), mapped to
+the monotonic clock); events lost.  Medians over interleaved rounds.
+The cluster runs with fsync off (tests/pg.py): both contenders alike.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT_DIR = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT_DIR, "tests"))
+
+import psycopg  # noqa: E402
+
+from pg import PgServer  # noqa: E402
+
+WRITER = os.path.join(ROOT_DIR, "build", "fs", "writer")
+HOST = socket.gethostname()
+TABLE = """
+DROP TABLE IF EXISTS events;
+CREATE TABLE events (
+    host TEXT NOT NULL, source TEXT NOT NULL, seq BIGINT NOT NULL,
+    kind TEXT NOT NULL, path TEXT NOT NULL, src_path TEXT,
+    is_dir BOOLEAN NOT NULL, time DOUBLE PRECISION NOT NULL,
+    ins_ts TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (host, source, seq));
+"""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OFFSET_NS = time.time_ns() - time.monotonic_ns()
+
+
+def cpu_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def expected(log, root):
+    """One canonical event per writer operation: (kind, path[, src])."""
+    out = []
+    with open(log) as f:
+        for line in f:
+            parts = line.split()
+            ns, op, path = int(parts[0]), parts[1], os.path.join(root,
+                                                                 parts[2])
+            if op in ("mkdir", "create"):
+                out.append((ns, ("created", path)))
+            elif op == "rename":
+                out.append((ns, ("moved", os.path.join(root, parts[3]),
+                                 path)))
+            elif op == "delete":
+                out.append((ns, ("deleted", path)))
+    return out
+
+
+def rows(conninfo):
+    with psycopg.connect(conninfo) as c:
+        return c.execute("SELECT kind, path, src_path, "
+                         "extract(epoch from ins_ts)::float8 FROM events"
+                         ).fetchall()
+
+
+def match(exp, got):
+    """Per expected operation, the insert time (monotonic ns) of its event,
+    or None: a rename counts as moved, or as deleted + created."""
+    first = {}
+    for kind, path, src, ts in got:
+        key = (kind, path, src) if kind == "moved" else (kind, path)
+        t = int(ts * 1e9) - OFFSET_NS
+        if key not in first or t < first[key]:
+            first[key] = t
+    out = []
+    for ns, key in exp:
+        t = first.get(key)
+        if t is None and key[0] == "moved":
+            a = first.get(("deleted", key[2]))
+            b = first.get(("created", key[1]))
+            if a is not None and b is not None:
+                t = max(a, b)
+        out.append((ns, t))
+    return out
+
+
+def start_contender(name, root, state, url, conninfo):
+    if name == "fibers-shadow":
+        cmd = [sys.executable, "-m", "fibers.shadow", "--no-ui", "--root",
+               root, "--store", url, "--state-dir", state]
+    else:
+        cmd = [sys.executable, "-m", "bench.shadow.baseline", root,
+               conninfo, HOST, "baseline"]
+    p = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=ROOT_DIR,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    line = p.stdout.readline()            # READY, or the first status line
+    if not line:
+        raise RuntimeError(f"{name} did not start: {p.stderr.read()[-2000:]}")
+    return p
+
+
+def sample(name, mode, n, rate, pg, workdir):
+    conninfo = pg.conninfo
+    url = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        c.execute(TABLE)
+    root = tempfile.mkdtemp(dir=workdir, prefix=f"{name}-")
+    state = tempfile.mkdtemp(dir=workdir, prefix="state-")
+    log = os.path.join(state, "writer.log")
+    p = start_contender(name, root, state, url, conninfo)
+    try:
+        time.sleep(0.5)                   # the watch is in place
+        cpu0 = cpu_of(p.pid)
+        env = dict(os.environ, FS_WRITER_WINDOW="4096")
+        w = subprocess.run(["taskset", "-c", "1", WRITER, root, str(n),
+                            str(rate), log, "120"], env=env,
+                           capture_output=True, text=True, timeout=180)
+        if w.returncode != 0:
+            raise RuntimeError(f"writer failed: {w.stderr}")
+        exp = expected(log, root)
+        deadline = time.monotonic() + 300
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            got = rows(conninfo)
+            m = match(exp, got)
+            done = sum(t is not None for _, t in m)
+            if done == len(exp):
+                break
+            if done != last:
+                last, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > 15:
+                break
+            time.sleep(0.25)
+        cpu = cpu_of(p.pid) - cpu0
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    lat = sorted((t - ns) / 1e6 for ns, t in m if t is not None)
+    shipped = len(lat)
+    t_first = min(ns for ns, _ in exp)
+    t_last = max(t for _, t in m if t is not None) if shipped else t_first
+    writer = json.loads(w.stdout.strip().splitlines()[-1])
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(state, ignore_errors=True)
+    return {"contender": name, "mode": mode, "expected": len(exp),
+            "shipped": shipped, "lost": len(exp) - shipped,
+            "per_s": shipped / max(1e-9, (t_last - t_first) / 1e9),
+            "cpu_s": cpu, "cpu_per_100k": cpu / max(1, shipped) * 1e5,
+            "events_per_cpu_s": shipped / max(1e-9, cpu),
+            "p50_ms": lat[len(lat) // 2] if lat else None,
+            "p99_ms": lat[int(len(lat) * 0.99)] if lat else None,
+            "writer_ops_per_s": writer["ops"] / (writer["elapsed_ns"] / 1e9)}
+
+
+def table(results, mode, title):
+    out = [f"### {title}", "",
+           "| pipeline | events/s shipped | CPU-s per 100k events | "
+           "events per CPU-s | vs threaded | lost | p50 ms | p99 ms |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    med = {}
+    for name in ("fibers-shadow", "threaded"):
+        rs = [r for r in results if r["contender"] == name
+              and r["mode"] == mode]
+        if not rs:
+            continue
+        med[name] = {k: statistics.median(r[k] for r in rs
+                                          if r[k] is not None)
+                     for k in ("per_s", "cpu_per_100k", "events_per_cpu_s",
+                               "lost", "p50_ms", "p99_ms",
+                               "writer_ops_per_s")}
+    base = med.get("threaded", {}).get("events_per_cpu_s")
+    for name, m in med.items():
+        ratio = f"{m['events_per_cpu_s'] / base:.2f}x" if base else "-"
+        out.append(f"| {name} | {m['per_s']:,.0f} | "
+                   f"{m['cpu_per_100k']:.2f} | {m['events_per_cpu_s']:,.0f}"
+                   f" | {ratio} | {m['lost']:,.0f} | {m['p50_ms']:.1f} | "
+                   f"{m['p99_ms']:.1f} |")
+    w = statistics.median(m["writer_ops_per_s"] for m in med.values())
+    out += ["", f"writer: median {w:,.0f} ops/s", ""]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-ops", type=int, default=100_000)
+    ap.add_argument("--rate-ops", type=int, default=50_000)
+    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--contenders", default="fibers-shadow,threaded")
+    ap.add_argument("--md", default=os.path.join(ROOT_DIR, "bench",
+                                                 "results", "shadow.md"))
+    a = ap.parse_args()
+    pg = PgServer()
+    pg.start()
+    workdir = tempfile.mkdtemp(prefix="bench-shadow-")
+    results = []
+    try:
+        for rnd in range(a.repeats):
+            for mode, n, rate in (("rate", a.rate_ops, a.rate),
+                                  ("max", a.max_ops, 0)):
+                for name in a.contenders.split(","):
+                    r = sample(name, mode, n, rate, pg, workdir)
+                    results.append(r)
+                    print(f"round {rnd + 1} {mode} {name}: "
+                          f"{r['shipped']}/{r['expected']} shipped, "
+                          f"{r['per_s']:,.0f}/s, "
+                          f"{r['events_per_cpu_s']:,.0f}/CPU-s, "
+                          f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms",
+                          flush=True)
+    finally:
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    md = "\n".join([
+        f"## bench-shadow ({stamp})", "",
+        f"{os.uname().release}, {os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]}; medians of {a.repeats} rounds; "
+        f"contender on CPU 0, writer on CPU 1, PostgreSQL unpinned.", "",
+        table(results, "rate", f"fixed rate: {a.rate_ops:,} ops at "
+                               f"{a.rate:,} ops/s"),
+        table(results, "max", f"writer flat out: {a.max_ops:,} ops")])
+    print(md)
+    with open(a.md, "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(os.path.dirname(a.md), f"shadow-{stamp}.json"),
+              "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
