@@ -60,6 +60,8 @@ import sys
 import tempfile
 import time
 
+from bench.procs import wait_ready
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ECHO_DIR = os.path.join(ROOT, "bench", "echo")
 BUILD_DIR = os.path.join(ROOT, "build", "echo")
@@ -177,22 +179,7 @@ class Server:
             cwd=ROOT, env=env, start_new_session=True)
 
     def wait_ready(self, timeout):
-        """True once the server printed READY; False if it exited or the
-        timeout passed first."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        seen = b""
-        while b"READY" not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:        # stdout closed: the server exited
-                    return False
-                seen += chunk
-        return True
+        return wait_ready(self.proc, timeout)
 
     def alive(self):
         return self.proc.poll() is None

@@ -54,7 +54,6 @@ import datetime
 import json
 import os
 import platform
-import select
 import shutil
 import signal
 import statistics
@@ -64,6 +63,7 @@ import tempfile
 import time
 
 from bench.fs.watchers import IDLE_S, WATCHFILES_DEBOUNCE_MS, WATCHFILES_STEP_MS
+from bench.procs import wait_ready
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRITER_SRC = os.path.join(ROOT, "bench", "fs", "writer.c")
@@ -128,23 +128,6 @@ def kill_group(proc):
         except subprocess.TimeoutExpired:
             continue
     log(f"warning: pid {proc.pid} survived SIGKILL")
-
-
-def wait_ready(proc, timeout):
-    deadline = time.monotonic() + timeout
-    fd = proc.stdout.fileno()
-    seen = b""
-    while b"READY" not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        r, _, _ = select.select([fd], [], [], left)
-        if r:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return False
-            seen += chunk
-    return True
 
 
 def tail(path, limit=1500):
