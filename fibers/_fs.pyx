@@ -780,8 +780,10 @@ cdef class Watcher:
         """Save the watcher's picture of the tree (path -> inode, size,
         mtime, type) to ``path`` (default: the ``snapshot=`` given to
         :func:`watch`), atomically.  A later ``watch(..., snapshot=path)``
-        reports what changed in between."""
-        self._check_open("save_snapshot")
+        reports what changed in between.  Allowed after :meth:`close`: the
+        picture is then the one at the close."""
+        if not _in_fiber():
+            return fibers.run(self.save_snapshot, path)
         if path is None:
             if self._snapshot is None:
                 raise ValueError("save_snapshot() needs a path: this "

@@ -503,8 +503,15 @@ def test_close_without_saving_and_a_failed_save_leaves_no_temp(
 
     def main():
         w = env.watch(snapshot=state)
+        open(env.p("seen"), "w").close()
+        quiet(w)
         w.close(save=False)
         assert not os.path.exists(state)
+        # Regression: saving after close(save=False) was refused, though
+        # that is how an application saves once it has stored everything.
+        w.save_snapshot()
+        assert os.path.exists(state)
+        os.unlink(state)
         # Regression: a save that failed left snap.tmp behind.  Here the
         # rename fails: the target is a directory.
         os.mkdir(state)
