@@ -1,5 +1,5 @@
-"""fibers-shadow with the PostgreSQL store, against a real server (tests/pg.py):
-the store is idempotent; the program, run as a subprocess, ships every event
+"""fibers-shadow with the PostgreSQL store, against a real server
+(tests/pg.py): the store is idempotent; the program, run as a subprocess, ships every event
 exactly once through a server crash and through a link that drops
 connections; a kernel queue overflow is reported and repaired.
 
@@ -10,7 +10,6 @@ import itertools
 import os
 import random
 import select
-import signal
 import socket
 import threading
 import time
@@ -213,7 +212,10 @@ def test_server_killed_mid_stream(pg, fs_backend, tmp_path):
 
 class CuttingProxy:
     """A TCP proxy on 127.0.0.1 in a thread of its own, which cuts every
-    connection it carries at random moments, ``cuts`` times in all."""
+    connection it carries at random moments, ``cuts`` times in all.  Every
+    other cut waits for the server's answer to an INSERT and cuts instead of
+    passing it on: the batch is committed, but the shipper never hears it,
+    and must resend it without making duplicates."""
 
     def __init__(self, target_port, cuts, seed=11):
         self.target = ("127.0.0.1", target_port)
@@ -226,6 +228,9 @@ class CuttingProxy:
         self.port = self.lsock.getsockname()[1]
         self.peer = {}                  # socket -> its other end
         self.accepted = 0
+        self.upstream = set()           # the sockets to the server
+        self.swallowed = 0              # INSERT answers never passed on
+        self._armed = False
         self._stop = False
         self._next_cut = time.monotonic() + self._gap()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -239,6 +244,7 @@ class CuttingProxy:
         for x in (s, o):
             if x is not None:
                 self.peer.pop(x, None)
+                self.upstream.discard(x)
                 try:
                     x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                  b"\1\0\0\0\0\0\0\0")   # RST, not FIN
@@ -261,6 +267,7 @@ class CuttingProxy:
                         u.close()
                         continue
                     self.peer[c], self.peer[u] = u, c
+                    self.upstream.add(u)
                     continue
                 if s not in self.peer:
                     continue
@@ -271,18 +278,30 @@ class CuttingProxy:
                 if not data:
                     self._drop(s)
                     continue
+                if self._armed and s in self.upstream and b"INSERT 0" in data:
+                    self._armed = False
+                    self.swallowed += 1
+                    self._cut_all()
+                    continue
                 try:
                     self.peer[s].sendall(data)
                 except OSError:
                     self._drop(s)
             now = time.monotonic()
-            if self.left and now >= self._next_cut and self.peer:
-                for s in list(self.peer):
-                    if s in self.peer:
-                        self._drop(s)
-                self.left -= 1
-                self.done_cuts += 1
-                self._next_cut = now + self._gap()
+            if (self.left and not self._armed and now >= self._next_cut
+                    and self.peer):
+                if self.left % 2:
+                    self._armed = True      # cut at the next INSERT answer
+                else:
+                    self._cut_all()
+
+    def _cut_all(self):
+        for s in list(self.peer):
+            if s in self.peer:
+                self._drop(s)
+        self.left -= 1
+        self.done_cuts += 1
+        self._next_cut = time.monotonic() + self._gap()
 
     def close(self):
         self._stop = True
@@ -309,13 +328,14 @@ def test_network_cut_at_random(pg, fs_backend, tmp_path):
         st = sh.status()
         assert st["store"]["reconnects"] >= 1
         assert proxy.accepted >= 2
+        assert proxy.swallowed == 3     # batches committed but unconfirmed
         assert sh.stop() == 0
     finally:
         sh.close()
         proxy.close()
 
 
-# ---- c. the kernel queue overflows -------------------------------------------
+# ---- c. the kernel queue overflows ------------------------------------------
 
 LIMITS = {"inotify": "/proc/sys/fs/inotify/max_queued_events",
           "fanotify": "/proc/sys/fs/fanotify/max_queued_events"}

@@ -1,4 +1,4 @@
-"""`make run-postgres`: fibers-shadow into a real PostgreSQL, for a short while.
+"""`make run-postgres`: fibers-shadow into a real PostgreSQL, for a while.
 
     python tools/run_postgres.py [--seconds 15]
 

@@ -17,9 +17,10 @@ executemany would cost a round trip per row (or a pipeline per batch),
 and COPY cannot skip conflicting rows without a temp table and a second
 statement.  The statement returning is the confirmation: autocommit means
 it has committed (with synchronous_commit forced on for the session, so a
-server crash cannot take back a confirmed batch).  Batches are written one at a time on one connection
-(the shipper keeps several in flight; they queue at a fiber mutex), since
-one connection cannot hold two transactions.  Every psycopg error becomes
+server crash cannot take back a confirmed batch).  Batches are written one
+at a time on one connection (the shipper keeps several in flight; they
+queue at a fiber mutex), since one connection cannot hold two
+transactions.  Every psycopg error becomes
 a StoreError, so a dead server or a cut link runs the shipper's
 reconnect-and-resend path; a write that takes longer than
 ``PgStore.write_timeout`` (a link that went silent) is abandoned the same
@@ -44,8 +45,8 @@ import fibers
 
 from .sync import Mutex
 
-__all__ = ["Store", "SqliteStore", "PgStore", "StoreError", "open_store", "parse_url",
-           "COLUMNS"]
+__all__ = ["Store", "SqliteStore", "PgStore", "StoreError", "open_store",
+           "parse_url", "COLUMNS"]
 
 # The columns of a stored event, in the order the shipper hands them over.
 COLUMNS = ("host", "source", "seq", "kind", "path", "src_path", "is_dir",
