@@ -92,7 +92,15 @@ ctest: | sysdeps
 run: build
 	$(PY) examples/demo.py
 
+# fibers-shadow into a throwaway PostgreSQL cluster (tools/pgcluster.py, as
+# the tests use), on a demo directory, headless, for RUN_SECONDS (15), then a
+# summary read back from the table; the server is stopped at the end.
+RUN_SECONDS ?= 15
+run-postgres: build $(VENV)/.test-deps | sysdeps-test
+	$(PY) tools/run_postgres.py --seconds $(RUN_SECONDS)
+
 # The words demo: ticker, workers, signals, conditions, an echo server, a file.
+.PHONY: run-postgres
 .PHONY: demo
 demo: build
 	$(PY) examples/demo.py

@@ -25,6 +25,12 @@ the config file or the control socket; each stage reads them afresh for
 every event, and a change of kinds also reaches the kernel's mask through
 Watcher.set_events.  ``min_size`` costs one lstat per event, made inline:
 the entry was just touched, so the kernel answers from its caches.
+
+One environment variable, for tests of overflow handling:
+``FIBERS_SHADOW_BOUNDED_QUEUE=1`` makes the watcher keep the kernel's
+bounded event queue (``unlimited_queue=False``; fanotify only, inotify's
+queue is always bounded by /proc/sys/fs/inotify/max_queued_events), so a
+burst can overflow it and the rescan that repairs it can be seen.
 """
 
 from __future__ import annotations
@@ -206,7 +212,9 @@ class Shadow:
         self.watcher = fibers.fs.watch(
             s.roots, events=self.rules.kernel_kinds(),
             exclude=[s.state_dir],
-            snapshot=self.snapshot_path)
+            snapshot=self.snapshot_path,
+            unlimited_queue=os.environ.get("FIBERS_SHADOW_BOUNDED_QUEUE",
+                                           "") in ("", "0"))
         if first:
             # Without a snapshot, a crash before the first checkpoint
             # would leave nothing to compare the tree with at the next
@@ -258,6 +266,12 @@ class Shadow:
         w = self.watcher
         saved = False
         prev = self.snapshot_path + ".prev"
+        # The snapshot must not run ahead of the journal, so the picture
+        # taken at close is kept only if everything delivered gets
+        # journaled.  The natural way, close(save=False) then
+        # save_snapshot() once drained, is refused by fibers.fs
+        # (save_snapshot() on a closed watcher raises ValueError), so the
+        # old snapshot is moved aside and put back on failure.
         if os.path.exists(self.snapshot_path):
             os.replace(self.snapshot_path, prev)
         try:

@@ -9,11 +9,31 @@ Every store keys rows by (host, source, seq) and ignores a row it already
 has, so the shipper can resend anything it is unsure of and never
 duplicate: at-least-once delivery becomes exactly-once storage.
 
+The PostgreSQL store sends a whole batch as ONE statement: eight arrays
+(one per column) unnested into an ``INSERT ... ON CONFLICT DO NOTHING``, on
+an autocommit connection.  One round trip and one commit per batch, and a
+statement whose text never changes (psycopg prepares it after a few uses);
+executemany would cost a round trip per row (or a pipeline per batch),
+and COPY cannot skip conflicting rows without a temp table and a second
+statement.  The statement returning is the confirmation: autocommit means
+it has committed (with synchronous_commit forced on for the session, so a
+server crash cannot take back a confirmed batch).  Batches are written one
+at a time on one connection (the shipper keeps several in flight; they
+queue at a fiber mutex), since one connection cannot hold two
+transactions.  Every psycopg error becomes
+a StoreError, so a dead server or a cut link runs the shipper's
+reconnect-and-resend path; a write that takes longer than
+``PgStore.write_timeout`` (a link that went silent) is abandoned the same
+way (fibers.psycopg then cancels or closes the connection).
+
 URLs:
 
 - ``sqlite:///absolute/path.db`` (or ``sqlite:///~/x.db``, or a relative
   ``sqlite:///rel.db``): a SQLite database with one table ``events``;
   query it with ``sqlite3 path.db 'select * from events'``.
+- ``postgresql://[user@]host[:port]/dbname[?param=value...]`` (or
+  ``postgres://``): a libpq URI; the table ``events`` is created if absent.
+  Query it with ``psql URL -c 'select * from events'``.
 """
 
 from __future__ import annotations
@@ -25,8 +45,8 @@ import fibers
 
 from .sync import Mutex
 
-__all__ = ["Store", "SqliteStore", "StoreError", "open_store", "parse_url",
-           "COLUMNS"]
+__all__ = ["Store", "SqliteStore", "PgStore", "StoreError", "open_store",
+           "parse_url", "COLUMNS"]
 
 # The columns of a stored event, in the order the shipper hands them over.
 COLUMNS = ("host", "source", "seq", "kind", "path", "src_path", "is_dir",
@@ -77,14 +97,24 @@ def parse_url(url: str):
             path if path.startswith(("/", "~")) else path))
         return "sqlite", path
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("the PostgreSQL store is not available in this "
-                          "version; use sqlite:///PATH")
-    raise ConfigError(f"unknown store URL {url!r}; use sqlite:///PATH")
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+            conninfo_to_dict(url)
+        except ImportError:
+            raise ConfigError("the PostgreSQL store needs psycopg 3: pip "
+                              "install 'fibers[shadow]'") from None
+        except Exception as e:
+            raise ConfigError(f"bad PostgreSQL URL {url!r}: {e}") from None
+        return "postgresql", url
+    raise ConfigError(f"unknown store URL {url!r}; use sqlite:///PATH or "
+                      f"postgresql://...")
 
 
 def open_store(url: str) -> Store:
     """The Store for ``url`` (not yet connected)."""
     scheme, target = parse_url(url)
+    if scheme == "postgresql":
+        return PgStore(target)
     return SqliteStore(target, url)
 
 
@@ -164,3 +194,131 @@ class SqliteStore(Store):
                     fibers.blocking(db.close)
             except sqlite3.Error:
                 pass
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    host     TEXT             NOT NULL,
+    source   TEXT             NOT NULL,
+    seq      BIGINT           NOT NULL,
+    kind     TEXT             NOT NULL,
+    path     TEXT,
+    src_path TEXT,
+    is_dir   BOOLEAN          NOT NULL,
+    time     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (host, source, seq)
+)"""
+
+_PG_INSERT = """
+INSERT INTO events (host, source, seq, kind, path, src_path, is_dir, time)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],
+                     %s::text[], %s::text[], %s::boolean[],
+                     %s::float8[])
+ON CONFLICT (host, source, seq) DO NOTHING"""
+
+
+def _pg_text(s):
+    """A path as PostgreSQL text: a name that is not valid UTF-8 (held by
+    Python as surrogate escapes) is written with its bad bytes as \\xNN,
+    since a text column cannot hold them."""
+    if s is None:
+        return None
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return os.fsencode(s).decode("utf-8", "backslashreplace")
+
+
+class PgStore(Store):
+    """Events in a PostgreSQL table, through fibers.psycopg: connecting,
+    writing and closing park only the calling fiber."""
+
+    #: Seconds a batch may take before the link is taken for dead.
+    write_timeout = 30.0
+    #: Seconds a connection attempt may take (libpq's connect_timeout, if
+    #: the URL does not say).
+    connect_timeout = 10
+
+    def __init__(self, url: str):
+        self.url = url
+        self._conn = None
+        self._lock = Mutex()    # one statement at a time on the connection
+
+    def describe(self) -> str:
+        # never show a password
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+            d = conninfo_to_dict(self.url)
+        except Exception:
+            return "postgresql://?"
+        host = d.get("host") or "localhost"
+        port = f":{d['port']}" if d.get("port") else ""
+        user = f"{d['user']}@" if d.get("user") else ""
+        return f"postgresql://{user}{host}{port}/{d.get('dbname', '')}"
+
+    def connect(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            return
+        import psycopg
+        import fibers.psycopg
+        kw = {}
+        if "connect_timeout" not in self.url:
+            kw["connect_timeout"] = self.connect_timeout
+        try:
+            conn = fibers.psycopg.connect(self.url, autocommit=True, **kw)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect: {_pg_msg(e)}") from None
+        try:
+            with fibers.timeout(self.write_timeout):
+                # A commit is a confirmation only once it is durable: a
+                # server configured with synchronous_commit=off would
+                # answer before its WAL is written, and a crash then loses
+                # rows the journal has already acked.
+                conn.execute("SET synchronous_commit TO on")
+                conn.execute(_PG_SCHEMA)
+        except (psycopg.Error, fibers.Timeout) as e:
+            conn.close()
+            raise StoreError(f"cannot create the table: {_pg_msg(e)}") \
+                from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def write(self, rows: list) -> None:
+        import psycopg
+        if not rows:
+            return
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed:
+                raise StoreError("not connected")
+            cols = [list(c) for c in zip(*rows)]
+            cols[6] = [bool(v) for v in cols[6]]
+            try:
+                with fibers.timeout(self.write_timeout):
+                    try:
+                        conn.execute(_PG_INSERT, cols)
+                    except UnicodeEncodeError:
+                        for i in (4, 5):
+                            cols[i] = [_pg_text(v) for v in cols[i]]
+                        conn.execute(_PG_INSERT, cols)
+            except psycopg.Error as e:
+                raise StoreError(f"write failed: {_pg_msg(e)}") from None
+            except fibers.Timeout:
+                raise StoreError(f"no answer within {self.write_timeout} "
+                                 f"s") from None
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+def _pg_msg(e):
+    """psycopg's message on one line."""
+    return " ".join(str(e).split()) or type(e).__name__
