@@ -203,11 +203,6 @@ class Shadow:
                                s.source)
         self.acked_mark = self.journal.acked_seq
         self.store = self._store_override or open_store(s.store_url())
-        prev = self.snapshot_path + ".prev"
-        if os.path.exists(prev):
-            # A shutdown died between saving the snapshot and journaling
-            # the last events: the older picture is the safe one.
-            os.replace(prev, self.snapshot_path)
         first = not os.path.exists(self.snapshot_path)
         self.watcher = fibers.fs.watch(
             s.roots, events=self.rules.kernel_kinds(),
@@ -264,19 +259,11 @@ class Shadow:
         self._stopping = True
         deadline = fibers.now() + grace
         w = self.watcher
-        saved = False
-        prev = self.snapshot_path + ".prev"
-        # The snapshot must not run ahead of the journal, so the picture
-        # taken at close is kept only if everything delivered gets
-        # journaled.  The natural way, close(save=False) then
-        # save_snapshot() once drained, is refused by fibers.fs
-        # (save_snapshot() on a closed watcher raises ValueError), so the
-        # old snapshot is moved aside and put back on failure.
-        if os.path.exists(self.snapshot_path):
-            os.replace(self.snapshot_path, prev)
+        # The snapshot must not run ahead of the journal: close without
+        # saving, and save the picture taken at the close only once
+        # everything the watcher delivered is journaled.
         try:
-            w.close()               # saves the snapshot; the queue stays
-            saved = True
+            w.close(save=False)     # the queue stays readable
         except Exception as e:
             log.error("closing the watcher: %s", e)
         ok_journal = False
@@ -289,11 +276,12 @@ class Shadow:
                 ok_journal = self._done >= self.counts["seen"]
         except JournalError as e:
             self._fail(e)
-        if saved and ok_journal:
-            if os.path.exists(prev):
-                os.unlink(prev)
-        elif os.path.exists(prev):
-            os.replace(prev, self.snapshot_path)
+        if ok_journal:
+            try:
+                w.save_snapshot()
+                self.snapshots += 1
+            except Exception as e:
+                log.error("cannot save the snapshot: %s", e)
         shipped = False
         if self.fatal is None and not self.paused:
             with fibers.move_on_after(max(0.0, deadline - fibers.now())):
