@@ -4,7 +4,7 @@ end to end into PostgreSQL.
     python -m bench.shadow_run [--repeats 3] [--max-ops 100000]
                                [--rate-ops 50000] [--rate 10000]
 
-Method.  A throwaway PostgreSQL cluster (tests/pg.py's, on 127.0.0.1) is
+Method.  A throwaway PostgreSQL cluster (tools/pgcluster.py, on 127.0.0.1) is
 the store for both contenders.  One sample = one contender, one mode:
   1. a fresh `events` table, with one extra column the contenders do not
      write, ins_ts DEFAULT clock_timestamp(): when the row was inserted;
@@ -24,7 +24,7 @@ process per 100,000 events (user + sys of all its threads, from
 /proc/<pid>/stat); end-to-end latency from the operation (CLOCK_MONOTONIC
 before its system call) to its row's insert (clock_timestamp(), mapped to
 the monotonic clock); events lost.  Medians over interleaved rounds.
-The cluster runs with fsync off (tests/pg.py): both contenders alike.
+The cluster runs with fsync off (tools/pgcluster.py): both contenders alike.
 """
 import argparse
 import json
@@ -40,11 +40,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT_DIR = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT_DIR, "tests"))
+sys.path.insert(0, os.path.join(ROOT_DIR, "tools"))
 
 import psycopg  # noqa: E402
 
-from pg import PgServer  # noqa: E402
+from pgcluster import PgServer  # noqa: E402
 
 WRITER = os.path.join(ROOT_DIR, "build", "fs", "writer")
 HOST = socket.gethostname()
@@ -239,7 +239,8 @@ def main():
                           f"{r['shipped']}/{r['expected']} shipped, "
                           f"{r['per_s']:,.0f}/s, "
                           f"{r['events_per_cpu_s']:,.0f}/CPU-s, "
-                          f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms",
+                          f"p50 {r['p50_ms'] or 0:.1f} ms, "
+                          f"p99 {r['p99_ms'] or 0:.1f} ms",
                           flush=True)
     finally:
         pg.stop()

@@ -54,6 +54,10 @@ class Handler(FileSystemEventHandler):
 
 def ship(q, conninfo, host, source, stop):
     conn = psycopg.connect(conninfo)
+    # As fibers-shadow's store does: a commit is a confirmation only once
+    # it is durable on the server's terms.
+    conn.execute("SET synchronous_commit TO on")
+    conn.commit()
     seq = 0
     while True:
         batch = []
