@@ -5,7 +5,8 @@
     fibers-shadow ctl [--state-dir DIR] status|pause|resume|set KEY=VALUE
 
 Design: everything runs in fibers.run on the main thread: the pipeline,
-the control socket, the status output and the wait for SIGTERM/SIGINT.
+the control socket, the status output (the live UI of ui.py on a
+terminal, JSON lines with --no-ui) and the wait for SIGTERM/SIGINT.
 Errors the user can fix (a missing root, an unreadable config, a bad
 store URL, a second instance on the same state directory) are reported
 in one line and exit with status 2, before anything starts.  SIGTERM and
@@ -86,6 +87,8 @@ def _lock_state_dir(state_dir):
 
 def _serve(settings, overrides) -> int:
     headless = not settings.ui or not sys.stdout.isatty()
+    live_ui = (not headless and sys.stdin.isatty()
+               and os.environ.get("TERM", "dumb") != "dumb")
     app = Shadow(settings, overrides)
     done = ("fibers.shadow.exit", id(app))
     why = {}
@@ -112,18 +115,25 @@ def _serve(settings, overrides) -> int:
     was_blocking = os.get_blocking(fd)
     if not sys.stdout.isatty():
         os.set_blocking(fd, False)
-    reporter = fibers.spawn(_reporter, app, headless)
+    if live_ui:
+        from .ui import UI
+        reporter = fibers.spawn(UI(app, lambda: fibers.signal_all(done)).run)
+    else:
+        reporter = fibers.spawn(_reporter, app, headless)
     try:
         fibers.wait_signal(done)
         if "signal" in why:
             log.info("%s: draining for up to %.0f s", why["signal"].name,
                      DRAIN_SECONDS)
         server.stop()
-        reporter.kill()
+        if not reporter.dead:
+            reporter.kill()         # the UI restores the terminal here
         shipped = app.stop(DRAIN_SECONDS)
         final = app.status()
         if headless:
             _write_all(fd, (json.dumps(final) + "\n").encode())
+        elif live_ui:
+            _write_all(fd, (_status_line(final) + "\n").encode())
         else:
             _write_all(fd, b"\n")
         if not shipped and app.fatal is None:
