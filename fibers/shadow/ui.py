@@ -271,7 +271,8 @@ class UI:
         while True:
             fibers.wait_os_signal(signal.SIGWINCH)
             self._size()
-            self._write(b"\x1b[2J")
+            # no clear first: each frame erases what it does not cover
+            # (\x1b[K per line, \x1b[J below), so nothing ever flickers
             self.draw()
 
     def _lateness(self):
