@@ -49,7 +49,9 @@ class Pane:
         cmd = " ".join(shlex.quote(a) for a in (
             sys.executable, "-m", "fibers.shadow", "--root", self.root,
             "--state-dir", self.state, "--store", f"sqlite:///{self.store}"))
-        script = (f"{cmd} 2>{shlex.quote(str(self.err))}; "
+        # `trap :` (not `trap ''`, which the child would inherit): Ctrl-C
+        # reaches fibers-shadow, and the wrapper lives on to report
+        script = (f"trap : INT; {cmd} 2>{shlex.quote(str(self.err))}; "
                   f"echo $? >{shlex.quote(str(self.rc))}; "
                   f"stty -a >{shlex.quote(str(self.stty))}; "
                   f"printf 'WRAPPER-PROMPT$ '; exec sleep 600")
@@ -208,3 +210,20 @@ def test_ui_pause_window_and_resize(pane):
     poll(lambda: pane.rc.exists() and pane.rc.read_text().strip(),
          "the exit status")
     assert pane.rc.read_text().strip() == "0", pane.err.read_text()
+
+
+def test_ui_ctrl_c_drains_and_restores(pane):
+    poll(lambda: "events per second, per kind" in pane.screen(),
+         "the UI's first frame")
+    files = make_files(pane.root, "c", 10)
+    poll(lambda: (pane.kind_row("created") or ("", 0))[1] >= 10,
+         "the created count")
+    pane.keys("C-c")            # SIGINT: drain, ship, exit 0
+    poll(lambda: pane.rc.exists() and pane.rc.read_text().strip(),
+         "the exit status")
+    assert pane.rc.read_text().strip() == "0", pane.err.read_text()
+    poll(lambda: "WRAPPER-PROMPT$" in pane.screen(), "the prompt")
+    assert pane.flag("alternate_on") == "0"
+    assert pane.flag("cursor_flag") == "1"
+    assert re.search(r"(?<!-)icanon", pane.stty.read_text())
+    assert pane.stored("created", "%/c-%") >= files
