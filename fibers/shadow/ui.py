@@ -22,7 +22,7 @@ none of them may ever hold the pipeline up:
   tick is measured here: a fiber sleeps 10 ms in a loop and records how late
   it wakes, which is how long something else held the thread.
 - **the last events** are read from the journal file (its own read-only
-  SQLite connection, on fibers' blocking pool, a few times a second): they
+  SQLite connection, on fibers' blocking pool, 4 times a second): they
   are exactly what was journaled for shipping, after rules and coalescing.
 - **logging** would scribble over the screen, so while the UI runs the
   log goes to a small ring shown at the bottom; warnings and errors are
@@ -138,6 +138,7 @@ class UI:
         self._stop = False
         self._db = None
         self._reading = False
+        self._console = None
 
     # ---- the terminal ------------------------------------------------------
 
@@ -185,6 +186,7 @@ class UI:
             helpers.append(fibers.spawn(self._sampler))
             helpers.append(fibers.spawn(self._lateness))
             helpers.append(fibers.spawn(self._winch))
+            helpers.append(fibers.spawn(self._recent_loop))
             timer = fibers.periodic(self.draw, 1.0 / FPS)
             self.draw()
             self._keys()
@@ -304,8 +306,13 @@ class UI:
             horizon = now - 1.0
             self.max_late = max((v for t, v in self.late if t >= horizon),
                                 default=0.0)
-            self._read_recent(st["journal"]["path"])
             fibers.sleep(1.0)
+
+    def _recent_loop(self):
+        path = self.app.status()["journal"]["path"]
+        while True:
+            self._read_recent(path)
+            fibers.sleep(0.25)
 
     def _read_recent(self, path):
         def q():
@@ -338,20 +345,22 @@ class UI:
             self._drawing = False
 
     def frame(self) -> str:
-        """The whole screen, as bytes for a terminal of the current size."""
+        """The whole screen, as text for a terminal of the current size."""
         from rich.console import Console
-        buf = io.StringIO()
-        con = Console(file=buf, force_terminal=True, width=self.cols,
-                      height=self.rows, color_system="256",
-                      legacy_windows=False, _environ={})
-        con.print(self.renderable(), end="")
+        con = self._console
+        if con is None or con.width != self.cols:
+            con = self._console = Console(
+                file=io.StringIO(), force_terminal=True, width=self.cols,
+                color_system="256", legacy_windows=False, _environ={})
+        con.file = buf = io.StringIO()
+        con.print(self.renderable(), end="", crop=True, soft_wrap=False)
         lines = buf.getvalue().split("\n")[:self.rows]
-        return ("\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J")
+        return "\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J"
 
     def renderable(self):
-        from rich import box
-        from rich.console import Group
-        from rich.table import Table
+        """One rich Text, laid out by hand in fixed columns: rich's Table
+        measures every cell each frame, which cost ~20 ms a frame here;
+        this costs a few."""
         from rich.text import Text
 
         app = self.app
@@ -359,107 +368,99 @@ class UI:
         rules = st["rules"]
         on = set(rules["kinds"])
         j, s, c, w = st["journal"], st["store"], st["counts"], st["watcher"]
-        spark_w = max(10, min(HISTORY, self.cols - 70))
+        cols = self.cols
+        spark_w = max(10, min(HISTORY, cols - 60))
+        t = Text(no_wrap=True, overflow="crop")
+        nl = "\n"
 
-        head = Text()
-        head.append(" fibers-shadow ", style="bold white on blue")
-        head.append(f"  {', '.join(st['roots'])}  ", style="bold")
-        head.append(f"up {_age(st['uptime'])}")
+        t.append(" fibers-shadow ", "bold white on blue")
+        t.append(f"  {', '.join(st['roots'])}  ", "bold")
+        t.append(f"up {_age(st['uptime'])}")
         if st["paused"]:
-            head.append("  PAUSED", style="bold black on yellow")
+            t.append("  PAUSED ", "bold black on yellow")
         if st.get("fatal"):
-            head.append(f"  FATAL: {st['fatal']}", style="bold white on red")
-
-        kinds = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False,
-                      title="events per second, per kind (journaled)",
-                      title_justify="left", title_style="bold")
-        kinds.add_column("key")
-        kinds.add_column("kind")
-        kinds.add_column("state")
-        kinds.add_column("total", justify="right")
-        kinds.add_column("/s", justify="right")
-        kinds.add_column(f"last {spark_w} s")
+            t.append(f"  FATAL: {st['fatal']}", "bold white on red")
+        t.append(nl + nl)
+        t.append("events per second, per kind (journaled)", "bold")
+        t.append(nl)
+        t.append(f" {'key':<5} {'kind':<13} {'state':<5} {'total':>8} "
+                 f"{'/s':>6}   last {spark_w} s" + nl, "bold")
         for key, kind in KIND_KEYS.items():
-            rate = self.rates[kind][-1]
             style = "green" if kind in on else "dim"
-            kinds.add_row(Text(f"[{key}]", style="bold cyan"), kind,
-                          Text("on" if kind in on else "off", style=style),
-                          str(st["kinds"].get(kind, 0)), f"{rate:.0f}",
-                          Text(sparkline(self.rates[kind], spark_w),
-                               style=style))
-        kinds.add_row("", "all seen", "", str(c["seen"]),
-                      f"{self.seen_rate[-1]:.0f}",
-                      Text(sparkline(self.seen_rate, spark_w), style="cyan"))
+            t.append(f" [{key}]   ", "bold cyan")
+            t.append(f"{kind:<13} ")
+            t.append(f"{'on' if kind in on else 'off':<5}", style)
+            t.append(f" {st['kinds'].get(kind, 0):>8} "
+                     f"{self.rates[kind][-1]:>6.0f}   ")
+            t.append(sparkline(self.rates[kind], spark_w), style)
+            t.append(nl)
+        t.append(f" {'':<5} {'all seen':<13} {'':<5} {c['seen']:>8} "
+                 f"{self.seen_rate[-1]:>6.0f}   ")
+        t.append(sparkline(self.seen_rate, spark_w), "cyan")
+        t.append(nl + nl)
+
+        def row(label, *parts):
+            t.append(f" {label:<11}", "bold")
+            for p in parts:
+                if isinstance(p, tuple):
+                    t.append(*p)
+                else:
+                    t.append(p)
+            t.append(nl)
 
         state_style = {"connected": "green", "paused": "yellow",
                        "down": "bold red"}.get(s["state"], "yellow")
-        flow = Table.grid(padding=(0, 2))
-        flow.add_column(style="bold")
-        flow.add_column()
-        flow.add_row("journal", f"depth {j['depth']}  last seq "
-                     f"{j['last_seq']}  acked {j['acked_seq']}  "
-                     f"lag {j['lag']}")
-        flow.add_row("store", Text.assemble(
-            (s["state"], state_style),
+        row("journal", f"depth {j['depth']}  last seq {j['last_seq']}  "
+            f"acked {j['acked_seq']}  lag {j['lag']}")
+        row("store", (s["state"], state_style),
             f"  {s['url']}  batches {s['batches']}  reconnects "
-            f"{s['reconnects']}"))
-        flow.add_row("last error", Text(s["last_error"] or "-",
-                                        style="red" if s["last_error"]
-                                        else "dim"))
-        flow.add_row("counts", f"shipped {c['shipped']}  filtered "
-                     f"{c['filtered']}  coalesced {c['coalesced']}  "
-                     f"errors {c['errors']}")
-        flow.add_row("watcher", f"{w.get('backend')}  overflows "
-                     f"{c['overflows']}  rescans {w.get('rescans')}  "
-                     f"queued {w.get('queued')}")
+            f"{s['reconnects']}")
+        row("last error", (s["last_error"] or "-",
+                           "red" if s["last_error"] else "dim"))
+        row("counts", f"shipped {c['shipped']}  filtered {c['filtered']}  "
+            f"coalesced {c['coalesced']}  errors {c['errors']}")
+        row("watcher", f"{w.get('backend')}  overflows {c['overflows']}  "
+            f"rescans {w.get('rescans')}  queued {w.get('queued')}")
         sched = fibers.Scheduler.current().stats()
-        flow.add_row("scheduler", f"fibers {sched['live']}  ticks/s "
-                     f"{self.ticks_rate:.0f}  longest tick (1 s) "
-                     f"{self.max_late * 1000:.1f} ms  blocking jobs "
-                     f"{sched['blocking_jobs']}")
-        flow.add_row("rules", f"kinds {','.join(rules['kinds']) or '-'}  "
-                     f"window {rules['window_ms']} ms  min_size "
-                     f"{rules['min_size']}")
-        flow.add_row("", f"include {','.join(rules['include']) or '*'}  "
-                     f"exclude {','.join(rules['exclude']) or '-'}  "
-                     f"batch {rules['batch']}  ship_window "
-                     f"{rules['ship_window']}")
+        row("scheduler", f"fibers {sched['live']}  ticks/s "
+            f"{self.ticks_rate:.0f}  longest tick (1 s) "
+            f"{self.max_late * 1000:.1f} ms  blocking jobs "
+            f"{sched['blocking_jobs']}")
+        row("rules", f"kinds {','.join(rules['kinds']) or '-'}  window "
+            f"{rules['window_ms']} ms  min_size {rules['min_size']}")
+        row("", f"include {','.join(rules['include']) or '*'}  exclude "
+            f"{','.join(rules['exclude']) or '-'}  batch {rules['batch']}  "
+            f"ship_window {rules['ship_window']}")
         if st.get("config_error"):
-            flow.add_row("config", Text(st["config_error"], style="red"))
-
-        recent = Table(box=box.SIMPLE_HEAD, pad_edge=False,
-                       title="last events journaled", title_justify="left",
-                       title_style="bold")
-        recent.add_column("seq", justify="right")
-        recent.add_column("kind")
-        recent.add_column("age", justify="right")
-        recent.add_column("path", overflow="ellipsis", no_wrap=True,
-                          max_width=max(20, self.cols - 40))
+            row("config", (st["config_error"], "red"))
+        t.append(nl)
+        t.append("last events journaled", "bold")
+        t.append(nl)
+        t.append(f" {'seq':>8}  {'kind':<12} {'age':>6}  path" + nl, "bold")
         now = time.time()
-        for seq, kind, path, src, t in self.recent:
+        room = max(20, cols - 32)
+        for seq, kind, path, src, when in self.recent:
             p = f"{src} -> {path}" if src else (path or "")
-            recent.add_row(str(seq), kind, _age(now - t), p)
-
-        keys = Text()
-        keys.append("keys  ", style="bold")
+            if len(p) > room:
+                p = "…" + p[-(room - 1):]
+            t.append(f" {seq:>8}  {kind:<12} {_age(now - when):>6}  {p}"
+                     + nl)
+        for _ in range(RECENT - len(self.recent)):
+            t.append(nl)
+        t.append(nl)
+        t.append("keys  ", "bold")
         for key, kind in KIND_KEYS.items():
-            keys.append(f"{key}", style="bold cyan")
-            keys.append(f" {kind}  ")
-        keys.append("p", style="bold cyan")
-        keys.append(" pause/resume  ")
-        keys.append("+/-", style="bold cyan")
-        keys.append(" window  ")
-        keys.append("q", style="bold cyan")
-        keys.append(" quit")
-
-        parts = [head, kinds, flow, recent, keys]
+            t.append(key, "bold cyan")
+            t.append(f" {kind}  ")
+        for key, what in (("p", "pause/resume"), ("+/-", "window"),
+                          ("q", "quit")):
+            t.append(key, "bold cyan")
+            t.append(f" {what}  ")
         if self.message:
-            parts.append(Text(f"> {self.message}", style="bold yellow"))
+            t.append(nl + f"> {self.message}", "bold yellow")
         for _t, lvl, msg in self.ring_lines():
-            parts.append(Text(msg[: self.cols - 1],
-                              style="red" if lvl >= logging.WARNING
-                              else "dim"))
-        return Group(*parts)
+            t.append(nl + msg, "red" if lvl >= logging.WARNING else "dim")
+        return t
 
     def ring_lines(self):
         for h in logging.getLogger().handlers:
