@@ -69,9 +69,8 @@ def _user(root, name, rate, rng):
                         f.write(f"more {n}\n")
                 elif op < 0.68:
                     i = rng.randrange(len(files))
-                    dst = os.path.join(rng.choice(dirs),
-                                       f"renamed-{n}-"
-                                       f"{os.path.basename(files[i])}"[:80])
+                    stem = os.path.basename(files[i]).split("~")[-1]
+                    dst = os.path.join(rng.choice(dirs), f"r{n}~{stem}")
                     os.rename(files[i], dst)
                     files[i] = dst
                 elif op < 0.74:

@@ -436,11 +436,19 @@ class UI:
         t.append(nl)
         t.append("last events journaled", "bold")
         t.append(nl)
-        t.append(f" {'seq':>8}  {'kind':<12} {'age':>6}  path" + nl, "bold")
+        t.append(f" {'seq':>8}  {'kind':<12} {'age':>6}  path (below the root)" + nl, "bold")
         now = time.time()
         room = max(20, cols - 32)
+        roots = sorted((r.rstrip("/") + "/" for r in st["roots"]), key=len,
+                       reverse=True)
+
+        def rel(path):
+            for r in roots:
+                if path and path.startswith(r):
+                    return path[len(r):]
+            return path or ""
         for seq, kind, path, src, when in self.recent:
-            p = f"{src} -> {path}" if src else (path or "")
+            p = f"{rel(src)} -> {rel(path)}" if src else rel(path)
             if len(p) > room:
                 p = "…" + p[-(room - 1):]
             t.append(f" {seq:>8}  {kind:<12} {_age(now - when):>6}  {p}"
