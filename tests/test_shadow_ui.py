@@ -15,9 +15,6 @@ import time
 import pytest
 
 pytest.importorskip("rich", reason="the UI needs rich (the shadow extra)")
-if shutil.which("tmux") is None:
-    pytest.skip("tmux is not installed (sh tools/sysdeps.sh --test)",
-                allow_module_level=True)
 
 DEADLINE = 20.0
 
@@ -98,6 +95,8 @@ class Pane:
 
 @pytest.fixture
 def pane(tmp_path):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (sh tools/sysdeps.sh --test)")
     p = Pane(tmp_path)
     try:
         yield p
@@ -227,3 +226,49 @@ def test_ui_ctrl_c_drains_and_restores(pane):
     assert pane.flag("cursor_flag") == "1"
     assert re.search(r"(?<!-)icanon", pane.stty.read_text())
     assert pane.stored("created", "%/c-%") >= files
+
+
+def test_a_terminal_that_reads_nothing_never_stalls_the_pipeline(tmp_path):
+    """The UI drawing into a pipe nobody reads: its writes park on
+    wait_writable, later frames are skipped, and the pipeline carries on
+    journaling and shipping; a `q` down the input pipe still quits."""
+    import fibers
+    from fibers.shadow import config
+    from fibers.shadow.pipeline import Shadow
+    from fibers.shadow.ui import UI
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "state").mkdir()
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    result = {}
+
+    def main():
+        settings, overrides = config.load(
+            None, [str(root)], f"sqlite:///{tmp_path / 'store.db'}",
+            str(tmp_path / "state"), ui=True)
+        app = Shadow(settings, overrides)
+        app.start()
+        quit_ = []
+        ui = UI(app, lambda: quit_.append(1), fd_in=in_r, fd_out=out_w)
+        f = fibers.spawn(ui.run)
+        # the pipe's buffer fills: a draw is parked, later ticks skip
+        fibers.wait_for(lambda: ui._drawing and ui.skipped > 3, 20)
+        frames = ui.frames
+        for i in range(50):
+            (root / f"f{i}").write_bytes(b"x")
+        fibers.wait_for(lambda: app.counts["shipped"] >= 50, 20)
+        result["frames"] = (frames, ui.frames)
+        os.write(in_w, b"q")
+        f.join(10)
+        result["quit"] = bool(quit_)
+        app.stop(1.0)
+
+    try:
+        fibers.run(main)
+    finally:
+        for fd in (in_r, in_w, out_r, out_w):
+            os.close(fd)
+    assert result["quit"]
+    assert result["frames"][0] == result["frames"][1]   # stuck, not drawing

@@ -65,6 +65,16 @@ def _reporter(app, headless: bool):
             _write_all(fd, ("\r\x1b[K" + _status_line(st)).encode())
 
 
+def _run_ui(ui, done):
+    # A UI that fails has restored the terminal (its finally); the
+    # application then stops rather than run on unseen.
+    try:
+        ui.run()
+    except Exception:
+        log.exception("the UI failed; stopping")
+        fibers.signal_all(done)
+
+
 def _lock_state_dir(state_dir):
     try:
         os.makedirs(state_dir, exist_ok=True)
@@ -115,9 +125,11 @@ def _serve(settings, overrides) -> int:
     was_blocking = os.get_blocking(fd)
     if not sys.stdout.isatty():
         os.set_blocking(fd, False)
+    ui = None
     if live_ui:
         from .ui import UI
-        reporter = fibers.spawn(UI(app, lambda: fibers.signal_all(done)).run)
+        ui = UI(app, lambda: fibers.signal_all(done))
+        reporter = fibers.spawn(_run_ui, ui, done)
     else:
         reporter = fibers.spawn(_reporter, app, headless)
     try:
@@ -126,8 +138,14 @@ def _serve(settings, overrides) -> int:
             log.info("%s: draining for up to %.0f s", why["signal"].name,
                      DRAIN_SECONDS)
         server.stop()
+        if ui is not None:
+            ui.stop()               # it restores the terminal and returns
+            try:
+                reporter.join(3.0)
+            except fibers.Timeout:
+                pass
         if not reporter.dead:
-            reporter.kill()         # the UI restores the terminal here
+            reporter.kill()
         shipped = app.stop(DRAIN_SECONDS)
         final = app.status()
         if headless:

@@ -139,17 +139,20 @@ class UI:
         self._db = None
         self._reading = False
         self._console = None
+        self._draw_fiber = None
 
     # ---- the terminal ------------------------------------------------------
 
-    def _write(self, data: bytes):
+    def _write(self, data: bytes, timeout=None):
         fd = self.fd_out
         view = memoryview(data)
+        end = None if timeout is None else fibers.now() + timeout
         while view:
             try:
                 n = os.write(fd, view)
             except BlockingIOError:
-                fibers.wait_writable(fd)
+                fibers.wait_writable(fd, None if end is None
+                                     else max(0.0, end - fibers.now()))
                 continue
             except InterruptedError:
                 continue
@@ -191,39 +194,50 @@ class UI:
             self.draw()
             self._keys()
         finally:
-            # the terminal first: nothing below may park this fiber before
-            # it is restored (a kill could then cut the finally short)
+            # Nothing here waits on another fiber (a kill of this fiber
+            # could cut the finally short); the one park is the bounded
+            # write of the closing sequence.
             self._stop = True
-            try:
-                os.set_blocking(self.fd_out, True)
-                os.write(self.fd_out, LEAVE.encode())
-            except OSError:
-                pass
+            if timer is not None:
+                timer.cancel()
+            if self._draw_fiber is not None and not self._draw_fiber.dead:
+                self._draw_fiber.kill(block=False)   # a half-written frame
+            for f in helpers:
+                if not f.dead:
+                    f.kill(block=False)
             if saved is not None:
                 try:
                     termios.tcsetattr(self.fd_in, termios.TCSADRAIN, saved)
                 except termios.error:
                     pass
-            try:
-                os.set_blocking(self.fd_in, blk_in)
-                os.set_blocking(self.fd_out, blk_out)
-            except OSError:
-                pass
             root.handlers[:] = old_handlers
-            for msg in ring.keep:
-                print(f"fibers-shadow: {msg}", file=sys.stderr)
-            if timer is not None:
-                timer.cancel()
-            for f in helpers:
-                if not f.dead:
-                    f.kill(block=False)
-            if self._db is not None and not self._reading:
-                self._db.close()
+            try:
+                self._write(LEAVE.encode(), timeout=1.0)
+            except (OSError, fibers.Timeout):
+                pass            # a terminal that takes nothing: give up
+            finally:
+                try:
+                    os.set_blocking(self.fd_in, blk_in)
+                    os.set_blocking(self.fd_out, blk_out)
+                except OSError:
+                    pass
+                for msg in ring.keep:
+                    print(f"fibers-shadow: {msg}", file=sys.stderr)
+                if self._db is not None and not self._reading:
+                    self._db.close()
+
+    def stop(self):
+        """Ask ``run()`` to restore the terminal and return (within
+        0.2 s)."""
+        self._stop = True
 
     def _keys(self):
         fd = self.fd_in
         while not self._stop:
-            fibers.wait_readable(fd)
+            try:
+                fibers.wait_readable(fd, 0.2)
+            except fibers.Timeout:
+                continue
             try:
                 data = os.read(fd, 64)
             except (BlockingIOError, InterruptedError):
@@ -338,11 +352,13 @@ class UI:
             self.skipped += 1
             return
         self._drawing = True
+        self._draw_fiber = fibers.current()
         try:
             self._write(self.frame().encode())
             self.frames += 1
         finally:
             self._drawing = False
+            self._draw_fiber = None
 
     def frame(self) -> str:
         """The whole screen, as text for a terminal of the current size."""
