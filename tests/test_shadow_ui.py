@@ -91,6 +91,13 @@ class Pane:
     def close(self):
         subprocess.run(["tmux", "-L", self.sock, "kill-server"],
                        capture_output=True, timeout=10)
+        # tmux leaves the socket file of a killed server behind
+        path = os.path.join(os.environ.get("TMUX_TMPDIR") or "/tmp",
+                            f"tmux-{os.getuid()}", self.sock)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 @pytest.fixture
