@@ -46,11 +46,11 @@ $(VENV)/.built: $(VENV)/.base $(SOURCES)
 
 build: $(VENV)/.built
 
-test: build ctest $(VENV)/.test-deps | sysdeps-test
+test: build ctest $(VENV)/.test-deps $(VENV)/.shadow-deps | sysdeps-test
 	$(PY) -m pytest -q tests
 
 # The Python suite alone (test-pythons runs it with VENV and PYTHON set).
-pytest: build $(VENV)/.test-deps | sysdeps-test
+pytest: build $(VENV)/.test-deps $(VENV)/.shadow-deps | sysdeps-test
 	$(PY) -m pytest -q tests
 
 # The Python suite on every CPython 3.10-3.13 under $(pyenv root)/versions,
@@ -89,8 +89,18 @@ ctest: | sysdeps
 	    -o build/test_pool
 	./build/test_pool
 
-run: build
-	$(PY) examples/demo.py
+# The main job: fibers-shadow on a demo directory that a producer keeps
+# busy (creates, writes, renames, deletes, mkdir), shipping to an embedded
+# SQLite store.  The live UI on a terminal (q quits); otherwise headless for
+# about 15 s.  Then a summary of what the store holds, per kind.
+run: build $(VENV)/.shadow-deps
+	$(PY) -m fibers.shadow.demo
+
+# The `shadow` extra (pyproject.toml), redone whenever this file changes.
+SHADOW_DEPS := "rich>=13" "psycopg[binary]>=3.1"
+$(VENV)/.shadow-deps: $(VENV)/.base Makefile
+	$(PIP) install $(SHADOW_DEPS) $$($(PY) -c 'import sys; print("tomli>=1.1" if sys.version_info < (3, 11) else "")')
+	touch $@
 
 # fibers-shadow into a throwaway PostgreSQL cluster (tools/pgcluster.py, as
 # the tests use), on a demo directory, headless, for RUN_SECONDS (15), then a

@@ -6,6 +6,8 @@
 #   sh tools/sysdeps.sh          the build: compiler, liburing, Python headers
 #   sh tools/sysdeps.sh --test   the same, plus the PostgreSQL server that
 #                                tests/test_psycopg.py starts (tests/pg.py)
+#                                and tmux, which tests/test_shadow_ui.py
+#                                drives fibers-shadow's live UI in
 set -eu
 
 with_postgres=0
@@ -32,6 +34,10 @@ fi
 # /usr/lib/postgresql/<version>/bin), never the system's.
 if [ "$with_postgres" -eq 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing="$missing postgresql"
+fi
+# tests/test_shadow_ui.py runs the live UI in a tmux pane and reads it back.
+if [ "$with_postgres" -eq 1 ] && ! command -v tmux >/dev/null 2>&1; then
+    missing="$missing tmux"
 fi
 
 if [ -n "$missing" ]; then

@@ -5,7 +5,8 @@
     fibers-shadow ctl [--state-dir DIR] status|pause|resume|set KEY=VALUE
 
 Design: everything runs in fibers.run on the main thread: the pipeline,
-the control socket, the status output and the wait for SIGTERM/SIGINT.
+the control socket, the status output (the live UI of ui.py on a
+terminal, JSON lines with --no-ui) and the wait for SIGTERM/SIGINT.
 Errors the user can fix (a missing root, an unreadable config, a bad
 store URL, a second instance on the same state directory) are reported
 in one line and exit with status 2, before anything starts.  SIGTERM and
@@ -64,6 +65,16 @@ def _reporter(app, headless: bool):
             _write_all(fd, ("\r\x1b[K" + _status_line(st)).encode())
 
 
+def _run_ui(ui, done):
+    # A UI that fails has restored the terminal (its finally); the
+    # application then stops rather than run on unseen.
+    try:
+        ui.run()
+    except Exception:
+        log.exception("the UI failed; stopping")
+        fibers.signal_all(done)
+
+
 def _lock_state_dir(state_dir):
     try:
         os.makedirs(state_dir, exist_ok=True)
@@ -86,6 +97,8 @@ def _lock_state_dir(state_dir):
 
 def _serve(settings, overrides) -> int:
     headless = not settings.ui or not sys.stdout.isatty()
+    live_ui = (not headless and sys.stdin.isatty()
+               and os.environ.get("TERM", "dumb") != "dumb")
     app = Shadow(settings, overrides)
     done = ("fibers.shadow.exit", id(app))
     why = {}
@@ -112,18 +125,33 @@ def _serve(settings, overrides) -> int:
     was_blocking = os.get_blocking(fd)
     if not sys.stdout.isatty():
         os.set_blocking(fd, False)
-    reporter = fibers.spawn(_reporter, app, headless)
+    ui = None
+    if live_ui:
+        from .ui import UI
+        ui = UI(app, lambda: fibers.signal_all(done))
+        reporter = fibers.spawn(_run_ui, ui, done)
+    else:
+        reporter = fibers.spawn(_reporter, app, headless)
     try:
         fibers.wait_signal(done)
         if "signal" in why:
             log.info("%s: draining for up to %.0f s", why["signal"].name,
                      DRAIN_SECONDS)
         server.stop()
-        reporter.kill()
+        if ui is not None:
+            ui.stop()               # it restores the terminal and returns
+            try:
+                reporter.join(3.0)
+            except fibers.Timeout:
+                pass
+        if not reporter.dead:
+            reporter.kill()
         shipped = app.stop(DRAIN_SECONDS)
         final = app.status()
         if headless:
             _write_all(fd, (json.dumps(final) + "\n").encode())
+        elif live_ui:
+            _write_all(fd, (_status_line(final) + "\n").encode())
         else:
             _write_all(fd, b"\n")
         if not shipped and app.fatal is None:
