@@ -546,6 +546,8 @@ cdef class Watcher:
                     self._watch_dir(c)
                     if scan:
                         self._scan_new(c, pid)
+                    else:
+                        c.listed = True     # seen from its birth (fanotify)
                 return 0
         else:
             d.entries[name] = None
@@ -631,7 +633,10 @@ cdef class Watcher:
                            PyUnicode_DecodeFSDefaultAndSize(self._pbuf2, b),
                            PyUnicode_DecodeFSDefaultAndSize(self._pbuf, a),
                            is_dir, pid, 0)
-        if is_dir and type(v) is not _Dir and self._recursive:
+        if is_dir and self._recursive and (type(v) is not _Dir or
+                                           not (<_Dir>v).listed):
+            # New to the tree, or a directory a listing missed because it
+            # was being renamed: report what is inside.
             self._scan_new(<_Dir>d2.entries[n2], pid)
         return 0
 
@@ -675,11 +680,17 @@ cdef class Watcher:
             i += 1
             if d.dead:
                 continue
+            asked = d.path
             try:
-                listing = fibers.blocking(_list_dir, d.path)
-            except FileNotFoundError:
-                continue
-            except NotADirectoryError:
+                listing = fibers.blocking(_list_dir, asked)
+            except (FileNotFoundError, NotADirectoryError):
+                # Gone, or renamed under us.  If the rename has been read
+                # meanwhile (the node has its new path), list it there;
+                # otherwise the rename, when read, lists it (listed is
+                # False), so its subtree is never skipped.
+                d.listed = False
+                if not d.dead and d.path != asked:
+                    todo.append(d)
                 continue
             except OSError as e:
                 if emit or d is top:

@@ -149,3 +149,42 @@ def test_out_of_inotify_watches_is_an_error_event(tmp_path):
     assert lines[1] == "watches 3 errors 2"
     watched = sorted({"a", "b", "c", "d"} - {e[0] for e in errs})
     assert lines[2] == f"after created {watched[0]}/f"
+
+
+def test_a_directory_renamed_while_the_rescan_lists_it(env, monkeypatch):
+    # Regression: the rescan's listing of a directory failed (ENOENT)
+    # because it had just been renamed; the listing was skipped, and when
+    # the rename was read the node just moved, so nothing below it was
+    # ever reported.  Here the listing itself does the rename first.
+    import fibers._fs as _fs
+    os.makedirs(env.p("a", "d0"))
+    real_list = _fs._list_dir
+    renamed = []
+
+    def racing_list(path):
+        if path.endswith(b"/a/d0") and not renamed:
+            renamed.append(path)
+            os.makedirs(env.p("a", "d0", "deep"))
+            for i in range(5):
+                open(env.p("a", "d0", "deep", f"x{i}"), "w").close()
+            os.rename(env.p("a", "d0"), env.p("a", "d0-moved"))
+        return real_list(path)
+
+    def main():
+        model = tree(env.root)
+        w = small_queue_watch(env)
+        try:
+            monkeypatch.setattr(_fs, "_list_dir", racing_list)
+            for i in range(200):                  # overflow: a rescan
+                open(env.p(f"f{i}"), "w").close()
+            events = quiet(w)
+            fibers.wait_for(lambda: not w.stats()["rescanning"], timeout=60)
+            events += quiet(w)
+            assert renamed, "the rescan never listed a/d0"
+            assert "overflow" in [e.kind for e in events]
+            apply(model, events)
+            assert model == {p for p in tree(env.root) if not is_sync(p)}
+        finally:
+            monkeypatch.undo()
+            w.close()
+    env.run(main)
