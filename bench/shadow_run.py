@@ -186,6 +186,59 @@ def sample(name, mode, n, rate, pg, workdir):
             "writer_ops_per_s": writer["ops"] / (writer["elapsed_ns"] / 1e9)}
 
 
+def ui_sample(n, rate, pg, workdir):
+    """fibers-shadow with its live UI, in a 120x40 tmux pane, while the
+    writer runs at `rate`: the longest gap between two frames (the UI
+    measures it and writes it out at exit)."""
+    url = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    with psycopg.connect(pg.conninfo, autocommit=True) as c:
+        c.execute(TABLE)
+    root = tempfile.mkdtemp(dir=workdir, prefix="ui-")
+    state = tempfile.mkdtemp(dir=workdir, prefix="state-")
+    stats = os.path.join(state, "ui.json")
+    log = os.path.join(state, "writer.log")
+    tmux = ["tmux", "-L", f"bench-shadow-{os.getpid()}"]
+    cmd = (f"cd {ROOT_DIR} && FIBERS_SHADOW_UI_STATS={stats} taskset -c 0 "
+           f"{sys.executable} -m fibers.shadow --root {root} --store {url} "
+           f"--state-dir {state}")
+    subprocess.run(tmux + ["new-session", "-d", "-x", "120", "-y", "40",
+                           cmd], check=True, timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            screen = subprocess.run(tmux + ["capture-pane", "-p"],
+                                    capture_output=True, text=True).stdout
+            if "journal" in screen and "keys" in screen:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        env = dict(os.environ, FS_WRITER_WINDOW="4096")
+        subprocess.run(["taskset", "-c", "1", WRITER, root, str(n),
+                        str(rate), log, "120"], env=env, capture_output=True,
+                       timeout=180, check=True)
+        exp = expected(log, root)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            m = match(exp, rows(pg.conninfo))
+            if all(t is not None for _, t in m):
+                break
+            time.sleep(0.25)
+        subprocess.run(tmux + ["send-keys", "q"], timeout=10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not os.path.exists(stats):
+            time.sleep(0.1)
+        with open(stats) as f:
+            out = json.load(f)
+    finally:
+        subprocess.run(tmux + ["kill-server"], capture_output=True,
+                       timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+    out["shipped"] = sum(t is not None for _, t in m)
+    out["expected"] = len(exp)
+    return out
+
+
 def table(results, mode, title):
     out = [f"### {title}", "",
            "| pipeline | events/s shipped | CPU-s per 100k events | "
@@ -242,6 +295,12 @@ def main():
                           f"p50 {r['p50_ms'] or 0:.1f} ms, "
                           f"p99 {r['p99_ms'] or 0:.1f} ms",
                           flush=True)
+        ui = []
+        if shutil.which("tmux"):
+            for rnd in range(a.repeats):
+                u = ui_sample(a.rate_ops, a.rate, pg, workdir)
+                ui.append(u)
+                print(f"ui round {rnd + 1}: {u}", flush=True)
     finally:
         pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -253,13 +312,21 @@ def main():
         f"contender on CPU 0, writer on CPU 1, PostgreSQL unpinned.", "",
         table(results, "rate", f"fixed rate: {a.rate_ops:,} ops at "
                                f"{a.rate:,} ops/s"),
-        table(results, "max", f"writer flat out: {a.max_ops:,} ops")])
+        table(results, "max", f"writer flat out: {a.max_ops:,} ops"),
+        "### the live UI under load", "",
+        (f"fibers-shadow with its UI in a 120x40 tmux pane, "
+         f"{a.rate_ops:,} ops at {a.rate:,} ops/s: longest gap between two "
+         f"frames (10 Hz) per round: "
+         + ", ".join(f"{u['max_frame_gap_ms']:.0f} ms" for u in ui)
+         + f"; median {statistics.median(u['max_frame_gap_ms'] for u in ui):.0f} ms; "
+         f"shipped " + ", ".join(f"{u['shipped']}/{u['expected']}" for u in ui))
+        if ui else "tmux not found: the UI was not measured", ""])
     print(md)
     with open(a.md, "w") as f:
         f.write(md + "\n")
     with open(os.path.join(os.path.dirname(a.md), f"shadow-{stamp}.json"),
               "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump({"pipelines": results, "ui": ui}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ back in a ``finally``, whatever ends the UI.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import signal
@@ -130,6 +131,8 @@ class UI:
         self.last_ticks = None
         self.late = deque(maxlen=2 * FPS)   # (time, lateness) last seconds
         self.max_late = 0.0
+        self.max_gap = 0.0              # longest time between two frames
+        self._last_frame = None
         self.recent = []
         self.message = ""
         self.frames = 0
@@ -223,8 +226,18 @@ class UI:
                     pass
                 for msg in ring.keep:
                     print(f"fibers-shadow: {msg}", file=sys.stderr)
+                self._save_stats()
                 if self._db is not None and not self._reading:
                     self._db.close()
+
+    def _save_stats(self):
+        # For `make bench-shadow`: the frames drawn and the longest gap
+        # between two, written where FIBERS_SHADOW_UI_STATS says.
+        path = os.environ.get("FIBERS_SHADOW_UI_STATS")
+        if path:
+            with open(path, "w") as f:
+                json.dump({"frames": self.frames, "skipped": self.skipped,
+                           "max_frame_gap_ms": self.max_gap * 1000}, f)
 
     def stop(self):
         """Ask ``run()`` to restore the terminal and return (within
@@ -356,6 +369,12 @@ class UI:
         try:
             self._write(self.frame().encode())
             self.frames += 1
+            # The gap between frames as a person sees it (real time):
+            # what a stalled pipeline, or a slow terminal, would stretch.
+            done = time.monotonic()
+            if self._last_frame is not None:
+                self.max_gap = max(self.max_gap, done - self._last_frame)
+            self._last_frame = done
         finally:
             self._drawing = False
             self._draw_fiber = None
