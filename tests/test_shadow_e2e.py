@@ -456,22 +456,26 @@ def test_state_dir_inside_the_root_is_not_shadowed(sh):
     assert sh.stop() == 0
 
 
-def test_full_disk_stops_cleanly_and_loses_nothing(sh):
-    # A file-size limit stands in for a full disk: SQLite's writes then
-    # fail with EFBIG (Python ignores SIGXFSZ), as they would with ENOSPC.
-    import resource
-    limit = 256 * 1024
-    real_popen = subprocess.Popen
-
-    def limited(*a, **kw):
-        kw["preexec_fn"] = lambda: resource.setrlimit(
-            resource.RLIMIT_FSIZE, (limit, limit))
-        return real_popen(*a, **kw)
-    subprocess.Popen = limited
+def test_full_disk_stops_cleanly_and_loses_nothing(sh, tmp_path):
+    # A real full disk: the state directory (journal, snapshot) on a small
+    # tmpfs of the test's own, grown again afterwards.
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs",
+                        str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
-        sh.start()
+        _full_disk(sh, str(disk))
     finally:
-        subprocess.Popen = real_popen
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _full_disk(sh, disk):
+    sh.state = os.path.join(disk, "state")
+    sh.start()
     sh.write("before")
     sh.sync()
     assert sh.ctl("pause") == {"paused": True}
@@ -490,6 +494,7 @@ def test_full_disk_stops_cleanly_and_loses_nothing(sh):
     db = sqlite3.connect(os.path.join(sh.state, "journal.db"))
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+    subprocess.run(["mount", "-o", "remount,size=64m", disk], check=True)
     # with room again, everything arrives: the journal's rows ship and the
     # rest is found by the start-up diff against the snapshot
     sh.start()
