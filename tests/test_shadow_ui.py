@@ -10,24 +10,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
 pytest.importorskip("rich", reason="the UI needs rich (the shadow extra)")
 
-DEADLINE = 20.0
-
-
-def poll(pred, what, timeout=DEADLINE):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from test_shadow_e2e import DEADLINE, poll  # noqa: E402
 
 
 class Pane:
