@@ -10,7 +10,8 @@ the store for both contenders.  One sample = one contender, one mode:
      write, ins_ts DEFAULT clock_timestamp(): when the row was inserted;
   2. the contender starts on CPU 0 over an empty directory: fibers-shadow
      (--no-ui, PostgreSQL store, its defaults: 200 ms coalescing, SQLite
-     journal) or bench/shadow/baseline.py (watchdog's observer thread, a
+     journal; watching with fanotify, fibers.fs's default as root, or
+     with inotify: "fibers-shadow-inotify") or bench/shadow/baseline.py (watchdog's observer thread, a
      queue, a worker thread with plain psycopg);
   3. the C writer of bench-fs (bench/fs/writer.c) runs on CPU 1, paced at
      --rate operations/s or flat out; FS_WRITER_WINDOW spaces the
@@ -114,7 +115,12 @@ def match(exp, got):
 
 
 def start_contender(name, root, state, url, conninfo):
-    if name == "fibers-shadow":
+    env = dict(os.environ)
+    if name.startswith("fibers-shadow"):
+        # "fibers-shadow" watches with fibers.fs's default (fanotify as
+        # root); "fibers-shadow-inotify" forces inotify.
+        if name.endswith("-inotify"):
+            env["FIBERS_FS_BACKEND"] = "inotify"
         cmd = [sys.executable, "-m", "fibers.shadow", "--no-ui", "--root",
                root, "--store", url, "--state-dir", state]
     else:
@@ -122,7 +128,7 @@ def start_contender(name, root, state, url, conninfo):
                conninfo, HOST, "baseline"]
     p = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=ROOT_DIR,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, env=env)
     line = p.stdout.readline()            # READY, or the first status line
     if not line:
         raise RuntimeError(f"{name} did not start: {p.stderr.read()[-2000:]}")
@@ -245,7 +251,7 @@ def table(results, mode, title):
            "events per CPU-s | vs threaded | lost | p50 ms | p99 ms |",
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     med = {}
-    for name in ("fibers-shadow", "threaded"):
+    for name in dict.fromkeys(r["contender"] for r in results):
         rs = [r for r in results if r["contender"] == name
               and r["mode"] == mode]
         if not rs:
@@ -273,7 +279,8 @@ def main():
     ap.add_argument("--max-ops", type=int, default=100_000)
     ap.add_argument("--rate-ops", type=int, default=50_000)
     ap.add_argument("--rate", type=int, default=10_000)
-    ap.add_argument("--contenders", default="fibers-shadow,threaded")
+    ap.add_argument("--contenders",
+                    default="fibers-shadow,fibers-shadow-inotify,threaded")
     ap.add_argument("--md", default=os.path.join(ROOT_DIR, "bench",
                                                  "results", "shadow.md"))
     a = ap.parse_args()
