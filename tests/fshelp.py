@@ -1,5 +1,6 @@
 """Helpers for the fibers.fs tests: a scheduler per (fs backend, pump
 backend) pair, draining a watcher, and a model that applies events."""
+import contextlib
 import faulthandler
 import os
 
@@ -25,6 +26,30 @@ def skip_unless_fs_backend_runs(name):
 # A test wedged in a kernel wait would hang the run: far above any test's
 # duration, faulthandler prints every stack and exits.
 HANG_LIMIT = 120.0
+
+
+# The kernel's queue limit per fs backend, read when a notification fd is made.
+QUEUE_LIMITS = {"inotify": "/proc/sys/fs/inotify/max_queued_events",
+                "fanotify": "/proc/sys/fs/fanotify/max_queued_events"}
+
+
+@contextlib.contextmanager
+def small_kernel_queue(fs_backend, n=64):
+    """Within the block, new `fs_backend` fds get a kernel queue of n
+    events; the limit is restored on leaving (make the fd inside, and leave
+    at once).  Skips without the privilege to change it."""
+    path = QUEUE_LIMITS[fs_backend]
+    if os.geteuid() != 0 or not os.access(path, os.W_OK):
+        pytest.skip(f"shrinking {path} needs root")
+    with open(path) as f:
+        old = f.read().strip()
+    with open(path, "w") as f:
+        f.write(str(n))
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(old)
 
 
 class Env:

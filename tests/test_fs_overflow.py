@@ -8,10 +8,8 @@ import sys
 import pytest
 
 import fibers
-from fshelp import PAIRS, Env, apply, is_sync, quiet, tree
+from fshelp import PAIRS, Env, apply, is_sync, quiet, small_kernel_queue, tree
 
-LIMITS = {"inotify": "/proc/sys/fs/inotify/max_queued_events",
-          "fanotify": "/proc/sys/fs/fanotify/max_queued_events"}
 
 
 @pytest.fixture(params=PAIRS, ids=lambda p: f"{p[0]}-{p[1]}")
@@ -25,18 +23,8 @@ def small_queue_watch(env, n=64, **kw):
     """A watcher whose kernel queue holds n events: the limit is read when
     the notification fd is made, so it is shrunk for that moment only and
     restored at once."""
-    path = LIMITS[env.fs]
-    if os.geteuid() != 0 or not os.access(path, os.W_OK):
-        pytest.skip(f"shrinking {path} needs root")
-    with open(path) as f:
-        old = f.read().strip()
-    with open(path, "w") as f:
-        f.write(str(n))
-    try:
+    with small_kernel_queue(env.fs, n):
         return env.watch(unlimited_queue=False, **kw)
-    finally:
-        with open(path, "w") as f:
-            f.write(old)
 
 
 def burst(env):

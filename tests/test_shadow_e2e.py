@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import fibers.fs
+from fshelp import skip_unless_fs_backend_runs
 
 DEADLINE = 20.0
 
@@ -142,10 +142,7 @@ class Shadow:
 
 @pytest.fixture(params=["fanotify", "inotify"])
 def sh(request, tmp_path):
-    why = fibers.fs.backends()[request.param]
-    if why is not None:
-        pytest.skip(f"fibers.fs backend {request.param} cannot run here: "
-                    f"{why}")
+    skip_unless_fs_backend_runs(request.param)
     s = Shadow(tmp_path, request.param)
     yield s
     s.close()

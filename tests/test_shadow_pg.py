@@ -19,9 +19,8 @@ import psycopg
 import pytest
 
 import fibers
-import fibers.fs
 from fibers.shadow.store import PgStore, StoreError, open_store
-from fshelp import apply, tree
+from fshelp import apply, skip_unless_fs_backend_runs, small_kernel_queue, tree
 from test_shadow_e2e import Shadow, poll
 
 DEADLINE = 30.0
@@ -68,10 +67,7 @@ class PgShadow(Shadow):
 
 @pytest.fixture(params=["fanotify", "inotify"])
 def fs_backend(request):
-    why = fibers.fs.backends()[request.param]
-    if why is not None:
-        pytest.skip(f"fibers.fs backend {request.param} cannot run here: "
-                    f"{why}")
+    skip_unless_fs_backend_runs(request.param)
     return request.param
 
 
@@ -337,10 +333,6 @@ def test_network_cut_at_random(pg, fs_backend, tmp_path):
 
 # ---- c. the kernel queue overflows ------------------------------------------
 
-LIMITS = {"inotify": "/proc/sys/fs/inotify/max_queued_events",
-          "fanotify": "/proc/sys/fs/fanotify/max_queued_events"}
-
-
 def notify_fds(pid):
     """How many inotify/fanotify fds process ``pid`` holds."""
     n = 0
@@ -375,28 +367,18 @@ def burst(sh, round_):
 
 
 def test_kernel_queue_overflow(pg, fs_backend, tmp_path):
-    path = LIMITS[fs_backend]
-    if os.geteuid() != 0 or not os.access(path, os.W_OK):
-        pytest.skip(f"shrinking {path} needs root")
     url = fresh_db(pg)
     sh = PgShadow(tmp_path, fs_backend, url)
     os.makedirs(sh.p("old", "inner"))
     open(sh.p("old", "inner", "o"), "w").close()
     model = tree(sh.root)
-    with open(path) as f:
-        old = f.read().strip()
     try:
         # The limit is read when the watcher's kernel fd is made: shrink it
         # until fibers-shadow holds that fd, then restore it at once.
-        with open(path, "w") as f:
-            f.write("64")
-        try:
+        with small_kernel_queue(fs_backend, 64):
             sh.start(wait=False, env={"FIBERS_SHADOW_BOUNDED_QUEUE": "1"})
             poll(lambda: sh.proc.poll() is not None
                  or notify_fds(sh.proc.pid) >= 1, "the watcher's fd")
-        finally:
-            with open(path, "w") as f:
-                f.write(old)
         poll(lambda: sh.try_status(), "the control socket")
         for r in range(20):
             burst(sh, r)
