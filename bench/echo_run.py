@@ -52,7 +52,6 @@ import os
 import platform
 import select
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -60,7 +59,7 @@ import sys
 import tempfile
 import time
 
-from bench.procs import wait_ready
+from bench.procs import stop as stop_process, wait_ready
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ECHO_DIR = os.path.join(ROOT, "bench", "echo")
@@ -195,17 +194,7 @@ class Server:
         return lines[-1].strip() if lines else "(no stderr)"
 
     def stop(self):
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=STOP_GRACE_S)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        if self.proc.poll() is None:      # e.g. stuck in uninterruptible I/O
+        if not stop_process(self.proc, STOP_GRACE_S, group=True):
             log(f"warning: server pid {self.proc.pid} survived SIGKILL")
         self.proc.stdout.close()
         self.errfile.close()

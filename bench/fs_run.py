@@ -55,7 +55,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,7 @@ import tempfile
 import time
 
 from bench.fs.watchers import IDLE_S, WATCHFILES_DEBOUNCE_MS, WATCHFILES_STEP_MS
-from bench.procs import wait_ready
+from bench.procs import stop, wait_ready
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRITER_SRC = os.path.join(ROOT, "bench", "fs", "writer.c")
@@ -117,17 +116,8 @@ def budget_s(ops, rate):
 
 
 def kill_group(proc):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    log(f"warning: pid {proc.pid} survived SIGKILL")
+    if not stop(proc, STOP_GRACE_S, group=True):
+        log(f"warning: pid {proc.pid} survived SIGKILL")
 
 
 def tail(path, limit=1500):

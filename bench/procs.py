@@ -1,6 +1,8 @@
 """Helpers the benchmark harnesses share for their child processes."""
 import os
 import select
+import signal
+import subprocess
 import time
 
 
@@ -21,3 +23,23 @@ def wait_ready(proc, timeout):
                 return False
             seen += chunk
     return True
+
+
+def stop(proc, grace, group=False):
+    """SIGTERM `proc` (its whole process group with `group`), then SIGKILL
+    if it has not ended within `grace` seconds; True once it has ended,
+    False if it survived even SIGKILL (stuck in uninterruptible I/O)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+            return True
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.poll() is not None

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ ROOT_DIR = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT_DIR, "tools"))
 
 import psycopg  # noqa: E402
+
+from bench.procs import stop  # noqa: E402
 
 from pgcluster import PgServer  # noqa: E402
 
@@ -169,12 +170,7 @@ def sample(name, mode, n, rate, pg, workdir):
             time.sleep(0.25)
         cpu = cpu_of(p.pid) - cpu0
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p, 30)
     lat = sorted((t - ns) / 1e6 for ns, t in m if t is not None)
     shipped = len(lat)
     t_first = min(ns for ns, _ in exp)
