@@ -136,38 +136,58 @@ def start_contender(name, root, state, url, conninfo):
     return p
 
 
-def sample(name, mode, n, rate, pg, workdir):
-    conninfo = pg.conninfo
-    url = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
-    with psycopg.connect(conninfo, autocommit=True) as c:
+def fresh(pg, workdir, prefix):
+    """An empty events table, a root to watch and a state directory."""
+    with psycopg.connect(pg.conninfo, autocommit=True) as c:
         c.execute(TABLE)
-    root = tempfile.mkdtemp(dir=workdir, prefix=f"{name}-")
-    state = tempfile.mkdtemp(dir=workdir, prefix="state-")
+    return (tempfile.mkdtemp(dir=workdir, prefix=prefix),
+            tempfile.mkdtemp(dir=workdir, prefix="state-"))
+
+
+def write(root, n, rate, log):
+    """The writer on CPU 1; its summary (the last line it prints)."""
+    env = dict(os.environ, FS_WRITER_WINDOW="4096")
+    w = subprocess.run(["taskset", "-c", "1", WRITER, root, str(n),
+                        str(rate), log, "120"], env=env,
+                       capture_output=True, text=True, timeout=180)
+    if w.returncode != 0:
+        raise RuntimeError(f"writer failed: {w.stderr}")
+    return json.loads(w.stdout.strip().splitlines()[-1])
+
+
+def shipped_by(exp, conninfo, deadline_s, stall_s=None):
+    """match() of the store's rows, polled until every expected event is
+    there, `deadline_s` passes, or (with `stall_s`) nothing new came for
+    that long."""
+    deadline = time.monotonic() + deadline_s
+    last, last_change = -1, time.monotonic()
+    while True:
+        m = match(exp, rows(conninfo))
+        done = sum(t is not None for _, t in m)
+        now = time.monotonic()
+        if done == len(exp) or now >= deadline:
+            return m
+        if done != last:
+            last, last_change = done, now
+        elif stall_s is not None and now - last_change > stall_s:
+            return m
+        time.sleep(0.25)
+
+
+def url_of(pg):
+    return f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+
+
+def sample(name, mode, n, rate, pg, workdir):
+    root, state = fresh(pg, workdir, f"{name}-")
     log = os.path.join(state, "writer.log")
-    p = start_contender(name, root, state, url, conninfo)
+    p = start_contender(name, root, state, url_of(pg), pg.conninfo)
     try:
         time.sleep(0.5)                   # the watch is in place
         cpu0 = cpu_of(p.pid)
-        env = dict(os.environ, FS_WRITER_WINDOW="4096")
-        w = subprocess.run(["taskset", "-c", "1", WRITER, root, str(n),
-                            str(rate), log, "120"], env=env,
-                           capture_output=True, text=True, timeout=180)
-        if w.returncode != 0:
-            raise RuntimeError(f"writer failed: {w.stderr}")
+        writer = write(root, n, rate, log)
         exp = expected(log, root)
-        deadline = time.monotonic() + 300
-        last, last_change = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            got = rows(conninfo)
-            m = match(exp, got)
-            done = sum(t is not None for _, t in m)
-            if done == len(exp):
-                break
-            if done != last:
-                last, last_change = done, time.monotonic()
-            elif time.monotonic() - last_change > 15:
-                break
-            time.sleep(0.25)
+        m = shipped_by(exp, pg.conninfo, 300, stall_s=15)
         cpu = cpu_of(p.pid) - cpu0
     finally:
         stop(p, 30)
@@ -175,7 +195,6 @@ def sample(name, mode, n, rate, pg, workdir):
     shipped = len(lat)
     t_first = min(ns for ns, _ in exp)
     t_last = max(t for _, t in m if t is not None) if shipped else t_first
-    writer = json.loads(w.stdout.strip().splitlines()[-1])
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
     return {"contender": name, "mode": mode, "expected": len(exp),
@@ -192,17 +211,13 @@ def ui_sample(n, rate, pg, workdir):
     """fibers-shadow with its live UI, in a 120x40 tmux pane, while the
     writer runs at `rate`: the longest gap between two frames (the UI
     measures it and writes it out at exit)."""
-    url = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
-    with psycopg.connect(pg.conninfo, autocommit=True) as c:
-        c.execute(TABLE)
-    root = tempfile.mkdtemp(dir=workdir, prefix="ui-")
-    state = tempfile.mkdtemp(dir=workdir, prefix="state-")
+    root, state = fresh(pg, workdir, "ui-")
     stats = os.path.join(state, "ui.json")
     log = os.path.join(state, "writer.log")
     tmux = ["tmux", "-L", f"bench-shadow-{os.getpid()}"]
     cmd = (f"cd {ROOT_DIR} && FIBERS_SHADOW_UI_STATS={stats} taskset -c 0 "
-           f"{sys.executable} -m fibers.shadow --root {root} --store {url} "
-           f"--state-dir {state}")
+           f"{sys.executable} -m fibers.shadow --root {root} "
+           f"--store {url_of(pg)} --state-dir {state}")
     subprocess.run(tmux + ["new-session", "-d", "-x", "120", "-y", "40",
                            cmd], check=True, timeout=30)
     try:
@@ -214,17 +229,9 @@ def ui_sample(n, rate, pg, workdir):
                 break
             time.sleep(0.2)
         time.sleep(1.0)
-        env = dict(os.environ, FS_WRITER_WINDOW="4096")
-        subprocess.run(["taskset", "-c", "1", WRITER, root, str(n),
-                        str(rate), log, "120"], env=env, capture_output=True,
-                       timeout=180, check=True)
+        write(root, n, rate, log)
         exp = expected(log, root)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            m = match(exp, rows(pg.conninfo))
-            if all(t is not None for _, t in m):
-                break
-            time.sleep(0.25)
+        m = shipped_by(exp, pg.conninfo, 120)
         subprocess.run(tmux + ["send-keys", "q"], timeout=10)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not os.path.exists(stats):
