@@ -205,14 +205,14 @@ cdef class _InotifyWatcher(Watcher):
             if m & IN_MOVED_FROM:
                 self._pending = (ev.cookie, d, name, isdir)
             if m & IN_MOVED_TO:
-                if self._pending is not None:
-                    p = self._pending
-                    self._pending = None
-                    if (<_Dir>p[1]).dead:
-                        self._created(d, name, isdir, None, 0, True)
-                    else:
-                        self._moved(<_Dir>p[1], <bytes>p[2], d, name, isdir,
-                                    None)
-                else:
+                p = self._pending
+                self._pending = None
+                if p is not None and not (<_Dir>p[1]).dead:
+                    # _moved weighs the exclusion of each side
+                    self._moved(<_Dir>p[1], <bytes>p[2], d, name, isdir,
+                                None)
+                elif not self._excluded_entry(d, name):
+                    # moved in from outside: a creation, unless its name is
+                    # excluded (moves skipped the check above)
                     self._created(d, name, isdir, None, 0, True)
         return 0

@@ -521,3 +521,22 @@ def test_close_without_saving_and_a_failed_save_leaves_no_temp(
         w.close()
         assert sorted(os.listdir(state_dir)) == ["snap"]
     env.run(main)
+
+
+def test_excluded_directory_moved_in_stays_excluded(env, tmp_path_factory):
+    # Regression (inotify): a directory whose name is excluded, moved in
+    # from outside the roots, was added to the tree and watched, so what
+    # was later made inside it was reported.
+    outside = os.path.realpath(tmp_path_factory.mktemp("outside"))
+    os.makedirs(os.path.join(outside, "cache.skip"))
+
+    def main():
+        with env.watch(exclude=["*.skip"]) as w:
+            os.rename(os.path.join(outside, "cache.skip"),
+                      env.p("cache.skip"))
+            open(env.p("cache.skip", "inside"), "w").close()
+            open(env.p("kept"), "w").close()
+            assert {env.rel(e.path) for e in quiet(w)} == {"kept"}
+            if env.fs == "inotify":
+                assert w.stats()["watches"] == 1
+    env.run(main)
