@@ -44,6 +44,7 @@ from ._core import (
     current,
     delay,
     get_include,
+    in_fiber,
     move_on_after,
     now,
     on_signal,
@@ -76,6 +77,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Condition", "Deadlock", "Fiber", "FiberExit", "Functor", "Scheduler",
     "Timeout", "TimeoutScope", "Timer", "VirtualClock", "current", "delay",
+    "in_fiber",
     "move_on_after", "now", "on_signal", "periodic", "run", "signal_all",
     "signal_one", "sleep", "spawn", "step", "stop", "suspend", "timeout",
     "wait_for", "wait_os_signal", "wait_readable", "wait_writable", "wait_signal", "when",

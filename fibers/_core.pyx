@@ -2093,6 +2093,12 @@ def yield_now():
         s.step()
 
 
+def in_fiber():
+    """True when called from a fiber; False outside any (where blocking
+    words drive the scheduler themselves)."""
+    return _sched()._current is not None
+
+
 def current():
     """The :class:`Fiber` that is running.  RuntimeError outside fibers."""
     cdef Fiber me = _sched()._current

@@ -121,14 +121,6 @@ cdef int _kinds_mask(events) except -1:
     return m | K_ALWAYS
 
 
-cdef bint _in_fiber():
-    try:
-        fibers.current()
-    except RuntimeError:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------------------
 # Event
 # ---------------------------------------------------------------------------
@@ -454,8 +446,8 @@ cdef class Watcher:
         if not self._recursive:
             return None
         for comp in rest.split(b"/"):
-            c = d.entries.get(comp) if type(d.entries.get(comp)) is _Dir \
-                else None
+            v = d.entries.get(comp)
+            c = <_Dir>v if type(v) is _Dir else None
             if c is None:
                 if not create or self._excluded_entry(d, comp):
                     return None
@@ -734,7 +726,7 @@ cdef class Watcher:
                         todo.append(old)
                 elif old != st:
                     d.entries[name] = st
-                    if emit and old is not None or verify:
+                    if verify or (emit and old is not None):
                         self._emit_at(K_MODIFIED, d, name, len(name),
                                       False, pid)
             if emit:
@@ -793,7 +785,7 @@ cdef class Watcher:
         :func:`watch`), atomically.  A later ``watch(..., snapshot=path)``
         reports what changed in between.  Allowed after :meth:`close`: the
         picture is then the one at the close."""
-        if not _in_fiber():
+        if not fibers.in_fiber():
             return fibers.run(self.save_snapshot, path)
         if path is None:
             if self._snapshot is None:
@@ -972,7 +964,7 @@ cdef class Watcher:
     def _take(self, int n, timeout, bint one):
         cdef list out
         cdef bint room
-        if not _in_fiber():
+        if not fibers.in_fiber():
             return fibers.run(self._take, n, timeout, one)
         if not self._queue:
             if self._closed:
@@ -1040,7 +1032,7 @@ cdef class Watcher:
         """Watch one more root (a directory); FileNotFoundError if it does
         not exist."""
         self._check_open("add")
-        if not _in_fiber():
+        if not fibers.in_fiber():
             return fibers.run(self.add, path)
         self._add_root(path, True)
 
@@ -1079,7 +1071,7 @@ cdef class Watcher:
         read.  Closing twice is a no-op."""
         if self._closed:
             return
-        if not _in_fiber():
+        if not fibers.in_fiber():
             return fibers.run(self.close, save)
         try:
             if save and self._snapshot is not None:
@@ -1176,7 +1168,7 @@ def watch(paths, events=ALL, *, recursive=True, exclude=(), backend=None,
     if not isinstance(coalesce, (int, float)) or not 0 <= coalesce <= 1:
         raise ValueError(f"coalesce must be a number of seconds in [0, 1], "
                          f"got {coalesce!r}")
-    if not _in_fiber():
+    if not fibers.in_fiber():
         return fibers.run(_watch_body, roots, kinds, recursive,
                           tuple(exclude), backend, snapshot, max_queue,
                           unlimited_queue, coalesce)

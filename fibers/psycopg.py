@@ -152,14 +152,6 @@ def _has_cancel_safe():
 
 # ---- waiting -----------------------------------------------------------------
 
-def _in_fiber():
-    try:
-        fibers.current()
-    except RuntimeError:
-        return False
-    return True
-
-
 def _outside(fn, *args, **kwargs):
     """Run fn in a fiber and drive the scheduler until it is done: the way
     a call made outside any fiber waits.  If the driving is interrupted
@@ -424,7 +416,7 @@ class Connection(psycopg.Connection):
         ``psycopg.OperationalError`` when no attempt succeeds
         (``psycopg.errors.ConnectionTimeout`` when one took longer than
         ``connect_timeout``)."""
-        if not _in_fiber():
+        if not fibers.in_fiber():
             return _outside(cls.connect, conninfo, autocommit=autocommit,
                             prepare_threshold=prepare_threshold,
                             context=context, row_factory=row_factory,
@@ -488,7 +480,7 @@ class Connection(psycopg.Connection):
         ``timeout`` seconds, as psycopg does.  If this fiber is interrupted
         meanwhile with a command in flight, the command is cancelled (or
         the connection closed) first: see the module's docstring."""
-        if not _in_fiber():
+        if not fibers.in_fiber():
             return _outside(self.wait, gen, interval, timeout)
         return _consume(gen, self.pgconn.socket, interval, timeout,
                         on_interrupt=lambda y: self._interrupted(gen, y,
@@ -569,7 +561,7 @@ class Connection(psycopg.Connection):
         waits.  Raises ``psycopg.errors.CancellationTimeout`` after
         ``timeout`` seconds.  With libpq older than 17, falls back to
         :meth:`cancel`."""
-        if not _in_fiber():
+        if not fibers.in_fiber():
             return _outside(self.cancel_safe, timeout=timeout)
         if not self._should_cancel():
             return

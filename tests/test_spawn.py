@@ -272,3 +272,12 @@ def test_million_spawns_complete_with_bounded_memory(sched):
     # fibers alive at a time needs a few MB.
     assert grown < 40 * 1024 * 1024
     assert sched.stats()["workers_created"] <= 2
+
+
+def test_in_fiber(sched):
+    assert fibers.in_fiber() is False
+    assert sched.run(fibers.in_fiber) is True
+    seen = []
+    sched.add_quantum_step(lambda: seen.append(fibers.in_fiber()))
+    sched.step()
+    assert seen and not any(seen)      # the scheduler's own greenlet
