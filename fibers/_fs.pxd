@@ -54,7 +54,8 @@ cdef class Watcher:
     cdef unsigned long long _n_reads
 
     cdef int _setup(self, list roots, int kinds, bint recursive, exclude,
-                    int max_queue, snapshot, double coalesce) except -1
+                    int max_queue, snapshot, baseline,
+                    double coalesce) except -1
     cdef int _add_exclude(self, x) except -1
     cdef bint _excluded(self, const char *full, Py_ssize_t n,
                         const char *name)
@@ -89,6 +90,7 @@ cdef class Watcher:
     cdef dict _flatten(self)
     cdef int _save(self, bytes target) except -1
     cdef int _startup_diff(self) except -1
+    cdef int _diff_from(self, old) except -1
     cdef int _drain(self) except -1
     cdef int _check_open(self, str word) except -1
     cdef int _wait(self, timeout) except -1

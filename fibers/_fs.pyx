@@ -270,6 +270,18 @@ def _write_snapshot(bytes path, object state):
         raise
 
 
+def _root_ids(list roots):
+    # root path -> (st_dev, st_ino), for the roots that exist now.
+    out = {}
+    for r in roots:
+        try:
+            st = os.stat(r)
+        except OSError:
+            continue
+        out[r] = (st.st_dev, st.st_ino)
+    return out
+
+
 def _read_snapshot(bytes path):
     with open(path, "rb") as f:
         return pickle.load(f)
@@ -306,7 +318,8 @@ cdef class Watcher:
     # ---- set-up, shared ----------------------------------------------------
 
     cdef int _setup(self, list roots, int kinds, bint recursive, exclude,
-                    int max_queue, snapshot, double coalesce) except -1:
+                    int max_queue, snapshot, baseline,
+                    double coalesce) except -1:
         self._coalesce = coalesce
         self._kinds = kinds
         self._recursive = recursive
@@ -334,7 +347,9 @@ cdef class Watcher:
         self._open()
         for r in roots:
             self._add_root(r, False)
-        if self._snapshot is not None:
+        if baseline is not None:
+            self._diff_from(baseline)
+        elif self._snapshot is not None:
             self._startup_diff()
         self._reader = fibers.spawn(self._read_loop)
         return 0
@@ -779,6 +794,22 @@ cdef class Watcher:
                     out[_join(d.path, name)] = (False, v)
         return out
 
+    def picture(self, root=None):
+        """The watcher's picture of the tree now, as a dict: path (bytes)
+        -> ``(is_dir, (st_ino, st_size, st_mtime_ns) or None)`` (None: a
+        file seen by an event, not yet listed).  With ``root``, only that
+        root's part.  Passed back as ``watch(..., baseline=)``, it makes
+        the new watcher report what differs from it."""
+        flat = self._flatten()
+        if root is None:
+            return flat
+        r = os.path.realpath(os.fsencode(root))
+        if len(r) > 1:
+            r = r.rstrip(b"/")
+        pre = r if r == b"/" else r + b"/"
+        return {p: v for p, v in flat.items()
+                if p == r or p.startswith(pre)}
+
     def save_snapshot(self, path=None):
         """Save the watcher's picture of the tree (path -> inode, size,
         mtime, type) to ``path`` (default: the ``snapshot=`` given to
@@ -806,7 +837,7 @@ cdef class Watcher:
                 else:
                     flat[p] = (flat[p][0], st)
         state = {"version": 1, "roots": self._root_paths(),
-                 "entries": flat}
+                 "ids": _root_ids(self._root_paths()), "entries": flat}
         fibers.blocking(_write_snapshot, target, state)
         return 0
 
@@ -820,10 +851,29 @@ cdef class Watcher:
         except Exception as e:
             raise ValueError(f"fibers.fs: cannot read the snapshot "
                              f"{os.fsdecode(self._snapshot)!r}: {e}") from e
+        name = os.fsdecode(self._snapshot)
         if not isinstance(state, dict) or state.get("version") != 1:
-            raise ValueError(f"fibers.fs: {os.fsdecode(self._snapshot)!r} "
-                             f"is not a fibers.fs snapshot")
-        old = state["entries"]
+            raise ValueError(f"fibers.fs: {name!r} is not a fibers.fs "
+                             f"snapshot")
+        # A picture of another tree would turn into a flood of created and
+        # deleted events: refuse it, and say how to start afresh.
+        roots = self._root_paths()
+        if not set(state.get("roots", ())) & set(roots):
+            raise ValueError(f"fibers.fs: the snapshot {name!r} describes "
+                             f"other roots; delete it to start afresh")
+        now = _root_ids(roots)
+        for r, ident in (state.get("ids") or {}).items():
+            if r in now and tuple(now[r]) != tuple(ident):
+                raise ValueError(
+                    f"fibers.fs: the snapshot {name!r} describes another "
+                    f"directory at {os.fsdecode(r)!r} (device and inode "
+                    f"differ: replaced or moved); delete it to start afresh")
+        self._diff_from(state["entries"])
+        return 0
+
+    cdef int _diff_from(self, old) except -1:
+        # Report what differs between the picture ``old`` and the tree just
+        # listed: deletions deepest first, then creations and changes.
         new = self._flatten()
         roots = self._root_paths()
         self._tnow = fibers.now()
@@ -1144,8 +1194,8 @@ def backends():
 
 
 def watch(paths, events=ALL, *, recursive=True, exclude=(), backend=None,
-          snapshot=None, max_queue=65536, unlimited_queue=True,
-          coalesce=0.001):
+          snapshot=None, baseline=None, max_queue=65536,
+          unlimited_queue=True, coalesce=0.001):
     """Watch ``paths`` (one directory or several) and return a
     :class:`Watcher`.  See the module documentation for the arguments."""
     cdef Watcher w
@@ -1168,16 +1218,23 @@ def watch(paths, events=ALL, *, recursive=True, exclude=(), backend=None,
     if not isinstance(coalesce, (int, float)) or not 0 <= coalesce <= 1:
         raise ValueError(f"coalesce must be a number of seconds in [0, 1], "
                          f"got {coalesce!r}")
+    if baseline is not None:
+        if snapshot is not None:
+            raise ValueError("watch() takes snapshot= or baseline=, not both")
+        if not isinstance(baseline, dict):
+            raise TypeError(f"baseline must be a dict (see "
+                            f"Watcher.picture()), got "
+                            f"{type(baseline).__name__}")
+    args = (roots, kinds, recursive, tuple(exclude), backend, snapshot,
+            baseline, max_queue, unlimited_queue, coalesce)
     if not fibers.in_fiber():
-        return fibers.run(_watch_body, roots, kinds, recursive,
-                          tuple(exclude), backend, snapshot, max_queue,
-                          unlimited_queue, coalesce)
-    return _watch_body(roots, kinds, recursive, tuple(exclude), backend,
-                       snapshot, max_queue, unlimited_queue, coalesce)
+        return fibers.run(_watch_body, *args)
+    return _watch_body(*args)
 
 
 def _watch_body(list roots, int kinds, recursive, tuple exclude, backend,
-                snapshot, int max_queue, unlimited_queue, double coalesce):
+                snapshot, baseline, int max_queue, unlimited_queue,
+                double coalesce):
     cdef Watcher w
     name = backend
     if name is None:
@@ -1196,7 +1253,7 @@ def _watch_body(list roots, int kinds, recursive, tuple exclude, backend,
         (<_FanotifyWatcher>w)._unlimited = bool(unlimited_queue)
         try:
             w._setup(roots, kinds, bool(recursive), exclude, max_queue,
-                     snapshot, coalesce)
+                     snapshot, baseline, coalesce)
             return w
         except _MarkRefused as e:
             w._close_fd()
@@ -1213,7 +1270,7 @@ def _watch_body(list roots, int kinds, recursive, tuple exclude, backend,
     w = _InotifyWatcher.__new__(_InotifyWatcher)
     try:
         w._setup(roots, kinds, bool(recursive), exclude, max_queue, snapshot,
-                 coalesce)
+                 baseline, coalesce)
     except BaseException:
         w._close_fd()
         raise

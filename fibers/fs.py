@@ -10,7 +10,8 @@
     fibers.run(main)
 
 ``watch(paths, events=ALL, *, recursive=True, exclude=(), backend=None,
-snapshot=None, max_queue=65536, unlimited_queue=True, coalesce=0.001)``
+snapshot=None, baseline=None, max_queue=65536, unlimited_queue=True,
+coalesce=0.001)``
 returns a
 :class:`Watcher` over one directory or several.
 
@@ -30,6 +31,16 @@ returns a
   the file exists, ``watch`` lists the tree and reports what changed since
   it was saved (created / deleted / modified) before any live event; the
   picture is saved again by ``close()`` and :meth:`Watcher.save_snapshot`.
+  A snapshot of other roots, or of a root that has since been replaced
+  (its device and inode differ), is refused with ValueError: delete the
+  file to start afresh.
+- ``baseline``: a picture of the tree kept by the application itself (a
+  dict as :meth:`Watcher.picture` returns: path bytes -> ``(is_dir,
+  (st_ino, st_size, st_mtime_ns) or None)``); like a snapshot, ``watch``
+  reports what differs from it before any live event.  An application
+  that must never report a change twice or miss one across a crash keeps
+  this picture in the same transaction as what it did with the events
+  (fibers-shadow keeps it in its journal).
 - ``max_queue``: events held for the consumer before the watcher stops
   reading the kernel (which then overflows, and that is reported).
 - ``coalesce``: after a read that found events, the reader waits this long

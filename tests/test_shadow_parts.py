@@ -183,5 +183,6 @@ def test_pipeline_through_a_faulty_link(tmp_path):
     rows = db.execute("SELECT seq, kind, path FROM events ORDER BY seq"
                       ).fetchall()
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
-    assert sorted((k, os.path.basename(p)) for _, k, p in rows) == sorted(
+    assert sorted((k, os.fsdecode(os.path.basename(p))) for _, k, p in rows
+                  ) == sorted(
         ("created", n) for n in names)

@@ -17,17 +17,21 @@ Run it::
 reads a TOML file (see :mod:`fibers.shadow.config` for its keys), which
 is watched: saving it applies new rules within a second, and a bad edit
 is logged while the old rules stay.  The state directory (default
-``$XDG_STATE_HOME/fibers-shadow``) holds the journal, the watcher's
-snapshot and the control socket; it is never shadowed itself.
+``$XDG_STATE_HOME/fibers-shadow``) holds the journal (the outbox and the
+picture of the tree) and the control socket; it is never shadowed itself.
 
 Guarantees: every event that passes the rules reaches the store once,
 with no gap and no duplicate in seq per (host, source), across store
 outages, lost confirmations, SIGKILL and restarts; changes made while the
 program was down are found at start-up by comparing the tree with the
-last saved snapshot (so an event may be reported twice, never lost).  SIGTERM or SIGINT drains for about 2 s and exits 0; what is
-left ships at the next start.  Exit status 2 means bad input (a missing
-root, an unreadable config, a bad store URL, a second instance on the
-same state directory); 1 means the journal could not be written.
+journal's picture, which each commit changes together with the outbox, so
+nothing is reported twice or missed.  Paths are bytes end to end.
+SIGTERM or SIGINT drains for about 2 s and exits 0; what is left ships at
+the next start.  Exit status 2 means bad input (a missing root, an
+unreadable config, a bad store URL, a second instance on the same state
+directory, a journal missing or replaced, or a root replaced: ``--reset``
+starts afresh); 1 means a stage failed (the journal could not be written,
+the state directory was deleted), said on stderr and in the status.
 
 Modules: ``config`` (settings, TOML), ``journal`` (the outbox), ``store``
 (the destination), ``pipeline`` (the stages), ``control`` (the socket),

@@ -1,7 +1,7 @@
 """fibers-shadow's command line.
 
     fibers-shadow [--config FILE] [--root DIR]... [--store URL]
-                  [--state-dir DIR] [--no-ui]
+                  [--state-dir DIR] [--no-ui] [--reset]
     fibers-shadow ctl [--state-dir DIR] status|pause|resume|set KEY=VALUE
 
 Design: everything runs in fibers.run on the main thread: the pipeline,
@@ -182,12 +182,29 @@ def _parser():
                    help="where events go: sqlite:///PATH (default: "
                         "store.db in the state directory)")
     p.add_argument("--state-dir", metavar="DIR",
-                   help="journal, snapshot and control socket (default: "
+                   help="journal and control socket (default: "
                         "$XDG_STATE_HOME/fibers-shadow)")
     p.add_argument("--no-ui", action="store_true",
                    help="headless: one JSON status line per second on "
                         "stdout")
+    p.add_argument("--reset", action="store_true",
+                   help="start afresh: forget the journal (and any event "
+                        "in it not yet shipped) and the picture of the "
+                        "tree; the store keeps what it has")
     return p
+
+
+def _reset(state_dir):
+    """Remove the journal and its marker (under the state lock)."""
+    from .journal import journal_path, marker_path
+    j = journal_path(state_dir)
+    for p in (j, j + "-wal", j + "-shm", marker_path(state_dir),
+              os.path.join(state_dir, "snapshot")):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            continue
+        log.info("reset: removed %s", p)
 
 
 def _ctl(argv) -> int:
@@ -242,6 +259,8 @@ def main(argv=None) -> int:
         settings, overrides = config.load(a.config, a.root, a.store,
                                           a.state_dir, ui=not a.no_ui)
         lock = _lock_state_dir(settings.state_dir)
+        if a.reset:
+            _reset(settings.state_dir)
     except config.ConfigError as e:
         print(f"fibers-shadow: {e}", file=sys.stderr)
         return 2

@@ -1,40 +1,64 @@
-"""The journal: a local SQLite outbox between watching and shipping.
+"""The journal: a local SQLite outbox between watching and shipping, and
+the picture of the tree that start-up compares the disk with.
 
 Design: the watcher must never wait for the store, and nothing may be lost
 when the store is away or the process dies; so every event is first made
 durable locally, and the shipper works only from this file.  While the
 store is unreachable the outbox grows on disk and memory stays flat.
 
+The journal also holds the *picture*: the tree (path -> type and stat) as
+the pipeline has handled it, one row per path in the table ``tree``.  Each
+commit carries the events to ship AND the picture's changes for the same
+watcher events, in one transaction.  So after any crash the picture is
+exactly as far as the journal: every change reflected in it is in the
+outbox (or was deliberately not shipped by the rules), and every change
+not reflected in it was not journaled, and the start-up diff (the
+watcher's ``baseline=``) reports it.  A deletion made while the daemon was
+down is found (the picture still has the path), and nothing journaled is
+reported again (the picture has it already).
+
+- Paths are bytes (BLOB) from the kernel to the store: Linux names are
+  bytes, and a name that is not UTF-8 must neither be refused nor be
+  changed on the way.
 - WAL and ``synchronous=NORMAL``: a commit is an append to the WAL with no
-  fsync per transaction; a crash of the process loses nothing committed
-  (a power cut may lose the last moments, which the watcher's snapshot
-  diff then finds again at start-up).
-- Commits are batched (every ``batch`` events, or every ``interval``
+  fsync per transaction; a crash of the process loses nothing committed.
+  (A power cut may lose the last moments; events and picture go back
+  together, so the start-up diff finds those changes again.)
+- The picture's stat figures are taken (lstat) when the commit runs, on
+  the blocking pool.  A write made after the event but before the commit
+  is then covered by that event: the store has a creation or modification
+  of the path at least that recent, never a missing one.
+- Commits are batched (every ``batch`` rows, or every ``interval``
   seconds), and run on fibers' blocking pool, so a stalled disk parks the
   committing fiber and never the thread.  One connection, serialised by a
-  fiber mutex: SQLite connections are not for two threads at once.
+  fiber lock: SQLite connections are not for two threads at once.
 - ``seq`` is assigned here, in memory, and the column is ``INTEGER PRIMARY
   KEY AUTOINCREMENT``: SQLite's own sequence table then keeps the highest
   seq ever used, so seq keeps increasing across restarts even after acked
   rows are pruned.
-- ``append`` parks its caller while the rows waiting for a commit reach
+- ``record`` parks its caller while the rows waiting for a commit reach
   ``max_pending``: back-pressure from a slow disk travels upstream to the
   watcher, which stops reading the kernel (an overflow there is repaired
   by a rescan).
+- The committer never dies silently: any failure closes the journal with
+  ``error`` set and calls ``on_error``, and every wait on it is bounded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
+import stat as _stat
 import uuid
 
 import fibers
 
 from .sync import Mutex
 
-__all__ = ["Journal", "JournalError"]
+__all__ = ["Journal", "JournalError", "StateError", "journal_path",
+           "marker_path"]
 
 log = logging.getLogger("fibers.shadow")
 
@@ -44,14 +68,22 @@ CREATE TABLE IF NOT EXISTS events (
     host     TEXT    NOT NULL,
     source   TEXT    NOT NULL,
     kind     TEXT    NOT NULL,
-    path     TEXT,
-    src_path TEXT,
+    path     BLOB,
+    src_path BLOB,
     is_dir   INTEGER NOT NULL,
     time     REAL    NOT NULL,
     acked    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_unacked ON events(acked, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS tree (
+    path     BLOB    PRIMARY KEY,
+    is_dir   INTEGER NOT NULL,
+    ino      INTEGER,
+    size     INTEGER,
+    mtime_ns INTEGER,
+    hidden   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 """
 
 # Acked rows kept for inspection before pruning.
@@ -63,6 +95,26 @@ class JournalError(Exception):
     Nothing of the failed commit is in the file."""
 
 
+class StateError(ValueError):
+    """The state directory does not match the journal (a journal missing
+    or replaced, a root that is another directory now): starting would
+    report a wrong picture, so fibers-shadow refuses to."""
+
+
+def journal_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "journal.db")
+
+
+def marker_path(state_dir: str) -> str:
+    """A small file naming the journal's source id: proof, if the journal
+    vanishes, that one existed."""
+    return os.path.join(state_dir, "source")
+
+
+def _fs(p):
+    return None if p is None else (p if type(p) is bytes else os.fsencode(p))
+
+
 def _open(path):
     db = sqlite3.connect(path, timeout=10, isolation_level=None,
                          check_same_thread=False)
@@ -70,13 +122,12 @@ def _open(path):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
-        row = db.execute("SELECT value FROM meta WHERE key='source'"
-                         ).fetchone()
-        if row is None:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        source = meta.get("source")
+        fresh = source is None
+        if fresh:
             source = uuid.uuid4().hex[:12]
             db.execute("INSERT INTO meta VALUES ('source', ?)", (source,))
-        else:
-            source = row[0]
         seq = db.execute("SELECT seq FROM sqlite_sequence WHERE "
                          "name='events'").fetchone()
         last = max(seq[0] if seq else 0,
@@ -86,112 +137,196 @@ def _open(path):
                            ).fetchone()[0]
         acked = db.execute("SELECT COALESCE(MIN(seq) - 1, ?) FROM events "
                            "WHERE acked=0", (last,)).fetchone()[0]
-        return db, source, last, depth, acked
+        return db, source, fresh, meta, last, depth, acked
     except BaseException:
         db.close()
         raise
 
 
+def _load_picture(db):
+    picture, hidden = {}, set()
+    for p, isd, ino, size, mt, hid in db.execute(
+            "SELECT path, is_dir, ino, size, mtime_ns, hidden FROM tree"):
+        picture[p] = (bool(isd), None if ino is None else (ino, size, mt))
+        if hid:
+            hidden.add(p)
+    return picture, hidden
+
+
 class Journal:
-    """The outbox.  ``append`` rows, ``read_unacked`` them, ``ack`` them.
+    """The outbox and the picture.  ``record`` rows and picture changes,
+    ``read_unacked`` rows, ``ack`` them.
 
     Row tuples handed to the shipper are in store.COLUMNS order:
-    (host, source, seq, kind, path, src_path, is_dir, time).
+    (host, source, seq, kind, path, src_path, is_dir, time), paths bytes.
+
+    Picture changes (``record``'s ``tree``), applied in order:
+    ``("put", path, is_dir, hidden)`` (lstat now), ``("del", path)`` (and
+    everything under it), ``("move", src, dst)`` (with the subtree),
+    ``("import", root, picture)`` (a root's picture, replacing what was
+    under it), ``("forget", root)``, ``("roots", {root: (dev, ino)})``.
     """
 
     def __init__(self, path: str, host: str, source: str = "",
                  batch: int = 256, interval: float = 0.05,
-                 max_pending: int = 8192):
+                 max_pending: int = 8192, on_error=None):
         self.path = path
         self.host = host
         self.batch = batch
         self.interval = interval
         self.max_pending = max_pending
+        self.on_error = on_error
         self._lock = Mutex()
-        self._pending = []          # rows not yet committed
+        self._rows = []             # rows not yet committed
+        self._ops = []              # picture changes not yet committed
         self._key = ("fibers.shadow.journal", id(self))
         self._closed = False
         self.error = None           # JournalError once a commit failed
         try:
-            (self._db, own, self.last_seq, self.depth,
+            (self._db, own, self.fresh, meta, self.last_seq, self.depth,
              self.acked_seq) = fibers.blocking(_open, path)
         except sqlite3.Error as e:
             raise JournalError(f"cannot open the journal {path!r}: {e}") \
                 from None
+        self.own_source = own
         self.source = source or own
+        self.has_picture = meta.get("picture") == "1"
+        self.roots = {bytes.fromhex(h): (dev, ino) for h, dev, ino in
+                      json.loads(meta.get("roots") or "[]")}
         self.committed_seq = self.last_seq
         self._committer = fibers.spawn(self._commit_loop)
 
+    # ---- the connection, one user at a time ---------------------------------
+
+    def _run(self, fn, *args):
+        # Serialise the connection between fibers: its calls run on the
+        # blocking pool, and SQLite connections are not for two threads.
+        with self._lock:
+            if self._db is None:
+                raise JournalError("the journal is closed")
+            return fibers.blocking(fn, self._db, *args)
+
     # ---- writing -----------------------------------------------------------
 
-    def append(self, kind, path, src_path, is_dir, time) -> int:
-        """Queue one event for the next commit; returns its seq.  Parks
-        while too many rows wait for the disk."""
-        while len(self._pending) >= self.max_pending and not self._closed:
+    def record(self, ship, tree=None) -> None:
+        """Queue, for the next commit, the rows ``ship`` (tuples ``(kind,
+        path, src_path, is_dir, time)``, paths str or bytes) and the
+        picture change ``tree`` (see the class doc), which commit together.
+        Parks while too much waits for the disk."""
+        while (len(self._rows) + len(self._ops) >= self.max_pending
+               and not self._closed):
             fibers.wait_signal((self._key, "room"))
         if self._closed:
             raise JournalError(str(self.error) if self.error else
                                "the journal is closed")
-        self.last_seq += 1
-        self._pending.append((self.last_seq, self.host, self.source, kind,
-                              path, src_path, int(bool(is_dir)), time))
-        if len(self._pending) >= self.batch:
+        for kind, path, src, is_dir, t in ship:
+            self.last_seq += 1
+            self._rows.append((self.last_seq, self.host, self.source, kind,
+                               _fs(path), _fs(src), int(bool(is_dir)), t))
+        if tree is not None:
+            self._ops.append(tree)
+        if len(self._rows) + len(self._ops) >= self.batch:
             fibers.signal_all((self._key, "full"))
+
+    def append(self, kind, path, src_path, is_dir, time) -> int:
+        """Queue one event for the next commit, with its picture change;
+        returns its seq."""
+        p = _fs(path)
+        if kind == "deleted":
+            op = ("del", p)
+        elif kind == "moved":
+            op = ("move", _fs(src_path), p)
+        else:
+            op = ("put", p, bool(is_dir), False)
+        self.record([(kind, p, src_path, is_dir, time)], op)
         return self.last_seq
 
     def _commit_loop(self):
         try:
             while True:
-                if len(self._pending) < self.batch and not self._closed:
+                if (len(self._rows) + len(self._ops) < self.batch
+                        and not self._closed):
                     try:
                         fibers.wait_signal((self._key, "full"),
                                            self.interval)
                     except fibers.Timeout:
                         pass
-                if self._pending:
+                if self._rows or self._ops:
                     self._commit()
-                if self._closed and not self._pending:
+                if self._closed and not (self._rows or self._ops):
                     return
-        except JournalError as e:
+        except fibers.FiberExit:
+            raise
+        except Exception as e:
+            # Whatever it is, say so and stop: a journal that silently
+            # stopped committing would hang everything behind it.
+            if not isinstance(e, JournalError):
+                log.exception("the journal's committer failed")
+                e = JournalError(f"the journal's committer failed: "
+                                 f"{type(e).__name__}: {e}")
             self.error = e
             log.error("%s", e)
             self._closed = True
             fibers.signal_all((self._key, "room"))
             fibers.signal_all((self._key, "committed"))
+            if self.on_error is not None:
+                self.on_error(e)
 
     def _commit(self):
-        rows, self._pending = self._pending, []
+        rows, self._rows = self._rows, []
+        ops, self._ops = self._ops, []
         fibers.signal_all((self._key, "room"))
-        with self._lock:
-            try:
-                fibers.blocking(_insert, self._db, rows)
-            except sqlite3.Error as e:
-                raise JournalError(
-                    f"cannot write the journal {self.path!r}: {e}; stopping "
-                    f"(nothing half-written: the last batch was rolled "
-                    f"back)") from None
-        self.depth += len(rows)
-        self.committed_seq = rows[-1][0]
+        try:
+            self._run(_commit, rows, ops)
+        except (sqlite3.Error, OSError) as e:
+            raise JournalError(
+                f"cannot write the journal {self.path!r}: {e}; stopping "
+                f"(nothing half-written: the last batch was rolled "
+                f"back)") from None
+        for op in ops:
+            if op[0] == "picture":
+                self.has_picture = True
+            elif op[0] == "roots":
+                self.roots = dict(op[1])
+        if rows:
+            self.depth += len(rows)
+            self.committed_seq = rows[-1][0]
         fibers.signal_all((self._key, "committed"))
 
-    def flush(self) -> None:
-        """Park until every row appended so far is on disk.  Only the
+    def flush(self, timeout=None) -> bool:
+        """Park until every row and picture change queued so far is on
+        disk (True), or ``timeout`` seconds pass (False).  Only the
         committer fiber commits, so rows reach the file in seq order (the
-        shipper relies on that)."""
+        shipper relies on that).  Raises the journal's error if it has
+        one."""
+        deadline = None if timeout is None else fibers.now() + timeout
         target = self.last_seq
-        while self.committed_seq < target and self.error is None \
-                and not (self._closed and self._committer.dead):
+        while (self.committed_seq < target or self._ops) \
+                and self.error is None and not self._committer.dead:
             fibers.signal_all((self._key, "full"))
+            wait = 1.0 if deadline is None else min(1.0, deadline -
+                                                    fibers.now())
+            if wait <= 0:
+                break
             try:
-                fibers.wait_signal((self._key, "committed"), 1.0)
+                fibers.wait_signal((self._key, "committed"), wait)
             except fibers.Timeout:
                 pass
         if self.error is not None:
             raise self.error
+        return self.committed_seq >= target and not self._ops
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._rows) + len(self._ops)
+
+    # ---- the picture -------------------------------------------------------
+
+    def load_picture(self):
+        """``(picture, hidden)``: the tree as the journal has it (a dict
+        for ``fibers.fs.watch(baseline=)``) and the set of paths the rules
+        kept from the store (too small when created)."""
+        return self._run(_load_picture)
 
     # ---- reading and acking (the shipper) -----------------------------------
 
@@ -209,52 +344,135 @@ class Journal:
     def read_unacked(self, after: int, limit: int) -> list:
         """Up to ``limit`` unacked committed rows with seq > ``after``, in
         seq order, as store rows."""
-        with self._lock:
-            try:
-                return fibers.blocking(_select, self._db, after, limit)
-            except sqlite3.Error as e:
-                raise JournalError(f"cannot read the journal: {e}") from None
+        try:
+            return self._run(_select, after, limit)
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot read the journal: {e}") from None
 
     def ack(self, lo: int, hi: int) -> None:
         """Mark seq lo..hi as confirmed by the store."""
-        with self._lock:
-            try:
-                n = fibers.blocking(_ack, self._db, lo, hi,
-                                    self.last_seq - KEEP_ACKED)
-            except sqlite3.Error as e:
-                raise JournalError(f"cannot write the journal: {e}") \
-                    from None
+        try:
+            n = self._run(_ack, lo, hi, self.last_seq - KEEP_ACKED)
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot write the journal: {e}") from None
         self.depth -= n
 
     def first_unacked(self) -> int:
         """The lowest unacked seq, or last committed + 1."""
-        with self._lock:
-            row = fibers.blocking(lambda: self._db.execute(
-                "SELECT MIN(seq) FROM events WHERE acked=0").fetchone())
+        row = self._run(lambda db: db.execute(
+            "SELECT MIN(seq) FROM events WHERE acked=0").fetchone())
         return row[0] if row[0] is not None else self.committed_seq + 1
 
-    def close(self) -> None:
-        """Commit what is pending and close the file."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit what is pending (waiting at most ``timeout`` seconds) and
+        close the file."""
         if self._db is None:
             return
         try:
             if self.error is None:
-                self.flush()
+                self.flush(timeout)
         finally:
             self._closed = True
             fibers.signal_all((self._key, "full"))
             fibers.signal_all((self._key, "room"))
-            db, self._db = self._db, None
+            if not self._committer.dead:
+                try:
+                    self._committer.join(timeout)
+                except fibers.Timeout:
+                    self._committer.kill()
             with self._lock:
+                db, self._db = self._db, None
                 fibers.blocking(db.close)
 
 
-def _insert(db, rows):
+# ---- on the blocking pool ---------------------------------------------------
+
+def _stat_of(p, is_dir):
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return None
+    if _stat.S_ISDIR(st.st_mode) != bool(is_dir):
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _under(p):
+    # The key range of everything below directory p ("/" + 1 is "0").
+    return (p + b"/", p + b"0") if p != b"/" else (b"/", b"0")
+
+
+def _del_tree(db, p):
+    lo, hi = _under(p)
+    db.execute("DELETE FROM tree WHERE path = ? OR (path >= ? AND "
+               "path < ?)", (p, lo, hi))
+
+
+def _put(db, p, is_dir, st, hidden):
+    db.execute("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?, ?, ?)",
+               (p, int(bool(is_dir)), *(st or (None, None, None)),
+                int(bool(hidden))))
+
+
+def _apply(db, op):
+    what = op[0]
+    if what == "put":
+        _, p, is_dir, hidden = op
+        _put(db, p, is_dir, _stat_of(p, is_dir), hidden)
+    elif what == "del":
+        _del_tree(db, op[1])
+    elif what == "move":
+        _, src, dst = op
+        lo, hi = _under(src)
+        moved = db.execute(
+            "SELECT path, is_dir, ino, size, mtime_ns, hidden FROM tree "
+            "WHERE path = ? OR (path >= ? AND path < ?)",
+            (src, lo, hi)).fetchall()
+        _del_tree(db, src)
+        _del_tree(db, dst)
+        if not moved:
+            # Not in the picture (it was never seen): take it as it is.
+            try:
+                is_dir = _stat.S_ISDIR(os.lstat(dst).st_mode)
+            except OSError:
+                return
+            _put(db, dst, is_dir, _stat_of(dst, is_dir), False)
+            return
+        n = len(src)
+        db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?, ?, "
+                       "?)", [(dst + r[0][n:],) + tuple(r[1:])
+                              for r in moved])
+    elif what == "import":
+        _, root, picture = op
+        _del_tree(db, root)
+        rows = []
+        for p, (is_dir, st) in picture.items():
+            if st is None:
+                st = _stat_of(p, is_dir)
+            rows.append((p, int(is_dir), *(st or (None, None, None)), 0))
+        db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?, ?, "
+                       "?)", rows)
+    elif what == "forget":
+        _del_tree(db, op[1])
+    elif what == "roots":
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('roots', ?)",
+                   (json.dumps([[r.hex(), dev, ino] for r, (dev, ino)
+                                in sorted(op[1].items())]),))
+    elif what == "picture":
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('picture', '1')")
+    else:
+        raise ValueError(f"unknown picture change {what!r}")
+
+
+def _commit(db, rows, ops):
     try:
         db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO events (seq, host, source, kind, path, "
-                       "src_path, is_dir, time) VALUES (?,?,?,?,?,?,?,?)",
-                       rows)
+        if rows:
+            db.executemany("INSERT INTO events (seq, host, source, kind, "
+                           "path, src_path, is_dir, time) VALUES "
+                           "(?,?,?,?,?,?,?,?)", rows)
+        for op in ops:
+            _apply(db, op)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -283,7 +501,3 @@ def _ack(db, lo, hi, prune_below):
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-
-
-def journal_path(state_dir: str) -> str:
-    return os.path.join(state_dir, "journal.db")

@@ -6,25 +6,40 @@ it, and so on up to the watcher, which stops reading the kernel; nothing
 grows without bound in memory.  The one unbounded buffer is the journal on
 disk, which is where a long outage of the store should accumulate.
 
-Nothing is lost, by construction rather than by care:
+What is guaranteed, and why:
 
-- an event is acked in the journal only after the store confirmed the
-  batch holding it; on any store error the shipper reconnects (capped
+- **Every change reaches the store once.**  The journal holds, beside the
+  outbox of events to ship, the picture of the tree as the pipeline has
+  handled it, and each commit changes both together.  Every event the
+  watcher delivers travels down the stages to the journal, including the
+  ones the rules keep from the store (those change the picture only).  So
+  whenever the process dies (SIGKILL mid-run, during the start-up scan,
+  during the drain, a full disk), the picture on disk is exactly as far
+  as the outbox.  At start-up the watcher compares the disk with that
+  picture (``fibers.fs.watch(baseline=)``) and reports precisely what the
+  journal has not seen: a file deleted while we were down is reported
+  deleted, and nothing journaled is reported again.
+- **An event is acked in the journal only after the store confirmed the
+  batch holding it**; on any store error the shipper reconnects (capped
   exponential backoff with jitter) and resends from the first unacked
-  seq, and the store ignores rows it already has;
-- the watcher's snapshot (its picture of the tree, used at start-up to
-  report what changed while we were down) is saved only at a quiescent
-  point: every event the watcher delivered has been filtered, coalesced
-  and committed to the journal.  A snapshot never runs ahead of the
-  journal, so a SIGKILL at any moment loses nothing: what was journaled
-  ships after the restart, and what was not is found again by the diff.
-  (It may be reported twice; the store then holds both reports.)
+  seq, and the store ignores rows it already has.
+- **Paths are bytes** from the kernel to the store (names need not be
+  UTF-8).
+- **No stage dies silently**: a stage that fails makes the whole program
+  fail visibly (``fatal`` in the status, the log, exit status 1), and
+  every wait in ``stop()`` is bounded.
+- The state directory is checked against the journal at start (a journal
+  that vanished or was replaced, a root that is another directory now)
+  and while running (the journal deleted under us): either is refused
+  rather than guessed around.
 
 Rules (kinds, globs, minimum size, window) can change at any moment, from
 the config file or the control socket; each stage reads them afresh for
 every event, and a change of kinds also reaches the kernel's mask through
-Watcher.set_events.  ``min_size`` costs one lstat per event, made inline:
-the entry was just touched, so the kernel answers from its caches.
+Watcher.set_events.  ``min_size`` is judged when a path's coalescing
+window ends (one lstat), so a file created empty and written a moment
+later (as ``cp`` does) ships as ``created``; a file kept back as too small
+that grows later ships as ``created`` then.
 
 One environment variable, for tests of overflow handling:
 ``FIBERS_SHADOW_BOUNDED_QUEUE=1`` makes the watcher keep the kernel's
@@ -48,7 +63,8 @@ import fibers
 import fibers.fs
 
 from . import config
-from .journal import Journal, JournalError, journal_path
+from .journal import (Journal, JournalError, StateError, journal_path,
+                      marker_path)
 from .store import StoreError, open_store
 from .sync import Channel, Closed
 
@@ -99,16 +115,19 @@ class Rules:
             return False
         return not (self.exclude and self._match(rel, self.exclude))
 
-    def _size_ok(self, ev) -> bool:
-        if self.min_size and not ev.is_dir and ev.kind != "deleted":
+    def too_small(self, path) -> bool:
+        """Whether the file at ``path`` is below ``min_size`` now (a file
+        already gone is not: its event goes through)."""
+        if self.min_size:
             try:
-                return os.lstat(ev.path).st_size >= self.min_size
+                return os.lstat(path).st_size < self.min_size
             except OSError:
-                pass            # gone already: let the event through
-        return True
+                pass
+        return False
 
     def apply(self, ev) -> list:
-        """The events to ship for ``ev``: none, ``[ev]``, or, for a move
+        """The events to ship for ``ev`` by kind and path (``min_size`` is
+        judged later, see the coalescer): none, ``[ev]``, or, for a move
         the rules see only one side of (a path excluded, or the kind
         ``moved`` off), what a reader of the store should see instead: a
         ``deleted`` of the old path and/or a ``created`` of the new one.
@@ -129,7 +148,7 @@ class Rules:
                     "created", ev.path, None, ev.is_dir, ev.pid, ev.time,
                     ev.seq))
             return out
-        if k in self.kinds and self.path_ok(ev.path) and self._size_ok(ev):
+        if k in self.kinds and self.path_ok(ev.path):
             return [ev]
         return []
 
@@ -142,15 +161,19 @@ class Rules:
 
 
 class _Entry:
-    __slots__ = ("due", "kind", "path", "src_path", "is_dir", "time")
+    # One watcher event waiting out its coalescing window: what it changes
+    # in the picture (kind, path, src_path, is_dir) and what it ships.
+    __slots__ = ("due", "kind", "path", "src_path", "is_dir", "time",
+                 "ship")
 
-    def __init__(self, due, kind, path, src_path, is_dir, t):
+    def __init__(self, due, ev, ship, t):
         self.due = due
-        self.kind = kind
-        self.path = path
-        self.src_path = src_path
-        self.is_dir = is_dir
+        self.kind = ev.kind
+        self.path = ev.path
+        self.src_path = ev.src_path
+        self.is_dir = ev.is_dir
         self.time = t
+        self.ship = ship
 
 
 class Shadow:
@@ -180,9 +203,8 @@ class Shadow:
         self.acked_mark = 0
         self.batches = 0
         self.reconnects = 0
-        self.snapshots = 0              # checkpoints saved
-        self._done = 0                  # events fully handled by the stages
-        self._dirty = True              # save a first snapshot soon
+        self._done = 0                  # watcher events fully handled
+        self._hidden = set()            # paths kept back by min_size
         self._stopping = False
         self._fibers = []
         self._ship_key = ("fibers.shadow.ship", id(self))
@@ -190,38 +212,84 @@ class Shadow:
         self.filtered = Channel(4096)
         self._coalescing = 0
         self._wall = time.time() - fibers.now()
-        sd = settings.state_dir
-        self.snapshot_path = os.path.join(sd, "snapshot")
+        self.watcher = None
+        self.journal = None
 
     # ---- life cycle --------------------------------------------------------
 
     def start(self):
-        """Open the journal and the watcher and start every stage.  Raises
-        JournalError or OSError (a root that cannot be watched)."""
+        """Check the state directory, open the journal and the watcher
+        (which reports what changed since the journal's picture) and start
+        every stage.  Raises StateError (the state directory does not
+        match: refused), JournalError or OSError (a root that cannot be
+        watched)."""
         s = self.settings
-        self.journal = Journal(journal_path(s.state_dir), self.host,
-                               s.source)
-        self.acked_mark = self.journal.acked_seq
+        sd = s.state_dir
+        jpath = journal_path(sd)
+        marker = _read_marker(sd)
+        if marker is not None and not _nonempty(jpath):
+            raise StateError(
+                f"the journal {jpath} is missing or empty, but the state "
+                f"directory shows one existed (source {marker}); its "
+                f"unshipped events are gone; to start afresh, run with "
+                f"--reset")
+        self.journal = j = Journal(jpath, self.host, s.source,
+                                   on_error=self._fail)
+        try:
+            self._start(marker)
+        except BaseException:
+            j.close(1.0)
+            raise
+
+    def _start(self, marker):
+        s = self.settings
+        j = self.journal
+        if marker is not None and marker != j.own_source:
+            raise StateError(
+                f"the journal {j.path} was replaced (source "
+                f"{j.own_source}, the state directory says {marker}); to "
+                f"start afresh, run with --reset")
+        if marker is None:
+            _write_marker(s.state_dir, j.own_source)
+        self.acked_mark = j.acked_seq
         self.store = self._store_override or open_store(s.store_url())
-        first = not os.path.exists(self.snapshot_path)
-        self.watcher = fibers.fs.watch(
-            s.roots, events=self.rules.kernel_kinds(),
-            exclude=[s.state_dir],
-            snapshot=self.snapshot_path,
-            unlimited_queue=os.environ.get("FIBERS_SHADOW_BOUNDED_QUEUE",
-                                           "") in ("", "0"))
-        if first:
-            # Without a snapshot, a crash before the first checkpoint
-            # would leave nothing to compare the tree with at the next
-            # start.  With none, the watcher reported no differences, so
-            # its picture is not ahead of the (empty) queue.
-            self.watcher.save_snapshot()
-            self.snapshots += 1
+        roots = [_real(r) for r in s.roots]
+        ids = {r: _root_id(r) for r in roots}
+        known = [r for r in roots if j.has_picture and r in j.roots]
+        for r in known:
+            if ids[r] != j.roots[r]:
+                raise StateError(
+                    f"the root {os.fsdecode(r)} is not the directory the "
+                    f"journal describes (device and inode differ: it was "
+                    f"replaced or moved); to start afresh, run with "
+                    f"--reset")
+        kw = dict(events=self.rules.kernel_kinds(), exclude=[s.state_dir],
+                  unlimited_queue=os.environ.get(
+                      "FIBERS_SHADOW_BOUNDED_QUEUE", "") in ("", "0"))
+        fresh = [r for r in roots if r not in known]
+        if known:
+            picture, self._hidden = j.load_picture()
+            self.watcher = w = fibers.fs.watch(known, baseline=picture,
+                                               **kw)
+            del picture
+        else:
+            # A root the journal has no picture of starts silently, as a
+            # root added while running does: its picture is what is there.
+            self.watcher = w = fibers.fs.watch(fresh, **kw)
+        for r in fresh:
+            if known:
+                w.add(r)
+            j.record([], ("import", r, w.picture(r)))
+        for r in set(j.roots) - set(roots):
+            j.record([], ("forget", r))
+        j.record([], ("roots", ids))
+        if not j.has_picture:
+            j.record([], ("picture",))
         log.info("watching %s (%s), journal %s, store %s",
-                 ", ".join(s.roots), self.watcher.backend,
-                 self.journal.path, self.store.describe())
+                 ", ".join(s.roots), w.backend, j.path,
+                 self.store.describe())
         for fn in (self._watch_loop, self._filter_loop, self._coalesce_loop,
-                   self._ship_loop, self._checkpoint_loop):
+                   self._ship_loop, self._state_loop):
             self._fibers.append(fibers.spawn(self._guard, fn))
         if s.config_file:
             self._fibers.append(fibers.spawn(self._guard, self._config_loop))
@@ -236,6 +304,9 @@ class Shadow:
         except Exception as e:
             log.exception("%s failed", fn.__name__)
             self._fail(e)
+        else:
+            if not self._stopping:
+                self._fail(RuntimeError(f"{fn.__name__} ended"))
 
     def _fail(self, e):
         if self.fatal is None:
@@ -255,38 +326,31 @@ class Shadow:
     def stop(self, grace: float = 2.0) -> bool:
         """Stop watching, push everything seen into the journal, ship what
         can be shipped within ``grace`` seconds, close.  True if the
-        journal was fully shipped."""
+        journal was fully shipped.  Every wait here is bounded: a stage
+        that cannot finish leaves its events out of the journal, and the
+        next start's diff finds them again."""
         self._stopping = True
         deadline = fibers.now() + grace
         w = self.watcher
-        # The snapshot must not run ahead of the journal: close without
-        # saving, and save the picture taken at the close only once
-        # everything the watcher delivered is journaled.
         try:
-            w.close(save=False)     # the queue stays readable
+            w.close()               # the queue stays readable
         except Exception as e:
             log.error("closing the watcher: %s", e)
-        ok_journal = False
         try:
             with fibers.move_on_after(max(0.2, deadline - fibers.now())):
-                fibers.wait_for(lambda: self._done >= self.counts["seen"]
-                                and self.fatal is None
-                                and self._stages_drained(), None)
-                self.journal.flush()
-                ok_journal = self._done >= self.counts["seen"]
+                fibers.wait_for(lambda: self.fatal is not None or (
+                    self._done >= self.counts["seen"]
+                    and self._stages_drained()), None)
+            if self.fatal is None:
+                self.journal.flush(max(0.2, deadline - fibers.now()))
         except JournalError as e:
             self._fail(e)
-        if ok_journal:
-            try:
-                w.save_snapshot()
-                self.snapshots += 1
-            except Exception as e:
-                log.error("cannot save the snapshot: %s", e)
         shipped = False
         if self.fatal is None and not self.paused:
             with fibers.move_on_after(max(0.0, deadline - fibers.now())):
-                fibers.wait_for(lambda: self.journal.depth == 0)
-                shipped = True
+                fibers.wait_for(lambda: self.journal.depth == 0
+                                or self.fatal is not None)
+                shipped = self.fatal is None
         for f in self._fibers:
             if not f.dead:
                 f.kill()
@@ -312,7 +376,6 @@ class Shadow:
                 except ValueError:          # closed and drained
                     return
                 self.counts["seen"] += len(batch)
-                self._dirty = True
                 self.raw.put_many(batch)
         finally:
             self.raw.close()
@@ -320,6 +383,8 @@ class Shadow:
     # ---- stage 2: filter ---------------------------------------------------
 
     def _filter_loop(self):
+        # Every event goes on, with what of it ships: the ones shipping
+        # nothing still change the journal's picture.
         try:
             while True:
                 try:
@@ -337,41 +402,37 @@ class Shadow:
                         self._done += 1
                     elif k == "error":
                         self.counts["errors"] += 1
-                        log.warning("watcher error on %s: %s", ev.path,
+                        log.warning("watcher error on %s: %s",
+                                    _show(ev.path),
                                     os.strerror(ev.errno or 0))
                         self._done += 1
                     else:
                         keep = rules.apply(ev)
-                        if keep:
-                            out += keep
-                        else:
+                        if not keep:
                             self.counts["filtered"] += 1
-                        # each event passed on is counted done downstream
-                        self._done += 1 - len(keep)
+                        out.append((ev, keep))
                 if out:
                     self.filtered.put_many(out)
         finally:
             self.filtered.close()
 
-    # ---- stage 3: coalesce -------------------------------------------------
+    # ---- stage 3: coalesce, then the journal ----------------------------
 
     def _coalesce_loop(self):
         pending = deque()
-        merge = {}              # path -> {kind: entry} still mergeable
+        merge = {}              # path -> {kind | "tree": entry} mergeable
         closed = False
-        journal = self.journal
         while True:
             now = fibers.now()
             while pending and (closed or pending[0].due <= now):
                 e = pending.popleft()
                 m = merge.get(e.path)
-                if m is not None and m.get(e.kind) is e:
-                    del m[e.kind]
+                if m is not None:
+                    for k in [k for k, x in m.items() if x is e]:
+                        del m[k]
                     if not m:
                         del merge[e.path]
-                journal.append(e.kind, e.path, e.src_path, e.is_dir, e.time)
-                self.counts["journaled"] += 1
-                self.kinds_seen[e.kind] = self.kinds_seen.get(e.kind, 0) + 1
+                self._journal(e)
                 self._done += 1
                 self._coalescing -= 1
             if closed and not pending:
@@ -386,31 +447,73 @@ class Shadow:
                 closed = True
                 continue
             window = self.settings.window
-            for ev in batch:
-                self._add(ev, pending, merge, window)
+            for ev, keep in batch:
+                self._add(ev, keep, pending, merge, window)
 
-    def _add(self, ev, pending, merge, window):
+    def _add(self, ev, keep, pending, merge, window):
         k, p = ev.kind, ev.path
         m = merge.get(p)
-        if k in MERGEABLE and m is not None and (
-                k in m or (k == "modified" and "created" in m)):
-            # a burst on one path ships once (a new file's writes ride
-            # on its "created")
-            self.counts["coalesced"] += 1
-            self._done += 1
-            return
-        e = _Entry(ev.time + window, k, p, ev.src_path, ev.is_dir,
-                   self._wall + ev.time)
+        if k in MERGEABLE and m is not None:
+            # A burst on one path ships once (a new file's writes ride on
+            # its "created"); an event that ships nothing rides on any
+            # entry of its path, whose picture change (an lstat when it
+            # commits, later than this event) covers it.
+            if not keep or k in m or (k == "modified" and "created" in m):
+                if keep:
+                    self.counts["coalesced"] += 1
+                self._done += 1
+                return
+        e = _Entry(ev.time + window, ev, keep, self._wall + ev.time)
         pending.append(e)
         self._coalescing += 1
+        tag = k if keep else "tree"
         if k in MERGEABLE:
-            merge.setdefault(p, {})[k] = e
+            merge.setdefault(p, {})[tag] = e
         elif k == "created":
-            merge[p] = {"created": e}
+            merge[p] = {tag: e}
         else:                   # deleted, moved: a fresh start on both names
             merge.pop(p, None)
             if ev.src_path is not None:
                 merge.pop(ev.src_path, None)
+
+    def _journal(self, e):
+        # The entry's window is over: decide what ships (min_size is judged
+        # now, so a file written just after its creation is seen grown),
+        # and hand the rows and the picture change to the journal together.
+        k, p, ship = e.kind, os.fsencode(e.path), e.ship
+        hidden = self._hidden
+        if k == "deleted":
+            if p in hidden:         # the store never saw it
+                hidden.discard(p)
+                ship = ()
+            _drop_under(hidden, p)
+            op = ("del", p)
+        elif k == "moved":
+            src = os.fsencode(e.src_path)
+            if src in hidden or _any_under(hidden, src):
+                _move_under(hidden, src, p)
+                if p in hidden:     # a file kept back: still too small
+                    ship = ()
+            op = ("move", src, p)
+        else:
+            small = (not e.is_dir and ship
+                     and self.rules.too_small(e.path))
+            if small:
+                if k == "created" or p in hidden:
+                    hidden.add(p)
+                ship = ()
+            elif ship and p in hidden:
+                # Grown past min_size: for the store, it appears now.
+                hidden.discard(p)
+                if "created" in self.rules.kinds:
+                    ship = [fibers.fs.Event("created", e.path, None, False)]
+            op = ("put", p, e.is_dir, p in hidden)
+        rows = [(x.kind, x.path, x.src_path, x.is_dir, e.time)
+                for x in ship]
+        self.journal.record(rows, op)
+        self.counts["journaled"] += len(rows)
+        for x in ship:
+            self.kinds_seen[x.kind] = self.kinds_seen.get(x.kind, 0) + 1
 
     # ---- stage 4 is the journal (its own committer fiber) -------------------
 
@@ -464,6 +567,12 @@ class Shadow:
             except JournalError as e:
                 self._fail(e)
                 failure.append(StoreError(str(e)))
+            except Exception as e:
+                # A store that fails in an unexpected way is a bug to see,
+                # not a batch to drop quietly.
+                log.exception("shipping a batch failed")
+                self._fail(e)
+                failure.append(StoreError(str(e)))
             finally:
                 del inflight[lo]
                 self.acked_mark = (min(inflight) - 1 if inflight
@@ -490,23 +599,27 @@ class Shadow:
         if failure:
             raise failure[0]
 
-    # ---- the snapshot checkpoint -------------------------------------------
+    # ---- the state directory, watched ------------------------------------
 
-    def _checkpoint_loop(self):
-        w = self.watcher
+    def _state_loop(self):
+        # The journal deleted or replaced under a running daemon would
+        # take every later event with it, silently (SQLite writes on to the
+        # unlinked file): stop, and say why.
+        path = self.journal.path
+        first = os.stat(path)
         while True:
             fibers.sleep(1.0)
-            if (self._dirty and not self._stopping
-                    and w.stats()["queued"] == 0
-                    and self._done == self.counts["seen"]
-                    and self._stages_drained()
-                    and self.journal.committed_seq == self.journal.last_seq):
-                self._dirty = False
-                try:
-                    w.save_snapshot()
-                    self.snapshots += 1
-                except Exception as e:
-                    log.warning("cannot save the snapshot: %s", e)
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != (first.st_dev,
+                                                       first.st_ino):
+                raise StateError(
+                    f"the journal {path} was deleted or replaced while "
+                    f"running (the state directory "
+                    f"{self.settings.state_dir} removed?); stopping, since "
+                    f"events could no longer be kept")
 
     # ---- live configuration ------------------------------------------------
 
@@ -559,14 +672,23 @@ class Shadow:
 
     def _apply(self, new):
         old = self.settings
+        j = self.journal
+        changed = False
         for r in set(old.roots) - set(new.roots):
             try:
                 self.watcher.remove(r)
             except KeyError:
                 pass
+            j.record([], ("forget", _real(r)))
+            changed = True
         for r in new.roots:
             if r not in old.roots:
                 self.watcher.add(r)
+                j.record([], ("import", _real(r), self.watcher.picture(r)))
+                changed = True
+        if changed:
+            j.record([], ("roots", {_real(r): _root_id(_real(r))
+                                    for r in new.roots}))
         rules = Rules(new)
         if rules.kernel_kinds() != self.rules.kernel_kinds():
             self.watcher.set_events(rules.kernel_kinds())
@@ -610,7 +732,73 @@ class Shadow:
                       "last_error": self.store_error,
                       "batches": self.batches,
                       "reconnects": self.reconnects},
-            "snapshots": self.snapshots,
             "config_error": self.config_error,
             "fatal": str(self.fatal) if self.fatal else None,
         }
+
+
+# ---- helpers ----------------------------------------------------------------
+
+def _real(root) -> bytes:
+    r = os.path.realpath(os.fsencode(root))
+    return r.rstrip(b"/") if len(r) > 1 else r
+
+
+def _root_id(r: bytes):
+    st = os.stat(r)
+    return (st.st_dev, st.st_ino)
+
+
+def _show(path) -> str:
+    """A path for people: bytes that are not UTF-8 shown as \\xNN."""
+    if path is None:
+        return ""
+    if isinstance(path, str):
+        path = os.fsencode(path)
+    return path.decode("utf-8", "backslashreplace")
+
+
+def _nonempty(path) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def _read_marker(state_dir):
+    try:
+        with open(marker_path(state_dir)) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_marker(state_dir, source):
+    path = marker_path(state_dir)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(source + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _drop_under(paths: set, d: bytes):
+    if paths:
+        pre = d + b"/"
+        for p in [p for p in paths if p.startswith(pre)]:
+            paths.discard(p)
+
+
+def _any_under(paths: set, d: bytes) -> bool:
+    pre = d + b"/"
+    return any(p.startswith(pre) for p in paths)
+
+
+def _move_under(paths: set, src: bytes, dst: bytes):
+    pre = src + b"/"
+    moved = [p for p in paths if p == src or p.startswith(pre)]
+    for p in moved:
+        paths.discard(p)
+    for p in moved:
+        paths.add(dst + p[len(src):])

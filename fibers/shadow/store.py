@@ -4,9 +4,12 @@ Design: the shipper only needs three cooperative calls (connect, write a
 batch and return once it is durable, close), so that is the whole Store
 interface.  "Cooperative" means each call parks only the calling fiber:
 the SQLite store gets that by running its calls on fibers' blocking pool;
-a server store (PostgreSQL, later) would get it from a cooperative driver.
-Every store keys rows by (host, source, seq) and ignores a row it already
-has, so the shipper can resend anything it is unsure of and never
+the PostgreSQL store gets it from fibers.psycopg, a cooperative driver.
+Paths are stored as bytes (SQLite BLOB, PostgreSQL bytea): Linux names
+are bytes, and one that is not UTF-8 must arrive unchanged.  (Query them as
+text with ``CAST(path AS TEXT)`` in SQLite, ``convert_from(path, 'UTF8')``
+in PostgreSQL.)  Every store keys rows by (host, source, seq) and ignores a
+row it already has, so the shipper can resend anything it is unsure of and never
 duplicate: at-least-once delivery becomes exactly-once storage.
 
 The PostgreSQL store sends a whole batch as ONE statement: eight arrays
@@ -124,8 +127,8 @@ CREATE TABLE IF NOT EXISTS events (
     source   TEXT    NOT NULL,
     seq      INTEGER NOT NULL,
     kind     TEXT    NOT NULL,
-    path     TEXT,
-    src_path TEXT,
+    path     BLOB,
+    src_path BLOB,
     is_dir   INTEGER NOT NULL,
     time     REAL    NOT NULL,
     PRIMARY KEY (host, source, seq)
@@ -182,7 +185,7 @@ class SqliteStore(Store):
             raise StoreError("not connected")
         try:
             with self._lock:
-                fibers.blocking(self._write, db, rows)
+                fibers.blocking(self._write, db, _rows_as_bytes(rows))
         except sqlite3.Error as e:
             raise StoreError(f"write to {self.path!r} failed: {e}") from None
 
@@ -202,8 +205,8 @@ CREATE TABLE IF NOT EXISTS events (
     source   TEXT             NOT NULL,
     seq      BIGINT           NOT NULL,
     kind     TEXT             NOT NULL,
-    path     TEXT,
-    src_path TEXT,
+    path     BYTEA,
+    src_path BYTEA,
     is_dir   BOOLEAN          NOT NULL,
     time     DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (host, source, seq)
@@ -212,22 +215,32 @@ CREATE TABLE IF NOT EXISTS events (
 _PG_INSERT = """
 INSERT INTO events (host, source, seq, kind, path, src_path, is_dir, time)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],
-                     %s::text[], %s::text[], %s::boolean[],
+                     %s::bytea[], %s::bytea[], %s::boolean[],
                      %s::float8[])
 ON CONFLICT (host, source, seq) DO NOTHING"""
 
 
-def _pg_text(s):
-    """A path as PostgreSQL text: a name that is not valid UTF-8 (held by
-    Python as surrogate escapes) is written with its bad bytes as \\xNN,
-    since a text column cannot hold them."""
-    if s is None:
-        return None
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return os.fsencode(s).decode("utf-8", "backslashreplace")
+# A table made by a fibers-shadow that kept paths as text: its paths
+# become bytes (their UTF-8), in place, once.
+_PG_PATHS_AS_TEXT = """
+SELECT count(*) FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'events'
+  AND column_name IN ('path', 'src_path') AND data_type = 'text'"""
+_PG_PATHS_TO_BYTEA = """
+ALTER TABLE events
+  ALTER COLUMN path TYPE bytea USING convert_to(path, 'UTF8'),
+  ALTER COLUMN src_path TYPE bytea USING convert_to(src_path, 'UTF8')"""
+
+
+def _fs(p):
+    """A path as bytes (rows journaled by older versions hold str)."""
+    return p if p is None or type(p) is bytes else os.fsencode(p)
+
+
+def _rows_as_bytes(rows):
+    return [r if (r[4] is None or type(r[4]) is bytes) and
+            (r[5] is None or type(r[5]) is bytes)
+            else r[:4] + (_fs(r[4]), _fs(r[5])) + r[6:] for r in rows]
 
 
 class PgStore(Store):
@@ -277,6 +290,8 @@ class PgStore(Store):
                 # rows the journal has already acked.
                 conn.execute("SET synchronous_commit TO on")
                 conn.execute(_PG_SCHEMA)
+                if conn.execute(_PG_PATHS_AS_TEXT).fetchone()[0]:
+                    conn.execute(_PG_PATHS_TO_BYTEA)
         except (psycopg.Error, fibers.Timeout) as e:
             conn.close()
             raise StoreError(f"cannot create the table: {_pg_msg(e)}") \
@@ -294,16 +309,11 @@ class PgStore(Store):
             conn = self._conn
             if conn is None or conn.closed:
                 raise StoreError("not connected")
-            cols = [list(c) for c in zip(*rows)]
+            cols = [list(c) for c in zip(*_rows_as_bytes(rows))]
             cols[6] = [bool(v) for v in cols[6]]
             try:
                 with fibers.timeout(self.write_timeout):
-                    try:
-                        conn.execute(_PG_INSERT, cols)
-                    except UnicodeEncodeError:
-                        for i in (4, 5):
-                            cols[i] = [_pg_text(v) for v in cols[i]]
-                        conn.execute(_PG_INSERT, cols)
+                    conn.execute(_PG_INSERT, cols)
             except psycopg.Error as e:
                 raise StoreError(f"write failed: {_pg_msg(e)}") from None
             except fibers.Timeout:

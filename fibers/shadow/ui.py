@@ -478,6 +478,10 @@ class UI:
                        reverse=True)
 
         def rel(path):
+            # Paths are bytes in the journal; shown with any byte that is
+            # not UTF-8 as \xNN (a terminal cannot take it raw).
+            if isinstance(path, bytes):
+                path = path.decode("utf-8", "backslashreplace")
             for r in roots:
                 if path and path.startswith(r):
                     return path[len(r):]
