@@ -3,6 +3,7 @@ a SQLite store; the store's rows are checked exactly ((kind, path) sets,
 seq without gaps).  Every wait polls a condition under a deadline."""
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -137,7 +138,8 @@ class Shadow:
         stages keep order).  Returns the marker's name."""
         self._mark += 1
         name = f"mark-{self.runs}-{self._mark}"
-        open(self.p(name), "w").close()
+        with open(self.p(name), "w") as f:
+            f.write("marker")       # not empty: past a min_size under test
 
         def shipped():
             rows = self.rows()
@@ -507,4 +509,114 @@ def _full_disk(sh, disk):
     missing = sorted(n[:5] for n in names if ("created", n) not in got)
     assert not missing, (len(missing), missing[:5])
     assert_gap_free(sh.rows())
+    assert sh.stop() == 0
+
+
+# ---- the state directory must match the journal ----------------------------
+
+def _run_once(sh, *args):
+    return subprocess.run(sh.cmd(*args), capture_output=True, text=True,
+                          timeout=60, env=sh.env)
+
+
+def _first_run(sh):
+    sh.start()
+    sh.write("before")
+    sh.sync()
+    assert sh.stop() == 0
+    return sh.rows()
+
+
+def test_a_journal_truncated_to_nothing_is_refused(sh):
+    before = _first_run(sh)
+    journal = os.path.join(sh.state, "journal.db")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(journal + suffix):
+            os.unlink(journal + suffix)
+    os.truncate(journal, 0)
+    r = _run_once(sh)
+    assert r.returncode == 2, r.stderr
+    assert "missing or empty" in r.stderr and "--reset" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # a journal deleted outright: the same
+    os.unlink(journal)
+    r = _run_once(sh)
+    assert r.returncode == 2 and "--reset" in r.stderr
+    assert not os.path.exists(journal), "the refusal made a new journal"
+    # --reset starts afresh, with a new source; the store keeps its rows
+    sh.start("--reset")
+    sh.write("after")
+    # (a new source counts seq from 1 again: sync() would see a gap)
+    poll(lambda: ("created", "after") in sh.kinds(), "after in the store")
+    assert sh.stop() == 0
+    rows = sh.rows()
+    assert set(before) <= set(rows)
+    assert ("created", "after") in sh.kinds(rows)
+
+
+def test_a_journal_replaced_by_another_is_refused(sh, tmp_path):
+    _first_run(sh)
+    other = Shadow(tmp_path / "other", sh.backend)
+    _first_run(other)
+    journal = os.path.join(sh.state, "journal.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(journal + suffix):
+            os.unlink(journal + suffix)
+    shutil.copy(os.path.join(other.state, "journal.db"), journal)
+    r = _run_once(sh)
+    assert r.returncode == 2 and "was replaced" in r.stderr, r.stderr
+    assert "--reset" in r.stderr
+
+
+def test_a_root_replaced_while_down_is_refused(sh):
+    _first_run(sh)
+    os.rename(sh.root, sh.root + ".old")
+    os.mkdir(sh.root)
+    r = _run_once(sh)
+    assert r.returncode == 2, r.stderr
+    assert "not the directory the journal describes" in r.stderr
+    assert "--reset" in r.stderr
+    sh.start("--reset")
+    sh.write("fresh")
+    poll(lambda: ("created", "fresh") in sh.kinds(), "fresh in the store")
+    assert sh.stop() == 0
+
+
+def test_the_state_directory_deleted_while_running_is_fatal(sh):
+    sh.start()
+    sh.write("x")
+    sh.sync()
+    shutil.rmtree(sh.state)
+    rc = sh.proc.wait(timeout=30)
+    sh.out.close()
+    assert rc == 1
+    assert "deleted or replaced while running" in sh.stderr()
+
+
+# ---- min_size is judged once the window is over ----------------------------
+
+def test_min_size_keeps_creations_as_creations(sh):
+    sh.start()
+    sh.ctl("set", "min_size=5")
+    sh.ctl("set", "window_ms=3000")
+    seen = sh.status()["counts"]["seen"]
+    # made empty, written once the pipeline has seen the creation (as cp
+    # does): a creation, not a modification
+    open(sh.p("copied"), "w").close()
+    poll(lambda: sh.status()["counts"]["seen"] > seen, "the creation seen")
+    sh.write("copied", "0123456789")
+    # too small for its whole window: kept back; grown later: a creation
+    sh.write("small", "ab")
+    sh.ctl("set", "window_ms=0")
+    sh.sync()
+    got = sh.kinds()
+    assert ("created", "copied") in got
+    assert not {k for k, p in got if p == "small"}
+    with open(sh.p("small"), "a") as f:
+        f.write("cdefgh")
+    sh.sync()
+    got = sh.kinds()
+    assert {k for k, p in got if p == "small"} == {"created"}
+    assert {k for k, p in got if p == "copied"} <= {"created",
+                                                    "closed_write"}
     assert sh.stop() == 0
