@@ -540,3 +540,76 @@ def test_excluded_directory_moved_in_stays_excluded(env, tmp_path_factory):
             if env.fs == "inotify":
                 assert w.stats()["watches"] == 1
     env.run(main)
+
+
+def test_a_snapshot_of_other_roots_or_a_replaced_root_is_refused(
+        env, tmp_path_factory):
+    state = os.path.join(tmp_path_factory.mktemp("state"), "snap")
+    other = os.path.realpath(tmp_path_factory.mktemp("other"))
+    open(os.path.join(other, "f"), "w").close()
+
+    def save():
+        with fibers.fs.watch(other, snapshot=state):
+            pass
+
+    def reuse():
+        with pytest.raises(ValueError, match="describes other roots"):
+            env.watch(snapshot=state)
+    env.run(save)
+    env.run(reuse)
+
+    # the same path, but another directory there now
+    state2 = state + "2"
+
+    def save_root():
+        with env.watch(snapshot=state2):
+            pass
+    env.run(save_root)
+    os.rename(env.root, env.root + ".old")
+    os.mkdir(env.root)
+
+    def replaced():
+        with pytest.raises(ValueError, match="device and inode differ"):
+            env.watch(snapshot=state2)
+    env.run(replaced)
+
+
+def test_baseline_reports_what_differs_from_a_picture(env):
+    os.mkdir(env.p("d"))
+    for n in ("same", "gone", "grow"):
+        with open(env.p("d", n), "w") as f:
+            f.write("x")
+
+    def first():
+        with env.watch() as w:
+            pic = w.picture()
+            assert pic == w.picture(env.root)
+            assert w.picture(env.p("d")) == {
+                k: v for k, v in pic.items()
+                if k.startswith(os.fsencode(env.p("d")))}
+            return pic
+    pic = env.run(first)
+    assert pic[os.fsencode(env.p("d", "same"))][0] is False
+    assert pic[os.fsencode(env.p("d"))][0] is True
+    os.unlink(env.p("d", "gone"))
+    with open(env.p("d", "grow"), "a") as f:
+        f.write("more")
+    os.mkdir(env.p("new"))
+    bad = os.path.join(os.fsencode(env.p("new")), b"bad-\xff")
+    open(bad, "w").close()
+
+    def second():
+        with env.watch(baseline=pic) as w:
+            return kinds(env, quiet(w))
+    assert sorted(env.run(second)) == sorted([
+        ("deleted", "d/gone", None, False),
+        ("modified", "d/grow", None, False),
+        ("created", "new", None, True),
+        ("created", os.fsdecode(b"new/bad-\xff"), None, False)])
+
+    def both():
+        with pytest.raises(ValueError, match="not both"):
+            env.watch(baseline=pic, snapshot=env.p("x"))
+        with pytest.raises(TypeError, match="baseline must be a dict"):
+            env.watch(baseline=[1])
+    env.run(both)

@@ -186,3 +186,81 @@ def test_pipeline_through_a_faulty_link(tmp_path):
     assert sorted((k, os.fsdecode(os.path.basename(p))) for _, k, p in rows
                   ) == sorted(
         ("created", n) for n in names)
+
+
+def test_journal_picture_follows_the_events_in_one_transaction(tmp_path):
+    root = tmp_path / "r"
+    (root / "d" / "sub").mkdir(parents=True)
+    for name in (b"a", b"bad-\xff", b"d/sub/f"):
+        with open(os.path.join(os.fsencode(root), name), "wb") as f:
+            f.write(b"12345")
+    R = os.fsencode(root)
+    path = str(tmp_path / "j.db")
+
+    def main():
+        j = Journal(path, "h", batch=1000, interval=60)
+        assert not j.has_picture
+        pic = {R + b"/a": (False, None), R + b"/d": (True, None)}
+        j.record([], ("import", R, pic))
+        j.record([], ("picture",))
+        # a name that is not UTF-8 is kept byte for byte, as str or bytes
+        j.append("created", os.fsdecode(R + b"/bad-\xff"), None, False, 1.0)
+        j.append("created", R + b"/d/sub", None, True, 1.0)
+        j.append("created", R + b"/d/sub/f", None, False, 1.0)
+        # a directory moved carries its subtree; a deletion takes its own
+        os.rename(root / "d", root / "e")
+        j.append("moved", R + b"/e", R + b"/d", True, 2.0)
+        os.unlink(root / "a")
+        j.append("deleted", R + b"/a", None, False, 3.0)
+        j.record([("created", R + b"/hidden", None, False, 4.0)][:0],
+                 ("put", R + b"/e/sub/f", False, True))
+        assert j.flush(10.0)
+        assert j.has_picture
+        rows = j.read_unacked(0, 100)
+        assert [r[4] for r in rows] == [R + b"/bad-\xff", R + b"/d/sub",
+                                        R + b"/d/sub/f", R + b"/e",
+                                        R + b"/a"]
+        assert rows[3][5] == R + b"/d"
+        pic, hidden = j.load_picture()
+        j.close()
+        return pic, hidden
+    pic, hidden = fibers.run(main)
+    assert sorted(pic) == [R + b"/bad-\xff", R + b"/e", R + b"/e/sub",
+                           R + b"/e/sub/f"]
+    st = os.lstat(os.path.join(R, b"bad-\xff"))
+    assert pic[R + b"/bad-\xff"] == (False, (st.st_ino, st.st_size,
+                                             st.st_mtime_ns))
+    assert pic[R + b"/e"][0] and pic[R + b"/e/sub"][0]
+    assert hidden == {R + b"/e/sub/f"}
+    # the picture and the events are one transaction: both are on disk
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 5
+
+
+class BrokenStore(SqliteStore):
+    """A store with a bug: write raises something no one expects."""
+
+    def write(self, rows):
+        raise TypeError("a bug in the store")
+
+
+def test_a_stage_that_fails_is_fatal_and_stop_is_bounded(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    s = config.Settings(roots=[str(root)], state_dir=str(state))
+
+    def main():
+        app = Shadow(s, store=BrokenStore(str(tmp_path / "store.db")))
+        app.start()
+        open(root / "x", "w").close()
+        e = app.wait_fatal(timeout=30)
+        assert isinstance(e, TypeError)
+        assert "a bug in the store" in app.status()["fatal"]
+        t0 = fibers.now()
+        assert app.stop(1.0) is False
+        assert fibers.now() - t0 < 10
+        # the event is journaled, for the next start to ship
+        return app.journal.depth
+    assert fibers.run(main) == 1
