@@ -21,7 +21,7 @@ import pytest
 import fibers
 from fibers.shadow.store import PgStore, StoreError, open_store
 from fshelp import apply, skip_unless_fs_backend_runs, small_kernel_queue, tree
-from test_shadow_e2e import Shadow, poll
+from test_shadow_e2e import Shadow, _dec, poll
 
 DEADLINE = 30.0
 _dbs = itertools.count()
@@ -58,9 +58,11 @@ class PgShadow(Shadow):
     def rows(self):
         try:
             with psycopg.connect(self.url, connect_timeout=5) as c:
-                return c.execute(
+                rows = c.execute(
                     "SELECT seq, kind, path, src_path, is_dir FROM events "
                     "ORDER BY seq").fetchall()
+            # paths are bytea; compared as the str os.fsdecode makes
+            return [(q, k, _dec(p), _dec(sp), d) for q, k, p, sp, d in rows]
         except psycopg.Error:           # down, or no table yet
             return []
 
@@ -141,11 +143,12 @@ def test_pg_store_is_idempotent(pg):
                         "is_dir, time FROM events ORDER BY source, seq"
                         ).fetchall()
     assert len(got) == 302
-    assert got[:300] == [(h, s, q, k, p, sp, bool(d), t)
+    assert got[:300] == [(h, s, q, k, os.fsencode(p), sp, bool(d), t)
                          for h, s, q, k, p, sp, d, t in rows]
-    assert got[300] == ("h", "s", 301, "moved", "/r/g", "/r/f1", False, 9.0)
-    # a name that is not UTF-8 is kept readable
-    assert got[301][4] == "/r/\\xff-bad-utf8"
+    assert got[300] == ("h", "s", 301, "moved", b"/r/g", b"/r/f1", False,
+                        9.0)
+    # a name that is not UTF-8 comes back byte for byte
+    assert got[301][4] == b"/r/\xff-bad-utf8"
 
 
 def test_pg_store_down_is_a_store_error(pg):
@@ -400,3 +403,26 @@ def test_kernel_queue_overflow(pg, fs_backend, tmp_path):
         assert sh.stop() == 0
     finally:
         sh.close()
+
+
+def test_pg_table_with_text_paths_becomes_bytea(pg):
+    # a table made by a fibers-shadow that kept paths as text
+    url = fresh_db(pg)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE events (host TEXT NOT NULL, source TEXT NOT "
+                  "NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, path TEXT, "
+                  "src_path TEXT, is_dir BOOLEAN NOT NULL, time DOUBLE "
+                  "PRECISION NOT NULL, PRIMARY KEY (host, source, seq))")
+        c.execute("INSERT INTO events VALUES ('h', 's', 1, 'created', "
+                  "'/r/é', NULL, false, 1.0)")
+
+    def main():
+        s = open_store(url)
+        s.connect()
+        s.write([("h", "s", 2, "created", b"/r/\xff", None, 0, 2.0)])
+        s.close()
+    fibers.run(main)
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT seq, path FROM events ORDER BY seq"
+                         ).fetchall() == [(1, "/r/é".encode()),
+                                          (2, b"/r/\xff")]
