@@ -89,9 +89,12 @@ def expected(log, root):
 
 def rows(conninfo):
     with psycopg.connect(conninfo) as c:
-        return c.execute("SELECT kind, path, src_path, "
+        rows = c.execute("SELECT kind, path, src_path, "
                          "extract(epoch from ins_ts)::float8 FROM events"
                          ).fetchall()
+    # fibers-shadow stores paths as bytea; the baseline as text
+    dec = lambda p: os.fsdecode(p) if isinstance(p, bytes) else p
+    return [(k, dec(p), dec(s), t) for k, p, s, t in rows]
 
 
 def match(exp, got):

@@ -122,7 +122,7 @@ def main():
         for k, cnt in kinds:
             print(f"  {k:10s} {cnt}")
         for seq, k, p in last:
-            print(f"  #{seq} {k} {os.path.relpath(p, root)}")
+            print(f"  #{seq} {k} {os.path.relpath(os.fsdecode(p), root)}")
         return 0 if rc == 0 else 1
     except PgUnavailable as e:
         print(f"cannot start PostgreSQL: {e}", file=sys.stderr)
