@@ -68,8 +68,9 @@ class Pane:
             db = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True,
                                  timeout=5)
             try:
-                return {p for (p,) in db.execute(
-                    "SELECT path FROM events WHERE kind = ? AND path LIKE ?",
+                return {os.fsdecode(p) for (p,) in db.execute(
+                    "SELECT path FROM events WHERE kind = ? AND "
+                    "CAST(path AS TEXT) LIKE ?",
                     (kind, like))}
             finally:
                 db.close()
