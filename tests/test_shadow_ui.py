@@ -33,7 +33,7 @@ class Pane:
         self.err = tmp_path / "err"
         cmd = " ".join(shlex.quote(a) for a in (
             sys.executable, "-m", "fibers.shadow", "--root", self.root,
-            "--state-dir", self.state, "--store", f"sqlite:///{self.store}"))
+            "--state-dir", self.state, "--store", "sqlite:///" + self.store))
         # `trap :` (not `trap ''`, which the child would inherit): Ctrl-C
         # reaches fibers-shadow, and the wrapper lives on to report
         script = (f"trap : INT; {cmd} 2>{shlex.quote(str(self.err))}; "
@@ -241,7 +241,7 @@ def test_a_terminal_that_reads_nothing_never_stalls_the_pipeline(tmp_path):
 
     def main():
         settings, overrides = config.load(
-            None, [str(root)], f"sqlite:///{tmp_path / 'store.db'}",
+            None, [str(root)], "sqlite:///" + str(tmp_path / "store.db"),
             str(tmp_path / "state"), ui=True)
         app = Shadow(settings, overrides)
         app.start()
