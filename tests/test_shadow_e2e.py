@@ -53,15 +53,16 @@ class Shadow:
     def cmd(self, *extra, store=None):
         return [sys.executable, "-m", "fibers.shadow", "--root", self.root,
                 "--state-dir", self.state, "--store",
-                store or f"sqlite:///{self.store}", "--no-ui", *extra]
+                store or "sqlite:///" + self.store, "--no-ui", *extra]
 
-    def start(self, *extra, store=None, wait=True):
+    def start(self, *extra, store=None, wait=True, cwd=None):
         self.runs += 1
         self.out = open(self.tmp / f"out{self.runs}", "wb")
         self.err_path = self.tmp / f"err{self.runs}"
         self.proc = subprocess.Popen(self.cmd(*extra, store=store),
                                      stdout=self.out, env=self.env,
-                                     stderr=open(self.err_path, "wb"))
+                                     stderr=open(self.err_path, "wb"),
+                                     cwd=cwd)
         if wait:
             poll(lambda: self.try_status(), "the control socket")
         return self.proc
@@ -306,6 +307,10 @@ def test_ctl_pause_resume_set(sh):
     assert r.returncode == 1 and "bogus" in r.stderr
     r = sh.ctl("set", "colour=blue", check=False)
     assert r.returncode == 1 and "colour" in r.stderr
+    r = sh.ctl("set", "kinds=", check=False)       # would shadow nothing
+    assert r.returncode == 1 and "at least one kind" in r.stderr
+    r = sh.ctl("set", "kinds= , ", check=False)
+    assert r.returncode == 1 and "at least one kind" in r.stderr
     r = sh.ctl("set", "window_ms", check=False)
     assert r.returncode == 2
     assert sh.status()["rules"]["kinds"] == ["created", "deleted"]
@@ -354,22 +359,144 @@ def test_live_config_reload(sh, tmp_path):
     assert sh.stop() == 0
 
 
-def test_unreachable_store_is_not_fatal(sh, tmp_path):
+def away_store(tmp_path):
+    """A store path whose directory exists but which leads nowhere yet: a
+    symbolic link into a directory that is not there (a mount that went
+    away).  fibers-shadow starts, and the store is down until the
+    directory appears.  Returns (the link, the directory to make)."""
     away = tmp_path / "away"
-    store = away / "store.db"
-    sh.start(store=f"sqlite:///{store}")
+    link = tmp_path / "store-link.db"
+    os.symlink(away / "store.db", link)
+    return link, away
+
+
+def test_unreachable_store_is_not_fatal(sh, tmp_path):
+    link, away = away_store(tmp_path)
+    sh.start(store="sqlite:///" + str(link))
     sh.write("while-away")
     poll(lambda: sh.status()["store"]["state"] == "down"
          and sh.status()["journal"]["depth"] >= 1, "the store to be down")
     st = sh.status()
-    assert "does not exist" in st["store"]["last_error"]
+    assert "unable to open" in st["store"]["last_error"]
     os.mkdir(away)
-    sh.store = str(store)
+    sh.store = str(link)
     sh.sync()
     assert ("created", "while-away") in sh.kinds()
     st = sh.status()
     assert st["store"]["state"] == "connected"
     assert st["store"]["reconnects"] >= 1
+    assert sh.stop() == 0
+
+
+def run_once(sh, *args, cwd=None):
+    """fibers-shadow run to its end (for the errors it must stop on)."""
+    return subprocess.run([sys.executable, "-m", "fibers.shadow",
+                           "--state-dir", sh.state, "--no-ui", *args],
+                          capture_output=True, text=True, timeout=30,
+                          env=sh.env, cwd=cwd)
+
+
+def assert_one_line_error(r, words):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert words in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, \
+        r.stderr
+
+
+def test_store_directory_missing_exits_2(sh, tmp_path):
+    # a typo in the store's directory is said at start, not retried for
+    # ever as a store that is down
+    missing = tmp_path / "missing"
+    r = run_once(sh, "--root", sh.root, "--store",
+                 "sqlite:///" + str(missing / "store.db"))
+    assert_one_line_error(r, f"{str(missing)!r} of the store")
+    assert not os.path.exists(os.path.join(sh.state, "journal.db"))
+    # sqlite:///PATH is relative to the working directory (SQLAlchemy's
+    # convention): /tmp/... written with three slashes is tmp/... here,
+    # and the message says how to write an absolute path
+    r = run_once(sh, "--root", sh.root, "--store",
+                 "sqlite://" + str(tmp_path / "s.db"), cwd=sh.root)
+    assert_one_line_error(r, "four slashes")
+    assert os.path.join(sh.root, str(tmp_path).lstrip("/")) in r.stderr
+    # the config file's store is checked the same way
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'store = "sqlite:///{missing}/s.db"\n')
+    r = run_once(sh, "--root", sh.root, "--config", str(cfg))
+    assert_one_line_error(r, "does not exist")
+    assert not os.path.exists(os.path.join(sh.state, "journal.db"))
+
+
+def test_store_url_relative_to_the_working_directory(sh, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    sh.start(store="sqlite:///rel.db", cwd=work)
+    sh.store = str(work / "rel.db")
+    assert sh.status()["store"]["url"] == "sqlite:///rel.db"
+    sh.write("f")
+    sh.sync()
+    assert ("created", "f") in sh.kinds()
+    assert sh.stop() == 0
+
+
+def test_config_file_not_utf8(sh, tmp_path):
+    cfg = tmp_path / "shadow.toml"
+    # at start: one line, exit 2, nothing started
+    cfg.write_bytes(b'[rules]\nexclude = ["*.log"]\n# caf\xe9\n')
+    r = run_once(sh, "--root", sh.root, "--config", str(cfg))
+    assert_one_line_error(r, "not valid UTF-8")
+    assert "line 3" in r.stderr
+    assert not os.path.exists(sh.state)
+    # live: an edit that is not UTF-8 keeps the old rules, says why in the
+    # status and the log, and the daemon runs on
+    cfg.write_text('[rules]\nexclude = ["*.log"]\n')
+    sh.start("--config", str(cfg))
+    cfg.write_bytes(b'[rules]\nexclude = ["*.txt"]\n# caf\xe9\n')
+    poll(lambda: sh.status()["config_error"], "the config error")
+    st = sh.status()
+    assert "not valid UTF-8" in st["config_error"]
+    assert st["rules"]["exclude"] == ["*.log"]
+    sh.write("b.log")
+    sh.write("b.txt")
+    sh.sync()
+    got = sh.kinds()
+    assert ("created", "b.txt") in got and ("created", "b.log") not in got
+    err = sh.stderr()
+    assert "old rules stay" in err and "not valid UTF-8" in err
+    assert "Traceback" not in err
+    # mended: applied, and the error is gone
+    cfg.write_text('[rules]\nexclude = ["*.txt"]\n# cafe\n')
+    poll(lambda: sh.status()["rules"]["exclude"] == ["*.txt"],
+         "the mended rules")
+    assert sh.status()["config_error"] is None
+    assert sh.stop() == 0
+
+
+def test_a_stalled_store_reads_stalled(sh):
+    # A real stall: another connection holds the store's write lock, so
+    # the shipper's write waits (SQLite's busy timeout, 5 s, then it fails
+    # and is retried).  The status must not say "connected" meanwhile.
+    sh.start()
+    sh.write("before")
+    sh.sync()
+    db = sqlite3.connect(sh.store, timeout=10, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        sh.write("during")
+
+        def stalled():
+            st = sh.status()
+            return st if st["store"]["state"] == "stalled" else None
+        st = poll(stalled, "the store shown stalled")
+        assert st["store"]["stalled_for"] >= 2
+        assert st["journal"]["depth"] >= 1
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    sh.sync()
+    assert ("created", "during") in sh.kinds()
+    st = sh.status()
+    assert st["store"]["state"] == "connected"
+    assert st["store"]["stalled_for"] is None
     assert sh.stop() == 0
 
 
@@ -392,6 +519,9 @@ def test_bad_input_exits_2(sh, tmp_path):
     assert r.returncode == 2 and "min_size" in r.stderr
     r = run("--root", sh.root, "--store", "mysql://x")
     assert r.returncode == 2 and "unknown store URL" in r.stderr
+    bad.write_text("[rules]\nkinds = []\n")       # would shadow nothing
+    r = run("--config", str(bad), "--root", sh.root)
+    assert r.returncode == 2 and "at least one kind" in r.stderr
     r = run()
     assert r.returncode == 2 and "nothing to shadow" in r.stderr
     r = run("--bogus-flag")
@@ -407,9 +537,8 @@ def test_bad_input_exits_2(sh, tmp_path):
 
 
 def test_sigterm_with_the_store_away_keeps_the_journal(sh, tmp_path):
-    away = tmp_path / "away"
-    store = away / "store.db"
-    sh.start(store=f"sqlite:///{store}")
+    link, away = away_store(tmp_path)
+    sh.start(store="sqlite:///" + str(link))
     for i in range(10):
         sh.write(f"k{i}")
     poll(lambda: sh.status()["journal"]["depth"] >= 10, "the journal")
@@ -420,8 +549,8 @@ def test_sigterm_with_the_store_away_keeps_the_journal(sh, tmp_path):
     assert final["journal"]["depth"] == 10
     assert "left in the journal" in sh.stderr()
     os.mkdir(away)
-    sh.store = str(store)
-    sh.start(store=f"sqlite:///{store}")
+    sh.store = str(link)
+    sh.start(store="sqlite:///" + str(link))
     sh.sync()
     assert {("created", f"k{i}") for i in range(10)} <= sh.kinds()
     assert_gap_free(sh.rows())

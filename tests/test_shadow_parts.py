@@ -11,7 +11,8 @@ import fibers.fs
 from fibers.shadow import config
 from fibers.shadow.journal import Journal
 from fibers.shadow.pipeline import Rules, Shadow
-from fibers.shadow.store import SqliteStore, StoreError, open_store
+from fibers.shadow.store import (SqliteStore, StoreError, open_store,
+                                 parse_url)
 
 
 def test_settings_file_and_flags(tmp_path):
@@ -43,6 +44,10 @@ def test_settings_file_and_flags(tmp_path):
     ("[rules]\nwindow_ms = 'soon'", "window_ms"),
     ("[ship]\nspeed = 1", "[ship]"),
     ("store = 'ftp://x'", "unknown store URL"),
+    ("[rules]\nkinds = []", "at least one kind"),
+    ("[rules]\nkinds = ' , '", "at least one kind"),
+    ("store = 'sqlite:////'", "sqlite:////ABSOLUTE/PATH"),
+    ("store = 'sqlite:///dir/'", "(a file)"),
 ])
 def test_settings_errors(tmp_path, text, words):
     cfg = tmp_path / "c.toml"
@@ -50,6 +55,89 @@ def test_settings_errors(tmp_path, text, words):
     with pytest.raises(config.ConfigError) as e:
         config.load(str(cfg), roots=[str(tmp_path)])
     assert words in str(e.value)
+
+
+def test_empty_kinds_refused():
+    # `ctl set kinds=` goes through apply_rule: nothing is changed
+    s = config.Settings()
+    key, value = config.parse_set("kinds=")
+    with pytest.raises(config.ConfigError) as e:
+        config.apply_rule(s, key, value)
+    assert "at least one kind" in str(e.value)
+    assert s.kinds == frozenset(config.DEFAULT_KINDS)
+
+
+def test_config_file_not_utf8(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(b"[rules]\nexclude = ['*.o']\n# caf\xe9 \xff\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(cfg), roots=[str(tmp_path)])
+    assert "not valid UTF-8" in str(e.value)
+    assert "byte 0xe9 at line 3" in str(e.value)
+    # a reload of such a file is a ConfigError too (the caller keeps the
+    # old settings), not a crash
+    cfg.write_text("[rules]\nexclude = ['*.o']\n")
+    s, over = config.load(str(cfg), roots=[str(tmp_path)])
+    cfg.write_bytes(b"\xff\xfe[rules]\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.reload(s, over)
+    assert "byte 0xff at line 1" in str(e.value)
+
+
+def test_sqlite_url_convention(tmp_path, monkeypatch):
+    # SQLAlchemy's: three slashes then a relative path, four for an
+    # absolute one
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert parse_url("sqlite:///rel.db") == ("sqlite",
+                                             str(tmp_path / "rel.db"))
+    assert parse_url("sqlite:///a/b.db") == ("sqlite",
+                                             str(tmp_path / "a" / "b.db"))
+    assert parse_url("sqlite:////abs/b.db") == ("sqlite", "/abs/b.db")
+    assert parse_url("sqlite:///" + str(tmp_path / "x.db")) == (
+        "sqlite", str(tmp_path / "x.db"))
+    assert parse_url("sqlite:///~/x.db") == (
+        "sqlite", str(tmp_path / "home" / "x.db"))
+    # the default store is an absolute path in the state directory
+    s = config.Settings(state_dir="/st")
+    assert s.store_url() == "sqlite:////st/store.db"
+    assert parse_url(s.store_url()) == ("sqlite", "/st/store.db")
+    for bad in ("sqlite://", "sqlite:///", "sqlite:////", "sqlite://h/x.db",
+                "sqlite:///d/"):
+        with pytest.raises(config.ConfigError):
+            parse_url(bad)
+
+
+def test_store_directory_must_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = config.Settings(roots=[str(tmp_path)], state_dir=str(tmp_path))
+    config.check_store(s)                       # the default store
+    s.store = "sqlite:///" + str(tmp_path / "s.db")
+    config.check_store(s)
+    s.store = "sqlite:///rel.db"
+    config.check_store(s)
+    s.store = "sqlite:///" + str(tmp_path / "nodir" / "s.db")
+    with pytest.raises(config.ConfigError) as e:
+        config.check_store(s)
+    assert f"{str(tmp_path / 'nodir')!r} of the store" in str(e.value)
+    assert "four slashes" not in str(e.value)
+    # the old docs' absolute path with three slashes: relative, and said
+    s.store = "sqlite://" + str(tmp_path / "s.db")
+    with pytest.raises(config.ConfigError) as e:
+        config.check_store(s)
+    assert "four slashes" in str(e.value)
+    s.store = "sqlite:///" + str(tmp_path)      # a directory
+    with pytest.raises(config.ConfigError) as e:
+        config.check_store(s)
+    assert "is a directory" in str(e.value)
+
+
+def test_help_names_every_store_form():
+    from fibers.shadow.__main__ import _parser
+    text = " ".join(_parser().format_help().split())
+    assert "sqlite:///RELATIVE/PATH" in text
+    assert "sqlite:////ABSOLUTE/PATH (four slashes)" in text
+    assert "postgresql://[USER@]HOST[:PORT]/DB" in text
 
 
 def test_default_state_dir(monkeypatch):
@@ -116,7 +204,7 @@ def test_journal_seq_survives_restart_and_pruning(tmp_path, monkeypatch):
 
 def test_store_is_idempotent(tmp_path):
     def main():
-        st = open_store(f"sqlite:///{tmp_path}/s.db")
+        st = open_store("sqlite:///" + str(tmp_path / "s.db"))
         st.connect()
         rows = [("h", "s", i, "created", f"/p{i}", None, 0, 1.0)
                 for i in range(1, 6)]

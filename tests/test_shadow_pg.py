@@ -214,7 +214,8 @@ class CuttingProxy:
     connection it carries at random moments, ``cuts`` times in all.  Every
     other cut waits for the server's answer to an INSERT and cuts instead of
     passing it on: the batch is committed, but the shipper never hears it,
-    and must resend it without making duplicates."""
+    and must resend it without making duplicates.  While ``held`` is true
+    it passes nothing on and cuts nothing: the link has gone silent."""
 
     def __init__(self, target_port, cuts, seed=11):
         self.target = ("127.0.0.1", target_port)
@@ -230,6 +231,7 @@ class CuttingProxy:
         self.upstream = set()           # the sockets to the server
         self.swallowed = 0              # INSERT answers never passed on
         self._armed = False
+        self.held = False
         self._stop = False
         self._next_cut = time.monotonic() + self._gap()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -253,7 +255,8 @@ class CuttingProxy:
 
     def _loop(self):
         while not self._stop:
-            r, _, _ = select.select([self.lsock, *self.peer], [], [], 0.05)
+            r, _, _ = select.select(
+                [self.lsock, *(() if self.held else self.peer)], [], [], 0.05)
             for s in r:
                 if s is self.lsock:
                     c, _ = self.lsock.accept()
@@ -328,6 +331,42 @@ def test_network_cut_at_random(pg, fs_backend, tmp_path):
         assert st["store"]["reconnects"] >= 1
         assert proxy.accepted >= 2
         assert proxy.swallowed == 3     # batches committed but unconfirmed
+        assert sh.stop() == 0
+    finally:
+        sh.close()
+        proxy.close()
+
+
+def test_silent_link_reads_stalled(pg, tmp_path):
+    # A link that stops carrying anything, neither answer nor reset: the
+    # write waits for PgStore.write_timeout (30 s), and all that time the
+    # status must say "stalled", not "connected".
+    skip_unless_fs_backend_runs("inotify")
+    url = fresh_db(pg)
+    proxy = CuttingProxy(pg.port, cuts=0)
+    sh = PgShadow(tmp_path, "inotify", url, url_via(url, proxy.port))
+    try:
+        sh.start()
+        sh.write("before")
+        sh.sync()
+        assert sh.status()["store"]["state"] == "connected"
+        proxy.held = True
+        sh.write("during")
+
+        def stalled():
+            st = sh.status()
+            return st if st["store"]["state"] == "stalled" else None
+        st = poll(stalled, "the store shown stalled")
+        assert st["store"]["stalled_for"] >= 2
+        assert st["journal"]["depth"] >= 1
+        assert ("created", "during") not in sh.kinds()
+        proxy.held = False          # the answer arrives, late
+        sh.sync()
+        st = sh.status()
+        assert st["store"]["state"] == "connected"
+        assert st["store"]["stalled_for"] is None
+        assert st["store"]["reconnects"] == 0
+        assert ("created", "during") in sh.kinds()
         assert sh.stop() == 0
     finally:
         sh.close()

@@ -22,7 +22,7 @@ class Pane:
     """fibers-shadow in a detached tmux session on a private server; a
     wrapper writes its exit status to a file, then prints a prompt."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, env=None):
         self.sock = f"fibers-shadow-ui-{os.getpid()}"
         self.root = os.path.realpath(tmp_path / "root")
         os.makedirs(self.root)
@@ -32,8 +32,10 @@ class Pane:
         self.stty = tmp_path / "stty"
         self.err = tmp_path / "err"
         cmd = " ".join(shlex.quote(a) for a in (
+            *(["env", *(f"{k}={v}" for k, v in env.items())] if env
+              else []),
             sys.executable, "-m", "fibers.shadow", "--root", self.root,
-            "--state-dir", self.state, "--store", f"sqlite:///{self.store}"))
+            "--state-dir", self.state, "--store", "sqlite:///" + self.store))
         # `trap :` (not `trap ''`, which the child would inherit): Ctrl-C
         # reaches fibers-shadow, and the wrapper lives on to report
         script = (f"trap : INT; {cmd} 2>{shlex.quote(str(self.err))}; "
@@ -89,10 +91,14 @@ class Pane:
             pass
 
 
-@pytest.fixture
-def pane(tmp_path):
+def need_tmux():
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (sh tools/sysdeps.sh --test)")
+
+
+@pytest.fixture
+def pane(tmp_path):
+    need_tmux()
     p = Pane(tmp_path)
     try:
         yield p
@@ -224,6 +230,35 @@ def test_ui_ctrl_c_drains_and_restores(pane):
     assert pane.stored("created", "%/c-%") >= files
 
 
+def test_without_rich_the_ui_names_the_extra(tmp_path):
+    """A plain `pip install .` has no rich: on a terminal, fibers-shadow
+    says in one line which extra to install and exits 2, before it starts
+    anything (not a traceback once the pipeline runs)."""
+    need_tmux()
+    # rich made unimportable for that process only: a package of the same
+    # name ahead of site-packages, failing as a missing one does
+    hide = tmp_path / "hide-rich"
+    (hide / "rich").mkdir(parents=True)
+    (hide / "rich" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'rich'\", "
+        "name='rich')\n")
+    path = os.pathsep.join(x for x in (str(hide),
+                                       os.environ.get("PYTHONPATH")) if x)
+    p = Pane(tmp_path, env={"PYTHONPATH": path})
+    try:
+        poll(lambda: p.rc.exists() and p.rc.read_text().strip(),
+             "the exit status")
+        err = p.err.read_text()
+        assert p.rc.read_text().strip() == "2", err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert "pip install 'fibers[shadow]'" in err and "rich" in err
+        assert not os.path.exists(p.state)      # nothing was started
+        poll(lambda: "WRAPPER-PROMPT$" in p.screen(), "the prompt")
+        assert p.flag("alternate_on") == "0"
+    finally:
+        p.close()
+
+
 def test_a_terminal_that_reads_nothing_never_stalls_the_pipeline(tmp_path):
     """The UI drawing into a pipe nobody reads: its writes park on
     wait_writable, later frames are skipped, and the pipeline carries on
@@ -242,7 +277,7 @@ def test_a_terminal_that_reads_nothing_never_stalls_the_pipeline(tmp_path):
 
     def main():
         settings, overrides = config.load(
-            None, [str(root)], f"sqlite:///{tmp_path / 'store.db'}",
+            None, [str(root)], "sqlite:///" + str(tmp_path / "store.db"),
             str(tmp_path / "state"), ui=True)
         app = Shadow(settings, overrides)
         app.start()

@@ -8,7 +8,8 @@ Design: everything runs in fibers.run on the main thread: the pipeline,
 the control socket, the status output (the live UI of ui.py on a
 terminal, JSON lines with --no-ui) and the wait for SIGTERM/SIGINT.
 Errors the user can fix (a missing root, an unreadable config, a bad
-store URL, a second instance on the same state directory) are reported
+store URL or a store directory that does not exist, a second instance on
+the same state directory, the live UI without rich) are reported
 in one line and exit with status 2, before anything starts.  SIGTERM and
 SIGINT stop watching, drain into the journal, ship what can be shipped in
 about 2 s, and exit 0; what is left ships at the next start.
@@ -47,11 +48,18 @@ def _write_all(fd, data: bytes):
         data = data[n:]
 
 
+def _store_state(s) -> str:
+    # "stalled 12 s": how long the store has not answered
+    if s.get("stalled_for") is not None:
+        return f"{s['state']} {s['stalled_for']:.0f} s"
+    return s["state"]
+
+
 def _status_line(st) -> str:
     j, s, c = st["journal"], st["store"], st["counts"]
     return (f"seen {c['seen']}  journaled {c['journaled']}  shipped "
             f"{c['shipped']}  depth {j['depth']}  lag {j['lag']}  store "
-            f"{s['state']}{'  PAUSED' if st['paused'] else ''}")
+            f"{_store_state(s)}{'  PAUSED' if st['paused'] else ''}")
 
 
 def _reporter(app, headless: bool):
@@ -95,10 +103,33 @@ def _lock_state_dir(state_dir):
     return fd
 
 
+def _headless(settings) -> bool:
+    return not settings.ui or not sys.stdout.isatty()
+
+
+def _live_ui(settings) -> bool:
+    return (not _headless(settings) and sys.stdin.isatty()
+            and os.environ.get("TERM", "dumb") != "dumb")
+
+
+def _check_ui_deps(settings):
+    # rich comes with the `shadow` extra only; without it the UI would
+    # fail once the pipeline runs, so say so before anything starts.
+    if not _live_ui(settings):
+        return
+    try:
+        import rich.console  # noqa: F401
+        import rich.text  # noqa: F401
+    except ImportError as e:
+        raise config.ConfigError(
+            f"the live UI needs the package {e.name or 'rich'!r}, which is "
+            f"not installed: pip install 'fibers[shadow]' (or run with "
+            f"--no-ui)") from None
+
+
 def _serve(settings, overrides) -> int:
-    headless = not settings.ui or not sys.stdout.isatty()
-    live_ui = (not headless and sys.stdin.isatty()
-               and os.environ.get("TERM", "dumb") != "dumb")
+    headless = _headless(settings)
+    live_ui = _live_ui(settings)
     app = Shadow(settings, overrides)
     done = ("fibers.shadow.exit", id(app))
     why = {}
@@ -179,7 +210,10 @@ def _parser():
                    help="directory to shadow (repeatable; overrides the "
                         "file's roots)")
     p.add_argument("--store", metavar="URL",
-                   help="where events go: sqlite:///PATH (default: "
+                   help="where events go: sqlite:///RELATIVE/PATH (from "
+                        "the working directory), sqlite:////ABSOLUTE/PATH "
+                        "(four slashes), or "
+                        "postgresql://[USER@]HOST[:PORT]/DB (default: "
                         "store.db in the state directory)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="journal and control socket (default: "
@@ -258,10 +292,19 @@ def main(argv=None) -> int:
     try:
         settings, overrides = config.load(a.config, a.root, a.store,
                                           a.state_dir, ui=not a.no_ui)
+        _check_ui_deps(settings)
         lock = _lock_state_dir(settings.state_dir)
         if a.reset:
             _reset(settings.state_dir)
     except config.ConfigError as e:
+        print(f"fibers-shadow: {e}", file=sys.stderr)
+        return 2
+    try:
+        # after the lock, which makes the state directory: the default
+        # store lives there
+        config.check_store(settings)
+    except config.ConfigError as e:
+        os.close(lock)
         print(f"fibers-shadow: {e}", file=sys.stderr)
         return 2
     try:

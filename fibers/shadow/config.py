@@ -10,7 +10,10 @@ flag given at start-up keeps winning over the file for the whole run.
 The file (every key optional)::
 
     roots = ["~/projects"]              # directories to shadow
-    store = "sqlite:///~/shadow.db"     # where events are shipped
+    store = "sqlite:///~/shadow.db"     # where events are shipped:
+                                        # sqlite:///RELATIVE/PATH,
+                                        # sqlite:////ABSOLUTE/PATH or
+                                        # postgresql://user@host/db
     state_dir = "~/.local/state/fibers-shadow"
     source = "laptop-home"              # optional; default: one per journal
 
@@ -131,6 +134,11 @@ def apply_rule(s: Settings, key: str, value) -> None:
     be the string form used by ``ctl set``, or the TOML value)."""
     if key == "kinds":
         kinds = _str_list(value, "kinds")
+        if not kinds:
+            # an empty set would silently shadow nothing at all
+            raise ConfigError(f"kinds must name at least one kind of "
+                              f"{', '.join(USER_KINDS)} (to stop shipping "
+                              f"for a while, use pause)")
         bad = [k for k in kinds if k not in USER_KINDS]
         if bad:
             raise ConfigError(f"unknown event kind(s) {', '.join(bad)}; "
@@ -175,6 +183,14 @@ def read_file(path: str) -> dict:
     except _toml.TOMLDecodeError as e:
         raise ConfigError(f"config file {path!r} is not valid TOML: {e}") \
             from None
+    except UnicodeDecodeError as e:
+        # TOML is UTF-8 by definition; the parser decodes the whole file
+        # first and lets the codec's error (a ValueError, not a
+        # TOMLDecodeError) through.
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"config file {path!r} is not valid UTF-8 (as "
+                          f"TOML must be): byte 0x{e.object[e.start]:02x} "
+                          f"at line {line}") from None
 
 
 def from_dict(data: dict, base: Settings | None = None) -> Settings:
@@ -225,6 +241,30 @@ def check(s: Settings) -> None:
                               f"directory")
     from .store import parse_url
     parse_url(s.store_url())
+
+
+def check_store(s: Settings) -> None:
+    """The check of the store that needs the state directory made (the
+    default store lives there): a SQLite store's directory exists.  A
+    typo there would otherwise only show as a store that is down, retried
+    for ever."""
+    from .store import parse_url
+    url = s.store_url()
+    scheme, path = parse_url(url)
+    if scheme != "sqlite":
+        return
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        hint = ("; sqlite:///PATH is relative to the working directory, "
+                "sqlite:////PATH (four slashes) is absolute"
+                if url.startswith("sqlite:///")
+                and not url.startswith(("sqlite:////", "sqlite:///~"))
+                else "")
+        raise ConfigError(f"the directory {d!r} of the store {url!r} does "
+                          f"not exist{hint}")
+    if os.path.isdir(path):
+        raise ConfigError(f"the store {url!r} is a directory, not a "
+                          f"database file")
 
 
 def load(config_file=None, roots=None, store=None, state_dir=None,

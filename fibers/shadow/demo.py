@@ -154,7 +154,7 @@ def _run(args) -> int:
     producer = subprocess.Popen([py, "-m", "fibers.shadow.demo", "produce",
                                  root, "--rate", str(args.rate)])
     cmd = [py, "-m", "fibers.shadow", "--root", root, "--state-dir", state,
-           "--store", f"sqlite:///{store}"]
+           "--store", "sqlite:///" + store]
     # Ctrl-C reaches the whole foreground group: fibers-shadow drains and
     # exits by itself, and this runner carries on to the summary.  (A
     # Python handler, unlike SIG_IGN, is not inherited by the children.)

@@ -74,6 +74,10 @@ log = logging.getLogger("fibers.shadow")
 
 MERGEABLE = ("modified", "closed_write", "attrib")
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 10.0
+# Seconds the store may leave a batch unanswered before the status says
+# "stalled" rather than "connected" (a silent link is only given up after
+# the store's own write timeout, PgStore.write_timeout).
+STALL_AFTER = 2.0
 
 
 class Rules:
@@ -200,6 +204,8 @@ class Shadow:
         self.kinds_seen = {}
         self.store_state = "connecting"
         self.store_error = None
+        self._ship_since = {}           # batch in flight -> when it was sent
+        self._ship_answer = 0.0         # when the store last answered
         self.acked_mark = 0
         self.batches = 0
         self.reconnects = 0
@@ -553,6 +559,8 @@ class Shadow:
         after = journal.first_unacked() - 1
         self.acked_mark = max(self.acked_mark, after)
         inflight = {}               # lo -> hi
+        self._ship_since = since = {}   # lo -> fibers.now() when sent
+        self._ship_answer = fibers.now()
         failure = []
         state = {"after": after}
 
@@ -575,6 +583,8 @@ class Shadow:
                 failure.append(StoreError(str(e)))
             finally:
                 del inflight[lo]
+                del since[lo]
+                self._ship_answer = fibers.now()
                 self.acked_mark = (min(inflight) - 1 if inflight
                                    else state["after"])
                 fibers.signal_all(self._ship_key)
@@ -592,6 +602,7 @@ class Shadow:
                 lo, hi = rows[0][2], rows[-1][2]
                 state["after"] = hi
                 inflight[lo] = hi
+                since[lo] = fibers.now()
                 fibers.spawn(send, rows, lo, hi)
         finally:
             while inflight:
@@ -710,6 +721,17 @@ class Shadow:
         """Everything the UI and `ctl status` show, JSON-able."""
         j = self.journal
         ws = self.watcher.stats() if not self.watcher.closed else {}
+        # "connected" is only honest while the store answers: a batch
+        # unanswered for STALL_AFTER s (counted from when it was sent, or
+        # from the store's last answer if that came later, so a slow but
+        # moving store is not stalled) reads "stalled" until the store
+        # answers or the write times out (then "down").
+        store_state, stalled_for = self.store_state, None
+        if store_state == "connected" and self._ship_since:
+            waited = fibers.now() - max(min(self._ship_since.values()),
+                                        self._ship_answer)
+            if waited >= STALL_AFTER:
+                store_state, stalled_for = "stalled", round(waited, 1)
         return {
             "time": round(time.time(), 3),
             "uptime": round(time.time() - self.started, 1),
@@ -728,7 +750,8 @@ class Shadow:
                         "depth": j.depth,
                         "lag": j.committed_seq - self.acked_mark},
             "store": {"url": self.store.describe(),
-                      "state": self.store_state,
+                      "state": store_state,
+                      "stalled_for": stalled_for,
                       "last_error": self.store_error,
                       "batches": self.batches,
                       "reconnects": self.reconnects},

@@ -29,11 +29,14 @@ reconnect-and-resend path; a write that takes longer than
 ``PgStore.write_timeout`` (a link that went silent) is abandoned the same
 way (fibers.psycopg then cancels or closes the connection).
 
-URLs:
+URLs (SQLite's follow SQLAlchemy's convention: what follows the third
+slash is the path, so a fourth slash makes it absolute):
 
-- ``sqlite:///absolute/path.db`` (or ``sqlite:///~/x.db``, or a relative
-  ``sqlite:///rel.db``): a SQLite database with one table ``events``;
-  query it with ``sqlite3 path.db 'select * from events'``.
+- ``sqlite:///relative/path.db``: a SQLite database relative to the
+  working directory; ``sqlite:////absolute/path.db`` (four slashes): an
+  absolute one; ``sqlite:///~/x.db``: one in the home directory.  It has
+  one table ``events``; query it with ``sqlite3 path.db 'select * from
+  events'``.  The database's directory must exist (checked at start).
 - ``postgresql://[user@]host[:port]/dbname[?param=value...]`` (or
   ``postgres://``): a libpq URI; the table ``events`` is created if absent.
   Query it with ``psql URL -c 'select * from events'``.
@@ -91,14 +94,16 @@ def parse_url(url: str):
     config.ConfigError with the reason, for the command line."""
     from .config import ConfigError
     if url.startswith("sqlite://"):
+        # sqlite:///rel.db and sqlite:////abs.db, as in SQLAlchemy: the
+        # empty host between the second and third slash, then the path.
         rest = url[len("sqlite://"):]
-        if not rest.startswith("/") or rest == "/":
-            raise ConfigError(f"a sqlite store URL is sqlite:///PATH, got "
-                              f"{url!r}")
         path = rest[1:]
-        path = os.path.abspath(os.path.expanduser(
-            path if path.startswith(("/", "~")) else path))
-        return "sqlite", path
+        if not rest.startswith("/") or path in ("", "/") \
+                or path.endswith("/"):
+            raise ConfigError(f"a sqlite store URL is sqlite:///RELATIVE/"
+                              f"PATH or sqlite:////ABSOLUTE/PATH (a file), "
+                              f"got {url!r}")
+        return "sqlite", os.path.abspath(os.path.expanduser(path))
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from psycopg.conninfo import conninfo_to_dict
@@ -109,8 +114,8 @@ def parse_url(url: str):
         except Exception as e:
             raise ConfigError(f"bad PostgreSQL URL {url!r}: {e}") from None
         return "postgresql", url
-    raise ConfigError(f"unknown store URL {url!r}; use sqlite:///PATH or "
-                      f"postgresql://...")
+    raise ConfigError(f"unknown store URL {url!r}; use sqlite:///RELATIVE/"
+                      f"PATH, sqlite:////ABSOLUTE/PATH or postgresql://...")
 
 
 def open_store(url: str) -> Store:

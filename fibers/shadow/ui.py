@@ -444,10 +444,14 @@ class UI:
             t.append(nl)
 
         state_style = {"connected": "green", "paused": "yellow",
+                       "stalled": "bold yellow",
                        "down": "bold red"}.get(s["state"], "yellow")
         row("journal", f"depth {j['depth']}  last seq {j['last_seq']}  "
             f"acked {j['acked_seq']}  lag {j['lag']}")
-        row("store", (s["state"], state_style),
+        state = s["state"]
+        if s.get("stalled_for") is not None:    # how long without answer
+            state += f" {s['stalled_for']:.0f} s"
+        row("store", (state, state_style),
             f"  {s['url']}  batches {s['batches']}  reconnects "
             f"{s['reconnects']}")
         row("last error", (s["last_error"] or "-",
