@@ -164,7 +164,8 @@ class Journal:
     ``("put", path, is_dir, hidden)`` (lstat now), ``("del", path)`` (and
     everything under it), ``("move", src, dst)`` (with the subtree),
     ``("import", root, picture)`` (a root's picture, replacing what was
-    under it), ``("forget", root)``, ``("roots", {root: (dev, ino)})``.
+    under it), ``("forget", root)``, ``("roots", {root: (dev, ino) or
+    None})`` (None: the root went away while watched).
     """
 
     def __init__(self, path: str, host: str, source: str = "",
@@ -191,8 +192,11 @@ class Journal:
         self.own_source = own
         self.source = source or own
         self.has_picture = meta.get("picture") == "1"
-        self.roots = {bytes.fromhex(h): (dev, ino) for h, dev, ino in
-                      json.loads(meta.get("roots") or "[]")}
+        # root -> (st_dev, st_ino), or None for a root that went away while
+        # watched (whatever directory is there now is diffed, unchecked)
+        self.roots = {bytes.fromhex(h): None if dev is None else (dev, ino)
+                      for h, dev, ino in json.loads(meta.get("roots")
+                                                    or "[]")}
         self.committed_seq = self.last_seq
         self._committer = fibers.spawn(self._commit_loop)
 
@@ -456,8 +460,8 @@ def _apply(db, op):
         _del_tree(db, op[1])
     elif what == "roots":
         db.execute("INSERT OR REPLACE INTO meta VALUES ('roots', ?)",
-                   (json.dumps([[r.hex(), dev, ino] for r, (dev, ino)
-                                in sorted(op[1].items())]),))
+                   (json.dumps([[r.hex(), *(i or (None, None))]
+                                for r, i in sorted(op[1].items())]),))
     elif what == "picture":
         db.execute("INSERT OR REPLACE INTO meta VALUES ('picture', '1')")
     else:

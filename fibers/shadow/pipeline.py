@@ -51,6 +51,7 @@ burst can overflow it and the rescan that repairs it can be seen.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fnmatch
 import logging
 import os
@@ -220,6 +221,7 @@ class Shadow:
         self._wall = time.time() - fibers.now()
         self.watcher = None
         self.journal = None
+        self._root_ids = {}             # as the journal will have them
 
     # ---- life cycle --------------------------------------------------------
 
@@ -263,7 +265,7 @@ class Shadow:
         ids = {r: _root_id(r) for r in roots}
         known = [r for r in roots if j.has_picture and r in j.roots]
         for r in known:
-            if ids[r] != j.roots[r]:
+            if j.roots[r] is not None and ids[r] != j.roots[r]:
                 raise StateError(
                     f"the root {os.fsdecode(r)} is not the directory the "
                     f"journal describes (device and inode differ: it was "
@@ -288,7 +290,8 @@ class Shadow:
             j.record([], ("import", r, w.picture(r)))
         for r in set(j.roots) - set(roots):
             j.record([], ("forget", r))
-        j.record([], ("roots", ids))
+        self._root_ids = ids
+        j.record([], ("roots", dict(ids)))
         if not j.has_picture:
             j.record([], ("picture",))
         log.info("watching %s (%s), journal %s, store %s",
@@ -411,6 +414,7 @@ class Shadow:
                         log.warning("watcher error on %s: %s",
                                     _show(ev.path),
                                     os.strerror(ev.errno or 0))
+                        self._root_error(ev)
                         self._done += 1
                     else:
                         keep = rules.apply(ev)
@@ -421,6 +425,16 @@ class Shadow:
                     self.filtered.put_many(out)
         finally:
             self.filtered.close()
+
+    def _root_error(self, ev):
+        # A root deleted or moved away while watched: the watcher reported
+        # its contents deleted and will watch a directory made there again.
+        # Whatever is at that path at the next start is another directory,
+        # to be diffed against the picture, not refused as a replacement.
+        r = _real(ev.path) if ev.path else None
+        if ev.errno == errno.ENOENT and r in self._root_ids:
+            self._root_ids[r] = None
+            self.journal.record([], ("roots", dict(self._root_ids)))
 
     # ---- stage 3: coalesce, then the journal ----------------------------
 
@@ -698,8 +712,9 @@ class Shadow:
                 j.record([], ("import", _real(r), self.watcher.picture(r)))
                 changed = True
         if changed:
-            j.record([], ("roots", {_real(r): _root_id(_real(r))
-                                    for r in new.roots}))
+            self._root_ids = {_real(r): self._root_ids.get(_real(r))
+                              or _root_id(_real(r)) for r in new.roots}
+            j.record([], ("roots", dict(self._root_ids)))
         rules = Rules(new)
         if rules.kernel_kinds() != self.rules.kernel_kinds():
             self.watcher.set_events(rules.kernel_kinds())
