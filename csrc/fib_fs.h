@@ -23,6 +23,8 @@
 #include <string.h>
 #include <sys/fanotify.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -73,6 +75,53 @@ static inline int fib_fs_ino_next(const char *buf, size_t len, size_t *off,
     ev->nlen = ie->len ? strnlen(ie->name, ie->len) : 0;
     *off = at + sizeof(*ie) + ie->len;
     return 1;
+}
+
+/* Watch exactly the directory at path (inotify): open it with O_PATH, never
+ * through a final symlink, and add the watch through /proc/self/fd, so the
+ * watch is on the inode whose number goes to *ino even if the path is
+ * renamed meanwhile.  Without /proc (via_proc 0), the path is watched and
+ * *ino is what lstat says just before.  The wd, or -errno (*ino is set if
+ * the directory could be opened, else 0). */
+static inline int fib_fs_ino_watch(int ifd, const char *path, uint32_t mask,
+                                   int via_proc, unsigned long long *ino)
+{
+    char link[64];
+    struct stat st;
+    int fd, wd, err;
+    *ino = 0;
+    if (!via_proc) {
+        if (lstat(path, &st) < 0)
+            return -errno;
+        if (!S_ISDIR(st.st_mode))
+            return -ENOTDIR;
+        *ino = st.st_ino;
+        wd = inotify_add_watch(ifd, path, mask);
+        return wd < 0 ? -errno : wd;
+    }
+    fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0) {
+        err = errno;
+        close(fd);
+        return -err;
+    }
+    *ino = st.st_ino;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    wd = inotify_add_watch(ifd, link, mask & ~(uint32_t)IN_DONT_FOLLOW);
+    err = errno;
+    close(fd);
+    return wd < 0 ? -err : wd;
+}
+
+/* Bytes of events waiting in a notification fd's queue, or -errno. */
+static inline long fib_fs_queued(int fd)
+{
+    int n;
+    if (ioctl(fd, FIONREAD, &n) < 0)
+        return -errno;
+    return n;
 }
 
 /* One fanotify event in FID mode with directory names: the directory that

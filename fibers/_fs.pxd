@@ -21,6 +21,8 @@ cdef class _Dir:
     cdef dict entries        # name -> None | (ino, size, mtime_ns) | _Dir
     cdef object st           # the directory's own (ino, size, mtime_ns)
     cdef int wd              # inotify watch descriptor, or -1
+    cdef object ino          # inotify: the inode its watch is on, 0 if none
+                             # (fanotify: None)
     cdef bint dead
     cdef bint listed
 
@@ -44,6 +46,7 @@ cdef class Watcher:
     cdef object _reader
     cdef object _rescan_fiber
     cdef bint _rescan_again
+    cdef list _rescan_todo    # _Dir subtrees to rescan; None: every root
     cdef bint _closed
     cdef int _nwaiters
     cdef bytes _snapshot
@@ -87,6 +90,7 @@ cdef class Watcher:
     cdef int _scan(self, _Dir top, bint emit, object pid,
                    bint verify) except -1
     cdef int _overflowed(self) except -1
+    cdef int _rescan_at(self, list tops) except -1
     cdef dict _flatten(self)
     cdef int _save(self, bytes target) except -1
     cdef int _startup_diff(self) except -1
@@ -104,16 +108,23 @@ cdef class Watcher:
     cdef int _apply_mask(self) except -1
     cdef int _parse(self, ssize_t n) except -1
     cdef int _flush_pending(self) except -1
+    cdef int _doubt(self, _Dir d) except -1
+    cdef int _caught_up(self) except -1
     cdef int _n_watches(self)
     cdef int _close_fd(self) except -1
 
 
 cdef class _InotifyWatcher(Watcher):
-    cdef list _by_wd          # wd -> _Dir | None
+    cdef list _by_wd          # wd -> the _Dir that owns it | None
     cdef int _nw
+    cdef list _doubted        # _Dir to check once the queue is empty
+    cdef dict _aliases        # ino -> [_Dir whose path found another's wd]
+    cdef bint _via_proc       # /proc/self/fd is there to watch an open fd
 
     cdef uint32_t _mask(self)
     cdef int _add_watch(self, _Dir d) except -1
+    cdef bint _owns(self, _Dir d)
+    cdef int _audit(self) except -1
 
 
 cdef class _FanotifyWatcher(Watcher):

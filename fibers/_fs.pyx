@@ -28,6 +28,11 @@ Design
   differs.  A difference is confirmed with lstat at the moment it is
   emitted, so events that were still queued in the kernel, replayed after,
   bring a consumer's model to the true state instead of undoing the repair.
+- A reader behind the kernel applies old events to a tree whose paths
+  resolve in the present; inotify pins each watch and listing to an inode
+  and checks the nodes it watched by path once it has caught up (see
+  _fs_inotify.pxi).  A check that fails is an 'overflow' too, with a rescan
+  of the parent of what failed.
 - Duplicates are suppressed against the tree: a 'created' for a name the
   tree already holds (the scan of a new directory saw it first) or a
   'deleted' for one it lacks is dropped, so counts are exact.
@@ -203,6 +208,7 @@ cdef _Dir _new_dir(bytes path, bytes name, _Dir parent):
     d.parent = parent
     d.entries = {}
     d.wd = -1
+    d.ino = None
     d.dead = False
     d.listed = False
     return d
@@ -215,18 +221,27 @@ cdef inline bytes _join(bytes dirpath, bytes name):
 
 
 def _list_dir(bytes path):
-    # Runs on the blocking pool: one directory's entries with their lstat
-    # figures, as (name, is_dir, (ino, size, mtime_ns)).
-    out = []
-    with os.scandir(path) as it:
-        for e in it:
-            try:
-                st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            out.append((e.name, _stat.S_ISDIR(st.st_mode),
-                        (st.st_ino, st.st_size, st.st_mtime_ns)))
-    return out
+    # Runs on the blocking pool: the inode of the directory at path and its
+    # entries with their lstat figures, as (name, is_dir, (ino, size,
+    # mtime_ns)).  One open directory (never through a final symlink) gives
+    # both, so they are of one directory even if the path is renamed
+    # meanwhile.
+    cdef list out = []
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
+                 os.O_CLOEXEC)
+    try:
+        ino = os.fstat(fd).st_ino
+        with os.scandir(fd) as it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out.append((os.fsencode(e.name), _stat.S_ISDIR(st.st_mode),
+                            (st.st_ino, st.st_size, st.st_mtime_ns)))
+    finally:
+        os.close(fd)
+    return ino, out
 
 
 cdef object _lstat_now(bytes path):
@@ -237,6 +252,17 @@ cdef object _lstat_now(bytes path):
         return None
     return (_stat.S_ISDIR(st.st_mode), (st.st_ino, st.st_size,
                                         st.st_mtime_ns))
+
+
+def _stat_inos(list paths):
+    # Each path's inode number (lstat), or -1 if it names nothing.
+    out = []
+    for p in paths:
+        try:
+            out.append(os.lstat(p).st_ino)
+        except OSError:
+            out.append(-1)
+    return out
 
 
 def _stat_many(list paths):
@@ -334,6 +360,7 @@ cdef class Watcher:
         self._pending = None
         self._rescan_fiber = None
         self._rescan_again = False
+        self._rescan_todo = []
         self._closed = False
         self._nwaiters = 0
         self._snapshot = None if snapshot is None else os.fsencode(
@@ -559,6 +586,15 @@ cdef class Watcher:
         else:
             d.entries[name] = None
         self._emit_at(bits, d, name, len(name), is_dir, pid)
+        if is_dir and scan and self._recursive:
+            # Known already (a listing that ran ahead of the events saw it):
+            # it still needs a watch of its own (inotify: one added by path
+            # may have failed or found another node's directory) and a
+            # listing.
+            c = <_Dir>d.entries[name]
+            self._watch_dir(c)
+            if not c.listed:
+                self._scan_new(c, pid)
         return 0
 
     cdef int _deleted(self, _Dir d, bytes name, object pid) except -1:
@@ -617,13 +653,21 @@ cdef class Watcher:
         v = d1.entries.pop(n1, None)
         old = d2.entries.pop(n2, None)
         if type(old) is _Dir and old is not v:
-            self._drop_subtree(<_Dir>old, False, pid)
+            # Replaced: an empty directory, unless a listing that ran ahead
+            # of the events filled it; what it held is reported deleted, so
+            # a model that applies the events still holds the tree.
+            self._drop_subtree(<_Dir>old, True, pid)
         if type(v) is _Dir:
             c = <_Dir>v
             c.parent = d2
             c.name = n2
             self._repath(c, _join(d2.path, n2))
             d2.entries[n2] = c
+            if self._recursive:
+                # inotify: a directory renamed before its watch could be
+                # added by path (or whose path then named another node's
+                # directory) gets its own watch here; it is listed below.
+                self._watch_dir(c)
         elif is_dir:
             # a directory the tree did not know: treat it as new
             c = _new_dir(_join(d2.path, n2), n2, d2)
@@ -689,21 +733,29 @@ cdef class Watcher:
                 continue
             asked = d.path
             try:
-                listing = fibers.blocking(_list_dir, asked)
-            except (FileNotFoundError, NotADirectoryError):
-                # Gone, or renamed under us.  If the rename has been read
-                # meanwhile (the node has its new path), list it there;
-                # otherwise the rename, when read, lists it (listed is
-                # False), so its subtree is never skipped.
-                d.listed = False
-                if not d.dead and d.path != asked:
-                    todo.append(d)
-                continue
+                ino, listing = fibers.blocking(_list_dir, asked)
             except OSError as e:
-                if emit or d is top:
-                    self._emit_error(d.path, e.errno or 0)
-                continue
+                if e.errno not in (_errno.ENOENT, _errno.ENOTDIR,
+                                   _errno.ELOOP):
+                    if emit or d is top:
+                        self._emit_error(d.path, e.errno or 0)
+                    continue
+                ino = -1
             if d.dead or self._closed:
+                continue
+            if ino == -1 or (d.ino is not None and ino != d.ino):
+                # Gone, renamed under us, or (inotify, reading behind the
+                # kernel) the path names another directory than the one d's
+                # watch is on.  If the rename has been read meanwhile (the
+                # node has its new path), list it there; otherwise the
+                # rename, when read, lists it (listed is False), and the
+                # backend checks d once it has read all there is, so its
+                # subtree is never skipped.
+                d.listed = False
+                if d.path != asked:
+                    todo.append(d)
+                else:
+                    self._doubt(d)
                 continue
             d.listed = True
             self._tnow = fibers.now()
@@ -738,6 +790,9 @@ cdef class Watcher:
                                           False, pid)
                 elif type(old) is _Dir:
                     if self._recursive:
+                        # inotify: one whose watch by path failed (renamed
+                        # before it could be added) gets it here
+                        self._watch_dir(<_Dir>old)
                         todo.append(old)
                 elif old != st:
                     d.entries[name] = st
@@ -754,8 +809,17 @@ cdef class Watcher:
         return 0
 
     cdef int _overflowed(self) except -1:
+        return self._rescan_at(None)
+
+    cdef int _rescan_at(self, list tops) except -1:
+        # Events were lost: say so, and rescan the subtrees tops (None:
+        # every root).
         self._n_overflows += 1
         self._push(K_OVERFLOW, None, None, False, None, 0)
+        if tops is None:
+            self._rescan_todo.append(None)
+        else:
+            self._rescan_todo.extend(tops)
         if self._rescan_fiber is not None:
             self._rescan_again = True
         else:
@@ -768,10 +832,13 @@ cdef class Watcher:
             while True:
                 self._rescan_again = False
                 self._n_rescans += 1
-                for r in list(self._roots):
+                todo = self._rescan_todo
+                self._rescan_todo = []
+                for r in (list(self._roots) if None in todo else todo):
                     if self._closed:
                         return
-                    self._scan(r, True, None, True)
+                    if not r.dead:
+                        self._scan(r, True, None, True)
                 if not self._rescan_again:
                     break
         finally:
@@ -923,8 +990,13 @@ cdef class Watcher:
                     try:
                         fibers.wait_readable(self._fd, 0.005)
                     except fibers.Timeout:
+                        # The partner may have come while this fiber waited
+                        # for its turn on a busy scheduler: read first.
+                        self._drain()
                         self._tnow = fibers.now()
-                        self._flush_pending()
+                        if self._pending is not None:
+                            self._flush_pending()
+                            self._caught_up()
                         if self._queue and self._nwaiters:
                             fibers.signal_all(self._key)
                 else:
@@ -947,7 +1019,7 @@ cdef class Watcher:
                 if errno == EINTR:
                     continue
                 if errno == EAGAIN:
-                    return 0
+                    return self._caught_up()
                 raise OSError(errno, os.strerror(errno))
             if n == 0:
                 return 0
@@ -958,7 +1030,7 @@ cdef class Watcher:
                 # short read emptied the queue, and the read that would say
                 # EAGAIN is a system call saved (the next wait sees
                 # anything newer).
-                return 0
+                return self._caught_up()
         return 0
 
     # ---- the public side ---------------------------------------------------
@@ -1168,6 +1240,15 @@ cdef class Watcher:
         raise NotImplementedError
 
     cdef int _flush_pending(self) except -1:
+        return 0
+
+    cdef int _doubt(self, _Dir d) except -1:
+        # d's watch or listing may not be of d's directory: check it once
+        # the queue has been read to the end.
+        return 0
+
+    cdef int _caught_up(self) except -1:
+        # The reader has just read the kernel queue to the end.
         return 0
 
     cdef int _n_watches(self):

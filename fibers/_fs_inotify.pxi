@@ -12,10 +12,28 @@
 #   unpaired TO is a creation, listed like a new directory.
 # - Watches are forgotten on IN_IGNORED; ENOSPC (max_user_watches) is an
 #   'error' event naming the directory left unwatched, never swallowed.
+# - A reader that runs behind the kernel (a busy scheduler, a flood) holds
+#   a tree that describes the past while paths resolve in the present: the
+#   directory created at a/x may have been renamed, and a/x may name another
+#   one, by the time the event is read.  So a watch is added through an
+#   O_PATH fd of the directory and records that directory's inode; a listing
+#   names its inode too, and one of another directory than the watch's is
+#   not merged.  A wd belongs to one node: inotify_add_watch answering with
+#   a wd another node holds means the path names that node's directory (a
+#   rename still queued), and the new node stays without a watch until the
+#   queue says more.  Each node watched (or left without a watch) by a path
+#   is checked once the queue has been read to the end and nothing new has
+#   come while checking: lstat of its path must give its watch's inode.
+#   One that fails is reported ('overflow'), watched again and its parent
+#   rescanned; one never listed is listed.  So a lagging reader is exact
+#   when the events allow it and never silent when they do not.
 
 from libc.stdint cimport uint32_t
 
 cdef extern from "fib_fs.h":
+    int fib_fs_ino_watch(int ifd, const char *path, uint32_t mask,
+                         int via_proc, unsigned long long *ino)
+    long fib_fs_queued(int fd)
     ctypedef struct fib_fs_ino:
         int wd
         uint32_t mask
@@ -54,6 +72,9 @@ cdef class _InotifyWatcher(Watcher):
         self._backend_name = "inotify"
         self._by_wd = []
         self._nw = 0
+        self._doubted = []
+        self._aliases = {}
+        self._via_proc = os.path.isdir(b"/proc/self/fd")
         if fd < 0:
             raise OSError(errno, f"inotify_init1: {os.strerror(errno)}")
         self._fd = fd
@@ -72,18 +93,32 @@ cdef class _InotifyWatcher(Watcher):
         return m
 
     cdef int _add_watch(self, _Dir d) except -1:
-        # 0, or the errno of a refusal.
-        cdef int wd = inotify_add_watch(self._fd, PyBytes_AS_STRING(d.path),
-                                        self._mask())
+        # 0, or the errno of a refusal.  d.ino: the inode watched (or found
+        # at the path), 0 if none.
+        cdef unsigned long long ino
+        cdef int wd = fib_fs_ino_watch(self._fd, PyBytes_AS_STRING(d.path),
+                                       self._mask(), self._via_proc, &ino)
+        d.ino = ino
         if wd < 0:
-            return errno
+            return -wd
         while len(self._by_wd) <= wd:
             self._by_wd.append(None)
-        if self._by_wd[wd] is None:
+        owner = self._by_wd[wd]
+        if owner is not None and owner is not d:
+            # Another node's directory: the path was renamed or replaced
+            # after the event that made d, and the queue still holds how.
+            # Taking the wd would blind that node; d gets it if the events
+            # drop that node (_forget) while d stands.
+            self._aliases.setdefault(ino, []).append(d)
+            return 0
+        if owner is None:
             self._nw += 1
         self._by_wd[wd] = d
         d.wd = wd
         return 0
+
+    cdef bint _owns(self, _Dir d):
+        return 0 <= d.wd < len(self._by_wd) and self._by_wd[d.wd] is d
 
     cdef int _watch_root(self, _Dir d) except -1:
         cdef int err = self._add_watch(d)
@@ -93,20 +128,103 @@ cdef class _InotifyWatcher(Watcher):
         return 0
 
     cdef int _watch_dir(self, _Dir d) except -1:
-        cdef int err = self._add_watch(d)
-        if err and err != _errno.ENOENT and err != _errno.ENOTDIR:
+        # Idempotent: a node that has its watch keeps it (a moved one).  One
+        # that gets a watch now is listed by the caller (listed is False).
+        cdef int err
+        if self._owns(d):
+            return 0
+        err = self._add_watch(d)
+        if err and err != _errno.ENOENT and err != _errno.ENOTDIR and \
+                err != _errno.ELOOP:
             # Out of watches (ENOSPC) or not allowed: say which subtree is
             # blind now, and keep watching the rest.
             self._emit_error(d.path, err)
+            return 0
+        if self._owns(d):
+            d.listed = False
+        self._doubt(d)
+        return 0
+
+    cdef int _doubt(self, _Dir d) except -1:
+        if d.parent is not None:
+            self._doubted.append(d)
         return 0
 
     cdef int _forget(self, _Dir d) except -1:
+        cdef _Dir a
         if d.wd >= 0:
-            inotify_rm_watch(self._fd, d.wd)   # EINVAL if already gone
-            if d.wd < len(self._by_wd) and self._by_wd[d.wd] is d:
+            if self._owns(d):
+                for a in self._aliases.pop(d.ino, ()):
+                    if not a.dead and a.wd < 0 and a.ino == d.ino:
+                        # The events say d's directory left, but a listing
+                        # that ran ahead of them found it at a's path (a move
+                        # whose far side no watch saw): a inherits the watch.
+                        self._by_wd[d.wd] = a
+                        a.wd = d.wd
+                        d.wd = -1
+                        self._doubt(a)
+                        return 0
+                inotify_rm_watch(self._fd, d.wd)   # EINVAL if already gone
                 self._by_wd[d.wd] = None
                 self._nw -= 1
             d.wd = -1
+        return 0
+
+    cdef int _caught_up(self) except -1:
+        if self._doubted and self._pending is None and \
+                fib_fs_queued(self._fd) == 0:
+            self._audit()
+        return 0
+
+    cdef int _audit(self) except -1:
+        # The tree now holds every event the kernel had queued; if nothing
+        # new comes while the doubted nodes' paths are looked up, each path
+        # must name its node's watched directory.
+        cdef _Dir d, c
+        cdef list nodes = [], bad = [], tops = [], stack
+        cdef set seen = set()
+        cdef long q
+        for d in self._doubted:
+            if not d.dead and d not in seen:
+                seen.add(d)
+                nodes.append(d)
+        paths = [d.path for d in nodes]
+        if len(paths) > 64:
+            inos = fibers.blocking(_stat_inos, paths)
+        else:
+            inos = _stat_inos(paths)
+        q = fib_fs_queued(self._fd)
+        if q != 0 or self._pending is not None or self._closed:
+            return 0            # changed meanwhile: at the next catch-up
+        self._doubted = []
+        for d, ino in zip(nodes, inos):
+            if d.dead or (ino == d.ino and self._owns(d)):
+                continue
+            bad.append(d)
+        # Every wrong watch goes first, so a right one can take its wd.
+        for d in bad:
+            self._forget(d)
+        for d in bad:
+            self._watch_dir(d)
+            d.listed = False
+            stack = list(d.entries.values())
+            while stack:                 # below it, watches to check again
+                v = stack.pop()
+                if type(v) is _Dir:
+                    c = <_Dir>v
+                    self._doubted.append(c)
+                    stack.extend(c.entries.values())
+            if d.parent not in tops:
+                tops.append(d.parent)
+        if tops:
+            self._tnow = fibers.now()
+            self._rescan_at(tops)
+        for d in nodes:
+            if not d.dead and not d.listed and d not in bad and \
+                    self._owns(d):
+                # Watched all along, but its listing found the path naming
+                # another directory: list it now.
+                self._scan_new(d, None)
         return 0
 
     cdef int _apply_mask(self) except -1:
@@ -170,6 +288,10 @@ cdef class _InotifyWatcher(Watcher):
                     self._by_wd[ev.wd] = None
                     self._nw -= 1
                     d.wd = -1
+                    if not d.dead:
+                        # its directory is gone; the tree hears of it from
+                        # the parent, or the check finds it
+                        self._doubt(d)
                 continue
             if ev.nlen == 0:
                 # The watched directory itself.  Its parent's watch reports

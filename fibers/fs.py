@@ -90,7 +90,10 @@ error           a directory could not be    (same, for listings)
   lstat to order a create and a delete that were merged.
 - After an ``overflow``, the watcher rescans every root and emits created /
   deleted / modified for each difference from its picture of the tree, so a
-  consumer that applies the events ends with the true state.  A file whose
+  consumer that applies the events ends with the true state.  On inotify an
+  ``overflow`` also reports a directory whose watch turned out, once the
+  reader caught up, not to be on that directory (the reader ran far behind
+  a tree being renamed); then that directory's parent is rescanned.  A file whose
   change was already reported may be reported ``modified`` once more.
 - ``time`` is the scheduler's clock (:func:`fibers.now`) when the event was
   read; ``seq`` counts each watcher's events from 1 with no gaps.
