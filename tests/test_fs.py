@@ -477,7 +477,7 @@ def test_close_releases_every_fd(env):
         w.close()                      # warm: the pool, the pump
         before = open_fds()
         for _ in range(3):
-            w = env.watch(snapshot=env.p("..", "snap-" + env.fs))
+            w = env.watch(snapshot=env.root + ".snap")
             open(env.p("f"), "w").close()
             quiet(w)
             w.close()
