@@ -749,3 +749,27 @@ def test_min_size_keeps_creations_as_creations(sh):
     assert {k for k, p in got if p == "copied"} <= {"created",
                                                     "closed_write"}
     assert sh.stop() == 0
+
+
+def test_a_root_deleted_and_made_again_while_running(sh):
+    sh.start()
+    os.mkdir(sh.p("d"))
+    sh.write("d/f")
+    sh.sync()
+    shutil.rmtree(sh.root)
+    poll(lambda: sh.status()["counts"]["errors"] >= 1, "the root's error")
+    os.mkdir(sh.root)
+    sh.write("again")
+    poll(lambda: ("created", "again") in sh.kinds(), "again in the store")
+    assert sh.stop() == 0
+    got = sh.kinds()
+    assert {("deleted", "d/f"), ("deleted", "d")} <= got
+    # the next start takes the new directory (it was reported) and diffs it
+    sh.write("while-down")
+    sh.start()
+    sh.sync()
+    got = sh.kinds()
+    assert ("created", "while-down") in got
+    assert sum(1 for _, k, p, _, _ in sh.rows()
+               if (k, p) == ("created", sh.p("again"))) == 1
+    assert sh.stop() == 0
