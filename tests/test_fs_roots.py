@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from fshelp import PAIRS, Env, apply, quiet, tree
+import fibers
+from fshelp import PAIRS, Env, apply, quiet, small_kernel_queue, tree
 
 # Creation races the watcher's listing of a directory that appears: what
 # the listing finds is reported once, as created, whatever else happened to
@@ -72,6 +73,12 @@ def test_root_moved_away_then_written(env):
 
     def main():
         with env.watch([env.p("r"), env.p("sync")], events=KINDS) as w:
+            # Activity first, so the watcher knows these directories (the
+            # fanotify backend caches their handles).
+            for rel in ("t", "d/t", "d/e/t"):
+                open(env.p("r", rel), "w").close()
+                os.unlink(env.p("r", rel))
+            assert len(quiet(w, env.p("sync"))) == 6
             os.rename(env.p("r"), env.p("away"))
             assert_gone(env, quiet(w, env.p("sync")), "r",
                         ["r/a", "r/d", "r/d/b", "r/d/e", "r/d/e/c"])
@@ -197,4 +204,39 @@ def test_missing_root_removed(env):
             os.mkdir(env.p("r"))
             open(env.p("r", "f"), "w").close()
             assert quiet(w, env.p("sync")) == []
+    env.run(main)
+
+
+def test_root_replaced_while_events_were_lost(env):
+    # The kernel queue overflows, and meanwhile the root is moved away and
+    # made again: the rescan sees its path holds another directory, reports
+    # the old one gone and watches the new one, not the one moved away.
+    os.mkdir(env.p("r"))
+
+    def main():
+        with small_kernel_queue(env.fs, 64):
+            w = env.watch([env.p("r"), env.p("sync")], events=KINDS,
+                          unlimited_queue=False)
+        with w:
+            for i in range(300):
+                open(env.p("r", f"f{i}"), "w").close()
+            os.rename(env.p("r"), env.p("away"))
+            os.mkdir(env.p("r"))
+            open(env.p("r", "new"), "w").close()
+            got = quiet(w, env.p("sync"))     # the rescan finds the marker
+            fibers.wait_for(lambda: not w.stats()["rescanning"], timeout=60)
+            got += quiet(w, env.p("sync"))
+            kinds = [e.kind for e in got]
+            assert "overflow" in kinds
+            assert ("error", env.p("r"), errno.ENOENT) in [
+                (e.kind, e.path, e.errno) for e in got]
+            assert all(e.path is None or e.path.startswith(env.p("r") + "/")
+                       or e.path == env.p("r") for e in got)
+            assert apply(set(), got) == {env.p("r", "new")}
+            assert w.stats()["missing_roots"] == 0
+            # the new directory is the one watched
+            open(env.p("away", "x"), "w").close()
+            open(env.p("r", "y"), "w").close()
+            assert evs(env, quiet(w, env.p("sync"))) == [
+                ("created", "r/y", False, 0)]
     env.run(main)
