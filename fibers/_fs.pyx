@@ -17,8 +17,9 @@ Design
   node, fanotify maps (fsid, directory handle) -> node, a directory rename
   re-parents one node and re-writes its subtree's paths, and a rescan diffs
   a fresh listing against it.
-- Backends differ only in five cdef methods (open, watch a new root, apply
-  the event mask, drain the fd, forget a node); _fs_inotify.pxi and
+- Backends differ only in a few cdef methods (open, watch a new root, apply
+  the event mask, drain the fd, forget a node, wait on a directory for a
+  gone root); _fs_inotify.pxi and
   _fs_fanotify.pxi hold them.  Everything else (emitting, the tree, rescans,
   snapshots) is here and shared.
 - Overflow is never silent.  On IN_Q_OVERFLOW / FAN_Q_OVERFLOW the watcher
@@ -28,6 +29,13 @@ Design
   differs.  A difference is confirmed with lstat at the moment it is
   emitted, so events that were still queued in the kernel, replayed after,
   bring a consumer's model to the true state instead of undoing the repair.
+- A root that goes (deleted, moved away, replaced) leaves the tree: its
+  node is dead, so nothing (inotify wd, fanotify handle) maps to it and
+  the moved directory is never reported under the root's old path; the
+  contents are reported deleted, then an 'error' (ENOENT).  It stays in
+  _roots, dead, waiting on the deepest ancestor left for the next name on
+  its path (_arm; the backends' _wait_dir); a directory that appears there
+  becomes a new root node, listed like a directory moved in.
 - Duplicates are suppressed against the tree: a 'created' for a name the
   tree already holds (the scan of a new directory saw it first) or a
   'deleted' for one it lacks is dropped, so counts are exact.
