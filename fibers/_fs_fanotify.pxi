@@ -206,8 +206,10 @@ cdef class _FanotifyWatcher(Watcher):
         paths = self._marks[key]
         paths.remove(d.path)
         if not paths:
+            # Through the fd held on the filesystem: the root's path may be
+            # gone.
             fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
-                          self._mask_now, AT_FDCWD, PyBytes_AS_STRING(d.path))
+                          self._mask_now, <int>self._mounts[key], NULL)
             del self._marks[key]
             os.close(self._mounts.pop(key))
         self._cache.clear()
@@ -215,18 +217,20 @@ cdef class _FanotifyWatcher(Watcher):
 
     cdef int _apply_mask(self) except -1:
         cdef uint64_t new = self._mask(), old = self._mask_now
-        for key, paths in self._marks.items():
-            p = <bytes>paths[0]
+        cdef int mfd
+        for key in self._marks:
+            # Through the fd held on the filesystem, not a root's path: a
+            # root may be gone.
+            mfd = <int>self._mounts[key]
             if new & ~old:
                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
-                                 new, AT_FDCWD, PyBytes_AS_STRING(p)) < 0:
+                                 new, mfd, NULL) < 0:
                     raise OSError(errno, f"fanotify_mark: "
                                   f"{os.strerror(errno)}")
             if old & ~new:
                 if fanotify_mark(self._fd,
                                  FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
-                                 old & ~new, AT_FDCWD,
-                                 PyBytes_AS_STRING(p)) < 0:
+                                 old & ~new, mfd, NULL) < 0:
                     raise OSError(errno, f"fanotify_mark: "
                                   f"{os.strerror(errno)}")
         self._mask_now = new

@@ -240,3 +240,33 @@ def test_root_replaced_while_events_were_lost(env):
             assert evs(env, quiet(w, env.p("sync"))) == [
                 ("created", "r/y", False, 0)]
     env.run(main)
+
+
+def fanotify_marks(w):
+    with open(f"/proc/self/fdinfo/{w.fileno()}") as f:
+        # one "fanotify sdev:... mask:..." line per filesystem mark
+        return sum(line.startswith("fanotify ") and " mask:" in line
+                   for line in f)
+
+
+def test_set_events_and_remove_with_a_root_gone(env):
+    # The kernel's marks are changed through the filesystem, not through a
+    # root's path, which may be gone.
+    os.mkdir(env.p("r"))
+
+    def main():
+        with env.watch([env.p("r"), env.p("sync")], events=KINDS) as w:
+            os.rmdir(env.p("r"))
+            open(env.p("sync", "f"), "w").close()
+            quiet(w, env.p("sync"))
+            w.set_events(KINDS | {"attrib"})
+            os.chmod(env.p("sync", "f"), 0o600)
+            assert evs(env, quiet(w, env.p("sync"))) == [
+                ("attrib", "sync/f", False, 0)]
+            w.remove(env.p("sync"))
+            w.remove(env.p("r"))
+            assert w.roots == []
+            assert w.stats()["watches"] == 0
+            if env.fs == "fanotify":
+                assert fanotify_marks(w) == 0
+    env.run(main)
