@@ -136,5 +136,6 @@ cdef class _FanotifyWatcher(Watcher):
     cdef uint64_t _mask(self)
     cdef _Dir _dir_for(self, const unsigned char *key, size_t klen)
     cdef object _key_of(self, bytes path)
+    cdef int _watch_root_keys(self, _Dir d) except -1
     cdef int _fan_roots(self, bytes key, bytes name, bint left, bint came,
                         bint over, object target, object pid) except -1

@@ -166,19 +166,9 @@ cdef class _FanotifyWatcher(Watcher):
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc), os.fsdecode(d.path))
         key = PyBytes_FromStringAndSize(<char *>fsid, 8)
-        # Its own handle, and its parent's, to see it go (_fan_roots).
-        mine = self._key_of(d.path)
-        if mine is None:
-            raise FileNotFoundError(_errno.ENOENT, os.strerror(_errno.ENOENT),
-                                    os.fsdecode(d.path))
-        self._root_key[d.path] = mine
-        if d.path != b"/":
-            up = self._key_of(os.path.dirname(d.path))
-            if up is not None:
-                self._wait_root(d, up, d.name)
-        self._cache.clear()
         if d.path in self._root_fsid:
-            return 0        # back again: the filesystem is marked already
+            # Back again: the filesystem is marked already.
+            return self._watch_root_keys(d)
         if key not in self._marks:
             if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
                              self._mask_now, AT_FDCWD,
@@ -194,7 +184,20 @@ cdef class _FanotifyWatcher(Watcher):
             self._marks[key] = []
         self._marks[key].append(d.path)
         self._root_fsid[d.path] = key
+        return self._watch_root_keys(d)
+
+    cdef int _watch_root_keys(self, _Dir d) except -1:
+        # The root's own handle and its parent's, to see it go (_fan_roots).
+        # A key that cannot be had (gone meanwhile: its deletion is still to
+        # be read) is left out.
         self._cache.clear()
+        mine = self._key_of(d.path)
+        if mine is not None:
+            self._root_key[d.path] = mine
+        if d.path != b"/":
+            up = self._key_of(os.path.dirname(d.path))
+            if up is not None:
+                self._wait_root(d, up, d.name)
         return 0
 
     cdef int _unwatch_root(self, _Dir d) except -1:
@@ -240,17 +243,17 @@ cdef class _FanotifyWatcher(Watcher):
         return len(self._marks)
 
     cdef object _key_of(self, bytes path):
-        # path's key as records carry it; None if it is gone; OSError else.
+        # path's key as records carry it, or None (gone, or no handles: the
+        # filesystem is marked, so it gives them).
         cdef unsigned char out[8 + 8 + 128]
         cdef ssize_t n = fib_fs_key(PyBytes_AS_STRING(path), out, sizeof(out))
-        if n == -_errno.ENOENT or n == -_errno.ENOTDIR:
-            return None
         if n < 0:
-            raise OSError(-n, f"name_to_handle_at: {os.strerror(-n)}",
-                          os.fsdecode(path))
+            return None
         return PyBytes_FromStringAndSize(<char *>out, n)
 
     cdef object _wait_dir(self, bytes path):
+        # The directory's key: records naming it as the parent are seen
+        # (_fan_roots), and so is its own going (the record's target).
         key = self._key_of(path)
         if key is not None and key[:8] not in self._mounts:
             # The mark is on the roots' filesystems only.
@@ -346,6 +349,13 @@ cdef class _FanotifyWatcher(Watcher):
                 if ev.tkey != NULL:
                     target = PyBytes_FromStringAndSize(
                         <const char *>ev.tkey, ev.tkey_len)
+                if target is not None and m & (FAN_DELETE | FAN_RENAME) \
+                        and target in self._waits:
+                    # A directory gone roots wait on went too: they wait
+                    # further up.
+                    for r in list(self._waits[target]):
+                        if (<_Dir>r).dead:
+                            self._arm(<_Dir>r)
                 self._fan_roots(PyBytes_FromStringAndSize(
                                     <const char *>ev.dkey, ev.dkey_len),
                                 PyBytes_FromStringAndSize(ev.name, ev.nlen),

@@ -270,3 +270,23 @@ def test_set_events_and_remove_with_a_root_gone(env):
             if env.fs == "fanotify":
                 assert fanotify_marks(w) == 0
     env.run(main)
+
+
+def test_directory_waited_on_goes_too(env):
+    # The root's parent goes, then the grandparent the watcher waits on
+    # goes as well: it waits further up, and still sees the path come back.
+    populate(env, env.p("p", "q", "r"))
+
+    def main():
+        root = env.p("p", "q", "r")
+        with env.watch([root, env.p("sync")], events=KINDS) as w:
+            shutil.rmtree(env.p("p", "q"))
+            quiet(w, env.p("sync"))
+            shutil.rmtree(env.p("p"))
+            assert quiet(w, env.p("sync")) == []
+            os.makedirs(root)
+            open(os.path.join(root, "f"), "w").close()
+            assert evs(env, quiet(w, env.p("sync"))) == [
+                ("created", "p/q/r/f", False, 0)]
+            assert w.stats()["missing_roots"] == 0
+    env.run(main)
