@@ -1064,7 +1064,8 @@ cdef class Watcher:
 
     @property
     def roots(self):
-        """The watched roots (absolute, real paths)."""
+        """The watched roots (absolute, real paths), with any that are gone
+        (deleted or moved away) and waited for at their paths."""
         return [os.fsdecode(p) for p in self._root_paths()]
 
     @property
