@@ -33,7 +33,7 @@ def evs(env, events):
     return [(e.kind, env.rel(e.path), e.is_dir, e.errno) for e in events]
 
 
-def populate(env, top):
+def populate(top):
     os.makedirs(os.path.join(top, "d", "e"))
     for rel in ("a", "d/b", "d/e/c"):
         with open(os.path.join(top, rel), "w") as f:
@@ -54,7 +54,7 @@ def assert_gone(env, events, root, deleted):
 
 
 def test_root_deleted(env):
-    populate(env, env.p("r"))
+    populate(env.p("r"))
 
     def main():
         with env.watch([env.p("r"), env.p("sync")], events=KINDS) as w:
@@ -69,7 +69,7 @@ def test_root_deleted(env):
 
 
 def test_root_moved_away_then_written(env):
-    populate(env, env.p("r"))
+    populate(env.p("r"))
 
     def main():
         with env.watch([env.p("r"), env.p("sync")], events=KINDS) as w:
@@ -95,7 +95,7 @@ def test_root_moved_away_then_written(env):
 
 
 def test_root_made_again_is_watched(env):
-    populate(env, env.p("r"))
+    populate(env.p("r"))
 
     def main():
         with env.watch([env.p("r"), env.p("sync")], events=KINDS) as w:
@@ -127,8 +127,8 @@ def test_root_made_again_is_watched(env):
 
 
 def test_directory_moved_onto_root_path(env):
-    populate(env, env.p("r"))
-    populate(env, env.p("src"))
+    populate(env.p("r"))
+    populate(env.p("src"))
 
     def main():
         with env.watch([env.p("r"), env.p("sync")], events=KINDS) as w:
@@ -149,7 +149,7 @@ def test_root_replaced_by_a_rename(env):
     # A directory renamed over the (empty) root: the old root is gone (an
     # error), the new one's contents are created.
     os.mkdir(env.p("r"))
-    populate(env, env.p("src"))
+    populate(env.p("src"))
 
     def main():
         with env.watch([env.p("r"), env.p("sync")], events=KINDS) as w:
@@ -167,7 +167,7 @@ def test_root_replaced_by_a_rename(env):
 def test_root_whose_parent_goes_and_comes_back(env):
     # The root's parent goes too: the watcher waits on the nearest
     # ancestor that is left, and follows the path down as it is made again.
-    populate(env, env.p("p", "q", "r"))
+    populate(env.p("p", "q", "r"))
 
     def main():
         root = env.p("p", "q", "r")
@@ -275,7 +275,7 @@ def test_set_events_and_remove_with_a_root_gone(env):
 def test_directory_waited_on_goes_too(env):
     # The root's parent goes, then the grandparent the watcher waits on
     # goes as well: it waits further up, and still sees the path come back.
-    populate(env, env.p("p", "q", "r"))
+    populate(env.p("p", "q", "r"))
 
     def main():
         root = env.p("p", "q", "r")
