@@ -243,6 +243,29 @@ static inline ssize_t fib_fs_fan_path(int mount_fd, const unsigned char *key,
     return n;
 }
 
+/* The key a fanotify record would name path by (fsid, then the struct
+ * file_handle), into out[0:cap]: its length, or a negative errno.  Used to
+ * know a root's own entry, and its parent's, when records name them. */
+static inline ssize_t fib_fs_key(const char *path, unsigned char *out,
+                                 size_t cap)
+{
+    struct statfs s;
+    int mount_id;
+    union { struct file_handle fh; char raw[sizeof(struct file_handle) + MAX_HANDLE_SZ]; } h;
+    size_t n;
+    h.fh.handle_bytes = MAX_HANDLE_SZ;
+    if (name_to_handle_at(AT_FDCWD, path, &h.fh, &mount_id, 0) < 0)
+        return -errno;
+    if (statfs(path, &s) < 0)
+        return -errno;
+    n = sizeof(struct file_handle) + h.fh.handle_bytes;
+    if (8 + n > cap)
+        return -ENAMETOOLONG;
+    memcpy(out, &s.f_fsid, 8);
+    memcpy(out + 8, h.raw, n);
+    return (ssize_t)(8 + n);
+}
+
 /* The filesystem id of path, as fanotify's records carry it (8 bytes). */
 static inline int fib_fs_fsid(const char *path, unsigned char *out)
 {

@@ -37,7 +37,9 @@ cdef class Watcher:
     cdef object _queue        # deque of Event
     cdef Py_ssize_t _max_queue
     cdef object _key          # signal name the consumers park on
-    cdef list _roots          # _Dir
+    cdef list _roots          # _Dir (dead: gone, waited for at its path)
+    cdef dict _waiting        # root _Dir -> (token, name) it waits on
+    cdef dict _waits          # token -> [root _Dir]: see _wait_dir
     cdef list _ex_dirs        # bytes: excluded directory prefixes
     cdef list _ex_pats        # bytes: fnmatch patterns
     cdef list _ex_pat_path    # bool: the pattern matches the whole path
@@ -91,6 +93,12 @@ cdef class Watcher:
                    bint verify) except -1
     cdef int _overflowed(self) except -1
     cdef int _rescan_at(self, list tops) except -1
+    cdef int _root_gone(self, _Dir r, object pid) except -1
+    cdef int _arm(self, _Dir r) except -1
+    cdef int _reattach(self, _Dir old) except -1
+    cdef int _wait_root(self, _Dir r, object token, bytes name) except -1
+    cdef int _unwait_root(self, _Dir r) except -1
+    cdef int _root_came(self, object token, bytes name) except -1
     cdef dict _flatten(self)
     cdef int _save(self, bytes target) except -1
     cdef int _startup_diff(self) except -1
@@ -105,6 +113,8 @@ cdef class Watcher:
     cdef int _watch_dir(self, _Dir d) except -1
     cdef int _forget(self, _Dir d) except -1
     cdef int _repathed(self, _Dir d) except -1
+    cdef object _wait_dir(self, bytes path)
+    cdef int _unwait(self, object token) except -1
     cdef int _apply_mask(self) except -1
     cdef int _parse(self, ssize_t n) except -1
     cdef int _flush_pending(self) except -1
@@ -132,8 +142,13 @@ cdef class _FanotifyWatcher(Watcher):
     cdef dict _mounts         # fsid -> an fd on that filesystem
     cdef dict _marks          # fsid -> [root paths]
     cdef dict _root_fsid      # root path -> fsid
+    cdef dict _root_key       # root path -> its own fsid + handle
     cdef bint _unlimited
     cdef unsigned long long _mask_now
 
     cdef uint64_t _mask(self)
     cdef _Dir _dir_for(self, const unsigned char *key, size_t klen)
+    cdef object _key_of(self, bytes path)
+    cdef int _watch_root_keys(self, _Dir d) except -1
+    cdef int _fan_roots(self, bytes key, bytes name, bint left, bint came,
+                        bint over, object target, object pid) except -1

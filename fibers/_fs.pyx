@@ -17,8 +17,9 @@ Design
   node, fanotify maps (fsid, directory handle) -> node, a directory rename
   re-parents one node and re-writes its subtree's paths, and a rescan diffs
   a fresh listing against it.
-- Backends differ only in five cdef methods (open, watch a new root, apply
-  the event mask, drain the fd, forget a node); _fs_inotify.pxi and
+- Backends differ only in a few cdef methods (open, watch a new root, apply
+  the event mask, drain the fd, forget a node, wait on a directory for a
+  gone root); _fs_inotify.pxi and
   _fs_fanotify.pxi hold them.  Everything else (emitting, the tree, rescans,
   snapshots) is here and shared.
 - Overflow is never silent.  On IN_Q_OVERFLOW / FAN_Q_OVERFLOW the watcher
@@ -33,6 +34,13 @@ Design
   and checks the nodes it watched by path once it has caught up (see
   _fs_inotify.pxi).  A check that fails is an 'overflow' too, with a rescan
   of the parent of what failed.
+- A root that goes (deleted, moved away, replaced) leaves the tree: its
+  node is dead, so nothing (inotify wd, fanotify handle) maps to it and
+  the moved directory is never reported under the root's old path; the
+  contents are reported deleted, then an 'error' (ENOENT).  It stays in
+  _roots, dead, waiting on the deepest ancestor left for the next name on
+  its path (_arm; the backends' _wait_dir); a directory that appears there
+  becomes a new root node, listed like a directory moved in.
 - Duplicates are suppressed against the tree: a 'created' for a name the
   tree already holds (the scan of a new directory saw it first) or a
   'deleted' for one it lacks is dropped, so counts are exact.
@@ -353,6 +361,8 @@ cdef class Watcher:
         self._max_queue = max_queue
         self._key = ("fibers.fs", id(self))
         self._roots = []
+        self._waiting = {}
+        self._waits = {}
         self._ex_dirs = []
         self._ex_pats = []
         self._ex_pat_path = []
@@ -469,6 +479,8 @@ cdef class Watcher:
     cdef _Dir _root_of(self, bytes p):
         cdef _Dir r
         for r in self._roots:
+            if r.dead:
+                continue        # gone: nothing is under it until it is back
             if p == r.path or (p.startswith(r.path) and (
                     len(r.path) == 1 or p[len(r.path)] == 47)):
                 return r
@@ -837,19 +849,145 @@ cdef class Watcher:
                 for r in (list(self._roots) if None in todo else todo):
                     if self._closed:
                         return
-                    if not r.dead:
-                        self._scan(r, True, None, True)
+                    if r.parent is not None or r not in self._roots:
+                        # a subtree whose check failed (fs-lag's repair)
+                        if not r.dead:
+                            self._scan(r, True, None, True)
+                        continue
+                    # A root's going or coming back may be among the events
+                    # lost: its path tells.
+                    if r.dead:
+                        self._arm(r)
+                        continue
+                    now = _lstat_now(r.path)
+                    if now is None or not now[0] or (
+                            r.st is not None and now[1][0] != r.st[0]):
+                        self._root_gone(r, None)
+                        continue
+                    self._scan(r, True, None, True)
                 if not self._rescan_again:
                     break
         finally:
             self._rescan_fiber = None
+
+    # ---- roots that go away and come back ----------------------------------
+
+    cdef int _root_gone(self, _Dir r, object pid) except -1:
+        # The root r was deleted, moved away or replaced.  What the tree held
+        # under it is reported deleted (deepest first), then an error
+        # (ENOENT) names the root, so an application knows that nothing is
+        # watched there now.  r stays in the roots, dead (nothing maps to it
+        # any more, so the moved directory's events are not reported under
+        # its old path), and the watcher waits for a directory at its path.
+        if r.dead or r.parent is not None:
+            return 0
+        self._unwait_root(r)
+        self._drop_subtree(r, True, pid)
+        self._emit_error(r.path, _errno.ENOENT)
+        self._arm(r)
+        return 0
+
+    cdef int _arm(self, _Dir r) except -1:
+        # r is a root that is gone.  If a directory is at its path, watch it
+        # again; else wait on the deepest ancestor that is left for the next
+        # component of the path (_root_came brings it back here, one level
+        # down each time).  The ancestor is watched before the component is
+        # looked for, so one that appears in between is not missed.  Bounded:
+        # a path that keeps changing under it ends waiting where it stands.
+        cdef int rounds = 0
+        cdef bytes a, name
+        while True:
+            self._unwait_root(r)
+            if not r.dead or self._closed or r not in self._roots:
+                return 0
+            now = _lstat_now(r.path)
+            if now is not None and now[0]:
+                if self._reattach(r):
+                    return 0
+            else:
+                a = r.path
+                while True:
+                    a = os.path.dirname(a)
+                    if a == b"/":
+                        break
+                    now = _lstat_now(a)
+                    if now is not None and now[0]:
+                        break
+                name = r.path[len(a):].lstrip(b"/").split(b"/", 1)[0]
+                try:
+                    token = self._wait_dir(a)
+                except OSError as e:
+                    # Cannot wait there (out of watches, another filesystem):
+                    # say so; the root stays gone.
+                    self._emit_error(r.path, e.errno or 0)
+                    return 0
+                if token is not None:
+                    self._wait_root(r, token, name)
+                    now = _lstat_now(_join(a, name))
+                    if now is None or not now[0] or rounds >= 64:
+                        return 0
+            rounds += 1
+            if rounds > 64:
+                return 0
+
+    cdef int _reattach(self, _Dir old) except -1:
+        # A directory is at the path of the gone root old: watch it as a new
+        # root node in old's place and report its contents created, as for
+        # a directory moved in.  0 if it went again before it was watched.
+        cdef _Dir r
+        now = _lstat_now(old.path)
+        if now is None or not now[0]:
+            return 0
+        r = _new_dir(old.path, old.name, None)
+        r.st = now[1]
+        try:
+            self._watch_root(r)
+        except OSError as e:
+            if e.errno in (_errno.ENOENT, _errno.ENOTDIR):
+                return 0
+            self._emit_error(r.path, e.errno or 0)
+            return 1
+        self._roots[self._roots.index(old)] = r
+        self._scan(r, True, None, False)
+        return 1
+
+    cdef int _wait_root(self, _Dir r, object token, bytes name) except -1:
+        self._waiting[r] = (token, name)
+        self._waits.setdefault(token, []).append(r)
+        return 0
+
+    cdef int _unwait_root(self, _Dir r) except -1:
+        cdef list rs
+        w = self._waiting.pop(r, None)
+        if w is None:
+            return 0
+        rs = self._waits.get(w[0])
+        if rs is not None:
+            if r in rs:
+                rs.remove(r)
+            if not rs:
+                del self._waits[w[0]]
+                self._unwait(w[0])
+        return 0
+
+    cdef int _root_came(self, object token, bytes name) except -1:
+        # A directory called name appeared in the directory token stands
+        # for: the gone roots waiting for it there look again.
+        cdef _Dir r
+        rs = self._waits.get(token)
+        if rs is None:
+            return 0
+        for r in list(rs):
+            if r.dead and self._waiting.get(r, (None, None))[1] == name:
+                self._arm(r)
+        return 0
 
     # ---- snapshots ---------------------------------------------------------
 
     cdef dict _flatten(self):
         # path -> (is_dir, (ino, size, mtime_ns) | None) for the whole tree.
         cdef dict out = {}
-        cdef list stack = [r for r in self._roots]
+        cdef list stack = [r for r in self._roots if not (<_Dir>r).dead]
         cdef _Dir d
         while stack:
             d = <_Dir>stack.pop()
@@ -1052,7 +1190,8 @@ cdef class Watcher:
 
     @property
     def roots(self):
-        """The watched roots (absolute, real paths)."""
+        """The watched roots (absolute, real paths), with any that are gone
+        (deleted or moved away) and waited for at their paths."""
         return [os.fsdecode(p) for p in self._root_paths()]
 
     @property
@@ -1168,6 +1307,7 @@ cdef class Watcher:
         for r in self._roots:
             if r.path == p:
                 self._roots.remove(r)
+                self._unwait_root(r)
                 self._drop_subtree(r, False, None)
                 self._unwatch_root(r)
                 return
@@ -1176,13 +1316,16 @@ cdef class Watcher:
     def stats(self):
         """Counters: events delivered, overflows seen, rescans run, watches
         (inotify) or filesystem marks (fanotify) held, events queued for
-        the consumer, errors reported, reads of the kernel fd, and whether a
-        rescan is running."""
+        the consumer, errors reported, reads of the kernel fd, whether a
+        rescan is running, and how many roots are gone (deleted or moved
+        away, and waited for at their paths)."""
         return {"backend": self._backend_name, "events": self._n_events,
                 "overflows": self._n_overflows, "rescans": self._n_rescans,
                 "watches": self._n_watches(), "queued": len(self._queue),
                 "errors": self._n_errors, "reads": self._n_reads,
-                "rescanning": self._rescan_fiber is not None}
+                "rescanning": self._rescan_fiber is not None,
+                "missing_roots": sum(1 for r in self._roots
+                                     if (<_Dir>r).dead)}
 
     def close(self, save=True):
         """Stop watching: the reader ends, the kernel fd is closed and, if
@@ -1231,6 +1374,15 @@ cdef class Watcher:
         return 0
 
     cdef int _repathed(self, _Dir d) except -1:
+        return 0
+
+    cdef object _wait_dir(self, bytes path):
+        # Start seeing the names that appear in directory path (for gone
+        # roots): a token that _root_came is called with, None if path is
+        # gone already, OSError if it cannot be seen.
+        raise NotImplementedError
+
+    cdef int _unwait(self, object token) except -1:
         return 0
 
     cdef int _apply_mask(self) except -1:

@@ -19,6 +19,12 @@
 # - The mark sees inside a new directory from the moment it exists, so
 #   unlike inotify a new directory needs no listing; one moved in from
 #   outside the roots does.
+# - A root's own entry is in its parent, usually outside the roots.  The
+#   parent's key is recorded when the root is added, so a delete or rename
+#   there of the root's name is seen; the record's target handle, compared
+#   with the root's own, tells the root from an earlier one at that path
+#   (records are read late).  A gone root waits on the key of its deepest
+#   ancestor left, which the mark sees as well: nothing more is marked.
 
 from libc.stdint cimport uint64_t, int32_t
 
@@ -40,6 +46,7 @@ cdef extern from "fib_fs.h":
                         fib_fs_fan *ev)
     ssize_t fib_fs_fan_path(int mount_fd, const unsigned char *key,
                             size_t klen, char *out, size_t cap)
+    ssize_t fib_fs_key(const char *path, unsigned char *out, size_t cap)
     int fib_fs_fsid(const char *path, unsigned char *out)
     int fanotify_init(unsigned flags, unsigned event_f_flags)
     int fanotify_mark(int fd, unsigned flags, uint64_t mask, int dirfd,
@@ -132,6 +139,7 @@ cdef class _FanotifyWatcher(Watcher):
         self._mounts = {}
         self._marks = {}
         self._root_fsid = {}
+        self._root_key = {}
         if self._unlimited:
             flags |= FAN_UNLIMITED_QUEUE
         fd = fanotify_init(flags, O_RDONLY)
@@ -158,6 +166,9 @@ cdef class _FanotifyWatcher(Watcher):
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc), os.fsdecode(d.path))
         key = PyBytes_FromStringAndSize(<char *>fsid, 8)
+        if d.path in self._root_fsid:
+            # Back again: the filesystem is marked already.
+            return self._watch_root_keys(d)
         if key not in self._marks:
             if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
                              self._mask_now, AT_FDCWD,
@@ -173,18 +184,35 @@ cdef class _FanotifyWatcher(Watcher):
             self._marks[key] = []
         self._marks[key].append(d.path)
         self._root_fsid[d.path] = key
+        return self._watch_root_keys(d)
+
+    cdef int _watch_root_keys(self, _Dir d) except -1:
+        # The root's own handle and its parent's, to see it go (_fan_roots).
+        # A key that cannot be had (gone meanwhile: its deletion is still to
+        # be read) is left out.
         self._cache.clear()
+        mine = self._key_of(d.path)
+        if mine is not None:
+            self._root_key[d.path] = mine
+        if d.path != b"/":
+            up = self._key_of(os.path.dirname(d.path))
+            if up is not None:
+                self._wait_root(d, up, d.name)
         return 0
 
     cdef int _unwatch_root(self, _Dir d) except -1:
+        self._unwait_root(d)
+        self._root_key.pop(d.path, None)
         key = self._root_fsid.pop(d.path, None)
         if key is None:
             return 0
         paths = self._marks[key]
         paths.remove(d.path)
         if not paths:
+            # Through the fd held on the filesystem: the root's path may be
+            # gone.
             fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
-                          self._mask_now, AT_FDCWD, PyBytes_AS_STRING(d.path))
+                          self._mask_now, <int>self._mounts[key], NULL)
             del self._marks[key]
             os.close(self._mounts.pop(key))
         self._cache.clear()
@@ -192,18 +220,20 @@ cdef class _FanotifyWatcher(Watcher):
 
     cdef int _apply_mask(self) except -1:
         cdef uint64_t new = self._mask(), old = self._mask_now
-        for key, paths in self._marks.items():
-            p = <bytes>paths[0]
+        cdef int mfd
+        for key in self._marks:
+            # Through the fd held on the filesystem, not a root's path: a
+            # root may be gone.
+            mfd = <int>self._mounts[key]
             if new & ~old:
                 if fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
-                                 new, AT_FDCWD, PyBytes_AS_STRING(p)) < 0:
+                                 new, mfd, NULL) < 0:
                     raise OSError(errno, f"fanotify_mark: "
                                   f"{os.strerror(errno)}")
             if old & ~new:
                 if fanotify_mark(self._fd,
                                  FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM,
-                                 old & ~new, AT_FDCWD,
-                                 PyBytes_AS_STRING(p)) < 0:
+                                 old & ~new, mfd, NULL) < 0:
                     raise OSError(errno, f"fanotify_mark: "
                                   f"{os.strerror(errno)}")
         self._mask_now = new
@@ -211,6 +241,52 @@ cdef class _FanotifyWatcher(Watcher):
 
     cdef int _n_watches(self):
         return len(self._marks)
+
+    cdef object _key_of(self, bytes path):
+        # path's key as records carry it, or None (gone, or no handles: the
+        # filesystem is marked, so it gives them).
+        cdef unsigned char out[8 + 8 + 128]
+        cdef ssize_t n = fib_fs_key(PyBytes_AS_STRING(path), out, sizeof(out))
+        if n < 0:
+            return None
+        return PyBytes_FromStringAndSize(<char *>out, n)
+
+    cdef object _wait_dir(self, bytes path):
+        # The directory's key: records naming it as the parent are seen
+        # (_fan_roots), and so is its own going (the record's target).
+        key = self._key_of(path)
+        if key is not None and key[:8] not in self._mounts:
+            # The mark is on the roots' filesystems only.
+            raise OSError(_errno.EXDEV, "not on a marked filesystem",
+                          os.fsdecode(path))
+        return key
+
+    cdef int _fan_roots(self, bytes key, bytes name, bint left, bint came,
+                        bint over, object target, object pid) except -1:
+        # A record on the entry name in the directory key, which roots wait
+        # on: a present root's name in its parent, or the name a gone root
+        # waits for.  left: the entry there was deleted or renamed away;
+        # came: one was made there; over: one was renamed there (replacing
+        # what was there).  target: the handle of the entry concerned.
+        cdef _Dir r
+        rs = self._waits.get(key)
+        if rs is None:
+            return 0
+        for r in list(rs):
+            w = self._waiting.get(r)
+            if w is None or w[1] != name:
+                continue
+            if r.dead:
+                if came or over:
+                    self._arm(r)
+                continue
+            mine = self._root_key.get(r.path)
+            it = target is None or mine is None or target == mine
+            # A record about another directory that was at this path (read
+            # after the root was already watched again) changes nothing.
+            if (left and it) or (over and not it):
+                self._root_gone(r, pid)
+        return 0
 
     cdef int _close_fd(self) except -1:
         Watcher._close_fd(self)
@@ -266,6 +342,32 @@ cdef class _FanotifyWatcher(Watcher):
                 continue
             if ev.dkey == NULL:
                 continue
+            if m & FAN_ONDIR and m & (FAN_CREATE | FAN_DELETE | FAN_RENAME) \
+                    and self._waits:
+                # A root going, or coming back (see _fan_roots).
+                target = None
+                if ev.tkey != NULL:
+                    target = PyBytes_FromStringAndSize(
+                        <const char *>ev.tkey, ev.tkey_len)
+                if target is not None and m & (FAN_DELETE | FAN_RENAME) \
+                        and target in self._waits:
+                    # A directory gone roots wait on went too: they wait
+                    # further up.
+                    for r in list(self._waits[target]):
+                        if (<_Dir>r).dead:
+                            self._arm(<_Dir>r)
+                self._fan_roots(PyBytes_FromStringAndSize(
+                                    <const char *>ev.dkey, ev.dkey_len),
+                                PyBytes_FromStringAndSize(ev.name, ev.nlen),
+                                (m & (FAN_DELETE | FAN_RENAME)) != 0,
+                                (m & FAN_CREATE) != 0, False, target, ev.pid)
+                if m & FAN_RENAME and ev.dkey2 != NULL:
+                    self._fan_roots(PyBytes_FromStringAndSize(
+                                        <const char *>ev.dkey2,
+                                        ev.dkey2_len),
+                                    PyBytes_FromStringAndSize(ev.name2,
+                                                              ev.nlen2),
+                                    False, False, True, target, ev.pid)
             d = self._dir_for(ev.dkey, ev.dkey_len)
             if d is not None and not self._recursive and d.parent is not None:
                 d = None

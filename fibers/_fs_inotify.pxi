@@ -27,6 +27,11 @@
 #   One that fails is reported ('overflow'), watched again and its parent
 #   rescanned; one never listed is listed.  So a lagging reader is exact
 #   when the events allow it and never silent when they do not.
+# - A root's own watch reports it deleted or moved away (IN_DELETE_SELF /
+#   IN_MOVE_SELF).  A root that is gone is waited for with a watch on the
+#   deepest ancestor left (IN_CREATE | IN_MOVED_TO, the name filtered
+#   here), added with IN_MASK_ADD since that directory may be in the tree
+#   too (one watch per inode), and removed once nothing waits there.
 
 from libc.stdint cimport uint32_t
 
@@ -58,6 +63,7 @@ cdef extern from "fib_fs.h":
         IN_DELETE_SELF
         IN_MOVE_SELF
         IN_ONLYDIR
+        IN_MASK_ADD
         IN_DONT_FOLLOW
         IN_EXCL_UNLINK
         IN_Q_OVERFLOW
@@ -241,8 +247,32 @@ cdef class _InotifyWatcher(Watcher):
                 inotify_rm_watch(self._fd, wd)   # the path moved under us
         return 0
 
+    cdef object _wait_dir(self, bytes path):
+        cdef int wd = inotify_add_watch(
+            self._fd, PyBytes_AS_STRING(path),
+            IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
+            IN_ONLYDIR | IN_MASK_ADD)
+        cdef int err
+        if wd < 0:
+            err = errno
+            if err == _errno.ENOENT or err == _errno.ENOTDIR:
+                return None
+            raise OSError(err, f"inotify_add_watch: {os.strerror(err)}",
+                          os.fsdecode(path))
+        return wd
+
+    cdef int _unwait(self, object token) except -1:
+        cdef int wd = <int>token
+        if wd >= len(self._by_wd) or self._by_wd[wd] is None:
+            inotify_rm_watch(self._fd, wd)   # else the tree's watch too
+        return 0
+
     cdef int _n_watches(self):
-        return self._nw
+        cdef int n = self._nw
+        for wd in self._waits:
+            if wd >= len(self._by_wd) or self._by_wd[wd] is None:
+                n += 1
+        return n
 
     cdef int _flush_pending(self) except -1:
         # An unpaired MOVED_FROM: the entry left the tree.
@@ -275,6 +305,21 @@ cdef class _InotifyWatcher(Watcher):
                 self._flush_pending()
                 self._overflowed()
                 continue
+            if self._waits and ev.wd in self._waits:
+                # A directory a gone root waits on (it may be in the tree
+                # too: then the record goes on below).
+                self._flush_pending()
+                if m & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+                    # It went as well: wait further up.
+                    rs = self._waits.pop(ev.wd)
+                    if not (m & IN_IGNORED):
+                        self._unwait(ev.wd)
+                    for r in rs:
+                        self._waiting.pop(r, None)
+                        self._arm(<_Dir>r)
+                elif m & IN_ISDIR and m & (IN_CREATE | IN_MOVED_TO):
+                    self._root_came(ev.wd, PyBytes_FromStringAndSize(
+                        ev.name, ev.nlen))
             if ev.wd < 0 or ev.wd >= len(self._by_wd):
                 continue
             d = <_Dir>self._by_wd[ev.wd]
@@ -298,9 +343,7 @@ cdef class _InotifyWatcher(Watcher):
                 # the same change by name, except for a root.
                 if d.parent is None and not d.dead:
                     if m & (IN_DELETE_SELF | IN_MOVE_SELF):
-                        self._emit_path(K_DELETED, d.path, True, None)
-                        self._roots.remove(d)
-                        self._drop_subtree(d, False, None)
+                        self._root_gone(d, None)
                     elif m & IN_ATTRIB:
                         self._emit_path(K_ATTRIB, d.path, True, None)
                 continue

@@ -79,12 +79,27 @@ overflow        IN_Q_OVERFLOW               FAN_Q_OVERFLOW
 error           a directory could not be    (same, for listings)
                 watched (ENOSPC: out of
                 max_user_watches; EACCES)
+error (ENOENT)  a root deleted or moved     a FAN_DELETE or FAN_RENAME
+                away: IN_DELETE_SELF /      of the root's name in its
+                IN_MOVE_SELF on the root    parent (the record's target
+                                            handle is the root's)
 ==============  ==========================  ===========================
 
 - ``pid`` is known on fanotify only (the process that made the change).
 - A directory ``deleted`` (or moved out) is preceded by ``deleted`` for
   everything the watcher knew inside it, deepest first.  A directory
   ``moved`` moves its whole subtree.
+- A root that is deleted, moved away or replaced (a directory renamed
+  over it) is reported as ``deleted`` for everything the watcher knew
+  inside it, deepest first, then one ``error`` event with the root's path
+  and ``errno`` ENOENT; nothing is reported from the moved directory any
+  more, under either path.  The root stays in :attr:`Watcher.roots`
+  (``stats()["missing_roots"]`` counts such roots; :meth:`Watcher.remove`
+  still drops one), and the watcher waits for a directory at its path
+  again, watching the deepest ancestor that is left (inotify: a watch on
+  it; fanotify: its filesystem mark already sees it), never polling.
+  When one is made there or moved there, it is watched and its contents
+  are reported ``created``, as for a directory moved into the tree.
 - fanotify merges queued events on one entry; the watcher splits them again
   in the order created, modified, attrib, closed_write, deleted, and uses
   lstat to order a create and a delete that were merged.
@@ -93,8 +108,10 @@ error           a directory could not be    (same, for listings)
   consumer that applies the events ends with the true state.  On inotify an
   ``overflow`` also reports a directory whose watch turned out, once the
   reader caught up, not to be on that directory (the reader ran far behind
-  a tree being renamed); then that directory's parent is rescanned.  A file whose
-  change was already reported may be reported ``modified`` once more.
+  a tree being renamed); then that directory's parent is rescanned.  The
+  rescan also looks at each root's path, so a root that went (or came
+  back) while events were lost is handled as above.  A file whose change
+  was already reported may be reported ``modified`` once more.
 - ``time`` is the scheduler's clock (:func:`fibers.now`) when the event was
   read; ``seq`` counts each watcher's events from 1 with no gaps.
 """
