@@ -678,7 +678,8 @@ cdef class VirtualClock:
 
     Time ends at :attr:`MAX_TIME` (2**62 ns, about 146 years): a ``start``
     past it raises OverflowError, ``advance()`` stops there, and deadlines
-    past it (``sleep(math.inf)``, say) fall on it.
+    past it (a long timeout, say) fall on it.  ``sleep(math.inf)`` is not
+    a deadline: it sleeps for good (see :func:`sleep`).
     """
 
     MAX_TIME = TIME_MAX_NS / 1e9
@@ -1104,6 +1105,13 @@ cdef class Scheduler:
     cdef int _sleep(self, Fiber me, int64_t ns) except -1:
         if ns == 0:
             return self._yield(me)
+        if ns == NS_FOREVER:
+            # No timer: one at the end of the clock's range would fire
+            # there (a VirtualClock jumps to it), and would keep _quiet from
+            # seeing a deadlock.  The fiber waits as in suspend(): until it
+            # is killed, or resumed.
+            self._park(me)
+            return 0
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
         self._arm(&me._sleep_node, me, _deadline(self._now_ns(), ns))
         try:
@@ -2159,7 +2167,12 @@ def suspend():
 
 def sleep(seconds):
     """Suspend this fiber for ``seconds`` (>= 0).  ``sleep(0)`` is
-    :func:`yield_now`.  Outside any fiber, runs the scheduler meanwhile."""
+    :func:`yield_now`.  Outside any fiber, runs the scheduler meanwhile.
+
+    ``sleep(math.inf)`` (or any stretch from about 126 years up) sleeps
+    for good: until the fiber is killed or resumed.  No timer is armed,
+    so if nothing else can happen the scheduler reports
+    :class:`Deadlock`, as for any wait that can never end."""
     cdef Scheduler s = _sched()
     cdef int64_t ns = _to_ns(seconds, "sleep")
     cdef Fiber me = s._current
