@@ -6,6 +6,7 @@ import math
 import pytest
 
 import fibers
+from iohelp import warm_up
 
 MAX = fibers.VirtualClock.MAX_TIME
 
@@ -43,16 +44,16 @@ def test_start_past_the_end_is_refused_not_clamped():
         fibers.VirtualClock(start=math.nan)
 
 
-def sched_near_the_end(before_end):
+def sched_near_the_end(before_end, backend=None):
     c = fibers.VirtualClock(start=MAX - before_end, autojump=True)
-    return fibers.Scheduler(clock=c)
+    return fibers.Scheduler(clock=c, backend=backend)
 
 
 @pytest.mark.parametrize("forever", [math.inf, 1e12])
-def test_sleep_forever_outlives_the_end_of_time(forever):
+def test_sleep_forever_outlives_the_end_of_time(forever, backend):
     # Regression: sleep(math.inf) was a timer at the end of the clock's
     # range, so an autojumping clock jumped there and the sleep returned.
-    s = sched_near_the_end(100)
+    s = sched_near_the_end(100, backend)
     woke = []
 
     def sleeper():
@@ -60,6 +61,7 @@ def test_sleep_forever_outlives_the_end_of_time(forever):
         woke.append(fibers.now())
 
     def main():
+        warm_up()                       # the pump is open: its waker too
         f = fibers.spawn(sleeper)
         fibers.sleep(200)               # saturates: wakes at the end
         assert fibers.now() == MAX
@@ -75,10 +77,12 @@ def test_sleep_forever_outlives_the_end_of_time(forever):
         s.close()
 
 
-def test_sleep_forever_alone_is_a_deadlock_not_the_end_of_time():
-    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True))
+def test_sleep_forever_alone_is_a_deadlock_not_the_end_of_time(backend):
+    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
+                         backend=backend)
 
     def main():
+        warm_up()                       # the pump is open: its waker too
         fibers.sleep(math.inf)
     try:
         with pytest.raises(fibers.Deadlock):
