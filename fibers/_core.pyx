@@ -766,6 +766,7 @@ cdef class Scheduler:
             raise ValueError("pool_size must be >= 0")
         self._io = _Pump.__new__(_Pump)
         self._io.backend = _choose_backend(backend)
+        self._io.open_flags = _pump_open_flags()
         self._io.fixed = {}
         self._multishot = (self._io.backend == FIB__BACKEND_URING and
                            _os.environ.get("FIBERS_MULTISHOT", "1") != "0")
@@ -1499,6 +1500,11 @@ cdef class Scheduler:
         """The name of this scheduler's completion pump: ``'io_uring'`` or
         ``'epoll'``."""
         return _BACKEND_NAMES[self._io.backend]
+
+    def _defers_taskrun(self):
+        # For tests: is the pump an io_uring ring set up with DEFER_TASKRUN
+        # (see FIBERS_URING_NO_DEFER_TASKRUN)?  Opens the pump.
+        return bool(self._get_pump().defer_taskrun)
 
     cdef int _step_time(self) except -1:
         cdef fib__timer_node *n
