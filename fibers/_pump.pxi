@@ -298,9 +298,13 @@ cdef int _op_finished(Scheduler s, _Op o) except -1:
     # The final completion of a fiber's record: wake the fiber.  If it gave
     # up on the record (killed, timed out), the record cleans up after it:
     # a connection accepted after its acceptor left is closed, since nobody
-    # owns it.  The pump's reference to the record goes here.
+    # owns it, and a recv's data goes back to its socket (a Socket in
+    # o.keep: see Socket._wait).  The pump's reference to the record goes
+    # here.
     cdef Fiber f = o.fiber
     Py_DECREF(o)
+    if o.op.code == FIB__OP_RECV and type(o.keep) is Socket:
+        (<Socket>o.keep)._late_done(s, o)
     if f is not None:
         o.fiber = None
         if f._state == ST_SUSPENDED:
