@@ -1916,9 +1916,10 @@ cdef class Scheduler:
             self._loop(None)
         self._closed = True
         if self._jobs:
-            _log.warning("close(): %d call(s) on the blocking pool still "
-                         "running after %.1f s were abandoned; their threads "
-                         "finish them (if ever) and the results are dropped",
+            _log.warning("close(): abandoned %d call(s) still running on "
+                         "the blocking pool (close() waits at most %.1f s "
+                         "for them); their threads finish them if they ever "
+                         "return, and the results are dropped",
                          self._jobs, POOL_CLOSE_GRACE_NS / 1e9)
         if self._ts_calls:
             _log.warning("close(): %d call(s) queued by other threads were "
