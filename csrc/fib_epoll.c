@@ -58,10 +58,11 @@ typedef struct {
     struct epoll_event events[FIB__EPOLL_BATCH];
 } fib__epoll;
 
-static int fib__epoll_open(fib__pump *p, unsigned entries)
+static int fib__epoll_open(fib__pump *p, unsigned entries, unsigned flags)
 {
     fib__epoll *e = calloc(1, sizeof(*e));
     (void)entries;
+    (void)flags;
     if (e == NULL)
         return -ENOMEM;
     e->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -24,7 +24,8 @@ int fib__uring_probe(char *why, size_t whylen)
 }
 #endif
 
-int fib__pump_open(fib__pump *p, int backend, unsigned entries)
+int fib__pump_open(fib__pump *p, int backend, unsigned entries,
+                   unsigned flags)
 {
     int rc;
     memset(p, 0, sizeof(*p));
@@ -38,7 +39,7 @@ int fib__pump_open(fib__pump *p, int backend, unsigned entries)
         p->be = &fib__epoll_backend;
     else
         return -EINVAL;
-    rc = p->be->open(p, entries);
+    rc = p->be->open(p, entries, flags);
     if (rc < 0)
         p->be = NULL;
     return rc;

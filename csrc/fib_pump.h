@@ -97,6 +97,17 @@ enum {
     FIB__F_FOREIGN = 1,
 };
 
+/* Open flags (fib__pump_open). */
+enum {
+    /* io_uring: set the ring up without IORING_SETUP_DEFER_TASKRUN, as on
+     * kernels before 6.1.  The kernel then runs completion work when it
+     * likes, not only inside wait(), so a request cancelled after its data
+     * arrived often completes with that data (promise 2) rather than
+     * -ECANCELED: the callers' late-completion paths run, which tests
+     * need on new kernels too.  Other backends ignore it. */
+    FIB__PUMP_NO_DEFER_TASKRUN = 1,
+};
+
 /* Record states (fib__op.state), private to the pump. */
 enum {
     FIB__S_IDLE = 0,
@@ -135,8 +146,8 @@ typedef struct fib__pump fib__pump;
  * directly. */
 typedef struct fib__backend {
     const char *name;
-    /* required */
-    int (*open)(fib__pump *p, unsigned entries);
+    /* required; flags are FIB__PUMP_*, which a backend may ignore */
+    int (*open)(fib__pump *p, unsigned entries, unsigned flags);
     int (*submit)(fib__pump *p, fib__op *op);
     int (*cancel)(fib__pump *p, fib__op *op);
     /* required: cancel everything in flight on fd, before the caller
@@ -172,6 +183,7 @@ struct fib__pump {
     size_t inflight;        /* submitted, completion not yet handed back */
     size_t unflushed;       /* queued since the last flush()/wait() */
     fib__op *live;          /* every record in flight, for shutdown */
+    int defer_taskrun;      /* io_uring set up with DEFER_TASKRUN (else 0) */
     /* private */
     void *impl;
 };
@@ -190,7 +202,8 @@ extern const fib__backend fib__epoll_backend;
  * (fib_uring.c, or fib_pump.c's fallback in a build without liburing). */
 int fib__uring_probe(char *why, size_t whylen);
 
-int fib__pump_open(fib__pump *p, int backend, unsigned entries);
+int fib__pump_open(fib__pump *p, int backend, unsigned entries,
+                   unsigned flags);
 
 /* Does op's system call right now, without the pump: >= 0, or -errno
  * (-EAGAIN when it would wait).  `regular` uses the offset for READ/WRITE;

@@ -13,6 +13,8 @@
  *   thread, with no interrupts of the running fiber; COOP_TASKRUN (5.19+)
  *   is the next best; plain set-up works everywhere io_uring does.  The
  *   scheduler is single-threaded, which is exactly what SINGLE_ISSUER asks.
+ *   FIB__PUMP_NO_DEFER_TASKRUN starts below the first rung, to run as on
+ *   kernels before 6.1 (see fib_pump.h).
  *
  * - A socket with O_NONBLOCK set makes io_uring hand back -EAGAIN instead
  *   of waiting for data.  The socket layer therefore keeps its fds blocking
@@ -83,13 +85,13 @@ static const char *const fib__uring_needed_names[] = {
 };
 
 static int fib__uring_setup(struct io_uring *ring, unsigned entries,
-                            unsigned *flags_used)
+                            unsigned open_flags, unsigned *flags_used)
 {
     struct io_uring_params params;
-    size_t i;
+    size_t i = open_flags & FIB__PUMP_NO_DEFER_TASKRUN ? 1 : 0;
     int rc = -ENOSYS;
 
-    for (i = 0; i < sizeof(fib__uring_ladder) / sizeof(unsigned); i++) {
+    for (; i < sizeof(fib__uring_ladder) / sizeof(unsigned); i++) {
         memset(&params, 0, sizeof(params));
         /* A roomy completion queue: a burst of completions larger than
          * the submission queue is normal for a server. */
@@ -130,7 +132,7 @@ int fib__uring_probe(char *why, size_t whylen)
     FILE *f;
     int disabled = 0;
 
-    rc = fib__uring_setup(&ring, 8, &flags);
+    rc = fib__uring_setup(&ring, 8, 0, &flags);
     if (rc < 0) {
         f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
         if (f != NULL) {
@@ -164,18 +166,19 @@ int fib__uring_probe(char *why, size_t whylen)
     return 0;
 }
 
-static int fib__uring_open(fib__pump *p, unsigned entries)
+static int fib__uring_open(fib__pump *p, unsigned entries, unsigned flags)
 {
     fib__uring *u = calloc(1, sizeof(*u));
     int rc;
     if (u == NULL)
         return -ENOMEM;
-    rc = fib__uring_setup(&u->ring, entries, &u->setup_flags);
+    rc = fib__uring_setup(&u->ring, entries, flags, &u->setup_flags);
     if (rc < 0) {
         free(u);
         return rc;
     }
     p->impl = u;
+    p->defer_taskrun = !!(u->setup_flags & IORING_SETUP_DEFER_TASKRUN);
     return 0;
 }
 

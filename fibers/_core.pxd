@@ -238,6 +238,9 @@ cdef class Scheduler:
     cdef fib__sink *_sink
     cdef Py_ssize_t _jobs       # submitted, not yet drained
     cdef _Op _sink_op           # the pump's wait on the sink's eventfd
+    # close(): the real time (monotonic ns) after which calls still on the
+    # pool are abandoned; 0 before close()
+    cdef int64_t _pool_deadline
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,

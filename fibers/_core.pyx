@@ -92,6 +92,12 @@ cdef int64_t COND_POLL_NS = 1000000
 # How often a scheduler that waits only for other threads (see _quiet)
 # checks that some are still alive.
 cdef int64_t THREAD_POLL_NS = 100000000
+# How long close() waits, in real time, for calls still running on the
+# blocking-call pool before it abandons them.  A call stuck in the kernel
+# (open() of a FIFO nobody writes) may never return, and a signal cannot
+# make it give up: CPython retries a system call that fails with EINTR on
+# any thread but the main one (PEP 475).
+cdef int64_t POOL_CLOSE_GRACE_NS = 1000000000
 # The first steps in Scheduler._steps are the built-in ones.
 cdef Py_ssize_t N_BUILTIN_STEPS = 3
 
@@ -207,6 +213,13 @@ cdef inline int64_t _deadline(int64_t now, int64_t ns) noexcept:
     if ns >= TIME_MAX_NS - now:
         return TIME_MAX_NS
     return now + ns
+
+
+cdef inline int64_t _cap_wait(int64_t t, int64_t left) noexcept:
+    # A wait budget t (-1: forever) cut to at most left ns (never below 0).
+    if left < 0:
+        left = 0
+    return left if t < 0 or t > left else t
 
 
 cdef int64_t _custom_ns(object now) except? -1:
@@ -665,7 +678,8 @@ cdef class VirtualClock:
 
     Time ends at :attr:`MAX_TIME` (2**62 ns, about 146 years): a ``start``
     past it raises OverflowError, ``advance()`` stops there, and deadlines
-    past it (``sleep(math.inf)``, say) fall on it.
+    past it (a long timeout, say) fall on it.  ``sleep(math.inf)`` is not
+    a deadline: it sleeps for good (see :func:`sleep`).
     """
 
     MAX_TIME = TIME_MAX_NS / 1e9
@@ -752,6 +766,7 @@ cdef class Scheduler:
             raise ValueError("pool_size must be >= 0")
         self._io = _Pump.__new__(_Pump)
         self._io.backend = _choose_backend(backend)
+        self._io.open_flags = _pump_open_flags()
         self._io.fixed = {}
         self._multishot = (self._io.backend == FIB__BACKEND_URING and
                            _os.environ.get("FIBERS_MULTISHOT", "1") != "0")
@@ -1091,6 +1106,13 @@ cdef class Scheduler:
     cdef int _sleep(self, Fiber me, int64_t ns) except -1:
         if ns == 0:
             return self._yield(me)
+        if ns == NS_FOREVER:
+            # No timer: one at the end of the clock's range would fire
+            # there (a VirtualClock jumps to it), and would keep _quiet from
+            # seeing a deadlock.  The fiber waits as in suspend(): until it
+            # is killed, or resumed.
+            self._park(me)
+            return 0
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
         self._arm(&me._sleep_node, me, _deadline(self._now_ns(), ns))
         try:
@@ -1223,9 +1245,16 @@ cdef class Scheduler:
         # Operations in flight that someone waits for; the waker's own wait
         # is not one of them.  (An operation not yet flushed to the kernel
         # is in flight too; the waker's re-arm must not count.)
+        cdef Py_ssize_t n
         if not self._io.is_open:
             return 0
-        return <Py_ssize_t>self._io.c.inflight - (self._wake_op is not None)
+        n = <Py_ssize_t>self._io.c.inflight - (self._wake_op is not None)
+        if self._pool_deadline and self._sink_op is not None and \
+                fib__monotonic_ns() >= self._pool_deadline:
+            # close() has waited its bound for the pool: the calls still
+            # out are abandoned, and their wait is no longer work.
+            n -= 1
+        return n
 
     cdef inline bint _io_pending(self):
         return self._io_inflight() > 0
@@ -1284,6 +1313,9 @@ cdef class Scheduler:
         cdef bint jump
         cdef int64_t t = self._wait_budget(&jump)
         cdef int rc = 0
+        if self._pool_deadline and self._sink_op is not None:
+            # close(): no wait for the pool goes past its bound.
+            t = _cap_wait(t, self._pool_deadline - fib__monotonic_ns())
         if self._io.is_open:
             # With fibers ready (t == 0) the pump is called only for real
             # work: the waker's own wait needs no poll, since calls from
@@ -1468,6 +1500,11 @@ cdef class Scheduler:
         """The name of this scheduler's completion pump: ``'io_uring'`` or
         ``'epoll'``."""
         return _BACKEND_NAMES[self._io.backend]
+
+    def _defers_taskrun(self):
+        # For tests: is the pump an io_uring ring set up with DEFER_TASKRUN
+        # (see FIBERS_URING_NO_DEFER_TASKRUN)?  Opens the pump.
+        return bool(self._get_pump().defer_taskrun)
 
     cdef int _step_time(self) except -1:
         cdef fib__timer_node *n
@@ -1814,7 +1851,13 @@ cdef class Scheduler:
     def close(self):
         """Kill every fiber still alive (their ``finally`` blocks run),
         cancel all timers and conditions, and release the worker pool.
-        The scheduler cannot be used afterwards.  Idempotent."""
+        The scheduler cannot be used afterwards.  Idempotent.
+
+        Calls on the blocking-call pool (:func:`blocking`) are waited for
+        at most about a second: one still running then (stuck in the
+        kernel, say ``open()`` of a FIFO with no writer) is abandoned, with
+        a warning on the ``fibers`` logger; its thread finishes it if it
+        ever returns, and the result is dropped."""
         cdef Fiber f
         cdef list queued = []
         cdef void *p
@@ -1857,7 +1900,12 @@ cdef class Scheduler:
         self._closing = True
         self._io.cancel_streams()
         # A fiber may catch FiberExit and block again; try a few rounds,
-        # then leave the stubborn ones to the garbage collector.
+        # then leave the stubborn ones to the garbage collector.  Calls
+        # still running on the blocking-call pool are waited for up to
+        # POOL_CLOSE_GRACE_NS (a killed fiber leaves its call at once, but
+        # the call's clean-up -- closing an fd it opened -- comes with its
+        # completion), then abandoned (see _io_inflight).
+        self._pool_deadline = fib__monotonic_ns() + POOL_CLOSE_GRACE_NS
         for _ in range(3):
             if not self._live:
                 break
@@ -1867,6 +1915,12 @@ cdef class Scheduler:
                 self._throw(f, f._kill_exc)
             self._loop(None)
         self._closed = True
+        if self._jobs:
+            _log.warning("close(): abandoned %d call(s) still running on "
+                         "the blocking pool (close() waits at most %.1f s "
+                         "for them); their threads finish them if they ever "
+                         "return, and the results are dropped",
+                         self._jobs, POOL_CLOSE_GRACE_NS / 1e9)
         if self._ts_calls:
             _log.warning("close(): %d call(s) queued by other threads were "
                          "dropped", len(self._ts_calls))
@@ -2120,7 +2174,12 @@ def suspend():
 
 def sleep(seconds):
     """Suspend this fiber for ``seconds`` (>= 0).  ``sleep(0)`` is
-    :func:`yield_now`.  Outside any fiber, runs the scheduler meanwhile."""
+    :func:`yield_now`.  Outside any fiber, runs the scheduler meanwhile.
+
+    ``sleep(math.inf)`` (or any stretch from about 126 years up) sleeps
+    for good: until the fiber is killed or resumed.  No timer is armed,
+    so if nothing else can happen the scheduler reports
+    :class:`Deadlock`, as for any wait that can never end."""
     cdef Scheduler s = _sched()
     cdef int64_t ns = _to_ns(seconds, "sleep")
     cdef Fiber me = s._current

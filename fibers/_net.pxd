@@ -33,6 +33,11 @@ cdef class Socket:
     cdef int _io_refs           # open makefile() objects
     cdef bint _close_pending    # close() waits for them
     cdef _Stream _ms            # multishot results (io_uring servers)
+    # a recv its fiber gave up on (timeout, kill), still being cancelled:
+    # it may yet complete with data, which then goes to _pushback; no new
+    # recv starts before it is done (fibers wait in _late_waiters)
+    cdef _Op _late
+    cdef WaitQueue _late_waiters
 
     cdef int _prepare(self, Scheduler s) except -1
     cdef int _wait(self, Scheduler s, Fiber me, _Op o, bint try_first,
@@ -55,6 +60,8 @@ cdef class Socket:
                                Py_ssize_t nbytes, int flags,
                                bint timed) except -1
     cdef int _raise_pending(self) except -1
+    cdef int _settle(self, Scheduler s, Fiber me, bint timed) except -1
+    cdef int _late_done(self, Scheduler s, _Op o) except -1
     cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
                                   object buffer, Py_ssize_t n,
                                   int flags) except -1

@@ -15,6 +15,15 @@
 # send and sendall try the system call first on io_uring too: a socket with
 # room in its buffer takes the data at once, with no park and no extra
 # tick, which is what a server writing replies sees almost always.
+#
+# A receive is never lost to an interruption (timeout, kill).  A recv the
+# pump has completed but whose fiber was interrupted in the same tick puts
+# its bytes back (_pushback).  A recv still in flight is cancelled, but a
+# cancel can lose the race (fib_pump.h, promise 2; on io_uring without
+# DEFER_TASKRUN, before Linux 6.1, it often does): the record stays with
+# the socket (_late) and its data, if any, goes to _pushback when it
+# completes.  Until then no other receive starts on the socket (_settle),
+# so nothing received later can overtake those bytes.
 
 import io as _io_mod
 import socket as _socket_mod
@@ -265,9 +274,10 @@ cdef class Socket:
             self._reg._forget_fd(self._fd, self._busy())
 
     cdef inline bint _busy(self):
-        # Anything of ours in the pump: a waiting call or an armed stream.
-        return self._inflight > 0 or (self._ms is not None and
-                                      self._ms.op is not None)
+        # Anything of ours in the pump: a waiting call, a recv given up on
+        # and not yet completed, or an armed stream.
+        return self._inflight > 0 or self._late is not None or \
+            (self._ms is not None and self._ms.op is not None)
 
     # ---- plumbing -------------------------------------------------------
 
@@ -312,8 +322,14 @@ cdef class Socket:
         try:
             res = _io_wait(s, me, o)
         except BaseException:
-            if o.op.state == FIB__S_IDLE and o.op.code == FIB__OP_RECV \
-                    and o.op.res > 0:
+            if o.op.code != FIB__OP_RECV:
+                pass
+            elif o.op.state != FIB__S_IDLE:
+                # Cancelled, but it may still complete with data: the
+                # socket keeps the record until then (see _late_done).
+                o.keep = self
+                self._late = o
+            elif o.op.res > 0:
                 # It completed in the tick the interruption came: keep the
                 # data for the next recv rather than lose it.
                 if o.raw != NULL:
@@ -347,6 +363,8 @@ cdef class Socket:
         self._prepare(s)
         t = self._arm(s, me)
         try:
+            if events == POLLIN:
+                self._settle(s, me, False)
             while True:
                 try:
                     return fn(*args)
@@ -377,6 +395,7 @@ cdef class Socket:
         self._prepare(s)
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        self._settle(s, me, True)
         self._raise_pending()
         if flags & MSG_WAITALL and self._timeout_ns != 0 and bufsize > 0:
             buf = bytearray(bufsize)
@@ -414,6 +433,7 @@ cdef class Socket:
         self._prepare(s)
         if nbytes < 0:
             raise ValueError("negative buffersize in recv_into")
+        self._settle(s, me, True)
         self._raise_pending()
         if flags & MSG_WAITALL and self._timeout_ns != 0:
             view = memoryview(buffer)
@@ -429,10 +449,60 @@ cdef class Socket:
         return self._recv_once(s, me, buffer, nbytes, flags, True)
 
     cdef int _raise_pending(self) except -1:
+        # Bytes put back come first: the error came after them.
         cdef int err = self._pending_err
-        if err:
+        if err and self._pushback is None:
             self._pending_err = 0
             raise _oserror(err)
+        return 0
+
+    cdef int _settle(self, Scheduler s, Fiber me, bint timed) except -1:
+        # Before a receive: wait until a recv this socket gave up on has
+        # completed (its cancel normally ends it within a tick), so that
+        # bytes it may have received come first.  Under the socket's
+        # timeout, unless the caller keeps its own deadline.
+        cdef Timer t
+        if self._late is None:
+            return 0
+        if self._timeout_ns == 0:
+            raise BlockingIOError(EAGAIN, "Resource temporarily "
+                                  "unavailable")
+        if self._late_waiters is None:
+            self._late_waiters = WaitQueue.__new__(WaitQueue)
+        t = self._arm(s, me) if timed else None
+        try:
+            while self._late is not None:
+                s._wait_in(me, self._late_waiters)
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+        if self._closed:
+            raise _closed_error()
+        return 0
+
+    cdef int _late_done(self, Scheduler s, _Op o) except -1:
+        # The final completion of a recv whose fiber gave up on it (see
+        # _wait): its bytes go after whatever was put back before, for the
+        # next receive; an error is owed to the next call, as for
+        # MSG_WAITALL.  Then the receivers waiting in _settle go on.
+        cdef int res = o.op.res
+        cdef WaitQueue q = self._late_waiters
+        o.keep = None
+        if self._late is o:
+            self._late = None
+        if not self._closed:
+            if res > 0:
+                if o.raw != NULL:
+                    data = _op_bytes(o, res)
+                else:
+                    data = (<char *>o.op.buf)[:res]
+                rest = self._pushback
+                self._pushback = data if rest is None else rest + data
+            elif res < 0 and res != -ECANCELED and not self._pending_err:
+                self._pending_err = -res
+        if q is not None:
+            while q._count:
+                s._wake(q.popleft(), None)
         return 0
 
     cdef Py_ssize_t _recv_waitall(self, Scheduler s, Fiber me,
@@ -485,6 +555,7 @@ cdef class Socket:
         cdef int res
         cdef Py_ssize_t n
         cdef _Stream st = self._ms
+        self._settle(s, me, timed)
         o = _new_op(FIB__OP_RECV, self._fd)
         o.op.msg_flags = flags
         _op_view(o, buffer, True)

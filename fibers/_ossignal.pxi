@@ -46,6 +46,18 @@ def _os_signal_handler(signum, frame):
         _os.kill(_os.getpid(), signum)
 
 
+cdef object _os_signal_value(int n):
+    # The signal as the stdlib hands signals out (signal._int_to_enum, in
+    # pthread_sigmask() and sigpending()): its signal.Signals member, or
+    # the plain int for the real-time signals between SIGRTMIN and SIGRTMAX,
+    # which have none -- Signals(n) would raise ValueError for them, after
+    # the signal was consumed.
+    try:
+        return _signal.Signals(n)
+    except ValueError:
+        return n
+
+
 cdef list _os_signums(tuple signums):
     cdef list nums = []
     cdef int n
@@ -94,7 +106,7 @@ cdef object _os_wait(Scheduler s, Fiber me, list nums, object timeout):
                 s._park(me)
         finally:
             s._os_waits -= 1
-        return _signal.Signals(w.got)
+        return _os_signal_value(w.got)
     finally:
         if t is not None:
             s._disarm_timeout(me, t)
@@ -110,7 +122,9 @@ cdef object _os_wait(Scheduler s, Fiber me, list nums, object timeout):
 
 def wait_os_signal(*signums, timeout=None):
     """Suspend this fiber until one of the OS signals ``signums`` arrives
-    (``signal.SIGTERM``, ...), and return it as a :class:`signal.Signals`.
+    (``signal.SIGTERM``, ...), and return it as a :class:`signal.Signals`
+    (a plain int for a real-time signal, which has no member there, as
+    :func:`signal.sigpending` does).
 
     For graceful shutdown::
 

@@ -28,6 +28,7 @@ cdef extern from "fib_pump.h":
         size_t inflight
         size_t unflushed
         fib__op *live
+        int defer_taskrun
     enum:
         FIB__OP_POLL
         FIB__OP_RECV
@@ -48,8 +49,10 @@ cdef extern from "fib_pump.h":
         FIB__S_CANCELLING
         FIB__BACKEND_URING
         FIB__BACKEND_EPOLL
+        FIB__PUMP_NO_DEFER_TASKRUN
     int fib__uring_probe(char *why, size_t whylen)
-    int fib__pump_open(fib__pump *p, int backend, unsigned entries)
+    int fib__pump_open(fib__pump *p, int backend, unsigned entries,
+                       unsigned flags)
     int fib__op_try(const fib__op *op, int regular) nogil
     void fib__pump_close(fib__pump *p)
     int fib__pump_submit(fib__pump *p, fib__op *op)
@@ -107,6 +110,7 @@ cdef class _Pump:
     cdef fib__pump c
     cdef bint is_open
     cdef int backend            # FIB__BACKEND_*
+    cdef unsigned open_flags    # FIB__PUMP_* (see _pump_open_flags)
     cdef fib__cqe done[PUMP_BATCH]
     cdef int provided           # buffers for multishot recv: 0 not yet,
                                 # 1 ready, -1 refused

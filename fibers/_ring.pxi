@@ -31,7 +31,7 @@ cdef class Ring:
         if entries < 1 or entries > 32768:
             raise ValueError("entries must be between 1 and 32768")
         rc = fib__pump_open(&self._pump, _choose_backend(backend),
-                            <unsigned>entries)
+                            <unsigned>entries, _pump_open_flags())
         if rc < 0:
             raise _oserror(-rc, "cannot open the ring")
         self._open = True

@@ -3,7 +3,10 @@ import errno
 import gc
 import os
 import socket
+import subprocess
+import sys
 import termios
+import textwrap
 import threading
 import time
 
@@ -240,3 +243,81 @@ def test_virtual_clock_waits_its_grace_for_a_pool_job(io_sched):
         fibers.wait_for(lambda: done, timeout=60)
         return done[0]
     assert io_sched.run(main) == 0.0
+
+
+# ---- close() with a call stuck in the kernel -------------------------------
+
+# Each case runs in a child process with a bound, so that a close() that
+# never returns fails the test instead of hanging the suite.  The call is
+# open() of a FIFO that never gets a writer: it blocks in the kernel for
+# good, and CPython retries it if a signal interrupts it.
+STUCK_CHILD = textwrap.dedent("""
+    import logging, sys, time
+    import fibers
+
+    logging.basicConfig(format="%(name)s: %(message)s")
+    backend, how, fifo = sys.argv[1], sys.argv[2], sys.argv[3]
+    ended = []
+
+    def stuck():
+        try:
+            fibers.blocking(open, fifo)
+        finally:
+            ended.append("stuck")
+
+    def taken():
+        st = fibers.blocking_stats()
+        return st["threads"] >= 1 and st["queued"] == 0 and st["idle"] == 0
+
+    def main():
+        fibers.spawn(stuck)
+        fibers.yield_now()          # stuck() hands its call to the pool
+        # A pool thread takes the call (it is not just queued) before main
+        # returns; the thread then blocks in open() for good.  Watched in
+        # real time: the pool's threads do not run on the virtual clock.
+        deadline = time.monotonic() + 20
+        while not taken():
+            assert time.monotonic() < deadline, "no pool thread took it"
+            time.sleep(0.001)
+        return "ran"
+
+    if how == "close":
+        s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
+                             backend=backend)
+        print(s.run(main), flush=True)
+        t0 = time.monotonic()
+        s.close()
+        print("closed", ended, round(time.monotonic() - t0), flush=True)
+    else:
+        # The default scheduler, closed at interpreter exit.
+        print(fibers.run(main), flush=True)
+        print("exiting", flush=True)
+""")
+
+
+@pytest.mark.parametrize("how", ["close", "exit"])
+def test_close_abandons_a_call_stuck_in_open_of_a_fifo(backend, how,
+                                                       tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = dict(os.environ, FIBERS_BACKEND=backend)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", STUCK_CHILD, backend, how, str(fifo)],
+            capture_output=True, text=True, timeout=30, env=env)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout
+        stage = "the run" if not out or "ran" not in out else how
+        pytest.fail(f"{stage} never returned ({backend}, {how}): {out!r}")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "ran"
+    if how == "close":
+        # The fiber was killed at once; close() waited its bound (about a
+        # second) for the call, then gave up on it.
+        assert lines[1] in ("closed ['stuck'] 1", "closed ['stuck'] 2")
+    else:
+        assert lines[1] == "exiting"
+    assert ("fibers: close(): abandoned 1 call(s) still running on the "
+            "blocking pool (close() waits at most 1.0 s for them)"
+            ) in proc.stderr

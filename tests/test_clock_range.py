@@ -6,6 +6,7 @@ import math
 import pytest
 
 import fibers
+from iohelp import warm_up
 
 MAX = fibers.VirtualClock.MAX_TIME
 
@@ -43,22 +44,64 @@ def test_start_past_the_end_is_refused_not_clamped():
         fibers.VirtualClock(start=math.nan)
 
 
-def sched_near_the_end(before_end):
+def sched_near_the_end(before_end, backend=None):
     c = fibers.VirtualClock(start=MAX - before_end, autojump=True)
-    return fibers.Scheduler(clock=c)
+    return fibers.Scheduler(clock=c, backend=backend)
 
 
-def test_sleep_forever_near_the_end_sleeps_until_the_end():
+@pytest.mark.parametrize("forever", [math.inf, 1e12])
+def test_sleep_forever_outlives_the_end_of_time(forever, backend):
+    # Regression: sleep(math.inf) was a timer at the end of the clock's
+    # range, so an autojumping clock jumped there and the sleep returned.
+    s = sched_near_the_end(100, backend)
+    woke = []
+
+    def sleeper():
+        fibers.sleep(forever)
+        woke.append(fibers.now())
+
+    def main():
+        warm_up()                       # the pump is open: its waker too
+        f = fibers.spawn(sleeper)
+        fibers.sleep(200)               # saturates: wakes at the end
+        assert fibers.now() == MAX
+        state = f.state
+        f.kill()
+        return state, f.exception
+    try:
+        state, exc = s.run(main)
+        assert state == "suspended"
+        assert isinstance(exc, fibers.FiberExit)
+        assert woke == []
+    finally:
+        s.close()
+
+
+def test_sleep_forever_alone_is_a_deadlock_not_the_end_of_time(backend):
+    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
+                         backend=backend)
+
+    def main():
+        warm_up()                       # the pump is open: its waker too
+        fibers.sleep(math.inf)
+    try:
+        with pytest.raises(fibers.Deadlock):
+            s.run(main)
+        assert s.now() == 0.0           # no jump to the end of time
+    finally:
+        s.close()
+
+
+def test_sleep_forever_ends_when_resumed():
     s = sched_near_the_end(100)
 
     def main():
-        t0 = fibers.now()
+        me = fibers.current()
+        fibers.delay(me.resume, 5)
         fibers.sleep(math.inf)
-        return t0, fibers.now()
+        return fibers.now()
     try:
-        t0, end = s.run(main)
-        assert t0 == near(MAX - 100)
-        assert end == MAX
+        assert s.run(main) == near(MAX - 95)
     finally:
         s.close()
 
@@ -85,7 +128,7 @@ def test_delay_near_the_end_fires_at_the_end():
         assert t.deadline == MAX
         fibers.sleep(50)
         assert fired == []
-        fibers.sleep(math.inf)
+        fibers.wait_for(lambda: fired)
     try:
         s.run(main)
         assert fired == [MAX]

@@ -221,7 +221,8 @@ def test_wait_os_signal_returns_the_signal_and_restores_the_handler(sched):
             got_it.set()
             t.join()
 
-    assert sched.run(main) == signal.SIGUSR1
+    got = sched.run(main)
+    assert type(got) is signal.Signals and got is signal.SIGUSR1
     assert signal.getsignal(signal.SIGUSR1) == before
     assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
 
@@ -235,6 +236,26 @@ def test_every_waiter_sees_the_signal(sched):
         return [w.join() for w in ws]
 
     assert sched.run(main) == [signal.SIGUSR1] * 3
+
+
+def test_a_real_time_signal_comes_back_as_an_int(io_sched):
+    # Regression: the result was signal.Signals(n), which raises ValueError
+    # for the real-time signals between SIGRTMIN and SIGRTMAX (the enum has
+    # no member for them), after the signal was consumed.  The stdlib hands
+    # them out as plain ints (signal.sigpending, pthread_sigmask).
+    rt = signal.SIGRTMIN + 1
+    assert rt not in set(signal.Signals)
+    before = signal.getsignal(rt)
+
+    def main():
+        waiter = fibers.spawn(fibers.wait_os_signal, rt)
+        fibers.yield_now()      # installed and parked
+        signal.raise_signal(rt)
+        return waiter.join()
+
+    got = io_sched.run(main)
+    assert type(got) is int and got == rt
+    assert signal.getsignal(rt) == before
 
 
 def test_wait_os_signal_times_out_on_the_virtual_clock(sched, clock):

@@ -306,15 +306,18 @@ static void test_optional_wrappers(fib__pump *p)
     CHECK(p->inflight == 0 && p->live == NULL);
 }
 
-static void run_backend(int which)
+static void run_backend(int which, unsigned flags)
 {
     fib__pump p;
-    int rc = fib__pump_open(&p, which, 64);
+    int rc = fib__pump_open(&p, which, 64, flags);
     if (rc < 0) {
         printf("%s: cannot open (%s), skipped\n", backend_name,
                strerror(-rc));
         return;
     }
+    /* Without DEFER_TASKRUN when told so; with it only on io_uring. */
+    if (which != FIB__BACKEND_URING || (flags & FIB__PUMP_NO_DEFER_TASKRUN))
+        CHECK(p.defer_taskrun == 0);
     check_required(p.be);
     test_optional_wrappers(&p);
     test_recv(&p);
@@ -339,18 +342,20 @@ int main(void)
         why[0] = '\0';
         CHECK(fib__uring_probe(why, sizeof(why)) == -ENOSYS);
         CHECK(strstr(why, "built without liburing") != NULL);
-        CHECK(fib__pump_open(&p, FIB__BACKEND_URING, 64) == -ENOSYS);
+        CHECK(fib__pump_open(&p, FIB__BACKEND_URING, 64, 0) == -ENOSYS);
         CHECK(p.be == NULL);
         fib__pump_close(&p);                    /* harmless after a refusal */
     }
 #endif
     if (fib__uring_probe(why, sizeof(why)) == 0) {
         backend_name = "io_uring";
-        run_backend(FIB__BACKEND_URING);
+        run_backend(FIB__BACKEND_URING, 0);
+        backend_name = "io_uring without DEFER_TASKRUN";
+        run_backend(FIB__BACKEND_URING, FIB__PUMP_NO_DEFER_TASKRUN);
     } else {
         printf("io_uring: skipped (%s)\n", why);
     }
     backend_name = "epoll";
-    run_backend(FIB__BACKEND_EPOLL);
+    run_backend(FIB__BACKEND_EPOLL, FIB__PUMP_NO_DEFER_TASKRUN);
     return 0;
 }
