@@ -13,8 +13,10 @@ promise from outside: it knows the program only by its command line
 (``python -m fibers.shadow``, ``ctl status``) and the store only by its
 ``events`` table, so it judges any version of the program the same way.
 
-1. A tree of a few thousand files (so that the start-up scan takes a
-   while), then a writer in a child process of its own: seeded random
+1. The program's first start, on an empty root, sees a tree of a few
+   thousand files made (so that later start-up scans take a while; made
+   while it runs, so that the store holds their creation too), and a clean
+   SIGTERM.  Then a writer in a child process of its own: seeded random
    creates (some names not valid UTF-8), appends, deletes, file renames
    (also over an existing file), nested mkdirs, ``rm -r`` of directories
    with contents, directory renames, re-creation of deleted names.  It runs
@@ -75,6 +77,7 @@ SORTS = ("mid", "startup", "drain")
 CLEAN = "clean"
 READY_TIMEOUT = 60.0        # start until `ctl status` answers
 FINAL_TIMEOUT = 180.0       # the last start's catch-up
+STALL_TIMEOUT = 30.0        # ... or nothing new in the store or journal
 TERM_TIMEOUT = 30.0         # SIGTERM until exit
 WRITER_STOP_TIMEOUT = 15.0
 BAD_NAME = b"bad-\xff\xfe-%d"
@@ -542,20 +545,33 @@ def _sync(sh, res, target, log, what):
     mark = os.path.join(os.fsencode(sh.root), b"soak-%s-mark" % what.encode())
     open(mark, "wb").close()
     t0 = time.monotonic()
+    last = {"progress": None, "at": t0}
 
     def caught_up():
         st = sh.try_status()
-        if not st or st["journal"]["depth"] != 0:
-            return False
-        return any(k == "created" and p == mark
-                   for _, _, _, k, p, _, _ in store_rows(target))
+        rows = store_rows(target)
+        if st and st["journal"]["depth"] == 0 and any(
+                k == "created" and p == mark for _, _, _, k, p, _, _ in rows):
+            return True
+        # a program that has stopped making progress is not waited for
+        # until the deadline
+        now = time.monotonic()
+        progress = (len(rows), st and st["journal"]["last_seq"],
+                 st and st["journal"]["depth"])
+        if progress != last["progress"]:
+            last.update(progress=progress, at=now)
+        elif now - last["at"] > STALL_TIMEOUT:
+            raise AssertionError(f"no progress for {STALL_TIMEOUT:.0f} s")
+        return False
     try:
         poll(caught_up, "the marker in the store and an empty journal",
              FINAL_TIMEOUT, 0.2)
         synced = f"synced in {time.monotonic() - t0:.1f} s"
     except AssertionError as e:
-        st = sh.try_status() if sh.proc.poll() is None else None
-        depth = st["journal"]["depth"] if st else "?"
+        try:
+            depth = sh.try_status()["journal"]["depth"]
+        except (AssertionError, TypeError):
+            depth = "?"
         res.problems.append(f"{what} sync: {e} (journal depth {depth})")
         synced = "NO SYNC"
     log(f"  [{res.name}] {what} start: {synced}")
