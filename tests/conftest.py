@@ -5,8 +5,15 @@ sleeps of minutes finish at once and assertions are about exact virtual
 times, never wall-clock margins.
 """
 import logging
+import os
+import sys
 
 import pytest
+
+# tools/ holds helpers shared with the tools themselves (pgcluster.py,
+# shadowproc.py): importable by every test module.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "tools"))
 
 import fibers
 from iohelp import skip_unless_backend_runs
