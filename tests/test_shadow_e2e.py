@@ -349,11 +349,7 @@ def test_a_stalled_store_reads_stalled(sh):
     try:
         db.execute("BEGIN IMMEDIATE")
         sh.write("during")
-
-        def stalled():
-            st = sh.status()
-            return st if st["store"]["state"] == "stalled" else None
-        st = poll(stalled, "the store shown stalled")
+        st = sh.wait_store_state("stalled")
         assert st["store"]["stalled_for"] >= 2
         assert st["journal"]["depth"] >= 1
     finally:

@@ -344,11 +344,7 @@ def test_silent_link_reads_stalled(pg, tmp_path):
         assert sh.status()["store"]["state"] == "connected"
         proxy.held = True
         sh.write("during")
-
-        def stalled():
-            st = sh.status()
-            return st if st["store"]["state"] == "stalled" else None
-        st = poll(stalled, "the store shown stalled")
+        st = sh.wait_store_state("stalled")
         assert st["store"]["stalled_for"] >= 2
         assert st["journal"]["depth"] >= 1
         assert ("created", "during") not in sh.kinds()

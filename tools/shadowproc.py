@@ -156,6 +156,14 @@ class Shadow:
     def status(self):
         return self.ctl("status")
 
+    def wait_store_state(self, state, timeout=DEADLINE):
+        """Poll ``ctl status`` until the store's state is ``state``;
+        returns that status."""
+        def reached():
+            st = self.status()
+            return st if st["store"]["state"] == state else None
+        return poll(reached, f"the store shown {state}", timeout)
+
     def _reap(self, timeout):
         try:
             return self.proc.wait(timeout=timeout)
