@@ -123,6 +123,7 @@ cdef class Watcher:
     cdef object _list(self, _Dir d)
     cdef _Dir _node_of(self, object key)
     cdef int _keyed(self, _Dir d, object key) except -1
+    cdef object _entry_now(self, _Dir d, bytes name)
     cdef int _caught_up(self) except -1
     cdef int _n_watches(self)
     cdef int _close_fd(self) except -1
@@ -158,6 +159,7 @@ cdef class _FanotifyWatcher(Watcher):
                         object pid) except -1
     cdef int _dir_moved(self, _Dir d1, bytes n1, _Dir d2, bytes n2,
                         bytes k, object pid) except -1
+    cdef int _relocate(self, _Dir c, _Dir d2, bytes n2, object pid) except -1
     cdef object _key_of(self, bytes path)
     cdef int _watch_root_keys(self, _Dir d) except -1
     cdef int _fan_roots(self, bytes key, bytes name, bint left, bint came,

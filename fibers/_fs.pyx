@@ -223,6 +223,15 @@ cdef _Dir _new_dir(bytes path, bytes name, _Dir parent):
     return d
 
 
+cdef bint _under(_Dir d, _Dir top):
+    # d is top or below it in the tree.
+    while d is not None:
+        if d is top:
+            return True
+        d = d.parent
+    return False
+
+
 cdef inline bytes _join(bytes dirpath, bytes name):
     if PyBytes_GET_SIZE(dirpath) == 1:   # b"/"
         return dirpath + name
@@ -788,7 +797,8 @@ cdef class Watcher:
                         # The tree holds that directory elsewhere: a rename
                         # still queued brings it here.  A rescan (events may
                         # have been lost) moves it now.
-                        if verify and c.parent is not None:
+                        if verify and c.parent is not None and \
+                                not _under(d, c):
                             self._moved(c.parent, c.name, d, name, True, pid)
                             todo.append(c)
                         continue
@@ -800,7 +810,7 @@ cdef class Watcher:
                         old = self
                 if old is self or (type(old) is _Dir) != is_dir:
                     if verify:
-                        now = _lstat_now(_join(d.path, name))
+                        now = self._entry_now(d, name)
                         if now is None:
                             continue
                         is_dir, st = now
@@ -835,7 +845,7 @@ cdef class Watcher:
                                       False, pid)
             if emit:
                 for name in [n for n in d.entries if n not in seen]:
-                    if verify and _lstat_now(_join(d.path, name)) is not None:
+                    if verify and self._entry_now(d, name) is not None:
                         continue
                     self._deleted(d, name, pid)
             if self._queue and self._nwaiters:
@@ -1434,6 +1444,10 @@ cdef class Watcher:
     cdef int _keyed(self, _Dir d, object key) except -1:
         # d is the directory key names (fanotify).
         return 0
+
+    cdef object _entry_now(self, _Dir d, bytes name):
+        # _lstat_now of the entry name in d's directory.
+        return _lstat_now(_join(d.path, name))
 
     cdef int _caught_up(self) except -1:
         # The reader has just read the kernel queue to the end.

@@ -74,6 +74,7 @@ cdef extern from "fib_fs.h":
         O_RDONLY
         O_CLOEXEC
         O_DIRECTORY
+        O_PATH
 
 
 def _fan_list(int mfd, bytes key):
@@ -463,9 +464,14 @@ cdef class _FanotifyWatcher(Watcher):
                                         <const char *>ev.tkey, ev.tkey_len),
                                     ev.pid)
                 else:
-                    self._moved(d, PyBytes_FromStringAndSize(ev.name,
-                                                             ev.nlen),
-                                d2, name, isdir, ev.pid)
+                    n1 = PyBytes_FromStringAndSize(ev.name, ev.nlen)
+                    if d is not None and type(d.entries.get(n1)) is _Dir:
+                        # A directory a listing ahead of the records saw
+                        # there: not the file moved.
+                        d = None
+                        if d2 is None:
+                            continue
+                    self._moved(d, n1, d2, name, isdir, ev.pid)
                 continue
             if d is None:
                 continue
@@ -548,7 +554,13 @@ cdef class _FanotifyWatcher(Watcher):
                 self._emit_at(K_CREATED | K_DELETED, d, name, len(name), True,
                               pid)
             return 0
-        if c is not None or k in self._dead or name in d.entries:
+        if c is not None:
+            if c.parent is not None and d.entries.get(name) is not c:
+                # Where a listing ahead of the records saw it: it was made
+                # here, and the records to come take it there.
+                self._relocate(c, d, name, pid)
+            return 0
+        if k in self._dead or name in d.entries:
             return 0
         self._target = k
         try:
@@ -587,7 +599,38 @@ cdef class _FanotifyWatcher(Watcher):
                 self._target = None
         elif into:
             if d2.entries.get(n2) is not c:
-                self._moved(c.parent, c.name, d2, n2, True, pid)
+                self._relocate(c, d2, n2, pid)
         else:
             self._deleted(c.parent, c.name, pid)
         return 0
+
+    cdef int _relocate(self, _Dir c, _Dir d2, bytes n2, object pid) except -1:
+        # Put the node c at d2/n2, where a record says its directory went.
+        # If d2 is below c in the tree, a listing ahead of the records put
+        # something on that path where the records have not taken it yet,
+        # and which link that is cannot be told: the subtree is rescanned
+        # (reported as an overflow), never made a cycle.
+        if _under(d2, c):
+            self._rescan_at([c.parent])
+            return 0
+        return self._moved(c.parent, c.name, d2, n2, True, pid)
+
+    cdef object _entry_now(self, _Dir d, bytes name):
+        # Through d's handle: d's path in the tree may be an old one.
+        cdef int fd
+        mfd = None if d.key is None else self._mounts.get(d.key[:8])
+        if mfd is None:
+            return Watcher._entry_now(self, d, name)
+        fd = fib_fs_fan_open(<int>mfd, <const unsigned char *>
+                             PyBytes_AS_STRING(d.key), len(d.key),
+                             O_PATH | O_DIRECTORY)
+        if fd < 0:
+            return None
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return None
+        finally:
+            c_close(fd)
+        return (_stat.S_ISDIR(st.st_mode), (st.st_ino, st.st_size,
+                                            st.st_mtime_ns))
