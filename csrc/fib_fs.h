@@ -215,32 +215,66 @@ static inline int fib_fs_fan_next(const char *buf, size_t len, size_t *off,
     return 1;
 }
 
-/* The path of the directory a fanotify key names, into out[0:cap]; its
- * length, or a negative errno (-ESTALE once the directory is gone).
- * mount_fd is any fd on the same filesystem. */
-static inline ssize_t fib_fs_fan_path(int mount_fd, const unsigned char *key,
-                                      size_t klen, char *out, size_t cap)
+/* Open the directory a fanotify key names, wherever it is now (flags: e.g.
+ * O_RDONLY | O_DIRECTORY); the fd, or a negative errno (-ESTALE once the
+ * directory is gone).  mount_fd is any fd on the same filesystem.  A reader
+ * behind the kernel lists a directory this way: its path in the watcher's
+ * tree is the one it had when the queued events were made, not now. */
+static inline int fib_fs_fan_open(int mount_fd, const unsigned char *key,
+                                  size_t klen, int flags)
 {
-    char link[64];
-    ssize_t n;
     int fd;
     /* the handle follows the 8-byte fsid; copy it for alignment */
-    union { struct file_handle fh; char raw[sizeof(struct file_handle) + 128]; } h;
+    union { struct file_handle fh; char raw[sizeof(struct file_handle) + MAX_HANDLE_SZ]; } h;
     if (klen < 8 + sizeof(struct file_handle) ||
         klen - 8 > sizeof(h.raw))
         return -EINVAL;
     memcpy(h.raw, key + 8, klen - 8);
-    fd = open_by_handle_at(mount_fd, &h.fh, O_PATH | O_CLOEXEC);
+    if (sizeof(struct file_handle) + h.fh.handle_bytes != klen - 8)
+        return -EINVAL;
+    fd = open_by_handle_at(mount_fd, &h.fh, flags | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+/* The key (fsid, then the struct file_handle) of the directory called name
+ * in the directory dirfd, into out[0:cap]; its length, or a negative errno
+ * (-ENOTDIR if it is not a directory).  The entry is opened once (O_PATH,
+ * never through a symlink) and both its inode number (*ino) and its key
+ * come from that open file, so they are of one directory even if the name
+ * is replaced meanwhile. */
+static inline ssize_t fib_fs_key_at(int dirfd, const char *name,
+                                    unsigned char *out, size_t cap,
+                                    unsigned long long *ino)
+{
+    struct statfs s;
+    struct stat st;
+    int mount_id, fd, err = 0;
+    union { struct file_handle fh; char raw[sizeof(struct file_handle) + MAX_HANDLE_SZ]; } h;
+    size_t n = 0;
+    fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-    n = readlink(link, out, cap);
-    if (n < 0)
-        n = -errno;
-    else if ((size_t)n >= cap)
-        n = -ENAMETOOLONG;
+    h.fh.handle_bytes = MAX_HANDLE_SZ;
+    if (fstat(fd, &st) < 0)
+        err = errno;
+    else if (!S_ISDIR(st.st_mode))
+        err = ENOTDIR;
+    else if (name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) < 0)
+        err = errno;
+    else if (fstatfs(fd, &s) < 0)
+        err = errno;
+    else {
+        n = sizeof(struct file_handle) + h.fh.handle_bytes;
+        if (8 + n > cap)
+            err = ENAMETOOLONG;
+    }
     close(fd);
-    return n;
+    if (err)
+        return -err;
+    *ino = st.st_ino;
+    memcpy(out, &s.f_fsid, 8);
+    memcpy(out + 8, h.raw, n);
+    return (ssize_t)(8 + n);
 }
 
 /* The key a fanotify record would name path by (fsid, then the struct

@@ -23,6 +23,7 @@ cdef class _Dir:
     cdef int wd              # inotify watch descriptor, or -1
     cdef object ino          # inotify: the inode its watch is on, 0 if none
                              # (fanotify: None)
+    cdef object key          # fanotify: its fsid + file handle (identity)
     cdef bint dead
     cdef bint listed
 
@@ -119,6 +120,10 @@ cdef class Watcher:
     cdef int _parse(self, ssize_t n) except -1
     cdef int _flush_pending(self) except -1
     cdef int _doubt(self, _Dir d) except -1
+    cdef object _list(self, _Dir d)
+    cdef _Dir _node_of(self, object key)
+    cdef int _keyed(self, _Dir d, object key) except -1
+    cdef object _entry_now(self, _Dir d, bytes name)
     cdef int _caught_up(self) except -1
     cdef int _n_watches(self)
     cdef int _close_fd(self) except -1
@@ -138,7 +143,9 @@ cdef class _InotifyWatcher(Watcher):
 
 
 cdef class _FanotifyWatcher(Watcher):
-    cdef dict _cache          # fsid + directory handle -> _Dir | None
+    cdef dict _cache          # fsid + directory handle -> its _Dir
+    cdef set _dead            # keys of directories deleted (merged records)
+    cdef object _target       # the key of the record being applied
     cdef dict _mounts         # fsid -> an fd on that filesystem
     cdef dict _marks          # fsid -> [root paths]
     cdef dict _root_fsid      # root path -> fsid
@@ -148,6 +155,11 @@ cdef class _FanotifyWatcher(Watcher):
 
     cdef uint64_t _mask(self)
     cdef _Dir _dir_for(self, const unsigned char *key, size_t klen)
+    cdef int _dir_entry(self, uint64_t m, _Dir d, bytes name, bytes k,
+                        object pid) except -1
+    cdef int _dir_moved(self, _Dir d1, bytes n1, _Dir d2, bytes n2,
+                        bytes k, object pid) except -1
+    cdef int _relocate(self, _Dir c, _Dir d2, bytes n2, object pid) except -1
     cdef object _key_of(self, bytes path)
     cdef int _watch_root_keys(self, _Dir d) except -1
     cdef int _fan_roots(self, bytes key, bytes name, bint left, bint came,

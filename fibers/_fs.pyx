@@ -217,9 +217,19 @@ cdef _Dir _new_dir(bytes path, bytes name, _Dir parent):
     d.entries = {}
     d.wd = -1
     d.ino = None
+    d.key = None
     d.dead = False
     d.listed = False
     return d
+
+
+cdef bint _under(_Dir d, _Dir top):
+    # d is top or below it in the tree.
+    while d is not None:
+        if d is top:
+            return True
+        d = d.parent
+    return False
 
 
 cdef inline bytes _join(bytes dirpath, bytes name):
@@ -745,10 +755,10 @@ cdef class Watcher:
                 continue
             asked = d.path
             try:
-                ino, listing = fibers.blocking(_list_dir, asked)
+                ino, listing, keys = self._list(d)
             except OSError as e:
                 if e.errno not in (_errno.ENOENT, _errno.ENOTDIR,
-                                   _errno.ELOOP):
+                                   _errno.ELOOP, _errno.ESTALE):
                     if emit or d is top:
                         self._emit_error(d.path, e.errno or 0)
                     continue
@@ -777,9 +787,30 @@ cdef class Watcher:
                 if self._excluded_entry(d, name):
                     continue
                 old = d.entries.get(name, self)
+                k = None
+                if keys is not None and is_dir:
+                    # fanotify: the listing names each directory by its
+                    # key (listed by handle, it is of d's own directory).
+                    k = keys[name]
+                    c = self._node_of(k)
+                    if c is not None and c is not old:
+                        # The tree holds that directory elsewhere: a rename
+                        # still queued brings it here.  A rescan (events may
+                        # have been lost) moves it now.
+                        if verify and c.parent is not None and \
+                                not _under(d, c):
+                            self._moved(c.parent, c.name, d, name, True, pid)
+                            todo.append(c)
+                        continue
+                    if type(old) is _Dir and (<_Dir>old).key is not None \
+                            and (<_Dir>old).key != k:
+                        # another directory than the one the tree has
+                        # there: replaced
+                        self._deleted(d, name, pid)
+                        old = self
                 if old is self or (type(old) is _Dir) != is_dir:
                     if verify:
-                        now = _lstat_now(_join(d.path, name))
+                        now = self._entry_now(d, name)
                         if now is None:
                             continue
                         is_dir, st = now
@@ -788,6 +819,7 @@ cdef class Watcher:
                     if is_dir:
                         c = _new_dir(_join(d.path, name), name, d)
                         c.st = st
+                        self._keyed(c, k)
                         d.entries[name] = c
                         if emit:
                             self._emit_at(K_CREATED, d, name, len(name),
@@ -813,7 +845,7 @@ cdef class Watcher:
                                       False, pid)
             if emit:
                 for name in [n for n in d.entries if n not in seen]:
-                    if verify and _lstat_now(_join(d.path, name)) is not None:
+                    if verify and self._entry_now(d, name) is not None:
                         continue
                     self._deleted(d, name, pid)
             if self._queue and self._nwaiters:
@@ -1398,6 +1430,24 @@ cdef class Watcher:
         # d's watch or listing may not be of d's directory: check it once
         # the queue has been read to the end.
         return 0
+
+    cdef object _list(self, _Dir d):
+        # d's listing, on the blocking pool: (inode, [(name, is_dir, stat)],
+        # None | {name: key} for the directories in it).
+        ino, listing = fibers.blocking(_list_dir, d.path)
+        return ino, listing, None
+
+    cdef _Dir _node_of(self, object key):
+        # The live node of the directory key names (fanotify), or None.
+        return None
+
+    cdef int _keyed(self, _Dir d, object key) except -1:
+        # d is the directory key names (fanotify).
+        return 0
+
+    cdef object _entry_now(self, _Dir d, bytes name):
+        # _lstat_now of the entry name in d's directory.
+        return _lstat_now(_join(d.path, name))
 
     cdef int _caught_up(self) except -1:
         # The reader has just read the kernel queue to the end.

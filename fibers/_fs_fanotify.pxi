@@ -44,8 +44,10 @@ cdef extern from "fib_fs.h":
         size_t tkey_len
     int fib_fs_fan_next(const char *buf, size_t len, size_t *off,
                         fib_fs_fan *ev)
-    ssize_t fib_fs_fan_path(int mount_fd, const unsigned char *key,
-                            size_t klen, char *out, size_t cap)
+    int fib_fs_fan_open(int mount_fd, const unsigned char *key, size_t klen,
+                        int flags)
+    ssize_t fib_fs_key_at(int dirfd, const char *name, unsigned char *out,
+                          size_t cap, unsigned long long *ino)
     ssize_t fib_fs_key(const char *path, unsigned char *out, size_t cap)
     int fib_fs_fsid(const char *path, unsigned char *out)
     int fanotify_init(unsigned flags, unsigned event_f_flags)
@@ -72,6 +74,45 @@ cdef extern from "fib_fs.h":
         O_RDONLY
         O_CLOEXEC
         O_DIRECTORY
+        O_PATH
+
+
+def _fan_list(int mfd, bytes key):
+    # Runs on the blocking pool: _list_dir for the directory key names,
+    # opened by its handle wherever it is now, with the key of each
+    # directory in it (fib_fs_key_at; one that went meanwhile is left out:
+    # the events say where it went).
+    cdef unsigned char out[8 + 8 + 128]
+    cdef unsigned long long ino
+    cdef ssize_t n
+    cdef list listing = []
+    cdef dict keys = {}
+    cdef int fd = fib_fs_fan_open(mfd, <const unsigned char *>
+                                  PyBytes_AS_STRING(key), len(key),
+                                  O_RDONLY | O_DIRECTORY)
+    if fd < 0:
+        raise OSError(-fd, os.strerror(-fd))
+    try:
+        dino = os.fstat(fd).st_ino
+        with os.scandir(fd) as it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                name = os.fsencode(e.name)
+                isdir = _stat.S_ISDIR(st.st_mode)
+                if isdir:
+                    n = fib_fs_key_at(fd, PyBytes_AS_STRING(name), out,
+                                      sizeof(out), &ino)
+                    if n < 0 or ino != st.st_ino:
+                        continue
+                    keys[name] = PyBytes_FromStringAndSize(<char *>out, n)
+                listing.append((name, isdir, (st.st_ino, st.st_size,
+                                              st.st_mtime_ns)))
+    finally:
+        c_close(fd)
+    return dino, listing, keys
 
 
 class _MarkRefused(Exception):
@@ -136,6 +177,8 @@ cdef class _FanotifyWatcher(Watcher):
         cdef int fd
         self._backend_name = "fanotify"
         self._cache = {}
+        self._dead = set()
+        self._target = None
         self._mounts = {}
         self._marks = {}
         self._root_fsid = {}
@@ -190,10 +233,10 @@ cdef class _FanotifyWatcher(Watcher):
         # The root's own handle and its parent's, to see it go (_fan_roots).
         # A key that cannot be had (gone meanwhile: its deletion is still to
         # be read) is left out.
-        self._cache.clear()
         mine = self._key_of(d.path)
         if mine is not None:
             self._root_key[d.path] = mine
+            self._keyed(d, mine)
         if d.path != b"/":
             up = self._key_of(os.path.dirname(d.path))
             if up is not None:
@@ -215,7 +258,6 @@ cdef class _FanotifyWatcher(Watcher):
                           self._mask_now, <int>self._mounts[key], NULL)
             del self._marks[key]
             os.close(self._mounts.pop(key))
-        self._cache.clear()
         return 0
 
     cdef int _apply_mask(self) except -1:
@@ -298,28 +340,61 @@ cdef class _FanotifyWatcher(Watcher):
 
     cdef _Dir _dir_for(self, const unsigned char *key, size_t klen):
         # The tree node of the directory a record names, or None when it is
-        # outside the roots, excluded, or gone.
-        cdef ssize_t n
-        cdef _Dir node
-        k = PyBytes_FromStringAndSize(<const char *>key, klen)
-        v = self._cache.get(k, self)
-        if v is not self and (v is None or not (<_Dir>v).dead):
-            return <_Dir>v
-        mfd = self._mounts.get(k[:8])
-        node = None
-        if mfd is not None:
-            n = fib_fs_fan_path(<int>mfd, key, klen, self._pbuf2, PATHCAP)
-            if n > 0:
-                p = PyBytes_FromStringAndSize(self._pbuf2, n)
-                # Only a directory the tree already holds: the handle is
-                # resolved now, but the event happened earlier, perhaps
-                # before the directory was moved in from outside.
-                if not p.endswith(b" (deleted)"):
-                    node = self._node_at(p, False)
-        if len(self._cache) >= 65536:
-            self._cache.clear()
-        self._cache[k] = node
-        return node
+        # not in the tree (outside the roots, excluded, gone): one dict
+        # lookup.  Every node is keyed when it enters the tree, so a key
+        # the map lacks is of a directory the tree did not hold when the
+        # record was made.
+        v = self._cache.get(PyBytes_FromStringAndSize(<const char *>key,
+                                                      klen))
+        if v is None or (<_Dir>v).dead:
+            return None
+        return <_Dir>v
+
+    cdef _Dir _node_of(self, object key):
+        v = self._cache.get(key)
+        if v is None or (<_Dir>v).dead:
+            return None
+        return <_Dir>v
+
+    cdef int _keyed(self, _Dir d, object key) except -1:
+        # d is the directory key names; None: take its key by path (a root,
+        # or a rescan's listing that raced with a change of type).
+        if key is None:
+            key = self._key_of(d.path)
+            if key is None:
+                return 0
+        d.key = key
+        self._cache[key] = d
+        return 0
+
+    cdef int _watch_dir(self, _Dir d) except -1:
+        # A node made for the record being applied (_created, _moved) is
+        # the record's target.
+        if d.key is None and self._target is not None:
+            self._keyed(d, self._target)
+            self._target = None
+        return 0
+
+    cdef int _forget(self, _Dir d) except -1:
+        if d.key is not None and self._cache.get(d.key) is d:
+            del self._cache[d.key]
+        return 0
+
+    cdef object _list(self, _Dir d):
+        # By handle: the directory of d's node, wherever it is now (its
+        # path in the tree is the one it had when the records still queued
+        # were made).
+        mfd = None if d.key is None else self._mounts.get(d.key[:8])
+        if mfd is None:
+            return Watcher._list(self, d)
+        return fibers.blocking(_fan_list, mfd, d.key)
+
+    cdef int _caught_up(self) except -1:
+        # Every record made before the directories in _dead were deleted
+        # has been read.
+        if self._dead:
+            self._dead.clear()
+        return 0
 
     cdef int _parse(self, ssize_t n) except -1:
         cdef fib_fs_fan ev
@@ -382,16 +457,21 @@ cdef class _FanotifyWatcher(Watcher):
                 if d is None and d2 is None:
                     continue
                 name = PyBytes_FromStringAndSize(ev.name2, ev.nlen2)
-                self._moved(d, PyBytes_FromStringAndSize(ev.name, ev.nlen),
-                            d2, name, isdir, ev.pid)
-                if isdir and d2 is not None:
-                    if d is None:
-                        # Directories below it may be cached as outside.
-                        self._cache.clear()
-                    c = d2.entries.get(name)
-                    if type(c) is _Dir and ev.tkey != NULL:
-                        self._cache[PyBytes_FromStringAndSize(
-                            <const char *>ev.tkey, ev.tkey_len)] = c
+                if isdir and ev.tkey != NULL:
+                    self._dir_moved(d, PyBytes_FromStringAndSize(ev.name,
+                                                                 ev.nlen),
+                                    d2, name, PyBytes_FromStringAndSize(
+                                        <const char *>ev.tkey, ev.tkey_len),
+                                    ev.pid)
+                else:
+                    n1 = PyBytes_FromStringAndSize(ev.name, ev.nlen)
+                    if d is not None and type(d.entries.get(n1)) is _Dir:
+                        # A directory a listing ahead of the records saw
+                        # there: not the file moved.
+                        d = None
+                        if d2 is None:
+                            continue
+                    self._moved(d, n1, d2, name, isdir, ev.pid)
                 continue
             if d is None:
                 continue
@@ -417,7 +497,18 @@ cdef class _FanotifyWatcher(Watcher):
                 mods |= K_ATTRIB
             if m & FAN_CLOSE_WRITE:
                 mods |= K_CLOSED_WRITE
-            if m & FAN_CREATE and m & FAN_DELETE:
+            if isdir and ev.tkey != NULL and m & (FAN_CREATE | FAN_DELETE):
+                self._dir_entry(m, d, name, PyBytes_FromStringAndSize(
+                    <const char *>ev.tkey, ev.tkey_len), pid)
+            elif m & FAN_CREATE and m & FAN_DELETE and ev.tkey != NULL:
+                # One file (the target) made, then deleted: records are
+                # merged by target, and it cannot be made after it is gone.
+                # A name the tree holds is a later file that a listing
+                # ahead of the records saw.
+                if name not in d.entries:
+                    self._emit_at(K_CREATED | mods | K_DELETED, d, ev.name,
+                                  ev.nlen, False, pid)
+            elif m & FAN_CREATE and m & FAN_DELETE:
                 # Merged: which came first?  What is there now, and what the
                 # tree held before, tell.
                 prior = name in d.entries
@@ -432,14 +523,6 @@ cdef class _FanotifyWatcher(Watcher):
                     self._deleted(d, name, pid)
             elif m & FAN_CREATE:
                 self._created(d, name, isdir, pid, mods, False)
-                if isdir and ev.tkey != NULL:
-                    # The new directory's own handle: events inside it
-                    # resolve without open_by_handle_at, even once it is
-                    # gone again.
-                    c = d.entries.get(name)
-                    if type(c) is _Dir:
-                        self._cache[PyBytes_FromStringAndSize(
-                            <const char *>ev.tkey, ev.tkey_len)] = c
             elif m & FAN_DELETE:
                 if mods:
                     self._changed(d, name, mods, isdir, pid)
@@ -447,3 +530,107 @@ cdef class _FanotifyWatcher(Watcher):
             elif mods:
                 self._changed(d, name, mods, isdir, pid)
         return 0
+
+    cdef int _dir_entry(self, uint64_t m, _Dir d, bytes name, bytes k,
+                        object pid) except -1:
+        # A directory (key k) made or deleted as d/name.  The tree follows
+        # the directory, not the name: one the tree already holds elsewhere
+        # (a listing ran ahead of the records) stays there, and a name the
+        # tree holds for another directory or a file is a later one's.
+        cdef _Dir c = self._node_of(k)
+        if c is None:
+            v = d.entries.get(name)
+            if type(v) is _Dir and (<_Dir>v).key is None:
+                c = <_Dir>v                 # a node without a key: by name
+        if m & FAN_DELETE:
+            # Gone for good.  With FAN_CREATE the record is the creation's,
+            # the deletion merged into it: records still to be read (renames
+            # of it) happened before it went, and must not bring it back.
+            self._dead.add(k)
+            if c is not None:
+                if c.parent is not None:
+                    self._deleted(c.parent, c.name, pid)
+            elif m & FAN_CREATE and name not in d.entries:
+                self._emit_at(K_CREATED | K_DELETED, d, name, len(name), True,
+                              pid)
+            return 0
+        if c is not None:
+            if c.parent is not None and d.entries.get(name) is not c:
+                # Where a listing ahead of the records saw it: it was made
+                # here, and the records to come take it there.
+                self._relocate(c, d, name, pid)
+            return 0
+        if k in self._dead or name in d.entries:
+            return 0
+        self._target = k
+        try:
+            self._created(d, name, True, pid, 0, False)
+        finally:
+            self._target = None
+        return 0
+
+    cdef int _dir_moved(self, _Dir d1, bytes n1, _Dir d2, bytes n2, bytes k,
+                        object pid) except -1:
+        # The directory k renamed from d1/n1 to d2/n2 (either side None:
+        # outside the roots).  Followed by its key: the tree may hold it
+        # elsewhere than d1/n1 (a listing ahead of the records saw it
+        # there), or not at all (then it is new to the tree, and listed by
+        # its handle).
+        cdef _Dir c = self._node_of(k)
+        cdef bint into = d2 is not None and not self._excluded_entry(d2, n2) \
+            and k not in self._dead
+        if c is None and d1 is not None:
+            v = d1.entries.get(n1)
+            if type(v) is _Dir and (<_Dir>v).key is None:
+                c = <_Dir>v                 # a node without a key: by name
+        if c is not None and c.parent is None:
+            return 0                        # a root: see _fan_roots
+        if c is None:
+            if not into:
+                return 0
+            if type(d2.entries.get(n2)) is _Dir:
+                # Another directory: replaced by the rename, or a later one
+                # a listing saw (the records bring it back).
+                self._deleted(d2, n2, pid)
+            self._target = k
+            try:
+                self._created(d2, n2, True, pid, 0, True)
+            finally:
+                self._target = None
+        elif into:
+            if d2.entries.get(n2) is not c:
+                self._relocate(c, d2, n2, pid)
+        else:
+            self._deleted(c.parent, c.name, pid)
+        return 0
+
+    cdef int _relocate(self, _Dir c, _Dir d2, bytes n2, object pid) except -1:
+        # Put the node c at d2/n2, where a record says its directory went.
+        # If d2 is below c in the tree, a listing ahead of the records put
+        # something on that path where the records have not taken it yet,
+        # and which link that is cannot be told: the subtree is rescanned
+        # (reported as an overflow), never made a cycle.
+        if _under(d2, c):
+            self._rescan_at([c.parent])
+            return 0
+        return self._moved(c.parent, c.name, d2, n2, True, pid)
+
+    cdef object _entry_now(self, _Dir d, bytes name):
+        # Through d's handle: d's path in the tree may be an old one.
+        cdef int fd
+        mfd = None if d.key is None else self._mounts.get(d.key[:8])
+        if mfd is None:
+            return Watcher._entry_now(self, d, name)
+        fd = fib_fs_fan_open(<int>mfd, <const unsigned char *>
+                             PyBytes_AS_STRING(d.key), len(d.key),
+                             O_PATH | O_DIRECTORY)
+        if fd < 0:
+            return None
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return None
+        finally:
+            c_close(fd)
+        return (_stat.S_ISDIR(st.st_mode), (st.st_ino, st.st_size,
+                                            st.st_mtime_ns))

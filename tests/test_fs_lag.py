@@ -164,15 +164,8 @@ def differ(model, real):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_starved_reader_loses_nothing(request, sched, tmp_path, seed):
+def test_a_starved_reader_loses_nothing(sched, tmp_path, seed):
     sched, fs_backend = sched
-    if fs_backend == "fanotify":
-        # Known, not yet fixed: fanotify loses entries here too (a
-        # directory handle is resolved to the path it has when the event is
-        # read, not the one the tree holds for that moment).
-        request.applymarker(pytest.mark.xfail(
-            reason="fanotify with a lagging reader: handle -> present path",
-            strict=False))
     root = str(tmp_path / "root")
     outside = str(tmp_path / "outside")
     os.mkdir(root)

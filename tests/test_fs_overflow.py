@@ -146,23 +146,36 @@ def test_a_directory_renamed_while_the_rescan_lists_it(env, monkeypatch):
     # ever reported.  Here the listing itself does the rename first.
     import fibers._fs as _fs
     os.makedirs(env.p("a", "d0"))
+    ino0 = os.stat(env.p("a", "d0")).st_ino
     real_list = _fs._list_dir
+    real_fan_list = _fs._fan_list
     renamed = []
+
+    def race():
+        renamed.append(1)
+        os.makedirs(env.p("a", "d0", "deep"))
+        for i in range(5):
+            open(env.p("a", "d0", "deep", f"x{i}"), "w").close()
+        os.rename(env.p("a", "d0"), env.p("a", "d0-moved"))
 
     def racing_list(path):
         if path.endswith(b"/a/d0") and not renamed:
-            renamed.append(path)
-            os.makedirs(env.p("a", "d0", "deep"))
-            for i in range(5):
-                open(env.p("a", "d0", "deep", f"x{i}"), "w").close()
-            os.rename(env.p("a", "d0"), env.p("a", "d0-moved"))
+            race()
         return real_list(path)
+
+    def racing_fan_list(mfd, key):
+        # fanotify lists a directory by its handle: a/d0 is the one whose
+        # inode it is
+        if not renamed and real_fan_list(mfd, key)[0] == ino0:
+            race()
+        return real_fan_list(mfd, key)
 
     def main():
         model = tree(env.root)
         w = small_queue_watch(env)
         try:
             monkeypatch.setattr(_fs, "_list_dir", racing_list)
+            monkeypatch.setattr(_fs, "_fan_list", racing_fan_list)
             for i in range(200):                  # overflow: a rescan
                 open(env.p(f"f{i}"), "w").close()
             events = quiet(w)
