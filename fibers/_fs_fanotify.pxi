@@ -503,11 +503,11 @@ cdef class _FanotifyWatcher(Watcher):
             elif m & FAN_CREATE and m & FAN_DELETE and ev.tkey != NULL:
                 # One file (the target) made, then deleted: records are
                 # merged by target, and it cannot be made after it is gone.
-                # A name the tree holds is a later file that a listing
-                # ahead of the records saw.
-                if name not in d.entries:
-                    self._emit_at(K_CREATED | mods | K_DELETED, d, ev.name,
-                                  ev.nlen, False, pid)
+                # What the tree holds at the name is that file (a listing
+                # saw it before it went) or a later one, whose own record
+                # is still to come: either way it goes.
+                self._created(d, name, False, pid, mods, False)
+                self._deleted(d, name, pid)
             elif m & FAN_CREATE and m & FAN_DELETE:
                 # Merged: which came first?  What is there now, and what the
                 # tree held before, tell.
