@@ -33,7 +33,14 @@ Design
   resolve in the present; inotify pins each watch and listing to an inode
   and checks the nodes it watched by path once it has caught up (see
   _fs_inotify.pxi).  A check that fails is an 'overflow' too, with a rescan
-  of the parent of what failed.
+  of the parent of what failed.  fanotify needs no check: records name
+  directories by handle, every node is keyed by its directory's handle
+  when it enters the tree, records are resolved through that key only and
+  listings open the directory by it (_list, _node_of, _keyed; see
+  _fs_fanotify.pxi), so what the records say is applied to the directory
+  they were about, whatever its path is by the time they are read.  The
+  one case they cannot settle (a move below a node a listing placed ahead
+  of them) is an 'overflow' with a rescan.
 - A root that goes (deleted, moved away, replaced) leaves the tree: its
   node is dead, so nothing (inotify wd, fanotify handle) maps to it and
   the moved directory is never reported under the root's old path; the

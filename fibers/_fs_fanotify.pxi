@@ -2,20 +2,45 @@
 # root, FID reporting with directory names (Linux 5.17+, CAP_SYS_ADMIN).
 #
 # Included by _fs.pyx.  How records become events:
-# - Each record names a directory by (fsid, file handle) and an entry in
-#   it.  The directory is looked up in a cache of handle -> tree node; a
-#   miss resolves the handle with open_by_handle_at(O_PATH) + readlink,
-#   and a directory outside the roots (or excluded) is cached as None, so
-#   the rest of the filesystem costs one dict lookup per event.  A rename
-#   moves the node, so the cache stays right; a deleted node is dead and
-#   re-resolved (and fails: the handle is stale).
+# - Each record names a directory by its key (fsid + file handle) and an
+#   entry in it.  The key is the directory's identity: it survives renames,
+#   and names nothing once the directory is deleted.  Every tree node is
+#   keyed when it enters the tree, from what made it: the record's target
+#   (FAN_REPORT_TARGET_FID) for a directory made or moved in, the listing
+#   for one found by a listing, name_to_handle_at for a root.  So _cache
+#   (key -> live node) answers every record with one dict lookup and no
+#   system call: a key it lacks is of a directory that was not in the tree
+#   when the record was made (outside the roots, excluded, gone).  A
+#   handle is never resolved to the path it has now: a reader behind the
+#   kernel applies old records, and the directory may have been renamed
+#   since (the old way lost what such records said).
+# - A listing (a directory moved in, a rescan) opens the directory by its
+#   handle, not by the path the tree has for it, and keys each directory
+#   in it from the same open (fib_fs_key_at).  It describes the present,
+#   ahead of the records still queued, which then replay on top of it:
+#   duplicates drop out against the tree.  A directory it finds that the
+#   tree holds elsewhere is left there: a queued rename brings it.
+# - Records about a directory follow its key, not its name: a create,
+#   rename or delete acts on the node keyed so wherever the tree has it
+#   (a listing may have put it where it is now) and leaves alone a name the
+#   tree holds for another directory (a later one the listing saw, whose
+#   own record is still to come).  A move that would put a node below
+#   itself (a listing put something on that path ahead of the records, and
+#   which link is ahead cannot be told) is reported as an 'overflow' and
+#   its subtree rescanned, never made a cycle.
 # - Renames come as one FAN_RENAME record with the old and the new
 #   directory and name; a side outside the roots makes it a deletion or a
-#   creation.
-# - The kernel merges queued events on one entry into one mask.  Create and
-#   delete together are ordered by lstat and by whether the tree held the
-#   name before; the other kinds are reported created, modified, attrib,
-#   closed_write, deleted.
+#   creation (a directory moved in is listed).
+# - The kernel merges a queued event into an earlier one on the same entry
+#   and target, so a merged record stands where the first of them was.  A
+#   create cannot merge into anything earlier, so create + delete is always
+#   "made, then deleted" (never the other order: the target differs).  A
+#   deletion can thus be read before renames of the target that came
+#   first; a directory deleted so is remembered as dead (_dead) until the
+#   reader has caught up, and those renames do not bring it back.  The
+#   other kinds are reported created, modified, attrib, closed_write,
+#   deleted.  (A file renamed away and back to one name before it was
+#   deleted, all while queued, is still ambiguous: files are not keyed.)
 # - The mark sees inside a new directory from the moment it exists, so
 #   unlike inotify a new directory needs no listing; one moved in from
 #   outside the roots does.
@@ -503,11 +528,11 @@ cdef class _FanotifyWatcher(Watcher):
             elif m & FAN_CREATE and m & FAN_DELETE and ev.tkey != NULL:
                 # One file (the target) made, then deleted: records are
                 # merged by target, and it cannot be made after it is gone.
-                # A name the tree holds is a later file that a listing
-                # ahead of the records saw.
-                if name not in d.entries:
-                    self._emit_at(K_CREATED | mods | K_DELETED, d, ev.name,
-                                  ev.nlen, False, pid)
+                # What the tree holds at the name is that file (a listing
+                # saw it before it went) or a later one, whose own record
+                # is still to come: either way it goes.
+                self._created(d, name, False, pid, mods, False)
+                self._deleted(d, name, pid)
             elif m & FAN_CREATE and m & FAN_DELETE:
                 # Merged: which came first?  What is there now, and what the
                 # tree held before, tell.

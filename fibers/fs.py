@@ -101,8 +101,13 @@ error (ENOENT)  a root deleted or moved     a FAN_DELETE or FAN_RENAME
   When one is made there or moved there, it is watched and its contents
   are reported ``created``, as for a directory moved into the tree.
 - fanotify merges queued events on one entry; the watcher splits them again
-  in the order created, modified, attrib, closed_write, deleted, and uses
-  lstat to order a create and a delete that were merged.
+  in the order created, modified, attrib, closed_write, deleted (a create
+  and a delete of one object merged are always that order).
+- A reader that falls behind (a busy scheduler) applies events about names
+  that have since been renamed or replaced; both backends still bring a
+  consumer's model to the true tree, exactly or, where the queued events
+  cannot tell, through an ``overflow`` and a rescan of the affected
+  subtree.
 - After an ``overflow``, the watcher rescans every root and emits created /
   deleted / modified for each difference from its picture of the tree, so a
   consumer that applies the events ends with the true state.  On inotify an
