@@ -679,7 +679,12 @@ cdef class Watcher:
             return self._deleted(d1, n1, pid)
         if out1:
             return self._created(d2, n2, is_dir, pid, 0, True)
-        v = d1.entries.pop(n1, None)
+        v = d1.entries.pop(n1, self)
+        if v is self:
+            # A source the tree never held (a listing that ran behind the
+            # rename saw only the new name): to a consumer this is the new
+            # name appearing, not a move from a path it never heard of.
+            return self._created(d2, n2, is_dir, pid, 0, True)
         old = d2.entries.pop(n2, None)
         if type(old) is _Dir and old is not v:
             # Replaced: an empty directory, unless a listing that ran ahead

@@ -127,16 +127,24 @@ def tree(root):
     return out
 
 
-def apply(model, events):
+def apply(model, events, anomalies=None):
     """Apply events to a set of paths: created adds, deleted removes, moved
-    renames (with the subtree of a directory)."""
+    renames (with the subtree of a directory).  With a list `anomalies`,
+    append each event that does not fit the model (a creation of a path it
+    holds, a deletion or a move of one it lacks)."""
     for ev in events:
         if ev.kind == "created":
+            if anomalies is not None and ev.path in model:
+                anomalies.append(ev)
             model.add(ev.path)
         elif ev.kind == "deleted":
+            if anomalies is not None and ev.path not in model:
+                anomalies.append(ev)
             model.discard(ev.path)
         elif ev.kind == "moved":
             src = ev.src_path
+            if anomalies is not None and src not in model:
+                anomalies.append(ev)
             model.discard(src)
             model.add(ev.path)
             if ev.is_dir:

@@ -218,9 +218,13 @@ def test_a_starved_reader_loses_nothing(sched, tmp_path, seed):
                 if w.stats()["overflows"] == n:
                     break
             st = w.stats()
-            apply(model, events)
+            odd = []
+            apply(model, events, odd)
             real = {p for p in tree(root) if not is_sync(p)}
             assert model == real, (differ(model, real), out, st)
+            # and every event fits: no creation twice, no deletion or move
+            # of a path never reported
+            assert odd == [], (len(odd), odd[:5])
             assert st["errors"] == 0, st
             # an overflow is always delivered before its repair
             assert st["overflows"] == sum(e.kind == "overflow"
