@@ -161,8 +161,8 @@ class Journal:
     (host, source, seq, kind, path, src_path, is_dir, time), paths bytes.
 
     Picture changes (``record``'s ``tree``), applied in order:
-    ``("put", path, is_dir, hidden)`` (lstat now), ``("del", path)`` (and
-    everything under it), ``("move", src, dst)`` (with the subtree),
+    ``("put", path, is_dir, hidden)`` (lstat now), ``("del", path[,
+    is_dir])`` (and everything under it, unless is_dir is false), ``("move", src, dst)`` (with the subtree),
     ``("import", root, picture)`` (a root's picture, replacing what was
     under it), ``("forget", root)``, ``("roots", {root: (dev, ino) or
     None})`` (None: the root went away while watched).
@@ -237,7 +237,7 @@ class Journal:
         returns its seq."""
         p = _fs(path)
         if kind == "deleted":
-            op = ("del", p)
+            op = ("del", p, bool(is_dir))
         elif kind == "moved":
             op = ("move", _fs(src_path), p)
         else:
@@ -408,8 +408,8 @@ def _under(p):
 
 def _del_tree(db, p):
     lo, hi = _under(p)
-    db.execute("DELETE FROM tree WHERE path = ? OR (path >= ? AND "
-               "path < ?)", (p, lo, hi))
+    db.execute("DELETE FROM tree WHERE path = ?", (p,))
+    db.execute("DELETE FROM tree WHERE path >= ? AND path < ?", (lo, hi))
 
 
 def _put(db, p, is_dir, st, hidden):
@@ -424,7 +424,10 @@ def _apply(db, op):
         _, p, is_dir, hidden = op
         _put(db, p, is_dir, _stat_of(p, is_dir), hidden)
     elif what == "del":
-        _del_tree(db, op[1])
+        if len(op) > 2 and not op[2]:       # a file: no subtree
+            db.execute("DELETE FROM tree WHERE path = ?", (op[1],))
+        else:
+            _del_tree(db, op[1])
     elif what == "move":
         _, src, dst = op
         lo, hi = _under(src)
@@ -475,8 +478,23 @@ def _commit(db, rows, ops):
             db.executemany("INSERT INTO events (seq, host, source, kind, "
                            "path, src_path, is_dir, time) VALUES "
                            "(?,?,?,?,?,?,?,?)", rows)
+        # Runs of "put" (most changes) go in one executemany.
+        puts = []
         for op in ops:
+            if op[0] == "put":
+                _, p, is_dir, hidden = op
+                st = _stat_of(p, is_dir)
+                puts.append((p, int(bool(is_dir)),
+                             *(st or (None, None, None)), int(bool(hidden))))
+                continue
+            if puts:
+                db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, "
+                               "?, ?, ?)", puts)
+                puts = []
             _apply(db, op)
+        if puts:
+            db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?, "
+                           "?, ?)", puts)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

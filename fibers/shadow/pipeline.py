@@ -506,8 +506,9 @@ class Shadow:
             if p in hidden:         # the store never saw it
                 hidden.discard(p)
                 ship = ()
-            _drop_under(hidden, p)
-            op = ("del", p)
+            if e.is_dir:
+                _drop_under(hidden, p)
+            op = ("del", p, e.is_dir)
         elif k == "moved":
             src = os.fsencode(e.src_path)
             if src in hidden or _any_under(hidden, src):
