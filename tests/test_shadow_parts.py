@@ -352,3 +352,33 @@ def test_a_stage_that_fails_is_fatal_and_stop_is_bounded(tmp_path):
         # the event is journaled, for the next start to ship
         return app.journal.depth
     assert fibers.run(main) == 1
+
+
+def test_journal_picture_file_runs(tmp_path):
+    # Runs of file puts, deletions and renames (the batched statements)
+    # keep their order with the other changes around them.
+    R = os.fsencode(tmp_path)
+    for n in (b"a", b"b", b"c"):
+        with open(os.path.join(R, n), "wb") as f:
+            f.write(n)
+
+    def main():
+        j = Journal(str(tmp_path / "j.db"), "h", batch=1000, interval=60)
+        j.append("created", R + b"/a", None, False, 1.0)
+        j.append("created", R + b"/b", None, False, 1.0)
+        j.append("deleted", R + b"/a", None, False, 1.0)
+        j.append("created", R + b"/a", None, False, 1.0)
+        j.append("created", R + b"/c", None, False, 1.0)
+        j.append("moved", R + b"/b", R + b"/c", False, 2.0)   # c over b
+        j.append("moved", R + b"/x", R + b"/nowhere", False, 2.0)
+        j.append("created", R + b"/d", None, True, 3.0)
+        j.append("moved", R + b"/e", R + b"/d", True, 3.0)
+        j.append("deleted", R + b"/b", None, False, 4.0)
+        assert j.flush(10.0)
+        pic, _ = j.load_picture()
+        j.close()
+        return pic
+    os.rename(tmp_path / "c", tmp_path / "b")
+    pic = fibers.run(main)
+    assert sorted(pic) == [R + b"/a", R + b"/e"]
+    assert pic[R + b"/e"][0] is True and pic[R + b"/a"][0] is False

@@ -162,7 +162,8 @@ class Journal:
 
     Picture changes (``record``'s ``tree``), applied in order:
     ``("put", path, is_dir, hidden)`` (lstat now), ``("del", path[,
-    is_dir])`` (and everything under it, unless is_dir is false), ``("move", src, dst)`` (with the subtree),
+    is_dir])`` (and everything under it, unless is_dir is false),
+    ``("move", src, dst[, is_dir])`` (with the subtree),
     ``("import", root, picture)`` (a root's picture, replacing what was
     under it), ``("forget", root)``, ``("roots", {root: (dev, ino) or
     None})`` (None: the root went away while watched).
@@ -239,7 +240,7 @@ class Journal:
         if kind == "deleted":
             op = ("del", p, bool(is_dir))
         elif kind == "moved":
-            op = ("move", _fs(src_path), p)
+            op = ("move", _fs(src_path), p, bool(is_dir))
         else:
             op = ("put", p, bool(is_dir), False)
         self.record([(kind, p, src_path, is_dir, time)], op)
@@ -429,7 +430,7 @@ def _apply(db, op):
         else:
             _del_tree(db, op[1])
     elif what == "move":
-        _, src, dst = op
+        src, dst = op[1], op[2]
         lo, hi = _under(src)
         moved = db.execute(
             "SELECT path, is_dir, ino, size, mtime_ns, hidden FROM tree "
@@ -471,6 +472,13 @@ def _apply(db, op):
         raise ValueError(f"unknown picture change {what!r}")
 
 
+_PUT = "INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?, ?, ?)"
+_DEL = "DELETE FROM tree WHERE path = ?"
+# Replaces what dst held; a source the picture lacks leaves it untouched
+# (its put comes with the watcher's created event).
+_MOVE_FILE = "UPDATE OR REPLACE tree SET path = ? WHERE path = ?"
+
+
 def _commit(db, rows, ops):
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -478,23 +486,34 @@ def _commit(db, rows, ops):
             db.executemany("INSERT INTO events (seq, host, source, kind, "
                            "path, src_path, is_dir, time) VALUES "
                            "(?,?,?,?,?,?,?,?)", rows)
-        # Runs of "put" (most changes) go in one executemany.
-        puts = []
+        # The common changes (a file's put, deletion or rename) go in runs,
+        # one executemany per run and kind, in order.
+        run_sql, run = None, []
         for op in ops:
-            if op[0] == "put":
+            what = op[0]
+            if what == "put":
                 _, p, is_dir, hidden = op
                 st = _stat_of(p, is_dir)
-                puts.append((p, int(bool(is_dir)),
-                             *(st or (None, None, None)), int(bool(hidden))))
-                continue
-            if puts:
-                db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, "
-                               "?, ?, ?)", puts)
-                puts = []
-            _apply(db, op)
-        if puts:
-            db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?, "
-                           "?, ?)", puts)
+                sql, args = _PUT, [(p, int(bool(is_dir)),
+                                    *(st or (None, None, None)),
+                                    int(bool(hidden)))]
+            elif what == "del" and len(op) > 2 and not op[2]:
+                sql, args = _DEL, [(op[1],)]
+            elif what == "move" and len(op) > 3 and not op[3]:
+                # a file renamed (over another file, maybe): a new key
+                sql, args = _MOVE_FILE, [(op[2], op[1])]
+            else:
+                sql, args = None, None
+            if sql is not run_sql and run:
+                db.executemany(run_sql, run)
+                run = []
+            run_sql = sql
+            if sql is None:
+                _apply(db, op)
+            else:
+                run += args
+        if run:
+            db.executemany(run_sql, run)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -515,7 +515,7 @@ class Shadow:
                 _move_under(hidden, src, p)
                 if p in hidden:     # a file kept back: still too small
                     ship = ()
-            op = ("move", src, p)
+            op = ("move", src, p, e.is_dir)
         else:
             small = (not e.is_dir and ship
                      and self.rules.too_small(e.path))
