@@ -235,9 +235,11 @@ class UI:
         # between two, written where FIBERS_SHADOW_UI_STATS says.
         path = os.environ.get("FIBERS_SHADOW_UI_STATS")
         if path:
-            with open(path, "w") as f:
+            # whole or not at all: the benchmark reads it once it exists
+            with open(path + ".tmp", "w") as f:
                 json.dump({"frames": self.frames, "skipped": self.skipped,
                            "max_frame_gap_ms": self.max_gap * 1000}, f)
+            os.replace(path + ".tmp", path)
 
     def stop(self):
         """Ask ``run()`` to restore the terminal and return (within
