@@ -58,7 +58,7 @@ Design
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.errno cimport errno, EAGAIN, EINTR
+from libc.errno cimport errno, EAGAIN, EINTR, ENOMEM, ESTALE
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp, strlen
 

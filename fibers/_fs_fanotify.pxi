@@ -116,6 +116,13 @@ def _fan_list(int mfd, bytes key):
                                   PyBytes_AS_STRING(key), len(key),
                                   O_RDONLY | O_DIRECTORY)
     if fd < 0:
+        if -fd == ENOMEM:
+            # open_by_handle_at gives ENOMEM, not ESTALE, when it cannot
+            # reconnect a directory that is being removed or moved (seen
+            # with a reader far behind a churning tree): it is gone from
+            # here; the records say where it went, and the check after
+            # the queue is read lists it again if need be.
+            fd = -ESTALE
         raise OSError(-fd, os.strerror(-fd))
     try:
         dino = os.fstat(fd).st_ino
