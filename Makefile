@@ -47,11 +47,11 @@ $(VENV)/.built: $(VENV)/.base $(SOURCES)
 build: $(VENV)/.built
 
 test: build ctest $(VENV)/.test-deps $(VENV)/.shadow-deps | sysdeps-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 # The Python suite alone (test-pythons runs it with VENV and PYTHON set).
 pytest: build $(VENV)/.test-deps $(VENV)/.shadow-deps | sysdeps-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 # The Python suite on every CPython 3.10-3.13 under $(pyenv root)/versions,
 # each in its own .venv-3.x; absent ones are skipped (and said so).

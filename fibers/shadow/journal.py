@@ -55,6 +55,7 @@ import uuid
 
 import fibers
 
+from .store import fsbytes
 from .sync import Mutex
 
 __all__ = ["Journal", "JournalError", "StateError", "journal_path",
@@ -109,10 +110,6 @@ def marker_path(state_dir: str) -> str:
     """A small file naming the journal's source id: proof, if the journal
     vanishes, that one existed."""
     return os.path.join(state_dir, "source")
-
-
-def _fs(p):
-    return None if p is None else (p if type(p) is bytes else os.fsencode(p))
 
 
 def _open(path):
@@ -227,7 +224,7 @@ class Journal:
         for kind, path, src, is_dir, t in ship:
             self.last_seq += 1
             self._rows.append((self.last_seq, self.host, self.source, kind,
-                               _fs(path), _fs(src), int(bool(is_dir)), t))
+                               fsbytes(path), fsbytes(src), int(bool(is_dir)), t))
         if tree is not None:
             self._ops.append(tree)
         if len(self._rows) + len(self._ops) >= self.batch:
@@ -236,11 +233,11 @@ class Journal:
     def append(self, kind, path, src_path, is_dir, time) -> int:
         """Queue one event for the next commit, with its picture change;
         returns its seq."""
-        p = _fs(path)
+        p = fsbytes(path)
         if kind == "deleted":
             op = ("del", p, bool(is_dir))
         elif kind == "moved":
-            op = ("move", _fs(src_path), p, bool(is_dir))
+            op = ("move", fsbytes(src_path), p, bool(is_dir))
         else:
             op = ("put", p, bool(is_dir), False)
         self.record([(kind, p, src_path, is_dir, time)], op)
@@ -421,14 +418,9 @@ def _put(db, p, is_dir, st, hidden):
 
 def _apply(db, op):
     what = op[0]
-    if what == "put":
-        _, p, is_dir, hidden = op
-        _put(db, p, is_dir, _stat_of(p, is_dir), hidden)
-    elif what == "del":
-        if len(op) > 2 and not op[2]:       # a file: no subtree
-            db.execute("DELETE FROM tree WHERE path = ?", (op[1],))
-        else:
-            _del_tree(db, op[1])
+    # (a file's put, deletion and rename are _commit's runs)
+    if what == "del":
+        _del_tree(db, op[1])
     elif what == "move":
         src, dst = op[1], op[2]
         lo, hi = _under(src)

@@ -237,15 +237,16 @@ ALTER TABLE events
   ALTER COLUMN src_path TYPE bytea USING convert_to(src_path, 'UTF8')"""
 
 
-def _fs(p):
-    """A path as bytes (rows journaled by older versions hold str)."""
+def fsbytes(p):
+    """A path as bytes (str is os.fsencode'd: the events' paths, and rows
+    journaled by older versions); None stays None."""
     return p if p is None or type(p) is bytes else os.fsencode(p)
 
 
 def _rows_as_bytes(rows):
     return [r if (r[4] is None or type(r[4]) is bytes) and
             (r[5] is None or type(r[5]) is bytes)
-            else r[:4] + (_fs(r[4]), _fs(r[5])) + r[6:] for r in rows]
+            else r[:4] + (fsbytes(r[4]), fsbytes(r[5])) + r[6:] for r in rows]
 
 
 class PgStore(Store):
