@@ -66,7 +66,7 @@ import fibers.fs
 from . import config
 from .journal import (Journal, JournalError, StateError, journal_path,
                       marker_path)
-from .store import StoreError, open_store
+from .store import StoreError, open_store, shown
 from .sync import Channel, Closed
 
 __all__ = ["Shadow", "Rules"]
@@ -412,7 +412,7 @@ class Shadow:
                     elif k == "error":
                         self.counts["errors"] += 1
                         log.warning("watcher error on %s: %s",
-                                    _show(ev.path),
+                                    shown(ev.path),
                                     os.strerror(ev.errno or 0))
                         self._root_error(ev)
                         self._done += 1
@@ -786,15 +786,6 @@ def _real(root) -> bytes:
 def _root_id(r: bytes):
     st = os.stat(r)
     return (st.st_dev, st.st_ino)
-
-
-def _show(path) -> str:
-    """A path for people: bytes that are not UTF-8 shown as \\xNN."""
-    if path is None:
-        return ""
-    if isinstance(path, str):
-        path = os.fsencode(path)
-    return path.decode("utf-8", "backslashreplace")
 
 
 def _nonempty(path) -> bool:

@@ -243,6 +243,14 @@ def fsbytes(p):
     return p if p is None or type(p) is bytes else os.fsencode(p)
 
 
+def shown(path) -> str:
+    """A path for people: bytes that are not UTF-8 shown as \\xNN (a
+    terminal or a log cannot take them raw)."""
+    if path is None:
+        return ""
+    return fsbytes(path).decode("utf-8", "backslashreplace")
+
+
 def _rows_as_bytes(rows):
     return [r if (r[4] is None or type(r[4]) is bytes) and
             (r[5] is None or type(r[5]) is bytes)

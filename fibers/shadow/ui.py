@@ -50,6 +50,7 @@ import fibers
 
 from . import control
 from .config import USER_KINDS
+from .store import shown
 
 __all__ = ["UI", "KIND_KEYS", "WINDOW_STEPS"]
 
@@ -484,10 +485,7 @@ class UI:
                        reverse=True)
 
         def rel(path):
-            # Paths are bytes in the journal; shown with any byte that is
-            # not UTF-8 as \xNN (a terminal cannot take it raw).
-            if isinstance(path, bytes):
-                path = path.decode("utf-8", "backslashreplace")
+            path = shown(path)          # bytes in the journal
             for r in roots:
                 if path and path.startswith(r):
                     return path[len(r):]
