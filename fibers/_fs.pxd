@@ -125,6 +125,7 @@ cdef class Watcher:
     cdef int _keyed(self, _Dir d, object key) except -1
     cdef object _entry_now(self, _Dir d, bytes name)
     cdef int _caught_up(self) except -1
+    cdef object _recheck(self)
     cdef int _n_watches(self)
     cdef int _close_fd(self) except -1
 
@@ -135,6 +136,7 @@ cdef class _InotifyWatcher(Watcher):
     cdef list _doubted        # _Dir to check once the queue is empty
     cdef dict _aliases        # ino -> [_Dir whose path found another's wd]
     cdef bint _via_proc       # /proc/self/fd is there to watch an open fd
+    cdef int _idle_repairs    # audits that repaired since the last read
 
     cdef uint32_t _mask(self)
     cdef int _add_watch(self, _Dir d) except -1

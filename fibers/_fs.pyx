@@ -1182,7 +1182,15 @@ cdef class Watcher:
                         if self._queue and self._nwaiters:
                             fibers.signal_all(self._key)
                 else:
-                    fibers.wait_readable(self._fd)
+                    try:
+                        fibers.wait_readable(self._fd, self._recheck())
+                    except fibers.Timeout:
+                        # Checks left over with no event to trigger them
+                        # (a rescan's, or an audit's own repairs): the
+                        # read says EAGAIN and they run.
+                        self._drain()
+                        if self._queue and self._nwaiters:
+                            fibers.signal_all(self._key)
         except fibers.FiberExit:
             pass
         except OSError as e:
@@ -1361,13 +1369,15 @@ cdef class Watcher:
         """Counters: events delivered, overflows seen, rescans run, watches
         (inotify) or filesystem marks (fanotify) held, events queued for
         the consumer, errors reported, reads of the kernel fd, whether a
-        rescan is running, and how many roots are gone (deleted or moved
+        repair is under way (a rescan, or inotify's check of its watches
+        after a lagging read), and how many roots are gone (deleted or moved
         away, and waited for at their paths)."""
         return {"backend": self._backend_name, "events": self._n_events,
                 "overflows": self._n_overflows, "rescans": self._n_rescans,
                 "watches": self._n_watches(), "queued": len(self._queue),
                 "errors": self._n_errors, "reads": self._n_reads,
-                "rescanning": self._rescan_fiber is not None,
+                "rescanning": self._rescan_fiber is not None or
+                              self._recheck() is not None,
                 "missing_roots": sum(1 for r in self._roots
                                      if (<_Dir>r).dead)}
 
@@ -1464,6 +1474,11 @@ cdef class Watcher:
     cdef int _caught_up(self) except -1:
         # The reader has just read the kernel queue to the end.
         return 0
+
+    cdef object _recheck(self):
+        # None, or how soon the idle reader should read again (and so call
+        # _caught_up) though the kernel has nothing new.
+        return None
 
     cdef int _n_watches(self):
         return 0

@@ -25,8 +25,11 @@
 #   is checked once the queue has been read to the end and nothing new has
 #   come while checking: lstat of its path must give its watch's inode.
 #   One that fails is reported ('overflow'), watched again and its parent
-#   rescanned; one never listed is listed.  So a lagging reader is exact
-#   when the events allow it and never silent when they do not.
+#   rescanned; one never listed is listed.  Those repairs (and a rescan's
+#   listings) can raise doubts of their own after the last event, so the
+#   idle reader reads again every 5 ms while any are left (_recheck), and
+#   stats() says 'rescanning' until they are settled.  So a lagging reader
+#   is exact when the events allow it and never silent when they do not.
 # - A root's own watch reports it deleted or moved away (IN_DELETE_SELF /
 #   IN_MOVE_SELF).  A root that is gone is waited for with a watch on the
 #   deepest ancestor left (IN_CREATE | IN_MOVED_TO, the name filtered
@@ -182,6 +185,17 @@ cdef class _InotifyWatcher(Watcher):
             self._audit()
         return 0
 
+    cdef object _recheck(self):
+        # Doubts can outlive the last event: a rescan's listings and an
+        # audit's own repairs raise them after the queue was read to the
+        # end.  The idle reader polls for them (bounded: a node found wrong
+        # round after round without a new event, such as one directory
+        # bind-mounted at two paths in the tree, waits for the next event).
+        if (self._doubted or self._rescan_fiber is not None) and \
+                self._idle_repairs < 8:
+            return 0.005
+        return None
+
     cdef int _audit(self) except -1:
         # The tree now holds every event the kernel had queued; if nothing
         # new comes while the doubted nodes' paths are looked up, each path
@@ -194,6 +208,9 @@ cdef class _InotifyWatcher(Watcher):
             if not d.dead and d not in seen:
                 seen.add(d)
                 nodes.append(d)
+        # Taken now: a node doubted while the lstats below run on the pool
+        # (a rescan's listing) is checked at the next catch-up, not dropped.
+        self._doubted = []
         paths = [d.path for d in nodes]
         if len(paths) > 64:
             inos = fibers.blocking(_stat_inos, paths)
@@ -201,12 +218,15 @@ cdef class _InotifyWatcher(Watcher):
             inos = _stat_inos(paths)
         q = fib_fs_queued(self._fd)
         if q != 0 or self._pending is not None or self._closed:
-            return 0            # changed meanwhile: at the next catch-up
-        self._doubted = []
+            # changed meanwhile: at the next catch-up
+            self._doubted = nodes + self._doubted
+            return 0
         for d, ino in zip(nodes, inos):
             if d.dead or (ino == d.ino and self._owns(d)):
                 continue
             bad.append(d)
+        if bad:
+            self._idle_repairs += 1
         # Every wrong watch goes first, so a right one can take its wd.
         for d in bad:
             self._forget(d)
@@ -293,6 +313,7 @@ cdef class _InotifyWatcher(Watcher):
         cdef _Dir d
         cdef Py_ssize_t k
         cdef bint isdir
+        self._idle_repairs = 0
         while True:
             rc = fib_fs_ino_next(self._buf, <size_t>n, &off, &ev)
             if rc <= 0:

@@ -209,8 +209,10 @@ def test_a_starved_reader_loses_nothing(sched, tmp_path, seed):
             b.join()
             events += quiet(w)
             for _ in range(20):
-                # Each overflow's rescan has run, and nothing was found
-                # wrong after it.
+                # Each overflow's rescan has run, and the checks it left
+                # (inotify) too, with nothing found wrong after them: a
+                # repair that waited for an event that never came left
+                # ghosts and holes here, 1 run in 10 on a loaded machine.
                 n = w.stats()["overflows"]
                 fibers.wait_for(lambda: not w.stats()["rescanning"],
                                 timeout=60)
@@ -223,14 +225,6 @@ def test_a_starved_reader_loses_nothing(sched, tmp_path, seed):
             real = {p for p in tree(root) if not is_sync(p)}
             # Nothing real is missing from the model: no loss, ever.
             assert not real - model, (differ(model, real), out, st)
-            if model - real and fs_backend == "inotify" and st["overflows"]:
-                # Known, not yet fixed (seen once in ~30 runs, on CPython
-                # 3.13): after many overflows the repair leaves a directory
-                # in the model that is gone from the disk.  Recorded here,
-                # visibly, rather than passed.
-                pytest.xfail(f"inotify: a directory left in the model after "
-                             f"{st['overflows']} overflows: "
-                             f"{differ(model, real)}")
             assert model == real, (differ(model, real), out, st)
             # and every event fits: no creation twice, no deletion or move
             # of a path never reported
