@@ -62,8 +62,15 @@ class ChannelClosed(Exception):
 ChannelClosed.__module__ = "fibers.sync"
 
 
-def _block_body(WaitQueue q, timeout, item, bint catch, str word):
-    return _block(q, timeout, item, catch, word)
+cdef inline bint _outside():
+    # No fiber is running: a call that must wait drives the scheduler
+    # (Scheduler._drive) with the *whole* call in a helper fiber, so that
+    # it looks at the primitive again once it runs.
+    return _sched()._current is None
+
+
+cdef inline object _drive(str word, object fn, tuple args):
+    return _sched()._drive(word, fn, args)
 
 
 cdef object _block(WaitQueue q, object timeout, object item, bint catch,
@@ -72,13 +79,11 @@ cdef object _block(WaitQueue q, object timeout, object item, bint catch,
     # waker hands over: returns what the waker left in _wq_item (None for a
     # lock or a permit).  `timeout` (None: none) is in seconds; when it
     # expires, returns _TIMED_OUT if `catch`, else raises the Timeout.
-    # Outside a fiber, runs the scheduler until a helper fiber is done.
+    # The caller made sure a fiber is running (see _outside).
     cdef Scheduler s = _sched()
     cdef Fiber me = s._current
     cdef Timer t = None
     cdef object v
-    if me is None:
-        return s._drive(word, _block_body, (q, timeout, item, catch, word))
     if timeout is not None:
         t = s._arm_timeout(me, timeout)
     try:
@@ -166,6 +171,8 @@ cdef class Lock:
         t = _lock_timeout(blocking, timeout)
         if t == 0:
             return False
+        if _outside():
+            return _drive("acquire", self.acquire, (blocking, timeout))
         return _block(self._waiters, t, None, True, "acquire") \
             is not _TIMED_OUT
 
@@ -192,6 +199,8 @@ cdef class Lock:
     def __enter__(self):
         if not self._locked:
             self._locked = True
+        elif _outside():
+            _drive("acquire", self.acquire, ())
         else:
             _block(self._waiters, None, None, True, "acquire")
         return True
@@ -233,7 +242,9 @@ cdef class RLock:
     def acquire(self, blocking=True, timeout=-1):
         """Take the lock (again, if this fiber holds it); see
         :meth:`Lock.acquire`."""
-        me = _owner_key()
+        return self._acquire_for(_owner_key(), blocking, timeout)
+
+    def _acquire_for(self, me, blocking, timeout):
         if self._owner is None:
             self._owner = me
             self._count = 1
@@ -244,6 +255,10 @@ cdef class RLock:
         t = _lock_timeout(blocking, timeout)
         if t == 0:
             return False
+        if _outside():
+            # the helper fiber acquires for us, the scheduler
+            return _drive("acquire", self._acquire_for,
+                          (me, blocking, timeout))
         # The waker sets _owner and _count from the item we carry.
         return _block(self._waiters, t, me, True, "acquire") \
             is not _TIMED_OUT
@@ -325,6 +340,8 @@ cdef class Semaphore:
         t = _wait_timeout(timeout, "acquire")
         if t == 0:
             return False
+        if _outside():
+            return _drive("acquire", self.acquire, (blocking, timeout))
         return _block(self._waiters, t, None, True, "acquire") \
             is not _TIMED_OUT
 
@@ -349,6 +366,8 @@ cdef class Semaphore:
     def __enter__(self):
         if self._value > 0:
             self._value -= 1
+        elif _outside():
+            _drive("acquire", self.acquire, ())
         else:
             _block(self._waiters, None, None, True, "acquire")
         return True
@@ -414,6 +433,8 @@ cdef class Event:
         t = _wait_timeout(timeout, "wait")
         if t == 0:
             return False
+        if _outside():
+            return _drive("wait", self.wait, (timeout,))
         return _block(self._waiters, t, None, True, "wait") \
             is not _TIMED_OUT
 
@@ -510,6 +531,10 @@ cdef class Condition:
         RuntimeError if the lock is not held."""
         if not self._owned():
             raise RuntimeError("cannot wait on un-acquired lock")
+        if _outside():
+            # The lock is held by code outside any fiber: a helper fiber
+            # could not hand it back and forth as ours.
+            raise RuntimeError("Condition.wait() must be called in a fiber")
         t = _wait_timeout(timeout, "wait")
         saved = self._release_save()
         notified = False
@@ -678,6 +703,8 @@ cdef class Queue:
         t = _wait_timeout(timeout, "put")
         if t == 0:
             raise Full
+        if _outside():
+            return _drive("put", self.put, (item, block, timeout))
         r = _block(self._putters, t, item, True, "put")
         if r is _TIMED_OUT:
             raise Full
@@ -703,6 +730,8 @@ cdef class Queue:
         t = _wait_timeout(timeout, "get")
         if t == 0:
             raise Empty
+        if _outside():
+            return _drive("get", self.get, (block, timeout))
         r = _block(self._getters, t, None, True, "get")
         if r is _TIMED_OUT:
             raise Empty
@@ -735,6 +764,8 @@ cdef class Queue:
         ``timeout`` seconds (``queue.Queue.join`` has no timeout)."""
         if self._unfinished == 0:
             return
+        if _outside():
+            return _drive("join", self.join, (timeout,))
         _block(self._joiners, _wait_timeout(timeout, "join"), None, False,
                "join")
 
@@ -855,6 +886,8 @@ cdef class Channel:
         if f is not None:
             _hand(f, item)
             return
+        if _outside():
+            return _drive("send", self.send, (item, timeout))
         if _block(self._senders, _wait_timeout(timeout, "send"), item,
                   False, "send") is _SYNC_CLOSED:
             raise ChannelClosed("channel closed while sending")
@@ -870,6 +903,8 @@ cdef class Channel:
             return item
         if self._closed:
             raise ChannelClosed("recv on a closed channel")
+        if _outside():
+            return _drive("recv", self.recv, (timeout,))
         r = _block(self._receivers, _wait_timeout(timeout, "recv"),
                    None, False, "recv")
         if r is _SYNC_CLOSED:
