@@ -16,7 +16,7 @@ BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py
 
-.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-bulk bench-fixed bench-fs bench-shadow bench-pytest clean
+.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-pytest clean
 
 all: build
 
@@ -175,6 +175,11 @@ bench-fs: build $(VENV)/.bench-fs build/fs/writer
 # pipeline (watchdog + queue + psycopg thread); see bench/shadow_run.py.
 bench-shadow: build $(VENV)/.bench-fs $(VENV)/.test-deps build/fs/writer | sysdeps-test
 	$(PY) -m bench.shadow_run
+
+# Lock hand-off and Queue ping-pong (ns/op) against uvloop and gevent; see
+# bench/sync_run.py.
+bench-sync: build $(VENV)/.bench
+	$(PY) -m bench.sync_run
 
 bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \

@@ -251,9 +251,6 @@ static int fib__epoll_submit(fib__pump *p, fib__op *op)
         return -EOPNOTSUPP;     /* readiness has no multishot to offer */
     if (op->code < FIB__OP_POLL || op->code > FIB__OP_FSYNC)
         return -EINVAL;
-    if (op->code == FIB__OP_POLL &&
-        (op->events & (POLLIN | POLLOUT)) == (POLLIN | POLLOUT))
-        return -EINVAL;     /* one direction per wait */
     if (op->code == FIB__OP_FSYNC) {
         op->res = fib__op_try(op, 1);
         return 1;
@@ -346,6 +343,24 @@ static void fib__epoll_run_list(fib__epoll *e, fib__fdent *ent, int read_side,
     }
 }
 
+/* A wait for either direction (POLLIN|POLLOUT: fibers.wait_fd) sits on
+ * the read list; a write edge completes it too.  Only such polls are
+ * taken: a recv on that list has nothing to do with a write edge. */
+static void fib__epoll_run_either(fib__epoll *e, fib__fdent *ent,
+                                  uint32_t revents)
+{
+    fib__op *op = ent->rhead, *next;
+    while (op != NULL) {
+        next = op->next;
+        if (op->code == FIB__OP_POLL && (op->events & POLLOUT)) {
+            fib__epoll_unlink(ent, op);
+            fib__epoll_done(e, op, (int32_t)(revents & (op->events |
+                                                        POLLERR | POLLHUP)));
+        }
+        op = next;
+    }
+}
+
 static int fib__epoll_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
                            int max)
 {
@@ -382,8 +397,10 @@ static int fib__epoll_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out,
             continue;
         if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
             fib__epoll_run_list(e, ent, 1, ev);
-        if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
             fib__epoll_run_list(e, ent, 0, ev);
+            fib__epoll_run_either(e, ent, ev);
+        }
         fib__epoll_release_foreign(e, ent, fd);
     }
     n = 0;

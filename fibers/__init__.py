@@ -26,7 +26,7 @@ except ImportError as e:  # pragma: no cover - exercised only on broken builds
     ) from e
 
 from ._core import (
-    Condition,
+    Trigger,
     Deadlock,
     Fiber,
     FiberExit,
@@ -63,6 +63,7 @@ from ._core import (
     wait_os_signal,
     wait_readable,
     wait_writable,
+    wait_fd,
     wait_signal,
     when,
     whenever,
@@ -71,6 +72,11 @@ from ._core import (
 from ._heap import Blob, Heap
 from .functor import Functor
 from . import fs, io, net, ring  # noqa: E402  (submodules: fibers.net, ...)
+from . import sync  # noqa: E402
+from .sync import (  # noqa: E402
+    BoundedSemaphore, Channel, ChannelClosed, Condition, Event, LifoQueue,
+    Lock, PriorityQueue, Queue, RLock, Semaphore,
+)
 
 __version__ = "0.1.0"
 
@@ -84,4 +90,7 @@ __all__ = [
     "whenever", "yield_now", "backend", "backends", "fs", "io", "net", "ring",
     "blocking", "set_blocking_limit", "blocking_limit", "blocking_stats",
     "get_include", "Heap", "Blob",
+    "Trigger", "wait_fd", "sync", "Lock", "RLock", "Semaphore",
+    "BoundedSemaphore", "Event", "LifoQueue", "PriorityQueue", "Queue",
+    "Channel", "ChannelClosed",
 ]

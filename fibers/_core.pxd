@@ -146,6 +146,9 @@ cdef class Fiber:
     cdef Fiber _wq_next
     # the node sleep() arms, so that sleeping allocates nothing
     cdef fib__timer_node _sleep_node
+    # what a fiber parked in a fibers.sync primitive carries (a put's or a
+    # send's item) or is handed (a get's item; _SYNC_CLOSED)
+    cdef object _wq_item
 
     cdef object _outcome(self)
 
@@ -165,7 +168,7 @@ cdef class Timer:
     cdef bint _disarm(self)
 
 
-cdef class Condition:
+cdef class Trigger:
     cdef Scheduler _sched
     cdef object _pred
     cdef object _fn

@@ -611,14 +611,17 @@ cdef Timer _new_timer(Scheduler s, int kind):
 # --------------------------------------------------------------------------
 
 @cython.final
-cdef class Condition:
+cdef class Trigger:
     """A pending :func:`when`, :func:`whenever` or :func:`wait_for`.
+
+    (Named ``Condition`` before :mod:`fibers.sync` brought the
+    threading-style :class:`fibers.Condition`.)
 
     Its predicate is checked once per tick until it is cancelled (or, for
     ``when``, until it fires)."""
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("Condition objects are created by fibers.when() "
+        raise TypeError("Trigger objects are created by fibers.when() "
                         "and fibers.whenever()")
 
     def cancel(self):
@@ -634,10 +637,10 @@ cdef class Condition:
 
     def __repr__(self):
         kind = ("wait_for", "when", "whenever")[self._kind]
-        return f"<Condition {kind} {self._pred!r} active={self._active}>"
+        return f"<Trigger {kind} {self._pred!r} active={self._active}>"
 
 
-cdef Condition _new_condition(Scheduler s, int kind, pred, fn, Fiber fiber):
+cdef Trigger _new_condition(Scheduler s, int kind, pred, fn, Fiber fiber):
     if not PyCallable_Check(pred):
         raise TypeError(f"the predicate must be callable, got "
                         f"{type(pred).__name__}")
@@ -646,7 +649,7 @@ cdef Condition _new_condition(Scheduler s, int kind, pred, fn, Fiber fiber):
     if kind != CK_WAIT_FOR and not PyCallable_Check(fn):
         raise TypeError(f"the function must be callable, got "
                         f"{type(fn).__name__}")
-    cdef Condition c = Condition.__new__(Condition)
+    cdef Trigger c = Trigger.__new__(Trigger)
     c._sched = s
     c._kind = kind
     c._pred = pred
@@ -1080,6 +1083,7 @@ cdef class Scheduler:
         f._exc = None
         f._dropped = None
         f._value = None
+        f._wq_item = None
         f._glet = None
         if f._registered and self._live is not None:
             self._live.discard(f)
@@ -1169,7 +1173,7 @@ cdef class Scheduler:
         return 0
 
     cdef int _wait_for(self, Fiber me, object pred) except -1:
-        cdef Condition c
+        cdef Trigger c
         if pred():
             return 0
         c = _new_condition(self, CK_WAIT_FOR, pred, None, me)
@@ -1534,12 +1538,12 @@ cdef class Scheduler:
         cdef Py_ssize_t n = len(conds)
         cdef Py_ssize_t i
         cdef list keep
-        cdef Condition c
+        cdef Trigger c
         if n == 0:
             return 0
         keep = []
         for i in range(n):
-            c = <Condition>conds[i]
+            c = <Trigger>conds[i]
             if not c._active:
                 continue
             # What goes wrong here is the condition's own business: its
@@ -1624,7 +1628,7 @@ cdef class Scheduler:
         if self._io_pending() or self._os_waits:
             return False
         for c in self._conds:
-            if (<Condition>c)._active:
+            if (<Trigger>c)._active:
                 return False
         for i in range(N_BUILTIN_STEPS, len(self._steps)):
             pending = getattr(self._steps[i], "pending", None)
@@ -1878,7 +1882,7 @@ cdef class Scheduler:
             if n.kind != TK_SLEEP:
                 (<Timer>owner)._fiber = None
         for c in self._conds:
-            (<Condition>c)._active = False
+            (<Trigger>c)._active = False
         self._conds = []
         while self._ready.count:
             p = fib__ring_pop(&self._ready)
@@ -2252,13 +2256,13 @@ def wait_for(predicate, timeout=None):
 
 def when(predicate, fn):
     """Spawn ``fn()`` once, at the first tick where ``predicate()`` is true.
-    Returns a :class:`Condition`; cancel it to give up."""
+    Returns a :class:`Trigger`; cancel it to give up."""
     return _new_condition(_sched(), CK_WHEN, predicate, fn, None)
 
 
 def whenever(predicate, fn):
     """Spawn ``fn()`` at every tick where ``predicate()`` is true, until the
-    returned :class:`Condition` is cancelled."""
+    returned :class:`Trigger` is cancelled."""
     return _new_condition(_sched(), CK_WHENEVER, predicate, fn, None)
 
 
@@ -2344,3 +2348,4 @@ include "_ring.pxi"
 include "_blocking.pxi"
 include "_ossignal.pxi"
 include "_capi.pxi"
+include "_sync.pxi"

@@ -397,7 +397,7 @@ def _wait_fd(fd, int events, timeout, str word):
     if me is None:
         return s._drive(word, _wait_fd, (fd, events, timeout, word))
     n = _fileno(fd)
-    _poll_foreign(s, me, n, events,
+    return _poll_foreign(s, me, n, events,
                   None if timeout is None else s._arm_timeout(me, timeout),
                   word)
 
@@ -414,3 +414,20 @@ def wait_writable(fd, timeout=None):
     """Suspend this fiber until ``fd`` is writable; see
     :func:`wait_readable`."""
     _wait_fd(fd, POLLOUT, timeout, "wait_writable")
+
+
+def wait_fd(fd, events, timeout=None):
+    """Suspend this fiber until ``fd`` (an int, or anything with
+    ``fileno()``) is ready for any of ``events`` (``select.POLLIN``,
+    ``select.POLLOUT`` or both, or'd), and return the ready
+    events as :func:`select.poll` reports them (``POLLERR`` and
+    ``POLLHUP`` may be among them).  One wait in the pump, however many
+    events are asked for: "readable or writable" needs no helper fiber.
+    Raises :class:`Timeout` after ``timeout`` seconds (None: no limit).
+    For fds owned by other libraries, as :func:`wait_readable`."""
+    cdef int ev = _int_arg(events, "wait_fd", "events")
+    if ev & ~(POLLIN | POLLOUT) or ev == 0:
+        # (No POLLPRI: the epoll backend registers fds for in and out.)
+        raise ValueError(f"wait_fd() argument 'events' must be POLLIN, "
+                         f"POLLOUT or both, got {events!r}")
+    return _wait_fd(fd, ev, timeout, "wait_fd")

@@ -26,8 +26,10 @@ This module plugs fibers in through those hooks, not by patching psycopg's
 globals: :class:`Connection` subclasses ``psycopg.Connection`` and overrides
 
 * ``wait()``: the generator's waits become :func:`fibers.wait_readable` /
-  :func:`fibers.wait_writable` on ``pgconn.socket``, so a query parks only
-  its fiber while the pump (io_uring or epoll) watches the socket;
+  :func:`fibers.wait_writable` (or :func:`fibers.wait_fd` for "readable or
+  writable", and for a wait with a time limit) on ``pgconn.socket``, so a
+  query parks only its fiber while the pump (io_uring or epoll) watches
+  the socket;
 * ``connect()``: psycopg's own attempt loop (one attempt per host, and per
   address of a host), with the same waits; host names are resolved on
   fibers' blocking-call pool;
@@ -35,7 +37,8 @@ globals: :class:`Connection` subclasses ``psycopg.Connection`` and overrides
   same waits (libpq >= 17) or runs on the blocking-call pool (older libpq);
 * ``lock``: psycopg serialises a connection's users with a
   ``threading.Lock``, which would freeze the whole thread if a second fiber
-  found it taken; here a fiber that finds it taken parks until it is free.
+  found it taken; here it is a :class:`fibers.Lock`: a fiber that finds it
+  taken parks until it is handed the lock.
 
 Everything else (cursors, transactions, pipelines, COPY, server-side
 cursors, notifies, adaptation) is psycopg's unchanged code on top of these.
@@ -186,54 +189,39 @@ def _poll_now(fd, s):
 _last_switch = 0.0
 
 
-def _wait_helpers(fd, s, limit):
+def _ready_of(ev, s):
+    """The Ready state for the wait `s`, from poll events `ev`."""
+    if ev & _POLL_BAD:
+        # Let the generator try in the direction it asked for and find
+        # the error itself.
+        return Ready(s)
+    ready = _READY_NONE
+    if ev & select.POLLIN:
+        ready |= _READY_R
+    if ev & select.POLLOUT:
+        ready |= _READY_W
+    return ready
+
+
+def _wait_limited(fd, s, limit):
     """Wait until fd is ready for `s`, or `limit` seconds pass (None: no
     limit); return the Ready state, NONE on expiry.
 
-    One helper fiber per direction waits on the fd, and a plain timer
-    (no exception) ends the wait; the first to come resumes us.  Why not
-    a timeout scope around fibers.wait_readable: a timer that throws into
-    this fiber could fire in the same tick as a timeout scope of the
-    caller's, and a fiber is thrown only one exception at a time: ours
-    would hide the caller's, which would then never fire.  This path is
-    only taken for waits with a deadline (connect, cancel, notifies with a
-    timeout) and for "readable or writable" when the socket is not
-    writable at once, so its cost (two fibers) does not matter."""
+    One fibers.wait_fd in the pump, for either direction at once.  The
+    limit is a move_on_after scope, not a timeout of the wait's own: a
+    timer throwing into this fiber could expire in the same tick as a
+    timeout scope of the caller's, and only scopes sort that out (the
+    outermost expired one acts, see fibers.TimeoutScope); a Timeout
+    caught here might be the caller's."""
     global _last_switch
-    me = fibers.current()
-    state = {"done": False}
-
-    def wake(flag):
-        # Not when we are already on our way out (an exception thrown into
-        # us makes us ready, not yet running).
-        if not state["done"] and me.state == "suspended":
-            state["done"] = True
-            me.resume(flag)
-
-    def watch(waiter, flag):
-        try:
-            waiter(fd)
-        except Exception:
-            pass                # the generator will meet the error itself
-        wake(flag)
-
-    helpers = []
-    if s & _WAIT_R:
-        helpers.append(fibers.spawn(watch, fibers.wait_readable, _READY_R))
-    if s & _WAIT_W:
-        helpers.append(fibers.spawn(watch, fibers.wait_writable, _READY_W))
-    timer = None if limit is None else fibers.delay(wake, limit, _READY_NONE)
-    try:
-        got = fibers.suspend()
-    finally:
-        # From here on nothing may resume us: we may park elsewhere.
-        state["done"] = True
-        if timer is not None:
-            timer.cancel()
-        for h in helpers:
-            h.kill(block=False)
+    ev = 0
+    if limit is None:
+        ev = fibers.wait_fd(fd, _POLL_EVENTS[s])
+    else:
+        with fibers.move_on_after(limit):
+            ev = fibers.wait_fd(fd, _POLL_EVENTS[s])
     _last_switch = fibers.now()
-    return _poll_now(fd, s) or got
+    return _ready_of(ev, s) if ev else _poll_now(fd, s)
 
 
 def _wait_ready(fd, s, limit):
@@ -266,7 +254,7 @@ def _wait_ready(fd, s, limit):
             fibers.wait_writable(fd)
             _last_switch = fibers.now()
             return _READY_W
-    return _wait_helpers(fd, s, limit)
+    return _wait_limited(fd, s, limit)
 
 
 def _check_fd_closed(fd):
@@ -326,61 +314,10 @@ def _consume(gen, fd, interval, timeout, on_interrupt=None, first=None):
 
 # ---- the lock ----------------------------------------------------------------
 
-class _FiberLock:
-    """``Connection.lock``: the interface of ``threading.Lock``, but a fiber
-    that finds it taken parks until it is free (a thread lock would freeze
-    every fiber of the thread, the holder included).  Not for use across
-    OS threads: a connection belongs to one thread's scheduler."""
-
-    __slots__ = ("_locked", "__weakref__")
-
-    def __init__(self):
-        self._locked = False
-
-    def acquire(self, blocking=True, timeout=-1):
-        if not self._locked:
-            self._locked = True
-            return True
-        if not blocking:
-            return False
-        deadline = None
-        if timeout is not None and timeout >= 0:
-            deadline = fibers.now() + timeout
-
-        def free():
-            return not self._locked
-
-        # Woken fibers run in turn: another may take the lock first.
-        while self._locked:
-            left = None
-            if deadline is not None:
-                left = deadline - fibers.now()
-                if left <= 0:
-                    return False
-            try:
-                fibers.wait_for(free, left)
-            except fibers.Timeout:
-                if deadline is not None and fibers.now() >= deadline:
-                    return False
-                raise
-        self._locked = True
-        return True
-
-    def release(self):
-        if not self._locked:
-            raise RuntimeError("release unlocked lock")
-        self._locked = False
-
-    def locked(self):
-        return self._locked
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc_info):
-        self.release()
-
-    def __repr__(self):
-        return f"<fibers.psycopg lock {'locked' if self._locked else 'unlocked'}>"
+# Connection.lock is a fibers.Lock: the interface of threading.Lock, but a
+# fiber that finds it taken parks (FIFO) until it is handed the lock; a
+# thread lock would freeze every fiber of the thread, the holder included.
+_FiberLock = fibers.Lock
 
 
 # ---- the connection ----------------------------------------------------------

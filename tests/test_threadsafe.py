@@ -212,7 +212,7 @@ def test_every_public_method_from_a_foreign_thread(sched):
         "Fiber.kill": lambda: fiber.kill(),
         "Fiber.resume": lambda: fiber.resume(1),
         "Timer.cancel": timer.cancel,
-        "Condition.cancel": cond.cancel,
+        "Trigger.cancel": cond.cancel,
     }
     # Read-only, answered from anywhere.
     readonly = {

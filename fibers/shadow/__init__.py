@@ -39,6 +39,7 @@ starts afresh); 1 means a stage failed (the journal could not be written,
 the state directory was deleted), said on stderr and in the status.
 
 Modules: ``config`` (settings, TOML), ``journal`` (the outbox), ``store``
-(the destination), ``pipeline`` (the stages), ``control`` (the socket),
-``sync`` (a fiber mutex and channel), ``__main__`` (the command line).
+(the destination), ``pipeline`` (the stages, joined by
+:class:`fibers.Queue`), ``control`` (the socket), ``__main__`` (the command
+line).
 """

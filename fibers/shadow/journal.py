@@ -56,7 +56,6 @@ import uuid
 import fibers
 
 from .store import fsbytes
-from .sync import Mutex
 
 __all__ = ["Journal", "JournalError", "StateError", "journal_path",
            "marker_path"]
@@ -175,7 +174,7 @@ class Journal:
         self.interval = interval
         self.max_pending = max_pending
         self.on_error = on_error
-        self._lock = Mutex()
+        self._lock = fibers.Lock()
         self._rows = []             # rows not yet committed
         self._ops = []              # picture changes not yet committed
         self._key = ("fibers.shadow.journal", id(self))

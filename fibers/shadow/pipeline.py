@@ -62,18 +62,22 @@ from collections import deque
 
 import fibers
 import fibers.fs
+from fibers.sync import Empty, Queue, ShutDown
 
 from . import config
 from .journal import (Journal, JournalError, StateError, journal_path,
                       marker_path)
 from .store import StoreError, open_store, shown
-from .sync import Channel, Closed
 
 __all__ = ["Shadow", "Rules"]
 
 log = logging.getLogger("fibers.shadow")
 
 MERGEABLE = ("modified", "closed_write", "attrib")
+# How many batches (each up to 4096 events) wait between two stages before
+# the producing stage parks: about the 4096 events the hand-rolled channel
+# held, give or take a partly full batch.
+QUEUE_BATCHES = 2
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 10.0
 # Seconds the store may leave a batch unanswered before the status says
 # "stalled" rather than "connected" (a silent link is only given up after
@@ -215,8 +219,10 @@ class Shadow:
         self._stopping = False
         self._fibers = []
         self._ship_key = ("fibers.shadow.ship", id(self))
-        self.raw = Channel(4096)
-        self.filtered = Channel(4096)
+        # Batches (of up to 4096 events) between the stages; a full queue
+        # parks its producer, which stops reading its own input.
+        self.raw = Queue(QUEUE_BATCHES)
+        self.filtered = Queue(QUEUE_BATCHES)
         self._coalescing = 0
         self._wall = time.time() - fibers.now()
         self.watcher = None
@@ -385,9 +391,9 @@ class Shadow:
                 except ValueError:          # closed and drained
                     return
                 self.counts["seen"] += len(batch)
-                self.raw.put_many(batch)
+                self.raw.put(batch)
         finally:
-            self.raw.close()
+            self.raw.shutdown()
 
     # ---- stage 2: filter ---------------------------------------------------
 
@@ -397,8 +403,8 @@ class Shadow:
         try:
             while True:
                 try:
-                    batch = self.raw.get_batch()
-                except Closed:
+                    batch = self.raw.get()
+                except ShutDown:
                     return
                 out = []
                 rules = self.rules
@@ -422,9 +428,9 @@ class Shadow:
                             self.counts["filtered"] += 1
                         out.append((ev, keep))
                 if out:
-                    self.filtered.put_many(out)
+                    self.filtered.put(out)
         finally:
-            self.filtered.close()
+            self.filtered.shutdown()
 
     def _root_error(self, ev):
         # A root deleted or moved away while watched: the watcher reported
@@ -462,8 +468,10 @@ class Shadow:
             else:
                 wait = None
             try:
-                batch = self.filtered.get_batch(4096, wait)
-            except Closed:
+                batch = self.filtered.get(timeout=wait)
+            except Empty:
+                batch = ()
+            except ShutDown:
                 closed = True
                 continue
             window = self.settings.window

@@ -49,7 +49,6 @@ import sqlite3
 
 import fibers
 
-from .sync import Mutex
 
 __all__ = ["Store", "SqliteStore", "PgStore", "StoreError", "open_store",
            "parse_url", "COLUMNS"]
@@ -149,7 +148,7 @@ class SqliteStore(Store):
         self.path = path
         self.url = url or "sqlite:///" + path
         self._db = None
-        self._lock = Mutex()   # one transaction at a time
+        self._lock = fibers.Lock()   # one transaction at a time
 
     def _connect(self):
         if not os.path.isdir(os.path.dirname(self.path) or "."):
@@ -270,7 +269,7 @@ class PgStore(Store):
     def __init__(self, url: str):
         self.url = url
         self._conn = None
-        self._lock = Mutex()    # one statement at a time on the connection
+        self._lock = fibers.Lock()    # one statement at a time on the connection
 
     def describe(self) -> str:
         # never show a password
