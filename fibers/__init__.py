@@ -28,8 +28,11 @@ except ImportError as e:  # pragma: no cover - exercised only on broken builds
 from ._core import (
     Condition,
     Deadlock,
+    ExceptionGroup,
     Fiber,
     FiberExit,
+    Group,
+    Pool,
     Scheduler,
     Timeout,
     TimeoutScope,
@@ -43,7 +46,9 @@ from ._core import (
     blocking_stats,
     current,
     delay,
+    first,
     get_include,
+    group,
     in_fiber,
     move_on_after,
     now,
@@ -84,4 +89,5 @@ __all__ = [
     "whenever", "yield_now", "backend", "backends", "fs", "io", "net", "ring",
     "blocking", "set_blocking_limit", "blocking_limit", "blocking_stats",
     "get_include", "Heap", "Blob",
+    "group", "Group", "Pool", "first", "ExceptionGroup",
 ]

@@ -121,6 +121,11 @@ cdef class WaitQueue:
     cdef inline void remove(self, Fiber f)
 
 
+# Defined in _group.pxd: a group, pool or race that a fiber reports its end
+# to (Fiber._owner).
+cdef class _Owner
+
+
 cdef class Fiber:
     cdef Scheduler _sched
     cdef object _func
@@ -146,6 +151,9 @@ cdef class Fiber:
     cdef Fiber _wq_next
     # the node sleep() arms, so that sleeping allocates nothing
     cdef fib__timer_node _sleep_node
+    # the group, pool or race this fiber belongs to: told in _finish, on
+    # every way a fiber can end (even killed before it ever ran)
+    cdef _Owner _owner
 
     cdef object _outcome(self)
 
@@ -302,3 +310,4 @@ cdef class Scheduler:
 include "_net.pxd"
 include "_file.pxd"
 include "_ring.pxd"
+include "_group.pxd"
