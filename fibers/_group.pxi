@@ -448,6 +448,10 @@ cdef class Pool(_Owner):
         """The number of tasks running."""
         return len(self._running)
 
+    def __iter__(self):
+        """The tasks running now (a snapshot), as :class:`Fiber` objects."""
+        return iter(list(self._running))
+
     def free_count(self):
         """How many more tasks could start now without waiting."""
         return max(0, self._size - self._used)
@@ -674,13 +678,20 @@ def _pool_map_body(Pool p, fn, it):
     cdef Scheduler s = p._sched
     cdef _Batch b = _new_batch(False)
     try:
-        for item in it:
-            if b._failed:
-                break
+        # A slot first, then the item: none is taken that would not run.
+        while not b._failed:
             p._acquire(s, "map")
             if b._failed:
                 p._release()
                 break
+            try:
+                item = next(it)
+            except StopIteration:
+                p._release()
+                break
+            except BaseException:
+                p._release()
+                raise
             p._start(s, fn, (item,), b)
         while b._index and not b._failed:
             s._wait_in(s._current, b._waiter)
@@ -699,12 +710,16 @@ def _pool_imap_unordered(Pool p, fn, it):
         while True:
             while more and not b._failed and \
                     len(b._index) + len(b._done) < p._size:
+                p._acquire(s, "imap_unordered")
                 try:
                     item = next(it)
                 except StopIteration:
+                    p._release()
                     more = False
                     break
-                p._acquire(s, "imap_unordered")
+                except BaseException:
+                    p._release()
+                    raise
                 p._start(s, fn, (item,), b)
             if b._done:
                 exc, result = b._done.popleft()
