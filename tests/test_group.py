@@ -500,3 +500,32 @@ def test_first_outside_a_fiber_drives_the_scheduler():
     def b():
         return "b"
     assert fibers.first(a, b) == "b"
+
+
+def test_scheduler_close_ends_a_group_and_its_children(backend):
+    s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
+                         backend=backend)
+    events = []
+
+    def child(n):
+        try:
+            fibers.sleep(1000)
+        finally:
+            events.append(f"child {n}")
+
+    def parent():
+        try:
+            with fibers.group() as g:
+                g.spawn(child, 1)
+                g.spawn(child, 2)
+        finally:
+            events.append("parent")
+
+    def main():
+        fibers.spawn(parent)
+        fibers.sleep(1)             # parent waits at the end of its block
+    s.run(main)
+    assert events == []
+    s.close()
+    assert sorted(events) == ["child 1", "child 2", "parent"]
+    assert events[-1] == "parent"
