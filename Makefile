@@ -14,7 +14,7 @@ BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
-                      fibers/include/*.h) setup.py
+                      fibers/include/*.h) setup.py pyproject.toml
 
 .PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-pytest clean
 

@@ -77,6 +77,7 @@ extensions = [
                  "fibers/_ring.pxd", "fibers/_blocking.pxd",
                  "fibers/_net.pxi", "fibers/_file.pxi", "fibers/_ring.pxi",
                  "fibers/_blocking.pxi", "fibers/_capi.pxi",
+                 "fibers/_group.pxd", "fibers/_group.pxi",
                  "csrc/fib_pool.h", "fibers/_heap.pxd", "csrc/fib_arena.h",
                  "fibers/include/fibers.h"],
     ),

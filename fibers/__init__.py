@@ -28,8 +28,11 @@ except ImportError as e:  # pragma: no cover - exercised only on broken builds
 from ._core import (
     Trigger,
     Deadlock,
+    ExceptionGroup,
     Fiber,
     FiberExit,
+    Group,
+    Pool,
     Scheduler,
     Timeout,
     TimeoutScope,
@@ -43,7 +46,9 @@ from ._core import (
     blocking_stats,
     current,
     delay,
+    first,
     get_include,
+    group,
     in_fiber,
     move_on_after,
     now,
@@ -93,4 +98,5 @@ __all__ = [
     "Trigger", "wait_fd", "sync", "Lock", "RLock", "Semaphore",
     "BoundedSemaphore", "Event", "LifoQueue", "PriorityQueue", "Queue",
     "Channel", "ChannelClosed",
+    "group", "Group", "Pool", "first", "ExceptionGroup",
 ]

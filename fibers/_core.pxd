@@ -121,6 +121,11 @@ cdef class WaitQueue:
     cdef inline void remove(self, Fiber f)
 
 
+# Defined in _group.pxd: a group, pool or race that a fiber reports its end
+# to (Fiber._owner).
+cdef class _Owner
+
+
 cdef class Fiber:
     cdef Scheduler _sched
     cdef object _func
@@ -149,6 +154,9 @@ cdef class Fiber:
     # what a fiber parked in a fibers.sync primitive carries (a put's or a
     # send's item) or is handed (a get's item; _SYNC_CLOSED)
     cdef object _wq_item
+    # the group, pool or race this fiber belongs to: told in _finish, on
+    # every way a fiber can end (even killed before it ever ran)
+    cdef _Owner _owner
 
     cdef object _outcome(self)
 
@@ -305,3 +313,4 @@ cdef class Scheduler:
 include "_net.pxd"
 include "_file.pxd"
 include "_ring.pxd"
+include "_group.pxd"

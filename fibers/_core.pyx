@@ -1094,6 +1094,9 @@ cdef class Scheduler:
                 w = q.popleft()
                 if w._state == ST_SUSPENDED:
                     self._wake(w, None)
+        if f._owner is not None:
+            f._owner._child_done(f, exc)
+            f._owner = None
         if exc is not None and not f._joined:
             if isinstance(exc, FiberExit) or exc is f._kill_exc:
                 pass
@@ -2349,3 +2352,4 @@ include "_blocking.pxi"
 include "_ossignal.pxi"
 include "_capi.pxi"
 include "_sync.pxi"
+include "_group.pxi"
