@@ -71,6 +71,7 @@ from ._core import (
 from ._heap import Blob, Heap
 from .functor import Functor
 from . import fs, io, net, ring  # noqa: E402  (submodules: fibers.net, ...)
+from . import subprocess  # noqa: E402  (fibers.subprocess)
 
 __version__ = "0.1.0"
 
@@ -84,4 +85,5 @@ __all__ = [
     "whenever", "yield_now", "backend", "backends", "fs", "io", "net", "ring",
     "blocking", "set_blocking_limit", "blocking_limit", "blocking_stats",
     "get_include", "Heap", "Blob",
+    "subprocess",
 ]
