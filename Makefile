@@ -181,6 +181,16 @@ bench-shadow: build $(VENV)/.bench-fs $(VENV)/.test-deps build/fs/writer | sysde
 bench-sync: build $(VENV)/.bench
 	$(PY) -m bench.sync_run
 
+# 100 subprocesses `sleep 0.2` at once under a 10 ms ticker: wall time and
+# the ticker's worst gap, fibers.subprocess on each backend against
+# asyncio's subprocess on uvloop (and on plain asyncio); see
+# bench/subprocess_run.py.  Quick check, e.g.
+#   make bench-subprocess BENCH_SUBPROCESS_ARGS="--rounds 1 --procs 5"
+.PHONY: bench-subprocess
+BENCH_SUBPROCESS_ARGS ?=
+bench-subprocess: build $(VENV)/.bench
+	$(PY) -m bench.subprocess_run $(BENCH_SUBPROCESS_ARGS)
+
 bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \
 	    --benchmark-json=bench/results/pytest-benchmark.json

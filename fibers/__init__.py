@@ -82,6 +82,7 @@ from .sync import (  # noqa: E402
     BoundedSemaphore, Channel, ChannelClosed, Condition, Event, LifoQueue,
     Lock, PriorityQueue, Queue, RLock, Semaphore,
 )
+from . import subprocess  # noqa: E402  (fibers.subprocess)
 
 __version__ = "0.1.0"
 
@@ -99,4 +100,5 @@ __all__ = [
     "BoundedSemaphore", "Event", "LifoQueue", "PriorityQueue", "Queue",
     "Channel", "ChannelClosed",
     "group", "Group", "Pool", "first", "ExceptionGroup",
+    "subprocess",
 ]
