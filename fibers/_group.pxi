@@ -94,16 +94,16 @@ cdef int _kill_nowait(Scheduler s, Fiber f, object exc) except -1:
     return 0
 
 
-cdef object _block(Scheduler s, WaitQueue q, str word):
+cdef object _park(Scheduler s, WaitQueue q, str word):
     # Park until woken through q.  Outside any fiber, a helper fiber waits
     # and the scheduler is driven meanwhile (as for Fiber.join).
     cdef Fiber me = s._current
     if me is not None:
         return s._wait_in(me, q)
-    return s._drive(word, _block_body, (q,))
+    return s._drive(word, _park_body, (q,))
 
 
-def _block_body(WaitQueue q):
+def _park_body(WaitQueue q):
     cdef Scheduler s = _sched()
     return s._wait_in(s._current, q)
 
@@ -478,7 +478,7 @@ cdef class Pool(_Owner):
         if self._used < self._size and self._slotq._count == 0:
             self._used += 1
             return 0
-        _block(s, self._slotq, word)
+        _park(s, self._slotq, word)
         return 0
 
     cdef int _release(self) except -1:
@@ -554,7 +554,7 @@ cdef class Pool(_Owner):
             if not s._running:
                 while b._index:
                     try:
-                        _block(s, b._waiter, "map")
+                        _park(s, b._waiter, "map")
                     except BaseException as e:
                         if interrupt is None:
                             interrupt = e
@@ -729,7 +729,7 @@ def _pool_imap_unordered(Pool p, fn, it):
                 continue
             if not b._index:
                 return
-            _block(s, b._waiter, "imap_unordered")
+            _park(s, b._waiter, "imap_unordered")
     finally:
         p._cleanup(s, b)
 
