@@ -150,9 +150,17 @@ def connect(address, timeout=None, *, ssl=None, server_hostname=None,
         sock.close()
         raise
     if tls is not None:
-        return tls.wrap(sock, ssl, server_hostname=server_hostname,
-                        handshake_timeout=(timeout if handshake_timeout is None
-                                           else handshake_timeout))
+        try:
+            return tls.wrap(sock, ssl, server_hostname=server_hostname,
+                            handshake_timeout=(timeout
+                                               if handshake_timeout is None
+                                               else handshake_timeout))
+        except TimeoutError as e:
+            if isinstance(e, _core.Timeout):
+                raise
+            # The socket's own timeout (this argument's) in the handshake.
+            raise _core.Timeout(f"TLS handshake with {address!r} timed out "
+                                f"after {timeout} s") from None
     return sock
 
 
@@ -199,11 +207,13 @@ class Server:
     def _run_handler(self, conn, addr):
         try:
             with conn:
-                if self._ssl is not None:
-                    conn = self._handshake(conn, addr)
-                    if conn is None:
-                        return
-                self._handler(conn, addr)
+                if self._ssl is None:
+                    self._handler(conn, addr)
+                else:
+                    tls = self._handshake(conn, addr)
+                    if tls is not None:
+                        with tls:       # close_notify when it can
+                            self._handler(tls, addr)
         except (ConnectionResetError, BrokenPipeError) as e:
             # The client went away: the end of this connection, not an
             # error of the server's (as in gevent's StreamServer).

@@ -65,9 +65,11 @@ End of stream: a peer's close_notify makes recv return ``b''``.  A
 transport EOF without one (a "ragged EOF", which many HTTPS peers send)
 also returns ``b''`` unless ``suppress_ragged_eofs=False``, as in the
 stdlib; then it raises :class:`ssl.SSLEOFError`.  :meth:`TLSSocket.close`
-sends nothing, as the stdlib's does; :meth:`TLSSocket.shutdown` with
-SHUT_WR or SHUT_RDWR sends close_notify first, and :meth:`TLSSocket.unwrap`
-does the whole closing exchange and hands back the plain Socket.
+sends close_notify if the socket takes it at once (the stdlib sends none,
+which strict peers such as OpenSSL 3's tools report as an error) and
+never waits; :meth:`TLSSocket.shutdown` with SHUT_WR or SHUT_RDWR sends it
+(waiting if it must), and :meth:`TLSSocket.unwrap` does the whole closing
+exchange and hands back the plain Socket.
 """
 
 import io as _io
@@ -180,6 +182,14 @@ class TLSSocket:
         if sock.gettimeout() == 0:
             raise ValueError("TLS over a non-blocking socket is not "
                              "supported: use a timeout instead")
+        # The stdlib's SSLSocket checks these; its SSLObject does not (and
+        # would then skip the host name check).
+        if server_side and server_hostname:
+            raise ValueError("server_hostname can only be specified in "
+                             "server mode")
+        if context.check_hostname and not server_side and \
+                not server_hostname:
+            raise ValueError("check_hostname requires server_hostname")
         self._sock = sock
         self._in = _MemoryBIO()
         self._out = _MemoryBIO()
@@ -296,6 +306,14 @@ class TLSSocket:
                 else:
                     self._fill()
                 continue
+            except _SSLError:
+                if self._out.pending:
+                    # The alert that tells the peer why.
+                    try:
+                        self._flush()
+                    except OSError:
+                        pass
+                raise
             if self._out.pending:
                 self._flush()
             return ret
@@ -509,16 +527,38 @@ class TLSSocket:
 
     def close(self):
         """Close the connection (the underlying Socket too).  Fibers
-        blocked on it get OSError(EBADF).  Sends no close_notify, as
-        :meth:`ssl.SSLSocket.close` does not; see :meth:`shutdown`."""
+        blocked on it get OSError(EBADF).  If the socket can take it at
+        once, a close_notify goes first, so the peer sees a clean end of
+        stream (the stdlib's close sends none, and OpenSSL peers then
+        report an unexpected EOF); close never waits for it."""
         if self._state == _CLOSED:
             return
+        if self._state == _OPEN and not self._tx_busy and \
+                self._sock is not None:
+            self._close_notify()
         self._state = _CLOSED
         _wake_all(self._waiters)
         if self._io_refs > 0:
             self._close_pending = True
             return
         self._real_close()
+
+    def _close_notify(self):
+        # Best effort, without waiting: the socket goes non-blocking (it is
+        # being closed) and takes the few bytes or not.
+        try:
+            self._obj.unwrap()
+        except _SSLError:
+            pass        # it wants the peer's close_notify: not waited for
+        except ValueError:
+            return
+        data = self._out.read()
+        if data:
+            try:
+                self._sock.settimeout(0)
+                self._sock.send(data)
+            except OSError:
+                pass
 
     def _real_close(self):
         sock = self._sock
