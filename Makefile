@@ -17,7 +17,7 @@ BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py
 
-.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-bulk bench-fixed bench-fs bench-shadow bench-pytest clean
+.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-pytest clean
 
 all: build
 
@@ -140,6 +140,11 @@ bench: build $(VENV)/.bench
 # server, driven by a C load generator (compiled into build/echo/).
 bench-echo: build $(VENV)/.bench
 	$(PY) -m bench.echo_run
+
+# TLS echo servers (fibers.ssl, uvloop, gevent's ssl) on loopback, driven by
+# a C load generator on OpenSSL (compiled into build/echo/; needs libssl-dev).
+bench-tls: build $(VENV)/.bench
+	$(PY) -m bench.tls_run
 
 # Bulk upload into an accepted connection: fibers on each backend (and
 # io_uring without multishot) against uvloop and gevent.
