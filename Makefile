@@ -9,14 +9,15 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 # psycopg's binary wheel bundles libpq: tests/test_psycopg.py runs
 # fibers.psycopg against a throwaway PostgreSQL server (tests/pg.py).
-TEST_DEPS  := pytest "psycopg[binary]>=3.1"
+# trustme makes the certificates tests/test_ssl.py uses.
+TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py pyproject.toml
 
-.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-pytest clean
+.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-pytest clean
 
 all: build
 
@@ -140,6 +141,11 @@ bench: build $(VENV)/.bench
 bench-echo: build $(VENV)/.bench
 	$(PY) -m bench.echo_run
 
+# TLS echo servers (fibers.ssl, uvloop, gevent's ssl) on loopback, driven by
+# a C load generator on OpenSSL (compiled into build/echo/; needs libssl-dev).
+bench-tls: build $(VENV)/.bench
+	$(PY) -m bench.tls_run
+
 # Bulk upload into an accepted connection: fibers on each backend (and
 # io_uring without multishot) against uvloop and gevent.
 bench-bulk: build $(VENV)/.bench
@@ -186,7 +192,6 @@ bench-sync: build $(VENV)/.bench
 # asyncio's subprocess on uvloop (and on plain asyncio); see
 # bench/subprocess_run.py.  Quick check, e.g.
 #   make bench-subprocess BENCH_SUBPROCESS_ARGS="--rounds 1 --procs 5"
-.PHONY: bench-subprocess
 BENCH_SUBPROCESS_ARGS ?=
 bench-subprocess: build $(VENV)/.bench
 	$(PY) -m bench.subprocess_run $(BENCH_SUBPROCESS_ARGS)

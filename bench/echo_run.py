@@ -283,10 +283,12 @@ def cpu_use(before, after, wall):
             "wait": round((after[1] - before[1]) / 1e9 / wall, 3)}
 
 
-def run_loadgen(port, cpus, size, conns, duration, warmup, server_pid):
-    """Run the load generator; return its JSON result with CPU accounting for
-    both sides, or raise RuntimeError."""
-    argv = ["taskset", "-c", str(cpus[1]), LOADGEN, HOST, str(port), str(conns),
+def run_loadgen(port, cpus, size, conns, duration, warmup, server_pid,
+                loadgen=None):
+    """Run the load generator (``loadgen``: another binary with the same
+    arguments and output, such as bench/tls_run.py's); return its JSON
+    result with CPU accounting for both sides, or raise RuntimeError."""
+    argv = ["taskset", "-c", str(cpus[1]), loadgen or LOADGEN, HOST, str(port), str(conns),
             str(size), str(duration), str(warmup)]
     srv0, t0 = sched_ns(server_pid), time.monotonic()
     steal0 = steal_ticks(cpus)

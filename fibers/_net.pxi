@@ -879,6 +879,14 @@ cdef class Socket:
         self._sock.close()
         return 0
 
+    def _unread(self, data):
+        # For fibers.ssl's unwrap(): bytes read past the end of the TLS
+        # stream go back, ahead of anything received later.
+        rest = self._pushback
+        data = bytes(data)
+        if data:
+            self._pushback = data + rest if rest is not None else data
+
     def _read_mode(self):
         # For tests: how recv() reads this socket now -- 'multishot',
         # 'direct' (a bulk stream on io_uring), or 'single' (plain calls).

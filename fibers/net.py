@@ -19,6 +19,10 @@
 
 Every call that would block suspends only the calling fiber; the
 completion pump (io_uring, or epoll) resumes it.  Errors are the stdlib's.
+
+TLS: pass ``ssl=context`` (an :class:`ssl.SSLContext`) to :func:`connect`,
+:func:`listen` or :func:`serve` and the connections are
+:class:`fibers.ssl.TLSSocket` objects, with the same calls.
 """
 
 import os as _os
@@ -70,13 +74,30 @@ def socketpair(family=_socket.AF_UNIX, type=_socket.SOCK_STREAM, proto=0):
     return _adopt_socket(a), _adopt_socket(b)
 
 
-def listen(address, backlog=1024, reuse_port=False):
+def _check_ssl(ssl, word):
+    if ssl is not None:
+        from . import ssl as tls    # the stdlib ssl only when TLS is used
+        if not isinstance(ssl, tls._ssl.SSLContext):
+            raise TypeError(f"{word}(): ssl must be an ssl.SSLContext or "
+                            f"None, got {type(ssl).__name__}")
+        return tls
+    return None
+
+
+def listen(address, backlog=1024, reuse_port=False, *, ssl=None,
+           handshake_timeout=60.0):
     """A listening stream Socket bound to ``address``.
 
     The family follows the address: a str (or bytes) path is a Unix socket,
     a host with ':' is IPv6, anything else IPv4.  SO_REUSEADDR is set for
     IP sockets; ``reuse_port=True`` also sets SO_REUSEPORT, so several
-    processes can share the port."""
+    processes can share the port.
+
+    With ``ssl=context`` it returns a :class:`fibers.ssl.TLSListener`,
+    whose ``accept()`` gives :class:`fibers.ssl.TLSSocket` connections;
+    each one's handshake runs at its first call, in the fiber that makes
+    it, limited to ``handshake_timeout`` seconds (None: no limit)."""
+    tls = _check_ssl(ssl, "listen")
     family = _family_of(address)
     sock = Socket(family, _socket.SOCK_STREAM)
     try:
@@ -89,15 +110,28 @@ def listen(address, backlog=1024, reuse_port=False):
     except BaseException:
         sock.close()
         raise
+    if tls is not None:
+        return tls.TLSListener(sock, ssl, handshake_timeout)
     return sock
 
 
-def connect(address, timeout=None):
+def connect(address, timeout=None, *, ssl=None, server_hostname=None,
+            handshake_timeout=None):
     """A stream Socket connected to ``address`` (a Unix path, or a
     ``(host, port)`` pair).  ``timeout`` limits the connect, raising
     :class:`fibers.Timeout` as every ``timeout=`` argument does, and stays
     on the socket for its later calls, as with
-    :func:`socket.create_connection`."""
+    :func:`socket.create_connection`.
+
+    With ``ssl=context`` the TLS handshake follows and a
+    :class:`fibers.ssl.TLSSocket` is returned.  ``server_hostname`` (for
+    SNI and certificate checks) defaults to the host connected to;
+    ``handshake_timeout`` (default: ``timeout``) limits the handshake."""
+    tls = _check_ssl(ssl, "connect")
+    if tls is not None and server_hostname is None and \
+            isinstance(address, tuple) and address and \
+            isinstance(address[0], str):
+        server_hostname = address[0]
     sock = Socket(_family_of(address), _socket.SOCK_STREAM)
     try:
         if timeout is not None:
@@ -115,6 +149,18 @@ def connect(address, timeout=None):
     except BaseException:
         sock.close()
         raise
+    if tls is not None:
+        try:
+            return tls.wrap(sock, ssl, server_hostname=server_hostname,
+                            handshake_timeout=(timeout
+                                               if handshake_timeout is None
+                                               else handshake_timeout))
+        except TimeoutError as e:
+            if isinstance(e, _core.Timeout):
+                raise
+            # The socket's own timeout (this argument's) in the handshake.
+            raise _core.Timeout(f"TLS handshake with {address!r} timed out "
+                                f"after {timeout} s") from None
     return sock
 
 
@@ -124,9 +170,11 @@ class Server:
     ``address`` is the bound address (with the real port when 0 was
     asked for); ``connections`` is how many handlers are running."""
 
-    def __init__(self, sock, handler):
+    def __init__(self, sock, handler, ssl=None, handshake_timeout=None):
         self._sock = sock
         self._handler = handler
+        self._ssl = ssl
+        self._handshake_timeout = handshake_timeout
         self._handlers = set()
         self._stopping = False
         self._unix_file = None      # (path, st_dev, st_ino) to remove
@@ -159,7 +207,13 @@ class Server:
     def _run_handler(self, conn, addr):
         try:
             with conn:
-                self._handler(conn, addr)
+                if self._ssl is None:
+                    self._handler(conn, addr)
+                else:
+                    tls = self._handshake(conn, addr)
+                    if tls is not None:
+                        with tls:       # close_notify when it can
+                            self._handler(tls, addr)
         except (ConnectionResetError, BrokenPipeError) as e:
             # The client went away: the end of this connection, not an
             # error of the server's (as in gevent's StreamServer).
@@ -167,6 +221,19 @@ class Server:
                              self.address, addr, e)
         finally:
             self._handlers.discard(_core.current())
+
+    def _handshake(self, conn, addr):
+        # In the handler's own fiber: a client that never speaks TLS costs
+        # only this fiber, for handshake_timeout at most.
+        from . import ssl as tls
+        try:
+            return tls.wrap(conn, self._ssl, server_side=True,
+                            handshake_timeout=self._handshake_timeout)
+        except OSError as e:
+            # SSLError, a timeout, a reset: this client's failure only.
+            _core._log.debug("serve %r: TLS handshake with %r failed: %s",
+                             self.address, addr, e)
+            return None
 
     def stop(self, grace=None):
         """Stop accepting, wait up to ``grace`` seconds for the running
@@ -216,7 +283,8 @@ class Server:
                 f"connections={len(self._handlers)}>")
 
 
-def serve(address, handler, *, reuse_port=False, backlog=1024):
+def serve(address, handler, *, reuse_port=False, backlog=1024, ssl=None,
+          handshake_timeout=60.0):
     """Listen on ``address`` and run ``handler(conn, addr)`` in a new fiber
     for each connection; ``conn`` is closed when the handler returns.
     Returns a :class:`Server` at once (call it from a fiber, or before
@@ -226,10 +294,17 @@ def serve(address, handler, *, reuse_port=False, backlog=1024):
     :class:`BrokenPipeError` (the client went away) ends its connection
     quietly, with a debug line on the ``fibers`` logger; other exceptions
     are logged as errors.  For a Unix socket path, :meth:`Server.stop`
-    removes the socket file that serve() created."""
+    removes the socket file that serve() created.
+
+    With ``ssl=context`` each connection's TLS handshake runs in its
+    handler's fiber, limited to ``handshake_timeout`` seconds (None: no
+    limit), and ``conn`` is a :class:`fibers.ssl.TLSSocket`.  A failed
+    handshake ends that connection with a debug line, and the handler is
+    not called."""
     if not callable(handler):
         raise TypeError(f"serve() needs a callable handler, got "
                         f"{type(handler).__name__}")
+    _check_ssl(ssl, "serve")
     sock = listen(address, backlog, reuse_port)
     unix_file = None
     if sock.family == _socket.AF_UNIX and isinstance(address, (str, bytes)) \
@@ -241,6 +316,6 @@ def serve(address, handler, *, reuse_port=False, backlog=1024):
             unix_file = (address, st.st_dev, st.st_ino)
         except OSError:
             pass
-    server = Server(sock, handler)
+    server = Server(sock, handler, ssl, handshake_timeout)
     server._unix_file = unix_file
     return server

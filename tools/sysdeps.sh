@@ -7,7 +7,8 @@
 #   sh tools/sysdeps.sh --test   the same, plus the PostgreSQL server that
 #                                tests/test_psycopg.py starts (tests/pg.py)
 #                                and tmux, which tests/test_shadow_ui.py
-#                                drives fibers-shadow's live UI in
+#                                drives fibers-shadow's live UI in, and
+#                                openssl, tests/test_ssl.py's TLS peer
 set -eu
 
 with_postgres=0
@@ -34,6 +35,10 @@ fi
 # /usr/lib/postgresql/<version>/bin), never the system's.
 if [ "$with_postgres" -eq 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing="$missing postgresql"
+fi
+# tests/test_ssl.py talks to real `openssl s_server` and `s_client` peers.
+if [ "$with_postgres" -eq 1 ] && ! command -v openssl >/dev/null 2>&1; then
+    missing="$missing openssl"
 fi
 # tests/test_shadow_ui.py runs the live UI in a tmux pane and reads it back.
 if [ "$with_postgres" -eq 1 ] && ! command -v tmux >/dev/null 2>&1; then
