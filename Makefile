@@ -17,7 +17,7 @@ BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py pyproject.toml
 
-.PHONY: all sysdeps sysdeps-test venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-pytest clean
+.PHONY: all sysdeps sysdeps-test sysdeps-bench venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-pytest clean
 
 all: build
 
@@ -27,6 +27,10 @@ sysdeps:
 # The build's packages plus Debian's postgresql, for the tests.
 sysdeps-test:
 	@PYTHON=$(PYTHON) sh tools/sysdeps.sh --test
+
+# The build's packages plus OpenSSL's headers, for bench-tls.
+sysdeps-bench:
+	@PYTHON=$(PYTHON) sh tools/sysdeps.sh --bench
 
 $(VENV)/.base: | sysdeps
 	$(PYTHON) -m venv $(VENV)
@@ -143,7 +147,7 @@ bench-echo: build $(VENV)/.bench
 
 # TLS echo servers (fibers.ssl, uvloop, gevent's ssl) on loopback, driven by
 # a C load generator on OpenSSL (compiled into build/echo/; needs libssl-dev).
-bench-tls: build $(VENV)/.bench
+bench-tls: build $(VENV)/.bench | sysdeps-bench
 	$(PY) -m bench.tls_run
 
 # Bulk upload into an accepted connection: fibers on each backend (and

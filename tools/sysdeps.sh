@@ -9,10 +9,14 @@
 #                                and tmux, which tests/test_shadow_ui.py
 #                                drives fibers-shadow's live UI in, and
 #                                openssl, tests/test_ssl.py's TLS peer
+#   sh tools/sysdeps.sh --bench  the build, plus OpenSSL's headers for
+#                                bench-tls's C load generator
 set -eu
 
 with_postgres=0
+with_bench=0
 [ "${1:-}" = "--test" ] && with_postgres=1
+[ "${1:-}" = "--bench" ] && with_bench=1
 
 missing=""
 command -v cc >/dev/null 2>&1 || missing="$missing gcc libc6-dev"
@@ -39,6 +43,10 @@ fi
 # tests/test_ssl.py talks to real `openssl s_server` and `s_client` peers.
 if [ "$with_postgres" -eq 1 ] && ! command -v openssl >/dev/null 2>&1; then
     missing="$missing openssl"
+fi
+# bench/echo/tls_loadgen.c links libssl.
+if [ "$with_bench" -eq 1 ] && ! pkg-config --exists openssl 2>/dev/null; then
+    missing="$missing libssl-dev"
 fi
 # tests/test_shadow_ui.py runs the live UI in a tmux pane and reads it back.
 if [ "$with_postgres" -eq 1 ] && ! command -v tmux >/dev/null 2>&1; then
