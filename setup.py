@@ -95,10 +95,12 @@ extensions = [
     Extension(
         "fibers._fs",
         sources=["fibers/_fs.pyx"],
-        include_dirs=["csrc"],
-        extra_compile_args=cflags,
+        # _fs cimports the core's WaitQueue, Fiber and Scheduler: the
+        # headers _core.pxd names come along.
+        include_dirs=["csrc", "fibers/include", greenlet_include()],
+        extra_compile_args=cflags + uring_cflags,
         depends=["csrc/fib_fs.h", "fibers/_fs.pxd", "fibers/_fs_inotify.pxi",
-                 "fibers/_fs_fanotify.pxi"],
+                 "fibers/_fs_fanotify.pxi", "fibers/_core.pxd"],
     ),
 ]
 

@@ -3,6 +3,8 @@
 
 from libc.stdint cimport uint32_t, uint64_t
 
+from fibers._core cimport WaitQueue
+
 cdef class Event:
     cdef readonly str kind
     cdef readonly object path
@@ -37,7 +39,8 @@ cdef class Watcher:
     cdef bint _recursive
     cdef object _queue        # deque of Event
     cdef Py_ssize_t _max_queue
-    cdef object _key          # signal name the consumers park on
+    cdef WaitQueue _getters   # consumers parked for an event (or close)
+    cdef WaitQueue _room      # the reader parked for room in _queue
     cdef list _roots          # _Dir (dead: gone, waited for at its path)
     cdef dict _waiting        # root _Dir -> (token, name) it waits on
     cdef dict _waits          # token -> [root _Dir]: see _wait_dir
@@ -51,7 +54,6 @@ cdef class Watcher:
     cdef bint _rescan_again
     cdef list _rescan_todo    # _Dir subtrees to rescan; None: every root
     cdef bint _closed
-    cdef int _nwaiters
     cdef bytes _snapshot
     cdef str _backend_name
     cdef double _tnow

@@ -6,11 +6,14 @@ Design
   reader fiber.  The reader waits for the fd through the pump
   (fibers.wait_readable), reads it into a 256 KiB buffer until EAGAIN, and
   walks the records in C (csrc/fib_fs.h).  Consumers (get, get_batch,
-  iteration) take events from a deque and park on a per-watcher signal when
-  it is empty.  The deque is bounded: once it holds max_queue events the
-  reader stops reading, so a consumer that falls behind makes the *kernel*
-  queue overflow, which is reported and repaired (below), instead of memory
-  growing without end.
+  iteration) take events from a deque and park when it is empty, on the
+  scheduler's own intrusive wait queue (WaitQueue, cimported from _core, as
+  fibers.sync parks): no allocation and no signal-dict lookup per wait.
+  The reader wakes the parked consumers once per read, not per event.  The
+  deque is bounded: once it holds max_queue events the reader stops
+  reading (parked in a second WaitQueue until a consumer takes events), so
+  a consumer that falls behind makes the *kernel* queue overflow, which is
+  reported and repaired (below), instead of memory growing without end.
 - The watcher keeps a tree of the directories under its roots (_Dir nodes:
   path, entries name -> stat tuple | None | child _Dir).  The tree is what
   makes recursion, renames and overflow repair work: inotify maps wd ->
@@ -61,6 +64,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport errno, EAGAIN, EINTR, ENOMEM, ESTALE
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp, strlen
+from libc.stdint cimport int64_t
+
+from fibers._core cimport Fiber, Scheduler, Timer, WaitQueue
+from fibers._core import current as _current
 
 import collections
 import errno as _errno
@@ -342,6 +349,24 @@ def _read_snapshot(bytes path):
 # The watcher
 # ---------------------------------------------------------------------------
 
+cdef inline int _wake_all(WaitQueue q) except -1:
+    # Make every fiber parked in q ready; each looks again at what it waits
+    # for (an event, room), so a wake-up with nothing for it is harmless.
+    cdef Fiber f
+    while q._count:
+        f = q.popleft()
+        f._sched._wake(f, None)
+    return 0
+
+
+cdef int _park_in(WaitQueue q) except -1:
+    # Park the running fiber in q until _wake_all (or a kill, or an
+    # enclosing timeout, which raise here and leave q as it was).
+    cdef Fiber me = <Fiber?>_current()
+    me._sched._wait_in(me, q)
+    return 0
+
+
 cdef class Watcher:
     """Watches directory trees; see :func:`watch`.  Read events with
     ``for ev in watcher``, :meth:`get` or :meth:`get_batch`.  Close it (or
@@ -376,7 +401,8 @@ cdef class Watcher:
         self._recursive = recursive
         self._queue = collections.deque()
         self._max_queue = max_queue
-        self._key = ("fibers.fs", id(self))
+        self._getters = WaitQueue.__new__(WaitQueue)
+        self._room = WaitQueue.__new__(WaitQueue)
         self._roots = []
         self._waiting = {}
         self._waits = {}
@@ -389,7 +415,6 @@ cdef class Watcher:
         self._rescan_again = False
         self._rescan_todo = []
         self._closed = False
-        self._nwaiters = 0
         self._snapshot = None if snapshot is None else os.fsencode(
             os.path.abspath(os.fsdecode(snapshot)))
         for x in exclude:
@@ -860,8 +885,8 @@ cdef class Watcher:
                     if verify and self._entry_now(d, name) is not None:
                         continue
                     self._deleted(d, name, pid)
-            if self._queue and self._nwaiters:
-                fibers.signal_all(self._key)
+            if self._queue:
+                _wake_all(self._getters)
         return 0
 
     cdef int _overflowed(self) except -1:
@@ -1152,13 +1177,13 @@ cdef class Watcher:
                     # Back-pressure to the kernel: stop reading until a
                     # consumer makes room (the kernel queue may overflow,
                     # which is reported and repaired).
-                    fibers.wait_signal((self._key, "room"))
+                    _park_in(self._room)
                     if self._closed:
                         return
                 reads = self._n_reads
                 self._drain()
-                if self._queue and self._nwaiters:
-                    fibers.signal_all(self._key)
+                if self._queue:
+                    _wake_all(self._getters)
                 if self._coalesce > 0 and self._n_reads != reads and \
                         self._pending is None:
                     # Let a burst gather before the next read: one wake-up
@@ -1179,8 +1204,8 @@ cdef class Watcher:
                         if self._pending is not None:
                             self._flush_pending()
                             self._caught_up()
-                        if self._queue and self._nwaiters:
-                            fibers.signal_all(self._key)
+                        if self._queue:
+                            _wake_all(self._getters)
                 else:
                     try:
                         fibers.wait_readable(self._fd, self._recheck())
@@ -1189,16 +1214,15 @@ cdef class Watcher:
                         # (a rescan's, or an audit's own repairs): the
                         # read says EAGAIN and they run.
                         self._drain()
-                        if self._queue and self._nwaiters:
-                            fibers.signal_all(self._key)
+                        if self._queue:
+                            _wake_all(self._getters)
         except fibers.FiberExit:
             pass
         except OSError as e:
             if not self._closed:
                 self._push(K_ERROR, None, None, False, None, e.errno or 0)
                 self._n_errors += 1
-                if self._nwaiters:
-                    fibers.signal_all(self._key)
+                _wake_all(self._getters)
 
     cdef int _drain(self) except -1:
         cdef ssize_t n
@@ -1282,11 +1306,7 @@ cdef class Watcher:
         if not self._queue:
             if self._closed:
                 raise ValueError("get() on a closed watcher")
-            self._nwaiters += 1
-            try:
-                self._wait(timeout)
-            finally:
-                self._nwaiters -= 1
+            self._wait(timeout)
             if not self._queue:
                 raise ValueError("get() on a closed watcher")
         room = len(self._queue) >= self._max_queue
@@ -1299,21 +1319,28 @@ cdef class Watcher:
                 n -= 1
             ev = out
         if room:
-            fibers.signal_all((self._key, "room"))
+            _wake_all(self._room)
         return ev
 
     cdef int _wait(self, timeout) except -1:
-        cdef double deadline = 0
+        # Park in _getters until there is an event or the watcher closes;
+        # fibers.Timeout after `timeout` seconds (at once if <= 0).
+        cdef Fiber me = <Fiber?>_current()
+        cdef Scheduler s = me._sched
+        cdef Timer t = None
+        cdef double secs
         if timeout is not None:
-            deadline = fibers.now() + timeout
-        while not self._queue and not self._closed:
-            if timeout is None:
-                fibers.wait_signal(self._key)
-            else:
-                left = deadline - fibers.now()
-                if left <= 0:
-                    raise fibers.Timeout("no event within the timeout")
-                fibers.wait_signal(self._key, left)
+            secs = timeout
+            if secs <= 0:
+                raise fibers.Timeout("no event within the timeout")
+            t = s._arm_exc(me, <int64_t>(secs * 1e9 + 0.5),
+                           fibers.Timeout("no event within the timeout"))
+        try:
+            while not self._queue and not self._closed:
+                s._wait_in(me, self._getters)
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
         return 0
 
     def __iter__(self):
@@ -1402,8 +1429,8 @@ cdef class Watcher:
                 if f is not None and f is not me and not f.dead:
                     f.kill()
             self._close_fd()
-            fibers.signal_all(self._key)
-            fibers.signal_all((self._key, "room"))
+            _wake_all(self._getters)
+            _wake_all(self._room)
 
     def __repr__(self):
         state = "closed" if self._closed else "open"

@@ -116,7 +116,9 @@ cdef int _wake_first(Scheduler s, WaitQueue q, object value) except -1:
     return 0
 
 
-@cython.internal
+# Not @cython.internal (nor _Batch, _Race): a module that cimports
+# fibers._core (fibers._fs) imports every class _core.pxd declares by
+# name at its start.
 cdef class _Owner:
     cdef int _child_done(self, Fiber f, object exc) except -1:
         return 0
@@ -367,7 +369,6 @@ def group(timeout=None):
 # --------------------------------------------------------------------------
 
 @cython.final
-@cython.internal
 cdef class _Batch:
     cdef int _task_done(self, Fiber f, object exc) except -1:
         cdef Py_ssize_t pos
@@ -739,7 +740,6 @@ def _pool_imap_unordered(Pool p, fn, it):
 # --------------------------------------------------------------------------
 
 @cython.final
-@cython.internal
 cdef class _Race(_Owner):
     cdef int _child_done(self, Fiber f, object exc) except -1:
         if f not in self._live:

@@ -351,6 +351,66 @@ def test_events_queued_before_close_can_still_be_read(env):
     env.run(main)
 
 
+def test_close_wakes_consumers_parked_for_events(env):
+    # Consumers parked on an empty watcher (get, get_batch, with and
+    # without a timeout, and iteration) are woken by close() with the
+    # documented ends: ValueError, and StopIteration for `for`.
+    def main():
+        w = env.watch(events={"created"})
+        ends = {}
+
+        def consume(name, fn):
+            try:
+                fn()
+            except BaseException as e:
+                ends[name] = type(e).__name__
+            else:
+                ends[name] = "returned"
+
+        fs = [fibers.spawn(consume, name, fn) for name, fn in [
+            ("get", w.get), ("get_batch", w.get_batch),
+            ("get_timeout", lambda: w.get(timeout=3600)),
+            ("for", lambda: list(w))]]
+        for _ in range(20):
+            fibers.yield_now()
+        assert not any(f.dead for f in fs)
+        t0 = fibers.now()
+        w.close()
+        for f in fs:
+            f.join(5)
+        assert fibers.now() - t0 < 5
+        assert ends == {"get": "ValueError", "get_batch": "ValueError",
+                        "get_timeout": "ValueError", "for": "returned"}
+    env.run(main)
+
+
+def test_a_full_queue_parks_the_reader_until_a_consumer_takes(env):
+    # max_queue events wait: the reader stops reading the kernel, and
+    # starts again once a consumer takes some (nothing lost, in order).
+    def main():
+        w = env.watch(events={"created"}, max_queue=2)
+
+        def queued(k):
+            for _ in range(500):
+                if w.stats()["queued"] >= k:
+                    return True
+                fibers.sleep(0.01)
+            return False
+
+        for i, name in enumerate("ab"):
+            open(env.p(name), "w").close()
+            assert queued(i + 1)
+        open(env.p("c"), "w").close()
+        reads = w.stats()["reads"]
+        for _ in range(20):
+            fibers.sleep(0.01)
+        assert w.stats()["queued"] == 2 and w.stats()["reads"] == reads
+        got = [env.rel(w.get(timeout=5).path) for _ in range(3)]
+        assert got == ["a", "b", "c"]
+        w.close()
+    env.run(main)
+
+
 def test_outside_a_fiber_drives_the_scheduler(tmp_path):
     for be in ("inotify", "fanotify"):
         if fibers.fs.backends()[be] is not None:

@@ -9,7 +9,7 @@ import pytest
 import fibers
 import fibers.fs
 from fibers.shadow import config
-from fibers.shadow.journal import Journal
+from fibers.shadow.journal import Journal, JournalError
 from fibers.shadow.pipeline import Rules, Shadow
 from fibers.shadow.store import (SqliteStore, StoreError, open_store,
                                  parse_url)
@@ -382,3 +382,71 @@ def test_journal_picture_file_runs(tmp_path):
     pic = fibers.run(main)
     assert sorted(pic) == [R + b"/a", R + b"/e"]
     assert pic[R + b"/e"][0] is True and pic[R + b"/a"][0] is False
+
+
+def _parked(f, spins=50):
+    # f has parked (and stays so) after this many turns of the scheduler.
+    for _ in range(spins):
+        fibers.yield_now()
+    return not f.dead
+
+
+def test_journal_record_waits_for_room_and_the_committer(tmp_path):
+    # record() parks while max_pending rows and changes wait for the disk;
+    # a commit makes room for it, and a committer that fails ends its wait
+    # with the journal's error (never a fiber parked for good).
+    errors = []
+
+    def main():
+        j = Journal(str(tmp_path / "j.db"), "h", batch=1000, interval=60,
+                    max_pending=2, on_error=errors.append)
+        j.record([("created", "/a", None, False, 1.0)],
+                 ("put", b"/a", False, False))
+        assert j.pending == 2
+        late = fibers.spawn(j.record, [("created", "/b", None, False, 1.0)],
+                            ("put", b"/b", False, False))
+        assert _parked(late)
+        assert j.flush(10.0)            # commits /a: room for /b
+        late.join(5.0)
+        assert j.last_seq == 2
+        assert j.flush(10.0) and j.committed_seq == 2
+        # An unknown picture change makes the commit fail.  The commit
+        # makes room first (for `late`, whose rows the failure then takes
+        # with it); `later` finds it full again, and is woken by the
+        # failure, with the error.
+        j.record([("created", "/c", None, False, 1.0)], ("bogus",))
+        late, later = (fibers.spawn(j.record,
+                                    [("created", p, None, False, 1.0)],
+                                    ("put", p.encode(), False, False))
+                       for p in ("/d", "/e"))
+        assert _parked(late) and _parked(later)
+        with pytest.raises(JournalError):
+            j.flush(10.0)
+        late.join(5.0)
+        with pytest.raises(JournalError):
+            later.join(5.0)
+        assert errors and errors[0] is j.error
+        assert [r[2] for r in j.read_unacked(0, 10)] == [1, 2]
+        j.close()
+    fibers.run(main)
+
+
+def test_journal_close_wakes_a_parked_committer(tmp_path):
+    # The committer parks up to `interval` between commits; close() wakes
+    # it to commit the rest and end, instead of waiting out its timeout (or
+    # the interval) and killing it.
+    def main():
+        j = Journal(str(tmp_path / "j.db"), "h", batch=1000, interval=600)
+        j.append("created", "/a", None, False, 1.0)
+        assert _parked(j._committer) and j.pending == 2
+        t0 = fibers.now()
+        j.close(timeout=20.0)
+        assert fibers.now() - t0 < 10.0
+        assert j._committer.dead and j._committer.exception is None
+        j = Journal(str(tmp_path / "j.db"), "h")
+        assert [r[2] for r in j.read_unacked(0, 10)] == [1]
+        t0 = fibers.now()
+        assert not j.wait_committed(1, 0.05)
+        assert fibers.now() - t0 >= 0.05
+        j.close()
+    fibers.run(main)

@@ -80,7 +80,7 @@ def _run_ui(ui, done):
         ui.run()
     except Exception:
         log.exception("the UI failed; stopping")
-        fibers.signal_all(done)
+        done.set()
 
 
 def _lock_state_dir(state_dir):
@@ -131,16 +131,16 @@ def _serve(settings, overrides) -> int:
     headless = _headless(settings)
     live_ui = _live_ui(settings)
     app = Shadow(settings, overrides)
-    done = ("fibers.shadow.exit", id(app))
+    done = fibers.Event()       # set: stop (a signal, a fatal error, the UI)
     why = {}
 
     def on_signal():
         why["signal"] = fibers.wait_os_signal(signal.SIGTERM, signal.SIGINT)
-        fibers.signal_all(done)
+        done.set()
 
     def on_fatal():
         app.wait_fatal()
-        fibers.signal_all(done)
+        done.set()
 
     sig = fibers.spawn(on_signal)
     fibers.yield_now()          # the signal handler is in place from here
@@ -159,12 +159,12 @@ def _serve(settings, overrides) -> int:
     ui = None
     if live_ui:
         from .ui import UI
-        ui = UI(app, lambda: fibers.signal_all(done))
+        ui = UI(app, done.set)
         reporter = fibers.spawn(_run_ui, ui, done)
     else:
         reporter = fibers.spawn(_reporter, app, headless)
     try:
-        fibers.wait_signal(done)
+        done.wait()
         if "signal" in why:
             log.info("%s: draining for up to %.0f s", why["signal"].name,
                      DRAIN_SECONDS)

@@ -42,6 +42,15 @@ reported again (the picture has it already).
   by a rescan).
 - The committer never dies silently: any failure closes the journal with
   ``error`` set and calls ``on_error``, and every wait on it is bounded.
+- The fibers meet on fibers.sync primitives, never on named signals:
+  ``record`` waits for room on a Condition (``_room``), the committer
+  for work on an Event (``_kick``: a batch is full, or a flush or close
+  asks; being latched, a kick given while the committer is busy
+  committing is not lost), and ``flush`` and the shipper
+  (``wait_committed``) for commits on a Condition (``_committed``).  The
+  conditions share a lock of their own, which is never held across a
+  park (the connection's lock is held across commits, so record() must
+  not wait on it).
 """
 
 from __future__ import annotations
@@ -177,7 +186,12 @@ class Journal:
         self._lock = fibers.Lock()
         self._rows = []             # rows not yet committed
         self._ops = []              # picture changes not yet committed
-        self._key = ("fibers.shadow.journal", id(self))
+        # See the design note: the hand-offs between record(), the
+        # committer, flush() and the shipper.
+        cv = fibers.Lock()
+        self._room = fibers.Condition(cv)       # pending < max_pending
+        self._committed = fibers.Condition(cv)  # a commit is done
+        self._kick = fibers.Event()             # commit now
         self._closed = False
         self.error = None           # JournalError once a commit failed
         try:
@@ -214,9 +228,10 @@ class Journal:
         path, src_path, is_dir, time)``, paths str or bytes) and the
         picture change ``tree`` (see the class doc), which commit together.
         Parks while too much waits for the disk."""
-        while (len(self._rows) + len(self._ops) >= self.max_pending
-               and not self._closed):
-            fibers.wait_signal((self._key, "room"))
+        if self.pending >= self.max_pending and not self._closed:
+            with self._room:
+                self._room.wait_for(lambda: self.pending < self.max_pending
+                                    or self._closed)
         if self._closed:
             raise JournalError(str(self.error) if self.error else
                                "the journal is closed")
@@ -227,7 +242,7 @@ class Journal:
         if tree is not None:
             self._ops.append(tree)
         if len(self._rows) + len(self._ops) >= self.batch:
-            fibers.signal_all((self._key, "full"))
+            self._kick.set()
 
     def append(self, kind, path, src_path, is_dir, time) -> int:
         """Queue one event for the next commit, with its picture change;
@@ -247,11 +262,9 @@ class Journal:
             while True:
                 if (len(self._rows) + len(self._ops) < self.batch
                         and not self._closed):
-                    try:
-                        fibers.wait_signal((self._key, "full"),
-                                           self.interval)
-                    except fibers.Timeout:
-                        pass
+                    self._kick.wait(self.interval)
+                # Cleared before the commit: a kick given during it stands.
+                self._kick.clear()
                 if self._rows or self._ops:
                     self._commit()
                 if self._closed and not (self._rows or self._ops):
@@ -268,15 +281,15 @@ class Journal:
             self.error = e
             log.error("%s", e)
             self._closed = True
-            fibers.signal_all((self._key, "room"))
-            fibers.signal_all((self._key, "committed"))
+            _notify_all(self._room)
+            _notify_all(self._committed)
             if self.on_error is not None:
                 self.on_error(e)
 
     def _commit(self):
         rows, self._rows = self._rows, []
         ops, self._ops = self._ops, []
-        fibers.signal_all((self._key, "room"))
+        _notify_all(self._room)
         try:
             self._run(_commit, rows, ops)
         except (sqlite3.Error, OSError) as e:
@@ -292,7 +305,7 @@ class Journal:
         if rows:
             self.depth += len(rows)
             self.committed_seq = rows[-1][0]
-        fibers.signal_all((self._key, "committed"))
+        _notify_all(self._committed)
 
     def flush(self, timeout=None) -> bool:
         """Park until every row and picture change queued so far is on
@@ -302,17 +315,22 @@ class Journal:
         one."""
         deadline = None if timeout is None else fibers.now() + timeout
         target = self.last_seq
-        while (self.committed_seq < target or self._ops) \
-                and self.error is None and not self._committer.dead:
-            fibers.signal_all((self._key, "full"))
+
+        def settled():
+            return (not (self.committed_seq < target or self._ops)
+                    or self.error is not None or self._committer.dead)
+
+        while not settled():
+            self._kick.set()
+            # A slice of at most 1 s: a committer killed (not failed) says
+            # nothing, and is seen dead at the next look.
             wait = 1.0 if deadline is None else min(1.0, deadline -
                                                     fibers.now())
             if wait <= 0:
                 break
-            try:
-                fibers.wait_signal((self._key, "committed"), wait)
-            except fibers.Timeout:
-                pass
+            # Woken by every commit, to kick again for what came since.
+            with self._committed:
+                self._committed.wait(wait)
         if self.error is not None:
             raise self.error
         return self.committed_seq >= target and not self._ops
@@ -336,10 +354,10 @@ class Journal:
         ``timeout`` passes (False)."""
         if self.committed_seq > after:
             return True
-        try:
-            fibers.wait_signal((self._key, "committed"), timeout)
-        except fibers.Timeout:
-            return False
+        # Any commit (or the committer's failure) ends the wait, as the
+        # caller reads the journal again anyway.
+        with self._committed:
+            self._committed.wait(timeout)
         return self.committed_seq > after
 
     def read_unacked(self, after: int, limit: int) -> list:
@@ -374,8 +392,8 @@ class Journal:
                 self.flush(timeout)
         finally:
             self._closed = True
-            fibers.signal_all((self._key, "full"))
-            fibers.signal_all((self._key, "room"))
+            self._kick.set()
+            _notify_all(self._room)
             if not self._committer.dead:
                 try:
                     self._committer.join(timeout)
@@ -384,6 +402,11 @@ class Journal:
             with self._lock:
                 db, self._db = self._db, None
                 fibers.blocking(db.close)
+
+
+def _notify_all(cond):
+    with cond:
+        cond.notify_all()
 
 
 # ---- on the blocking pool ---------------------------------------------------

@@ -218,7 +218,11 @@ class Shadow:
         self._hidden = set()            # paths kept back by min_size
         self._stopping = False
         self._fibers = []
-        self._ship_key = ("fibers.shadow.ship", id(self))
+        # Set once a fatal error is in self.fatal (wait_fatal).
+        self._fatal_set = fibers.Event()
+        # Notified whenever the shipper's state changes (a batch answered,
+        # pause, resume): its waits look again at what they wait for.
+        self._ship_cv = fibers.Condition(fibers.Lock())
         # Batches (of up to 4096 events) between the stages; a full queue
         # parks its producer, which stops reading its own input.
         self.raw = Queue(QUEUE_BATCHES)
@@ -326,16 +330,12 @@ class Shadow:
     def _fail(self, e):
         if self.fatal is None:
             self.fatal = e
-            fibers.signal_all(("fibers.shadow.fatal", id(self)))
+            self._fatal_set.set()
 
     def wait_fatal(self, timeout=None):
         """Park until a fatal error (returned) or timeout (None)."""
         if self.fatal is None:
-            try:
-                fibers.wait_signal(("fibers.shadow.fatal", id(self)),
-                                   timeout)
-            except fibers.Timeout:
-                pass
+            self._fatal_set.wait(timeout)
         return self.fatal
 
     def stop(self, grace: float = 2.0) -> bool:
@@ -554,7 +554,8 @@ class Shadow:
         while True:
             if self.paused:
                 self.store_state = "paused"
-                fibers.wait_signal(self._ship_key)
+                with self._ship_cv:
+                    self._ship_cv.wait_for(lambda: not self.paused)
                 continue
             try:
                 self.store_state = "connecting"
@@ -570,11 +571,9 @@ class Shadow:
                 log.warning("store %s: %s; retrying in %.1f s",
                             store.describe(), e, backoff)
                 store.close()
-                try:
-                    fibers.wait_signal(self._ship_key,
-                                       backoff * random.uniform(0.5, 1.0))
-                except fibers.Timeout:
-                    pass
+                # A pause or resume cuts the back-off short.
+                with self._ship_cv:
+                    self._ship_cv.wait(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _ship_connected(self):
@@ -610,13 +609,14 @@ class Shadow:
                 self._ship_answer = fibers.now()
                 self.acked_mark = (min(inflight) - 1 if inflight
                                    else state["after"])
-                fibers.signal_all(self._ship_key)
+                self._ship_changed()
 
         try:
             while not failure and not self.paused:
                 s = self.settings
                 if len(inflight) >= s.ship_window:
-                    fibers.wait_signal(self._ship_key)
+                    with self._ship_cv:
+                        self._ship_cv.wait()
                     continue
                 rows = journal.read_unacked(state["after"], s.batch)
                 if not rows:
@@ -628,8 +628,8 @@ class Shadow:
                 since[lo] = fibers.now()
                 fibers.spawn(send, rows, lo, hi)
         finally:
-            while inflight:
-                fibers.wait_signal(self._ship_key)
+            with self._ship_cv:
+                self._ship_cv.wait_for(lambda: not inflight)
         if failure:
             raise failure[0]
 
@@ -733,11 +733,15 @@ class Shadow:
     def pause(self):
         """Stop shipping; the journal keeps growing."""
         self.paused = True
-        fibers.signal_all(self._ship_key)
+        self._ship_changed()
 
     def resume(self):
         self.paused = False
-        fibers.signal_all(self._ship_key)
+        self._ship_changed()
+
+    def _ship_changed(self):
+        with self._ship_cv:
+            self._ship_cv.notify_all()
 
     # ---- status ------------------------------------------------------------
 
