@@ -191,10 +191,6 @@ cdef class VirtualClock:
     cdef int64_t _io_grace_ns   # real time to wait for I/O before a jump
 
 
-# Defined in _net.pxd; the scheduler hands multishot results to it.
-cdef class _Stream
-
-
 cdef class Scheduler:
     cdef fib__ring _ready
     cdef fib__heap _timers
@@ -311,6 +307,7 @@ cdef class Scheduler:
 
 
 include "_net.pxd"
+include "_stream.pxd"
 include "_file.pxd"
 include "_ring.pxd"
 include "_group.pxd"

@@ -1475,7 +1475,7 @@ cdef class Scheduler:
         if kind == OP_FIBER:
             return _op_finished(self, o)
         if kind == OP_STREAM:
-            return (<_Stream>o.keep)._complete(self, o, c)
+            return _stream_complete(self, o, c)
         if kind == OP_FILE:
             return _file_op_finished(o)
         if kind == OP_SINK:
@@ -2345,6 +2345,7 @@ def now():
 # --------------------------------------------------------------------------
 
 include "_pump.pxi"
+include "_stream.pxi"
 include "_net.pxi"
 include "_file.pxi"
 include "_ring.pxi"

@@ -1,23 +1,8 @@
 # Declarations for sockets (fibers/_net.pxi).  Included by _core.pxd, so that
 # they sit beside their code while _core stays one compilation unit.
 
-cdef class _Stream:
-    # What a multishot operation delivered that nobody has taken yet: bytes
-    # chunks (recv) or fds (accept), and how it ended.
-    cdef list items
-    cdef Py_ssize_t buffered    # bytes queued (recv)
-    cdef _Op op                 # the armed record, or None
-    cdef Fiber waiter           # the fiber parked until something arrives
-    cdef int err                # -errno to raise once (0: none)
-    cdef bint ended             # EOF, error or close: nothing more comes
-    cdef bint accepting         # items are fds: close leftovers
-    cdef bint unsupported       # the kernel refused multishot
-    cdef bint direct            # bulk: multishot off, recv reads directly
-    cdef int waits              # small direct reads in a row
-
-    cdef int _drop(self) except -1
-    cdef int _complete(self, Scheduler s, _Op o, fib__cqe *c) except -1
-    cdef int _arm(self, Scheduler s, int code, int fd) except -1
+# Defined in _stream.pxd: a socket's multishot stream.
+cdef class _Stream
 
 
 cdef class Socket:
@@ -51,11 +36,6 @@ cdef class Socket:
     cdef int _real_close(self) except -1
     cdef int _end_stream(self) except -1
     cdef inline bint _busy(self)
-    cdef object _stream_accept(self, Scheduler s, Fiber me)
-    cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
-                             int flags, bint timed=*)
-    cdef int _stream_wait(self, Scheduler s, Fiber me,
-                          bint timed=*) except -1
     cdef Py_ssize_t _recv_once(self, Scheduler s, Fiber me, object buffer,
                                Py_ssize_t nbytes, int flags,
                                bint timed) except -1
@@ -67,5 +47,3 @@ cdef class Socket:
                                   int flags) except -1
     cdef int _recv_wait(self, Scheduler s, Fiber me, _Op o,
                         bint timed) except? -1
-    cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
-                          _Stream st, bint timed=*) except? -1

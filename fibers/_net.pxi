@@ -75,153 +75,6 @@ cdef int _set_nonblocking(int fd, bint on) except -1:
     return 0
 
 
-@cython.final
-cdef class _Stream:
-    def __cinit__(self):
-        self.items = []
-
-    def __dealloc__(self):
-        self._drop()
-
-    cdef int _drop(self) except -1:
-        # Nothing more will be taken: close fds nobody accepted.
-        cdef object fd
-        self.ended = True
-        if self.accepting:
-            for fd in self.items:
-                close(<int>fd)
-        self.items = []
-        self.buffered = 0
-        return 0
-
-    cdef int _complete(self, Scheduler s, _Op o, fib__cqe *c) except -1:
-        # One result of this stream's multishot record: queue it.  Flow
-        # control (the high-water mark), bulk mode, end of stream and the
-        # kernel's refusal of multishot are decided here, not by the
-        # scheduler.
-        cdef _Stream st = self
-        cdef unsigned bid
-        cdef Fiber w
-        cdef int res = c.res
-        if c.flags & FIB__C_BUFFER:
-            bid = FIB__CQE_BID(c.flags)
-            if res > 0 and not st.ended:
-                st.items.append((<char *>fib__pump_buffer(&s._io.c,
-                                                          bid))[:res])
-                st.buffered += res
-            fib__pump_recycle(&s._io.c, bid)
-        elif o.op.code == FIB__OP_ACCEPT_MULTI and res >= 0:
-            if st.ended:
-                close(res)
-            else:
-                st.items.append(res)
-                st.buffered += 1
-        if (c.flags & FIB__C_MORE) and st.op is o:
-            if o.op.code == FIB__OP_RECV_MULTI and \
-                    st.buffered >= STREAM_BULK_MARK:
-                # Data comes faster than the reader takes it: a bulk
-                # transfer.  Chunking it through provided buffers costs a
-                # completion and a copy per 16 KiB; the reader does better
-                # reading straight into its own buffer (see _stream_take).
-                st.direct = True
-                fib__pump_cancel(&s._io.c, &o.op)
-            elif st.buffered >= (STREAM_HIGH_WATER if o.op.code ==
-                                 FIB__OP_RECV_MULTI else ACCEPT_HIGH_WATER):
-                # The reader is behind: stop until it catches up.
-                fib__pump_cancel(&s._io.c, &o.op)
-        if res == 0 and o.op.code == FIB__OP_RECV_MULTI:
-            st.ended = True                 # end of stream
-        elif res < 0 and res != -ECANCELED and res != -ENOBUFS and \
-                not st.ended:
-            # ENOBUFS (the buffers ran dry) and our own cancels only end
-            # this arming; the next read arms again.  EINVAL before any
-            # data means the kernel has no multishot for this: fall back.
-            if res == -EINVAL and not st.items:
-                st.unsupported = True
-                s._multishot = False
-            else:
-                st.err = res
-        if not (c.flags & FIB__C_MORE):
-            if st.op is o:
-                st.op = None
-            o.keep = None
-            Py_DECREF(o)
-        w = st.waiter
-        if w is not None and w._state == ST_SUSPENDED:
-            s._wake(w, None)
-        return 0
-
-    cdef int _arm(self, Scheduler s, int code, int fd) except -1:
-        # Starts (or restarts) the multishot record that feeds this stream.
-        cdef _Stream st = self
-        cdef _Op o
-        cdef int rc
-        if s._closing:
-            # close() cancels the streams and waits for the pump to empty:
-            # a fiber that reads again from its finally block gets an error
-            # rather than a record nobody would ever cancel.
-            if not st.err and not st.ended:
-                st.err = -ECANCELED
-            return 0
-        if code == FIB__OP_RECV_MULTI and s._io.provided <= 0:
-            if s._io.provided == 0:
-                s._io.provided = 1 if fib__pump_provide(
-                    s._get_pump(), STREAM_BUFFERS, STREAM_BUFFER_SIZE) \
-                    == 0 else -1
-            if s._io.provided < 0:
-                st.unsupported = True
-                return 0
-        o = _new_op(code, fd)
-        o.keep = st
-        o.kind = OP_STREAM
-        rc = fib__pump_submit(s._get_pump(), &o.op)
-        if rc < 0:
-            st.unsupported = True
-            return 0
-        Py_INCREF(o)
-        st.op = o
-        return 0
-
-
-cdef object _stream_pop(_Stream st, Py_ssize_t n, bint peek):
-    # Up to n bytes from the front of the stream's chunks.  Only what is
-    # returned is copied: whole chunks while they fit, then a slice of the
-    # next.  (Joining everything queued and slicing the rest off again
-    # copied the whole backlog -- up to the high-water mark -- per call.)
-    cdef list items = st.items
-    cdef Py_ssize_t i = 0, total = 0, k, count = len(items)
-    cdef bytes chunk = <bytes>items[0]
-    if len(chunk) >= n:
-        if len(chunk) == n:
-            data = chunk
-            if not peek:
-                del items[0]
-        else:
-            data = chunk[:n]
-            if not peek:
-                items[0] = chunk[n:]
-        if not peek:
-            st.buffered -= n
-        return data
-    while i < count:
-        k = len(<bytes>items[i])
-        if total + k > n:
-            break
-        total += k
-        i += 1
-    parts = items[:i]
-    if i < count and total < n:
-        chunk = <bytes>items[i]
-        parts.append(chunk[:n - total])
-        if not peek:
-            items[i] = chunk[n - total:]
-        total = n
-    if not peek:
-        del items[:i]
-        st.buffered -= total
-    return b"".join(parts)
-
-
 cdef Socket _adopt(object sock, bint nonblocking):
     cdef Socket self = Socket.__new__(Socket)
     self._sock = sock
@@ -409,7 +262,7 @@ cdef class Socket:
         if st is not None:
             if bufsize == 0:
                 return b""
-            data = self._stream_take(s, me, bufsize, flags)
+            data = st._take(s, me, self, bufsize, flags, True)
             if data is not None:
                 return data
         o = _new_op(FIB__OP_RECV, self._fd)
@@ -570,7 +423,7 @@ cdef class Socket:
             self._pushback = data[n:] or None
             return n
         if st is not None:
-            data = self._stream_take(s, me, o.op.len, flags, timed)
+            data = st._take(s, me, self, o.op.len, flags, timed)
             if data is not None:
                 n = len(data)
                 memcpy(o.op.buf, <char *>data, n)
@@ -679,7 +532,7 @@ cdef class Socket:
             if self._ms is None:
                 self._ms = _Stream.__new__(_Stream)
                 self._ms.accepting = True
-            fd = self._stream_accept(s, me)
+            fd = self._ms._accept(s, me, self)
             if fd is None:
                 self._ms = None
         if fd is not None:
@@ -868,10 +721,7 @@ cdef class Socket:
         if self._reg is not None:
             self._reg._forget_fd(self._fd, self._busy())
         if st is not None:
-            st._drop()
-            st.err = -EBADF
-            if st.waiter is not None and self._reg is not None:
-                self._reg._wake(st.waiter, None)
+            st._end(self._reg)
         return 0
 
     cdef int _real_close(self) except -1:
@@ -898,113 +748,21 @@ cdef class Socket:
                         bint timed) except? -1:
         # A receive the multishot stream (if any) did not serve: for good
         # when the kernel has no multishot recv, then a plain one; for now
-        # when the stream is in bulk mode, then a direct one.
+        # when the stream is in bulk mode, then a direct one: straight into
+        # the caller's buffer, trying the system call first (the data is
+        # usually there already), and the stream judges from its size
+        # whether the bulk is over.
         cdef _Stream st = self._ms
+        cdef int res
         if st is not None and st.unsupported:
             self._ms = st = None
-        if st is not None:
-            return self._direct_wait(s, me, o, st, timed)
-        return self._wait(s, me, o, False, timed)
-
-    cdef int _direct_wait(self, Scheduler s, Fiber me, _Op o,
-                          _Stream st, bint timed=True) except? -1:
-        # A bulk stream's read: straight into the caller's buffer, trying
-        # the system call first (the data is usually there already), else
-        # a single-shot recv.  Reads that come back smaller than a provided
-        # buffer mean the bulk is over; after a few in a row the stream
-        # goes back to multishot.
-        cdef int res = fib__op_try(&o.op, 0)
+        if st is None:
+            return self._wait(s, me, o, False, timed)
+        res = fib__op_try(&o.op, 0)
         if res == -EAGAIN:
             res = self._wait(s, me, o, False, timed)
-        if res >= <int>STREAM_BUFFER_SIZE:
-            st.waits = 0
-        else:
-            st.waits += 1
-            if st.waits >= STREAM_DIRECT_WAITS:
-                st.direct = False
-                st.waits = 0
+        st._direct_done(res)
         return res
-
-    cdef object _stream_take(self, Scheduler s, Fiber me, Py_ssize_t n,
-                             int flags, bint timed=True):
-        # recv() from the multishot stream: up to n bytes of what has
-        # arrived, waiting if nothing has.  None: read directly instead --
-        # for good if the kernel has no multishot recv (st.unsupported),
-        # for now if the stream is in bulk mode (st.direct).
-        cdef _Stream st = self._ms
-        cdef list items
-        while True:
-            if st.unsupported:
-                return None
-            items = st.items
-            if items:
-                data = _stream_pop(st, n, flags & MSG_PEEK)
-                if not (flags & MSG_PEEK) and st.op is None and \
-                        not st.ended and not st.direct and \
-                        st.buffered < STREAM_HIGH_WATER:
-                    st._arm(s, FIB__OP_RECV_MULTI, self._fd)
-                return data
-            if st.err:
-                err = st.err
-                st.err = 0
-                st.ended = True
-                raise _oserror(-err)
-            if st.ended:
-                return b""
-            if st.direct:
-                if st.op is None:
-                    return None
-                # Bulk mode, but the multishot record is still being
-                # cancelled: its last data must come first.
-            elif st.op is None:
-                st._arm(s, FIB__OP_RECV_MULTI, self._fd)
-                continue
-            if self._timeout_ns == 0:
-                raise BlockingIOError(EAGAIN, "Resource temporarily "
-                                      "unavailable")
-            self._stream_wait(s, me, timed)
-
-    cdef int _stream_wait(self, Scheduler s, Fiber me,
-                          bint timed=True) except -1:
-        # Park until the stream has news, under the socket's timeout (unless
-        # the caller keeps its own deadline).  An interruption loses
-        # nothing: what arrives stays queued.
-        cdef _Stream st = self._ms
-        cdef Timer t = self._arm(s, me) if timed else None
-        st.waiter = me
-        try:
-            s._park(me)
-        finally:
-            st.waiter = None
-            if t is not None:
-                s._disarm_timeout(me, t)
-        return 0
-
-    cdef object _stream_accept(self, Scheduler s, Fiber me):
-        # accept() from the multishot stream: an fd, or None to fall back.
-        cdef _Stream st = self._ms
-        while True:
-            if st.unsupported:
-                return None
-            if st.items:
-                fd = st.items.pop(0)
-                st.buffered -= 1
-                if st.op is None and not st.ended:
-                    st._arm(s, FIB__OP_ACCEPT_MULTI, self._fd)
-                return fd
-            if st.err:
-                err = st.err
-                st.err = 0
-                raise _oserror(-err)
-            if st.ended:
-                raise _closed_error()
-            if st.op is None:
-                st._arm(s, FIB__OP_ACCEPT_MULTI, self._fd)
-                continue
-            if self._timeout_ns == 0:
-                raise BlockingIOError(EAGAIN, "Resource temporarily "
-                                      "unavailable")
-            self._stream_wait(s, me)
 
     def close(self):
         """Close the socket.  Fibers blocked on it get OSError(EBADF)."""

@@ -41,24 +41,6 @@ _BACKEND_NAMES = ("io_uring", "epoll")
 # write just below 2 GiB anyway.
 cdef Py_ssize_t MAX_IO = 0x7ffff000
 
-# Provided buffers for multishot recv, per scheduler (allocated on first
-# use): each completion borrows one and we copy it out at once, so the
-# count bounds a burst, not the number of connections.
-cdef unsigned STREAM_BUFFERS = 256
-cdef unsigned STREAM_BUFFER_SIZE = 16384
-# A connection whose reader falls this far behind stops being read (its
-# multishot recv is cancelled) until the reader catches up: TCP's own flow
-# control then pushes back on the peer, as it does with single-shot recv.
-cdef Py_ssize_t STREAM_HIGH_WATER = 262144
-# A connection with this much received and not yet taken is a bulk
-# transfer: its multishot recv is turned off and recv() reads directly
-# (fewer completions, one copy less) until STREAM_DIRECT_WAITS reads in a
-# row come back smaller than a provided buffer -- small messages again.
-cdef Py_ssize_t STREAM_BULK_MARK = 65536
-cdef int STREAM_DIRECT_WAITS = 4
-# The same for accepted connections nobody has taken with accept() yet.
-cdef Py_ssize_t ACCEPT_HIGH_WATER = 256
-
 
 # --------------------------------------------------------------------------
 # Choosing a backend
