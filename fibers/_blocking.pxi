@@ -87,14 +87,16 @@ cdef int _sink_arm(Scheduler s) except -1:
     # The pump's wait on the sink's eventfd, while jobs are out.
     if s._sink_op is not None:
         return 0
-    s._sink_op = _arm_poll(s, s._sink.efd, OP_SINK, "cannot wait for the pool")
+    s._sink_op = _arm_poll(s._io, s._sink.efd, OP_SINK,
+                           "cannot wait for the pool")
     if s._sink_op is None:
         _sink_drain(s)
     return 0
 
 
-cdef int _sink_complete(Scheduler s, _Op o) except -1:
-    # The pump's wait on the sink ended: the pool has finished jobs.
+cdef int _sink_complete(Scheduler s, _Op o, fib__cqe *c) except -1:
+    # OP_SINK, in the pump's dispatch table: the pump's wait on the sink
+    # ended, so the pool has finished jobs.
     s._sink_op = None
     Py_DECREF(o)
     return _sink_drain(s)

@@ -209,7 +209,6 @@ cdef class Scheduler:
     cdef bint _may_block
     cdef bint _stopping
     cdef bint _closed
-    cdef bint _closing          # close() is killing fibers: arm no streams
     cdef object _system_error
     cdef long _owner_thread
     cdef int _clock_kind
@@ -224,12 +223,7 @@ cdef class Scheduler:
     # nothing can happen but other threads may still call in: wait for them
     cdef bint _idle_wait
     cdef int _os_waits           # fibers in wait_os_signal
-    # the waker: a non-blocking pipe whose read end the tick waits on, so
-    # other threads (call_threadsafe) and OS signals (set_wakeup_fd) can
-    # end the wait; calls queued from other threads
-    cdef int _wake_r
-    cdef int _wake_w
-    cdef _Op _wake_op
+    # calls queued from other threads (the pump's waker ends the wait)
     cdef object _ts_calls
     cdef bint _ts_pending       # _ts_calls is not empty (a cheap test)
     cdef bint _wakeup_fd_set
@@ -238,9 +232,8 @@ cdef class Scheduler:
     cdef uint64_t _spawned
     cdef uint64_t _workers_created
     cdef uint64_t _workers_reused
-    # the completion pump (its C pump opens on first I/O)
+    # the completion pump and the waker (the C pump opens on first I/O)
     cdef _Pump _io
-    cdef bint _multishot        # servers use multishot accept/recv
     # the blocking-call pool's completions come back through this sink
     cdef fib__sink *_sink
     cdef Py_ssize_t _jobs       # submitted, not yet drained
@@ -278,17 +271,9 @@ cdef class Scheduler:
     cdef Py_ssize_t _io_inflight(self)
     cdef inline bint _io_pending(self)
     cdef int _step_io(self) except -1
-    cdef int _open_waker(self) except -1
-    cdef int _arm_waker(self) except -1
-    cdef int _close_waker(self) except -1
     cdef int _run_threadsafe(self) except -1
     cdef fib__pump *_get_pump(self) except NULL
-    cdef int _grace_wait(self, int64_t t) except -1
-    cdef int _pump_step(self, int64_t t) except -1
     cdef void _forget_fd(self, int fd, bint busy) noexcept
-    cdef int _complete(self, fib__cqe *c) except -1
-    cdef int _waker_complete(self, _Op o) except -1
-    cdef int _pump_shutdown(self) except -1
     cdef Timer _arm_exc(self, Fiber me, int64_t ns, object exc)
     cdef int _step_time(self) except -1
     cdef int _step_conditions(self) except -1

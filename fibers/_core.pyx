@@ -757,8 +757,6 @@ cdef class Scheduler:
     """
 
     def __cinit__(self):
-        self._wake_r = -1
-        self._wake_w = -1
         if fib__ring_init(&self._ready, 256) < 0:
             raise MemoryError()
         fib__heap_init(&self._timers)
@@ -767,12 +765,7 @@ cdef class Scheduler:
         pool_size = _int_arg(pool_size, "Scheduler", "pool_size")
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
-        self._io = _Pump.__new__(_Pump)
-        self._io.backend = _choose_backend(backend)
-        self._io.open_flags = _pump_open_flags()
-        self._io.fixed = {}
-        self._multishot = (self._io.backend == FIB__BACKEND_URING and
-                           _os.environ.get("FIBERS_MULTISHOT", "1") != "0")
+        self._io = _new_pump(backend)
         self._pool_max = pool_size
         self._pool = []
         self._ts_calls = _collections.deque()
@@ -818,10 +811,6 @@ cdef class Scheduler:
             # Jobs still running hold their own references to the sink.
             fib__sink_release(self._sink)
             self._sink = NULL
-        if self._wake_r >= 0:
-            close(self._wake_r)
-            close(self._wake_w)
-            self._wake_r = self._wake_w = -1
 
     # ---- clock ----------------------------------------------------------
 
@@ -1249,17 +1238,13 @@ cdef class Scheduler:
         return 0
 
     cdef Py_ssize_t _io_inflight(self):
-        # Operations in flight that someone waits for; the waker's own wait
-        # is not one of them.  (An operation not yet flushed to the kernel
-        # is in flight too; the waker's re-arm must not count.)
-        cdef Py_ssize_t n
-        if not self._io.is_open:
-            return 0
-        n = <Py_ssize_t>self._io.c.inflight - (self._wake_op is not None)
+        # Operations in flight that someone waits for: the pump's count,
+        # which leaves out its waker's wait.  Past close()'s bound for the
+        # pool, the calls still out are abandoned, and their wait is no
+        # longer work either.
+        cdef Py_ssize_t n = self._io.waiting()
         if self._pool_deadline and self._sink_op is not None and \
                 fib__monotonic_ns() >= self._pool_deadline:
-            # close() has waited its bound for the pool: the calls still
-            # out are abandoned, and their wait is no longer work.
             n -= 1
         return n
 
@@ -1314,8 +1299,9 @@ cdef class Scheduler:
 
     cdef int _step_io(self) except -1:
         # The tick's wait: for I/O completions, the next timer, or a wake
-        # from another thread or an OS signal (the waker), however long the
-        # budget allows.  Then the calls other threads queued.
+        # from another thread or an OS signal (the pump's waker), however
+        # long the budget allows; the pump hands each completion to its
+        # owner.  Then the calls other threads queued.
         cdef fib__timer_node *n
         cdef bint jump
         cdef int64_t t = self._wait_budget(&jump)
@@ -1323,23 +1309,11 @@ cdef class Scheduler:
         if self._pool_deadline and self._sink_op is not None:
             # close(): no wait for the pool goes past its bound.
             t = _cap_wait(t, self._pool_deadline - fib__monotonic_ns())
-        if self._io.is_open:
-            # With fibers ready (t == 0) the pump is called only for real
-            # work: the waker's own wait needs no poll, since calls from
-            # other threads are seen through _ts_pending.
-            if t != 0 or self._io_pending() or self._io.c.unflushed:
-                if jump and t > 0:
-                    rc = self._grace_wait(t)
-                else:
-                    rc = self._pump_step(t)
-        elif t != 0:
-            with nogil:
-                rc = fib__wait_fd(self._wake_r, t)
-            if rc > 0:
-                fib__waker_drain(self._wake_r)
-            else:
-                rc = 0
-            PyErr_CheckSignals()
+        # With fibers ready (t == 0) the pump is called only for real work:
+        # the waker's own wait needs no poll, since calls from other
+        # threads are seen through _ts_pending.
+        if t != 0 or self._io_pending() or self._io.c.unflushed:
+            rc = self._io.tick(self, t, jump)
         if self._ts_pending:
             self._run_threadsafe()
         if jump and rc == 0:
@@ -1348,38 +1322,7 @@ cdef class Scheduler:
                 self._vclock._ns = n.deadline
         return 0
 
-    # ---- the waker: other threads and OS signals ------------------------
-
-    cdef int _open_waker(self) except -1:
-        cdef int rc
-        if self._wake_r < 0:
-            rc = fib__waker_open(&self._wake_r, &self._wake_w)
-            if rc < 0:
-                raise _oserror(-rc, "cannot create the scheduler's waker")
-        if self._io.is_open:
-            self._arm_waker()
-        return 0
-
-    cdef int _arm_waker(self) except -1:
-        # The pump's wait on the waker's read end, kept armed while the
-        # scheduler lives.
-        if self._wake_op is not None or self._wake_r < 0 or self._closed:
-            return 0
-        self._wake_op = _arm_poll(self, self._wake_r, OP_WAKER,
-                                  "cannot wait on the scheduler's waker")
-        if self._wake_op is None:
-            # Already readable: drain it; the next tick arms it again.
-            fib__waker_drain(self._wake_r)
-        return 0
-
-    cdef int _close_waker(self) except -1:
-        # Only once nothing can write to it: the pump's wait is reaped,
-        # and the signal wakeup fd is ours no longer (see _leave).
-        if self._wake_r >= 0 and self._wake_op is None:
-            close(self._wake_r)
-            close(self._wake_w)
-            self._wake_r = self._wake_w = -1
-        return 0
+    # ---- other threads ---------------------------------------------------
 
     cdef int _run_threadsafe(self) except -1:
         # Each call queued by another thread runs in a fiber of its own.
@@ -1413,21 +1356,18 @@ cdef class Scheduler:
             raise RuntimeError("call_threadsafe(): the scheduler is closed")
         self._ts_calls.append((fn, args))
         self._ts_pending = True
-        if self._wake_w >= 0:
-            fib__waker_poke(self._wake_w)
+        self._io.poke()
 
     # ---- the completion pump --------------------------------------------
 
     cdef fib__pump *_get_pump(self) except NULL:
-        cdef fib__pump *p
+        # The C pump, opened on first I/O (with the pump's wait on the
+        # waker: from then on the tick waits there).
         if self._io.is_open:
             return &self._io.c
         if self._closed:
             raise RuntimeError("the scheduler is closed")
-        p = self._io.open()
-        # From now on the tick waits in the pump: the waker goes there.
-        self._arm_waker()
-        return p
+        return self._io.open()
 
     cdef void _forget_fd(self, int fd, bint busy) noexcept:
         # Before fd is closed (or handed on): cancel what waits on it and
@@ -1436,71 +1376,6 @@ cdef class Scheduler:
         # (The owner thread then starts a new socket on that number clean.)
         if self._owner_thread == <long>PyThread_get_thread_ident():
             self._io.forget_fd(fd, busy)
-
-    cdef int _grace_wait(self, int64_t t) except -1:
-        # A virtual clock's real grace for I/O before it jumps: the whole
-        # grace, even if the pump returns early with nothing (epoll reports
-        # a fresh registration's EPOLLOUT edge, which no record wants), or
-        # the clock would jump while a completion is a moment away.
-        cdef int64_t end = fib__monotonic_ns() + t
-        cdef int rc = self._pump_step(t)
-        while rc == 0 and self._ready.count == 0:
-            t = end - fib__monotonic_ns()
-            if t <= 0:
-                break
-            rc = self._pump_step(t)
-        return rc
-
-    cdef int _pump_step(self, int64_t t) except -1:
-        # One kernel call per tick: submit what this tick's fibers queued
-        # and wait up to t for completions, then hand each to its owner.
-        # Signal handlers run after the completions are dispatched, never
-        # before (a KeyboardInterrupt must not lose them): io_uring_enter
-        # cut short by a signal returns the count it submitted, not EINTR,
-        # so the check cannot depend on the return code.
-        cdef int i, rc
-        rc = self._io.wait(t)
-        for i in range(rc):
-            self._complete(&self._io.done[i])
-        PyErr_CheckSignals()
-        return rc
-
-    cdef int _complete(self, fib__cqe *c) except -1:
-        # Completion dispatch: the record's owner handles its completion.
-        # A fiber's record wakes the fiber (or, abandoned, cleans up after
-        # it); a stream, a file, the pool's sink and the waker each have a
-        # handler beside their own code.
-        cdef _Op o = <_Op>c.op.owner
-        cdef int kind = o.kind
-        if kind == OP_FIBER:
-            return _op_finished(self, o)
-        if kind == OP_STREAM:
-            return _stream_complete(self, o, c)
-        if kind == OP_FILE:
-            return _file_op_finished(o)
-        if kind == OP_SINK:
-            return _sink_complete(self, o)
-        return self._waker_complete(o)
-
-    cdef int _waker_complete(self, _Op o) except -1:
-        self._wake_op = None
-        Py_DECREF(o)
-        fib__waker_drain(self._wake_r)
-        return self._arm_waker()
-
-    cdef int _pump_shutdown(self) except -1:
-        # close(): cancel whatever is still in flight and reap it, so no
-        # record outlives the scheduler (see _pump_reap).  Fibers are not
-        # woken: they are gone.
-        cdef fib__op *op
-        if not self._io.is_open:
-            return 0
-        op = self._io.c.live
-        while op != NULL:
-            (<_Op>op.owner).fiber = None
-            op = op.live_next
-        self._io.reap(self, _scheduler_reaped)
-        return 0
 
     @property
     def backend(self):
@@ -1654,7 +1529,7 @@ cdef class Scheduler:
     cdef int _enter(self, bint may_block) except -1:
         self._check_enter()
         if may_block:
-            self._open_waker()
+            self._io.open_waker()
         self._hub = PyGreenlet_GetCurrent()
         self._running = True
         self._may_block = may_block
@@ -1666,12 +1541,12 @@ cdef class Scheduler:
             # with ours there the wait ends at once.  If someone else (an
             # asyncio loop) owns the wakeup fd, it is left alone.
             try:
-                old = _signal.set_wakeup_fd(self._wake_w,
+                old = _signal.set_wakeup_fd(self._io.wake_w,
                                             warn_on_full_buffer=False)
             except (ValueError, OSError):
                 old = None
             if old is not None:
-                if old == -1 or old == self._wake_w:
+                if old == -1 or old == self._io.wake_w:
                     self._wakeup_fd_set = True
                 else:
                     _signal.set_wakeup_fd(old)
@@ -1898,14 +1773,9 @@ cdef class Scheduler:
                 self._finish(f, None, f._kill_exc)
             elif f._state != ST_DEAD:
                 self._push(f)
-        # A multishot record (a listener's accept, a connection's recv)
-        # belongs to its socket, not to a fiber: killing the fiber parked on
-        # it leaves it armed, and the loops below would wait for it forever.
-        # Cancel them (each still ends with its own completion, which
-        # _Stream._complete takes as the end of the arming), and arm no new
-        # ones while closing.
-        self._closing = True
-        self._io.cancel_streams()
+        # Multishot records belong to sockets, not fibers: the loops below
+        # would wait for them forever (see _Pump.end_streams).
+        self._io.end_streams()
         # A fiber may catch FiberExit and block again; try a few rounds,
         # then leave the stubborn ones to the garbage collector.  Calls
         # still running on the blocking-call pool are waited for up to
@@ -1933,8 +1803,7 @@ cdef class Scheduler:
                          "dropped", len(self._ts_calls))
             self._ts_calls.clear()
             self._ts_pending = False
-        self._pump_shutdown()
-        self._close_waker()
+        self._io.shutdown(self)
         if self._sink != NULL and self._sink_op is None:
             # The pool's eventfd goes now, not whenever the garbage
             # collector gets to the scheduler (a Scheduler is a reference

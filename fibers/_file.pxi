@@ -40,10 +40,11 @@ cdef int _fixed_slot(Scheduler s, object heap) except -2:
     return rc
 
 
-cdef int _file_op_finished(_Op o) except -1:
-    # The completion of a file operation whose fiber gave up: only now may
-    # the File release the fd it names (see File.close).  The pump's
-    # reference to the record goes here.
+cdef int _file_op_finished(Scheduler s, _Op o, fib__cqe *c) except -1:
+    # OP_FILE, in the pump's dispatch table: the completion of a file
+    # operation whose fiber gave up.  Only now may the File release the fd
+    # it names (see File.close).  The pump's reference to the record goes
+    # here.
     fl = o.keep
     o.keep = None
     Py_DECREF(o)
@@ -112,8 +113,8 @@ cdef class File:
     # the pump to cancel what has not started (io_uring; a started one
     # finishes on the file it began on; on epoll, pool jobs no thread has
     # started are taken back), and leaves the close(2) to the last
-    # operation's completion (_op_done), which Scheduler._complete and
-    # _sink_drain call for operations whose fiber has given up.  close()
+    # operation's completion (_op_done), which the pump's dispatch table
+    # and _sink_drain call for operations whose fiber has given up.  close()
     # does not wait, so it stays usable outside fibers and in finally
     # blocks of fibers being killed.
 

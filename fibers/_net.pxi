@@ -1,5 +1,13 @@
 # Cooperative sockets (fibers.net.Socket).  Included by _core.pyx.
 #
+# A recv, top down: Socket.recv hands out bytes put back first
+# (_pushback); on a server's connection (io_uring) it takes from the
+# socket's multishot stream (_ms, _stream.pxi); otherwise, or while that
+# stream is in bulk mode, it submits a single-shot record to the pump and
+# parks (_recv_wait, _wait, then _io_wait in _pump.pxi).  Either way the
+# pump's tick hands the completion to the record's owner, which wakes the
+# fiber (the pump's design note, _pump.pxi, has the whole path).
+#
 # A Socket wraps a stdlib socket.socket, which does what it does well:
 # address parsing, options, names, lifetime.  The calls that wait go through
 # the pump instead: recv, recv_into, send, sendall and accept are pump
@@ -528,7 +536,7 @@ cdef class Socket:
             return s._drive("accept", self.accept, ())
         self._prepare(s)
         fd = None
-        if s._multishot and self._timeout_ns != 0:
+        if s._io.multishot and self._timeout_ns != 0:
             if self._ms is None:
                 self._ms = _Stream.__new__(_Stream)
                 self._ms.accepting = True
@@ -554,7 +562,7 @@ cdef class Socket:
                       self._timeout_ns == 0)
         conn._timeout_ns = self._timeout_ns if self._timeout_ns > 0 else -1
         conn._reg = s
-        if s._multishot and conn._sock.type == _socket_mod.SOCK_STREAM:
+        if s._io.multishot and conn._sock.type == _socket_mod.SOCK_STREAM:
             # A server's connection: read it with multishot recv.
             conn._ms = _Stream.__new__(_Stream)
         try:

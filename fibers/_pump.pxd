@@ -1,6 +1,7 @@
 # Declarations for the completion pump (fibers/_pump.pxi): its C contract
-# (csrc/fib_pump.h) and the operation record.  Included by _core.pxd, so
-# that they sit beside their code while _core stays one compilation unit.
+# (csrc/fib_pump.h), the operation record and the _Pump.  Included by
+# _core.pxd, so that they sit beside their code while _core stays one
+# compilation unit.
 
 cdef extern from "fib_pump.h":
     ctypedef struct fib__op:
@@ -69,13 +70,15 @@ cdef extern from "fib_pump.h":
     unsigned FIB__CQE_BID(unsigned flags)
 
 
-# Who handles a record's completion (_Op.kind; see Scheduler._complete).
+# Who handles a record's completion (_Op.kind): each kind's owner has its
+# handler in the pump's dispatch table (_op_handlers in _pump.pxi).
 cdef enum:
-    OP_FIBER = 0        # a fiber waits for it (or gave up on it)
-    OP_STREAM = 1       # a multishot stream's record (_net.pxi)
+    OP_FIBER = 0        # a fiber waits for it, or gave up on it (_pump.pxi)
+    OP_STREAM = 1       # a multishot stream's record (_stream.pxi)
     OP_FILE = 2         # a file operation whose fiber gave up (_file.pxi)
-    OP_SINK = 3         # the pump's wait on the pool's sink (_blocking.pxi)
-    OP_WAKER = 4        # the scheduler's waker
+    OP_SINK = 3         # the wait on the blocking pool's sink (_blocking.pxi)
+    OP_WAKER = 4        # the wait on the waker (_pump.pxi)
+    OP_KINDS = 5
 
 
 # How many completions one pump wait hands back at most.
@@ -84,6 +87,11 @@ cdef enum:
 
 
 ctypedef int (*_reaped_fn)(object owner, fib__cqe *c) except -1
+
+
+# Defined in _core.pxd: the scheduler whose pump this is, passed to every
+# handler.
+cdef class Scheduler
 
 
 cdef class _Op:
@@ -103,10 +111,10 @@ cdef class _Op:
 
 
 cdef class _Pump:
-    # The completion pump as the scheduler holds it: the C pump and the
-    # resources that live with its ring.  The scheduler's io step is the
-    # only caller of wait(); submit and cancel go through the C wrappers
-    # on &c.
+    # The completion pump as the scheduler holds it (Scheduler._io): the C
+    # pump, the resources that live with its ring, and the waker.  The
+    # scheduler's io step is the only caller of tick(); submit and cancel
+    # go through the C wrappers on &c.
     cdef fib__pump c
     cdef bint is_open
     cdef int backend            # FIB__BACKEND_*
@@ -116,9 +124,24 @@ cdef class _Pump:
                                 # 1 ready, -1 refused
     cdef dict fixed             # registered heaps: id -> (weakref, index)
     cdef uint64_t fixed_ops
+    cdef bint multishot         # servers use multishot accept/recv
+    cdef bint no_streams        # close() ended the streams: arm no more
+    # the waker: a non-blocking pipe whose read end the tick waits on, so
+    # that other threads (call_threadsafe) and OS signals (set_wakeup_fd)
+    # can end the wait; wake_op is the pump's wait on it
+    cdef int wake_r
+    cdef int wake_w
+    cdef _Op wake_op
+    cdef bint reaping           # shutdown() began: the waker stays unarmed
 
     cdef fib__pump *open(self) except NULL
-    cdef int wait(self, int64_t timeout_ns) except -1
+    cdef inline Py_ssize_t waiting(self) noexcept
+    cdef int tick(self, Scheduler s, int64_t t, bint grace) except -1
+    cdef int step(self, Scheduler s, int64_t t) except -1
+    cdef int wait_waker(self, int64_t t) except -1
+    cdef int open_waker(self) except -1
+    cdef int arm_waker(self) except -1
+    cdef void poke(self) noexcept
     cdef void forget_fd(self, int fd, bint busy) noexcept
-    cdef int cancel_streams(self) except -1
-    cdef bint reap(self, object owner, _reaped_fn handle) except -1
+    cdef int end_streams(self) except -1
+    cdef int shutdown(self, Scheduler s) except -1

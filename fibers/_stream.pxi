@@ -75,7 +75,7 @@ cdef class _Stream:
         # Starts (or restarts) the multishot record that feeds this stream.
         cdef _Op o
         cdef int rc
-        if s._closing:
+        if s._io.no_streams:
             # close() cancels the streams and waits for the pump to empty:
             # a fiber that reads again from its finally block gets an error
             # rather than a record nobody would ever cancel.
@@ -281,7 +281,7 @@ cdef int _stream_complete(Scheduler s, _Op o, fib__cqe *c) except -1:
         # data means the kernel has no multishot for this: fall back.
         if res == -EINVAL and not st.items:
             st.unsupported = True
-            s._multishot = False
+            s._io.multishot = False
         else:
             st.err = res
     if not (c.flags & FIB__C_MORE):
