@@ -21,11 +21,12 @@ cooperatively on one OS thread, in *ticks*:
    yield would double it.
 
 3. **Quantum steps.**  The hub then runs the quantum steps: the conditions
-   step (poll predicates, only when some are pending), the I/O step (one
-   call into the completion pump, _pump.pxi: submit the I/O this tick's
-   fibers queued and wait for completions until the next deadline; with
-   nothing in flight, just the idle wait) and the time step (fire due
-   timers from a C min-heap).  They are the seed runtime's add-ons; users
+   step (poll predicates, only when some are pending), the I/O step (it
+   asks the completion pump, _pump.pxi, for this tick's completions: the
+   pump submits the I/O this tick's fibers queued, waits until the next
+   deadline, and hands each completion to its owner; with nothing in
+   flight, just the idle wait) and the time step (fire due timers from a C
+   min-heap).  They are the seed runtime's add-ons; users
    can add their own or replace the iterator.
 
 Fibers are bound to worker greenlets lazily, when first run.  A worker whose
