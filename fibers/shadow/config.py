@@ -43,7 +43,10 @@ except ImportError:  # Python 3.10
     except ImportError:
         _toml = None
 
-from ..fs import KINDS
+from fibers.fs import KINDS
+
+from .errors import ConfigError
+from .store import parse_url
 
 __all__ = ["ConfigError", "Settings", "RULE_KEYS", "load", "parse_set",
            "default_state_dir", "apply_rule"]
@@ -55,11 +58,6 @@ DEFAULT_KINDS = ("created", "deleted", "modified", "moved")
 # Settings that may change while running (file reload, `ctl set`).
 RULE_KEYS = ("kinds", "include", "exclude", "min_size", "window_ms",
              "batch", "ship_window")
-
-
-class ConfigError(Exception):
-    """A setting is missing, malformed or points at nothing.  The message
-    is meant for the user as is."""
 
 
 def default_state_dir() -> str:
@@ -239,7 +237,6 @@ def check(s: Settings) -> None:
         if not os.path.isdir(r):
             raise ConfigError(f"root {r!r} does not exist or is not a "
                               f"directory")
-    from .store import parse_url
     parse_url(s.store_url())
 
 
@@ -248,7 +245,6 @@ def check_store(s: Settings) -> None:
     default store lives there): a SQLite store's directory exists.  A
     typo there would otherwise only show as a store that is down, retried
     for ever."""
-    from .store import parse_url
     url = s.store_url()
     scheme, path = parse_url(url)
     if scheme != "sqlite":
