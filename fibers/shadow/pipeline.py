@@ -66,11 +66,11 @@ import fibers
 import fibers.fs
 from fibers.sync import Queue
 
-from . import config
-from .errors import JournalError, StateError
-from .journal import Journal, journal_path, marker_path
+from . import config, state
+from .errors import JournalError
 from .rules import Rules
 from .stages import Coalesce, Filter, Ship, Watch, handled
+from .state import real, root_id
 from .store import open_store
 
 __all__ = ["Shadow", "Rules"]
@@ -123,44 +123,20 @@ class Shadow:
         match: refused), JournalError or OSError (a root that cannot be
         watched)."""
         s = self.settings
-        sd = s.state_dir
-        jpath = journal_path(sd)
-        marker = _read_marker(sd)
-        if marker is not None and not _nonempty(jpath):
-            raise StateError(
-                f"the journal {jpath} is missing or empty, but the state "
-                f"directory shows one existed (source {marker}); its "
-                f"unshipped events are gone; to start afresh, run with "
-                f"--reset")
-        self.journal = j = Journal(jpath, self.host, s.source,
-                                   on_error=self._fail)
+        self.journal = j = state.open_journal(s.state_dir, self.host,
+                                              s.source, on_error=self._fail)
         try:
-            self._start(marker)
+            self._start()
         except BaseException:
             j.close(1.0)
             raise
 
-    def _start(self, marker):
+    def _start(self):
         s = self.settings
         j = self.journal
-        if marker is not None and marker != j.own_source:
-            raise StateError(
-                f"the journal {j.path} was replaced (source "
-                f"{j.own_source}, the state directory says {marker}); to "
-                f"start afresh, run with --reset")
-        if marker is None:
-            _write_marker(s.state_dir, j.own_source)
         self.store = self._store_override or open_store(s.store_url())
-        roots = [_real(r) for r in s.roots]
-        ids = {r: _root_id(r) for r in roots}
-        known = [r for r in roots if j.has_picture and r in j.roots]
-        for r in known:
-            if j.roots[r] is not None and ids[r] != j.roots[r]:
-                raise StateError(
-                    f"the root {os.fsdecode(r)} is not the directory the "
-                    f"journal describes (device and inode differ: it was "
-                    f"replaced or moved); to start afresh, run with "
-                    f"--reset")
+        roots = [real(r) for r in s.roots]
+        ids, known = state.root_ids(j, roots)
         kw = dict(events=self.rules.kernel_kinds(), exclude=[s.state_dir],
                   unlimited_queue=os.environ.get(
                       "FIBERS_SHADOW_BOUNDED_QUEUE", "") in ("", "0"))
@@ -197,16 +173,17 @@ class Shadow:
         self.ship = Ship(j, self.store, self, self._fail)
         for stage in (self.watch, self.filter, self.coalesce, self.ship):
             self._spawn(f"the {stage.name} stage", stage.run)
-        self._spawn("the state directory's watch", self._state_loop)
+        self._spawn("the journal's watch", state.watch_journal, j,
+                    s.state_dir)
         if s.config_file:
             self._spawn("the config file's watch", self._config_loop)
 
-    def _spawn(self, what, fn):
-        self._fibers.append(fibers.spawn(self._guard, what, fn))
+    def _spawn(self, what, fn, *args):
+        self._fibers.append(fibers.spawn(self._guard, what, fn, *args))
 
-    def _guard(self, what, fn):
+    def _guard(self, what, fn, *args):
         try:
-            fn()
+            fn(*args)
         except fibers.FiberExit:
             raise
         except JournalError as e:
@@ -279,30 +256,10 @@ class Shadow:
         # watch a directory made there again.  Whatever is at that path at
         # the next start is another directory, to be diffed against the
         # picture, not refused as a replacement.
-        r = _real(ev.path) if ev.path else None
+        r = real(ev.path) if ev.path else None
         if ev.errno == errno.ENOENT and r in self._root_ids:
             self._root_ids[r] = None
             self.journal.record([], ("roots", dict(self._root_ids)))
-
-    def _state_loop(self):
-        # The journal deleted or replaced under a running daemon would
-        # take every later event with it, silently (SQLite writes on to the
-        # unlinked file): stop, and say why.
-        path = self.journal.path
-        first = os.stat(path)
-        while True:
-            fibers.sleep(1.0)
-            try:
-                st = os.stat(path)
-            except OSError:
-                st = None
-            if st is None or (st.st_dev, st.st_ino) != (first.st_dev,
-                                                       first.st_ino):
-                raise StateError(
-                    f"the journal {path} was deleted or replaced while "
-                    f"running (the state directory "
-                    f"{self.settings.state_dir} removed?); stopping, since "
-                    f"events could no longer be kept")
 
     # ---- live configuration ------------------------------------------------
 
@@ -362,16 +319,16 @@ class Shadow:
                 self.watcher.remove(r)
             except KeyError:
                 pass
-            j.record([], ("forget", _real(r)))
+            j.record([], ("forget", real(r)))
             changed = True
         for r in new.roots:
             if r not in old.roots:
                 self.watcher.add(r)
-                j.record([], ("import", _real(r), self.watcher.picture(r)))
+                j.record([], ("import", real(r), self.watcher.picture(r)))
                 changed = True
         if changed:
-            self._root_ids = {_real(r): self._root_ids.get(_real(r))
-                              or _root_id(_real(r)) for r in new.roots}
+            self._root_ids = {real(r): self._root_ids.get(real(r))
+                              or root_id(real(r)) for r in new.roots}
             j.record([], ("roots", dict(self._root_ids)))
         rules = Rules(new)
         if rules.kernel_kinds() != self.rules.kernel_kinds():
@@ -437,40 +394,3 @@ class Shadow:
             "config_error": self.config_error,
             "fatal": str(self.fatal) if self.fatal else None,
         }
-
-
-# ---- the state directory ----------------------------------------------------
-
-def _real(root) -> bytes:
-    r = os.path.realpath(os.fsencode(root))
-    return r.rstrip(b"/") if len(r) > 1 else r
-
-
-def _root_id(r: bytes):
-    st = os.stat(r)
-    return (st.st_dev, st.st_ino)
-
-
-def _nonempty(path) -> bool:
-    try:
-        return os.path.getsize(path) > 0
-    except OSError:
-        return False
-
-
-def _read_marker(state_dir):
-    try:
-        with open(marker_path(state_dir)) as f:
-            return f.read().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def _write_marker(state_dir, source):
-    path = marker_path(state_dir)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(source + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
