@@ -364,7 +364,26 @@ class Shadow:
                 "overflows": f.overflows, "errors": f.errors}
 
     def status(self) -> dict:
-        """Everything the UI and `ctl status` show, JSON-able."""
+        """Everything the UI and ``ctl status`` show, JSON-able:
+
+        - ``time``, ``uptime`` (seconds), ``paused``, ``roots``, ``rules``
+          (the settings ``ctl set`` can change, as in force);
+        - ``counts``: see :attr:`counts`; ``kinds``: rows journaled per
+          kind;
+        - ``watcher``: its backend, events read, overflows, rescans, events
+          queued and errors;
+        - ``journal``: its path and source; ``last_seq`` (the last row
+          journaled), ``committed_seq`` (the last on disk), ``acked_seq``
+          (everything up to it confirmed by the store), ``depth`` (rows
+          on disk not yet confirmed) and ``lag`` (committed_seq -
+          acked_seq);
+        - ``store``: its URL (no password), ``state`` (connecting,
+          connected, stalled, down or paused), ``stalled_for`` (seconds
+          without an answer, when stalled), ``last_error``, ``batches``
+          confirmed and ``reconnects``;
+        - ``config_error``: why the config file's last edit was not
+          applied (None once one is); ``fatal``: the error that stops the
+          program, if any."""
         j, sh = self.journal, self.ship
         ws = self.watcher.stats() if not self.watcher.closed else {}
         store_state, stalled_for = sh.state_now()
