@@ -17,8 +17,9 @@ What is guaranteed, and why:
   outbox of events to ship, the picture of the tree as the pipeline has
   handled it, and each commit changes both together.  Every event the
   watcher delivers travels down the stages to the journal, including the
-  ones the rules keep from the store (those change the picture only).  So
-  whenever the process dies (SIGKILL mid-run, during the start-up scan,
+  ones the rules keep from the store (those change the picture only), and
+  the stages' counts say when all have arrived (``stages.handled``: what
+  ``stop()`` waits for).  So whenever the process dies (SIGKILL mid-run, during the start-up scan,
   during the drain, a full disk), the picture on disk is exactly as far
   as the outbox.  At start-up the watcher compares the disk with that
   picture (``fibers.fs.watch(baseline=)``) and reports precisely what the
@@ -40,7 +41,7 @@ What is guaranteed, and why:
 
 Rules (kinds, globs, minimum size, window) can change at any moment, from
 the config file or the control socket; each stage reads them afresh for
-every event, and a change of kinds also reaches the kernel's mask through
+every batch, and a change of kinds also reaches the kernel's mask through
 Watcher.set_events.  ``min_size`` is judged when a path's coalescing
 window ends (one lstat), so a file created empty and written a moment
 later (as ``cp`` does) ships as ``created``; a file kept back as too small

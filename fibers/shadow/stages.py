@@ -17,7 +17,7 @@ one of its path ends in Coalesce.  What a stage holds now is
 count watcher events, one each, so "every event the watcher delivered is
 journaled" is a sum (:func:`handled`): Watch's ``n_in`` equals the three
 stages' drops plus Coalesce's ``n_out`` once nothing is on its way, and
-``Shadow.stop()`` waits for exactly that.  An event the rules keep from
+``Shadow.stop()`` waits for that and for the journal's commit.  An event the rules keep from
 the store is not dropped: it still changes the journal's picture of the
 tree (Filter's ``filtered`` counts it).  Ship counts rows, not events:
 rows sent (``n_in``, resends included), confirmed by the store
