@@ -1,8 +1,10 @@
 """fibers-shadow's parts in process: settings, rules, the journal, the
 SQLite store, and the whole pipeline shipping through a faulty link."""
+import errno
 import os
 import random
 import sqlite3
+import types
 
 import pytest
 
@@ -450,3 +452,135 @@ def test_journal_close_wakes_a_parked_committer(tmp_path):
         assert fibers.now() - t0 >= 0.05
         j.close()
     fibers.run(main)
+
+
+
+# ---- the stages' counts ------------------------------------------------------
+
+def test_stages_count_what_they_drop_by_rule(tmp_path):
+    # Filter and Coalesce on a made-up event stream (no kernel): each
+    # counts what it took in, passed on and ended by rule; an event the
+    # rules keep from the store is not dropped (it changes the picture).
+    from fibers.shadow.stages import Coalesce, Filter, handled
+    from fibers.sync import Queue
+    R = str(tmp_path / "r")
+    os.mkdir(R)
+    for name in ("a.tmp", "b"):
+        open(os.path.join(R, name), "w").close()
+    s = config.Settings(roots=[R], exclude=("*.tmp",), window_ms=20,
+                        kinds=frozenset({"created", "modified",
+                                         "closed_write"}))
+    live = types.SimpleNamespace(settings=s, rules=Rules(s), paused=False)
+    Ev = fibers.fs.Event
+    root_errors = []
+
+    def main():
+        j = Journal(str(tmp_path / "j.db"), "h")
+        raw, filtered = Queue(2), Queue(2)
+        f = Filter(raw, filtered, live, root_errors.append)
+        c = Coalesce(filtered, j, live, set())
+        running = [fibers.spawn(f.run), fibers.spawn(c.run)]
+        t = fibers.now()
+        raw.put([Ev("overflow", None, time=t),
+                 Ev("error", R + "/x", errno=errno.EACCES, time=t),
+                 Ev("created", R + "/a.tmp", time=t),   # kept from the store
+                 Ev("created", R + "/b", time=t),
+                 Ev("modified", R + "/b", time=t),      # rides on created
+                 Ev("closed_write", R + "/b", time=t),
+                 Ev("closed_write", R + "/b", time=t),  # rides on the first
+                 Ev("modified", R + "/a.tmp", time=t)])  # rides, ships nothing
+        raw.shutdown()
+        for x in running:
+            x.join(10.0)
+        assert j.flush(10.0)
+        rows = j.read_unacked(0, 100)
+        j.close()
+        return f, c, rows
+    f, c, rows = fibers.run(main)
+    assert (f.n_in, f.n_out, f.n_dropped, f.held) == (8, 6, 2, 0)
+    assert (f.overflows, f.errors, f.filtered) == (1, 1, 2)
+    assert [e.kind for e in root_errors] == ["error"]
+    assert f.counts() == {"in": 8, "out": 6, "dropped": 2}
+    assert (c.n_in, c.n_out, c.n_dropped, c.held) == (6, 3, 3, 0)
+    assert c.coalesced == 2             # the two that would have shipped
+    assert c.rows == 2 and c.kinds == {"created": 1, "closed_write": 1}
+    assert [(r[3], os.path.basename(r[4])) for r in rows] == [
+        ("created", b"b"), ("closed_write", b"b")]
+    # every event is accounted for: ended by a stage, or journaled
+    assert handled([f, c]) == f.n_in
+
+
+@pytest.mark.parametrize("fs_backend", ["inotify", "fanotify"])
+def test_stage_counts_add_up_after_a_busy_run(tmp_path, backend, fs_backend,
+                                              monkeypatch):
+    # The whole pipeline on a real watcher, through a busy tree (bursts of
+    # writes, excluded files, renames, deletions): once stopped, every
+    # stage has passed on or dropped all it took in, what one passed on
+    # the next took in, and every event the watcher delivered is journaled
+    # or ended by a stage's rule; every row journaled was shipped.
+    from fibers.shadow.stages import handled
+    from fshelp import skip_unless_fs_backend_runs
+    skip_unless_fs_backend_runs(fs_backend)
+    monkeypatch.setenv("FIBERS_FS_BACKEND", fs_backend)
+    root = tmp_path / "root"
+    root.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    db = str(tmp_path / "store.db")
+    s = config.Settings(roots=[str(root)], state_dir=str(state),
+                        exclude=("*.tmp",), window_ms=20, batch=50)
+    end = os.fsencode(root / "end")
+
+    def stored(path):
+        con = sqlite3.connect(db)
+        try:
+            return con.execute("SELECT COUNT(*) FROM events WHERE path = ?",
+                               (path,)).fetchone()[0]
+        except sqlite3.OperationalError:    # no table yet
+            return 0
+        finally:
+            con.close()
+
+    def main():
+        app = Shadow(s, store=SqliteStore(db))
+        app.start()
+        for i in range(1000):
+            p = root / (f"f{i}.tmp" if i % 5 == 0 else f"f{i}")
+            with open(p, "w") as fh:
+                for _ in range(3):
+                    fh.write("x")
+                    fh.flush()
+            if i % 4 == 1:
+                os.rename(p, root / f"g{i}")
+            elif i % 6 == 2:
+                os.unlink(p)
+            if i % 50 == 49:
+                fibers.sleep(0)
+        open(end, "w").close()
+        with fibers.timeout(60):
+            while not stored(end):
+                fibers.sleep(0.05)
+        assert app.stop(5.0)
+        return app
+
+    sched = fibers.Scheduler(backend=backend)
+    try:
+        app = sched.run(main)
+    finally:
+        sched.close()
+    chain = (app.watch, app.filter, app.coalesce)
+    for st in chain:
+        assert st.held == 0, st.name
+        assert st.n_in == st.n_out + st.n_dropped, st.name
+    assert app.watch.n_out == app.filter.n_in
+    assert app.filter.n_out == app.coalesce.n_in
+    assert handled(chain) == app.watch.n_in >= 1000
+    assert app.filter.n_dropped == app.filter.overflows + app.filter.errors
+    assert app.filter.filtered > 0 and app.coalesce.coalesced > 0
+    assert app.coalesce.n_dropped >= app.coalesce.coalesced
+    sh = app.ship
+    assert sh.held == 0 and sh.n_in == sh.n_out + sh.n_dropped
+    con = sqlite3.connect(db)
+    n = con.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    assert sh.n_out == app.coalesce.rows == n
+    assert app.status()["counts"]["shipped"] == n

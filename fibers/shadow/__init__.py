@@ -38,8 +38,10 @@ rich, a journal missing or replaced, or a root replaced: ``--reset``
 starts afresh); 1 means a stage failed (the journal could not be written,
 the state directory was deleted), said on stderr and in the status.
 
-Modules: ``config`` (settings, TOML), ``journal`` (the outbox), ``store``
-(the destination), ``pipeline`` (the stages, joined by
-:class:`fibers.Queue`), ``control`` (the socket), ``__main__`` (the command
-line).
+Modules: ``config`` (settings, TOML: every key is described there),
+``rules`` (what ships), ``stages`` (one class per stage, joined by
+:class:`fibers.Queue`), ``journal`` (the outbox), ``store`` (the
+destination), ``state`` (the state directory's checks), ``pipeline``
+(``Shadow``: the life cycle), ``control`` (the socket and its commands),
+``errors``, ``ui`` (the live terminal UI), ``__main__`` (the command line).
 """

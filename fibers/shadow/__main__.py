@@ -13,6 +13,11 @@ the same state directory, the live UI without rich) are reported
 in one line and exit with status 2, before anything starts.  SIGTERM and
 SIGINT stop watching, drain into the journal, ship what can be shipped in
 about 2 s, and exit 0; what is left ships at the next start.
+
+``fibers-shadow ctl`` (the commands are in ``CTL_COMMANDS`` and
+control.py) prints the reply as JSON and exits 0, or says what went
+wrong on stderr and exits 1 (no instance running on that state
+directory, a setting refused), or 2 for a malformed command line.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 
 import fibers
 
@@ -241,14 +247,45 @@ def _reset(state_dir):
         log.info("reset: removed %s", p)
 
 
-def _ctl(argv) -> int:
+# The control client's commands, for its --help (control.py serves them).
+CTL_COMMANDS = {
+    "status": "print the running instance's status as JSON: counts, "
+              "journal (depth, lag), store (state, last error), rules, "
+              "watcher",
+    "pause": "stop shipping; events are still journaled, and ship after "
+             "resume",
+    "resume": "ship again, from the first event the store has not "
+              "confirmed",
+    "set": "set KEY=VALUE: change one setting now, KEY one of "
+           f"{', '.join(config.RULE_KEYS)} (lists comma-separated, "
+           "e.g. kinds=created,deleted); prints the settings in force.  "
+           "Lasts until the config file is read again or a restart",
+}
+
+
+def _ctl_parser():
     p = argparse.ArgumentParser(
         prog="fibers-shadow ctl",
-        description="Talk to a running fibers-shadow.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Talk to a running fibers-shadow, through the control\n"
+                    "socket in its state directory.",
+        epilog="commands:\n" + "\n".join(
+            textwrap.fill(text, 76, initial_indent=f"  {name:<10}",
+                          subsequent_indent=" " * 12)
+            for name, text in CTL_COMMANDS.items()))
     p.add_argument("--state-dir", metavar="DIR",
-                   default=config.default_state_dir())
-    p.add_argument("command", choices=("status", "pause", "resume", "set"))
-    p.add_argument("assignment", nargs="?", metavar="KEY=VALUE")
+                   default=config.default_state_dir(),
+                   help="the state directory of the instance to talk to "
+                        "(default: $XDG_STATE_HOME/fibers-shadow)")
+    p.add_argument("command", choices=tuple(CTL_COMMANDS),
+                   help="what to do (see below)")
+    p.add_argument("assignment", nargs="?", metavar="KEY=VALUE",
+                   help="for set: the setting and its new value")
+    return p
+
+
+def _ctl(argv) -> int:
+    p = _ctl_parser()
     a = p.parse_args(argv)
     if a.command == "set":
         if not a.assignment:

@@ -27,6 +27,67 @@ The file (every key optional)::
     [ship]
     batch = 500                         # rows per batch sent to the store
     window = 4                          # unacknowledged batches in flight
+
+The keys, one by one.  A list may also be written as one string of
+comma-separated items; a path may start with ``~``, and a relative one is
+taken from the working directory.
+
+Top level (a change in the file applies at the next start, except
+``roots``):
+
+- ``roots``: the directories to shadow, each with everything below it.
+  Each must exist and be a directory.  A change in the file applies while
+  running: a root added is watched from then on (its files as they are
+  become part of the picture, not events), a root removed is forgotten.
+  ``--root`` (repeatable) replaces the file's roots for the whole run.
+  Required, from the file or the flag.
+- ``store``: where the events are shipped, a URL: ``sqlite:///RELATIVE/
+  PATH``, ``sqlite:////ABSOLUTE/PATH`` (four slashes), ``sqlite:///~/
+  PATH``, or ``postgresql://[USER@]HOST[:PORT]/DB[?PARAM=VALUE...]``
+  (also ``postgres://``).  A SQLite store's directory must exist.
+  Default: ``store.db`` in the state directory.  ``--store`` overrides it.
+- ``state_dir``: the journal (the outbox and the picture of the tree), the
+  control socket and the lock that keeps a second instance out.  Never
+  shadowed itself.  Default: ``$XDG_STATE_HOME/fibers-shadow`` (or
+  ``~/.local/state/fibers-shadow``).  ``--state-dir`` overrides it.
+- ``source``: the name of this stream of events in the store, whose rows
+  are keyed by (host, source, seq).  Default: the journal's own id, 12
+  random hex digits made with the journal.
+
+``[rules]`` (applied while running on every save of the file, and by
+``ctl set KEY=VALUE`` under the same names):
+
+- ``kinds``: the kinds of event shipped, at least one of ``created``,
+  ``deleted``, ``modified``, ``moved``, ``attrib`` and ``closed_write``.
+  Default: created, deleted, modified, moved.  A move with one side
+  outside the rules, or with ``moved`` off, ships as a ``deleted`` of the
+  old path and/or a ``created`` of the new one, as the kinds allow.  (The
+  watcher's ``overflow`` and ``error`` reports are never shipped; the
+  status counts them.)
+- ``include``: globs; when not empty, only paths matching one ship.  A
+  glob without ``/`` matches any component of the path below its root
+  (``*.py``, ``.git``); one with ``/`` matches the whole path below the
+  root (``src/*.c``).  Default: empty (everything).
+- ``exclude``: globs, as ``include``; a path matching one does not ship.
+  Default: empty.
+- ``min_size``: bytes, 0 to 2**62.  A file smaller than this when its
+  coalescing window ends is kept from the store (its deletion too) until
+  it grows past it, and then ships as ``created`` (if that kind is on).
+  Directories always ship.  Default: 0 (off).
+- ``window_ms``: milliseconds, 0 to 60000.  An event waits this long
+  before it is journaled, and meanwhile later ``modified``,
+  ``closed_write`` or ``attrib`` events of its path and kind ride on it
+  (ship as one); a new file's ``modified`` rides on its ``created``.
+  Default: 200.
+
+``[ship]`` (applied while running, as the rules):
+
+- ``batch``: rows per batch sent to the store, 1 to 100000.  Default: 500.
+- ``window``: batches sent and not yet confirmed by the store, at most,
+  1 to 64.  ``ctl set`` calls it ``ship_window``.  Default: 4.
+
+A change made by ``ctl set`` lasts until the file is read again (a save)
+or the program restarts; to keep it, write it in the file.
 """
 
 from __future__ import annotations
@@ -43,7 +104,10 @@ except ImportError:  # Python 3.10
     except ImportError:
         _toml = None
 
-from ..fs import KINDS
+from fibers.fs import KINDS
+
+from .errors import ConfigError
+from .store import parse_url
 
 __all__ = ["ConfigError", "Settings", "RULE_KEYS", "load", "parse_set",
            "default_state_dir", "apply_rule"]
@@ -57,11 +121,6 @@ RULE_KEYS = ("kinds", "include", "exclude", "min_size", "window_ms",
              "batch", "ship_window")
 
 
-class ConfigError(Exception):
-    """A setting is missing, malformed or points at nothing.  The message
-    is meant for the user as is."""
-
-
 def default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state")
@@ -70,7 +129,10 @@ def default_state_dir() -> str:
 
 @dataclass
 class Settings:
-    """Everything fibers-shadow needs to run."""
+    """Everything fibers-shadow needs to run.  Each field is the key of
+    the same name in the file (see the module's documentation), except
+    ``ship_window`` (``window`` in ``[ship]``), ``ui`` (false with
+    ``--no-ui``) and ``config_file`` (``--config``)."""
     roots: list = field(default_factory=list)
     store: str = ""                     # "" = sqlite in the state dir
     state_dir: str = field(default_factory=default_state_dir)
@@ -239,7 +301,6 @@ def check(s: Settings) -> None:
         if not os.path.isdir(r):
             raise ConfigError(f"root {r!r} does not exist or is not a "
                               f"directory")
-    from .store import parse_url
     parse_url(s.store_url())
 
 
@@ -248,7 +309,6 @@ def check_store(s: Settings) -> None:
     default store lives there): a SQLite store's directory exists.  A
     typo there would otherwise only show as a store that is down, retried
     for ever."""
-    from .store import parse_url
     url = s.store_url()
     scheme, path = parse_url(url)
     if scheme != "sqlite":

@@ -13,6 +13,19 @@ Requests and replies::
     {"cmd": "set", "key": "kinds", "value": "created,deleted"}
                                             -> {"ok": true, "rules": {...}}
     anything wrong                          -> {"ok": false, "error": "..."}
+
+The commands (``fibers-shadow ctl COMMAND`` sends them):
+
+- ``status``: the status, as ``Shadow.status`` describes it.
+- ``pause``: stop shipping; events are still journaled (the journal
+  grows), and ship after ``resume``.  A stop while paused leaves them in
+  the journal for the next start.
+- ``resume``: ship again, from the first row the store has not confirmed.
+- ``set``: change one setting now; ``key`` is one of ``config.RULE_KEYS``
+  (the ``[rules]`` keys, ``batch`` and ``ship_window``), ``value`` a TOML
+  value or its string form (lists comma-separated).  Replies with the
+  settings in force.  The change lasts until the config file is read
+  again or the program restarts.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ import uuid
 
 import fibers
 
+from .errors import JournalError, StateError
 from .store import fsbytes
 
 __all__ = ["Journal", "JournalError", "StateError", "journal_path",
@@ -97,17 +98,6 @@ CREATE TABLE IF NOT EXISTS tree (
 
 # Acked rows kept for inspection before pruning.
 KEEP_ACKED = 100_000
-
-
-class JournalError(Exception):
-    """The journal cannot be written (disk full, read-only, corrupt).
-    Nothing of the failed commit is in the file."""
-
-
-class StateError(ValueError):
-    """The state directory does not match the journal (a journal missing
-    or replaced, a root that is another directory now): starting would
-    report a wrong picture, so fibers-shadow refuses to."""
 
 
 def journal_path(state_dir: str) -> str:

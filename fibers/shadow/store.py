@@ -49,6 +49,7 @@ import sqlite3
 
 import fibers
 
+from .errors import ConfigError, StoreError
 
 __all__ = ["Store", "SqliteStore", "PgStore", "StoreError", "open_store",
            "parse_url", "COLUMNS"]
@@ -56,11 +57,6 @@ __all__ = ["Store", "SqliteStore", "PgStore", "StoreError", "open_store",
 # The columns of a stored event, in the order the shipper hands them over.
 COLUMNS = ("host", "source", "seq", "kind", "path", "src_path", "is_dir",
            "time")
-
-
-class StoreError(Exception):
-    """The store cannot be reached or refused a write; the shipper
-    reconnects and resends."""
 
 
 class Store:
@@ -90,8 +86,7 @@ class Store:
 
 def parse_url(url: str):
     """(scheme, target) for a store URL; ValueError-free: raises
-    config.ConfigError with the reason, for the command line."""
-    from .config import ConfigError
+    ConfigError with the reason, for the command line."""
     if url.startswith("sqlite://"):
         # sqlite:///rel.db and sqlite:////abs.db, as in SQLAlchemy: the
         # empty host between the second and third slash, then the path.
