@@ -108,6 +108,22 @@ def quiet(w, where=None, limit=1_000_000):
     raise AssertionError("the marker never arrived")
 
 
+def settle(w, where=None):
+    """Events until a marker arrives with no overflow before it and no
+    rescan running.  A fanotify mark covers the whole filesystem, so with a
+    64-event kernel queue any other activity on it can overflow the queue
+    again: each overflow's rescan is let finish, and read to the end."""
+    got = []
+    for _ in range(20):
+        batch = quiet(w, where)
+        got += batch
+        if w.stats()["rescanning"]:
+            fibers.wait_for(lambda: not w.stats()["rescanning"], timeout=60)
+        elif not any(e.kind == "overflow" for e in batch):
+            return got
+    raise AssertionError("the kernel queue kept overflowing")
+
+
 def until(w, pred, limit=1_000_000):
     """Events until pred(events) holds; bounded by `limit` events."""
     out = []

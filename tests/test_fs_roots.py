@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 import fibers
-from fshelp import PAIRS, Env, apply, quiet, small_kernel_queue, tree
+from fshelp import PAIRS, Env, apply, quiet, settle, small_kernel_queue, tree
 
 # Creation races the watcher's listing of a directory that appears: what
 # the listing finds is reported once, as created, whatever else happened to
@@ -205,22 +205,6 @@ def test_missing_root_removed(env):
             open(env.p("r", "f"), "w").close()
             assert quiet(w, env.p("sync")) == []
     env.run(main)
-
-
-def settle(w, where):
-    """Events until a marker arrives with no overflow before it and no
-    rescan running.  A fanotify mark covers the whole filesystem, so with a
-    64-event kernel queue any other activity on it can overflow the queue
-    again: each overflow's rescan is let finish, and read to the end."""
-    got = []
-    for _ in range(20):
-        batch = quiet(w, where)
-        got += batch
-        if w.stats()["rescanning"]:
-            fibers.wait_for(lambda: not w.stats()["rescanning"], timeout=60)
-        elif not any(e.kind == "overflow" for e in batch):
-            return got
-    raise AssertionError("the kernel queue kept overflowing")
 
 
 def test_root_replaced_while_events_were_lost(env):
