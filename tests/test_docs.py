@@ -249,4 +249,4 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
                        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "site" / "socket-differences" / "index.html").exists()
+    assert (tmp_path / "site" / "socket-differences.html").exists()
