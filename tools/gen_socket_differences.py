@@ -30,20 +30,20 @@ HEADER = """\
 # Differences from socket.socket
 
 `fibers.net.Socket` has the methods, arguments, errors and timeouts of the
-stdlib's `socket.socket`, and `tests/test_conformance.py` holds it to that:
-each test there is written once and runs three ways, against
+stdlib's `socket.socket` ([I/O](io.md)), and `{source}` holds it
+to that: each test there is written once and runs three ways, against
 `fibers.net.Socket` on io_uring, on epoll, and against `socket.socket` in
 threads, the reference. Where fibers gives something else, the test is
-marked with `fibers_differs(reason)`, a strict xfail for the fibers
-runners only: the stdlib run still checks the expectation, and once fibers
-is changed to match, the xfail fails until its record is removed.
+marked with `fibers_differs(reason)`, a strict xfail for the fibers runners
+only: the stdlib run still checks the expectation, and once fibers is
+changed to match, the xfail fails until its record is removed.
 
-This page lists those records, {records} of them. Any
-behaviour the tests check and this page does not list is the same as
-`socket.socket`'s. What the cases mean: `fam` is the address family
-(`unix`, `ipv4`, `ipv6`); `side` and `reader` name the socket being used,
-`client` the one that called `connect()` and `server` the one `accept()`
-returned; `call` and `case` name the call tried (see the test).
+This page lists those records, {records} of them. Any behaviour the tests
+check and this page does not list is the same as `socket.socket`'s. What
+the cases mean: `fam` is the address family (`unix`, `ipv4`, `ipv6`);
+`side` and `reader` name the socket being used, `client` the one that
+called `connect()` and `server` the one `accept()` returned; `call` and
+`case` name the call tried (see the test).
 """
 
 
