@@ -206,3 +206,20 @@ bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 
 clean:
 	rm -rf build $(VENV) .venv-3.* *.egg-info fibers/*.so fibers/_core.c fibers/_heap.c fibers/*.html
+
+# The documentation site (mkdocs.yml, docs/): the page of differences from
+# socket.socket is written from tests/test_conformance.py first, then MkDocs
+# with the Material theme builds everything into build/site/, with warnings
+# as errors.  tests/test_docs.py builds it too and runs every example of the
+# README and the pages, so the tests install MkDocs as well.
+DOCS_DEPS := "mkdocs>=1.6,<2" "mkdocs-material>=9.5,<10"
+$(VENV)/.docs-deps: $(VENV)/.base Makefile
+	$(PIP) install $(DOCS_DEPS)
+	touch $@
+
+.PHONY: docs
+docs: $(VENV)/.docs-deps
+	$(PY) tools/gen_socket_differences.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+test pytest: $(VENV)/.docs-deps
