@@ -1,4 +1,4 @@
-"""`make run`: a tour of the scheduling words, then of the I/O.
+"""`make demo`: a tour of the scheduling words, then of the I/O.
 
 A periodic ticker, a few workers that sleep and report, signals that hand
 out work, and conditions that react when enough of it is done.  Then an
