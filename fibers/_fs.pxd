@@ -5,6 +5,25 @@ from libc.stdint cimport uint32_t, uint64_t
 
 from fibers._core cimport WaitQueue
 
+
+# Event kinds: one bit each, in the order of _KIND_NAMES (_fs.pyx)
+cdef enum:
+    K_CREATED = 1
+    K_DELETED = 2
+    K_MODIFIED = 4
+    K_CLOSED_WRITE = 8
+    K_ATTRIB = 16
+    K_MOVED = 32
+    K_OVERFLOW = 64
+    K_ERROR = 128
+    # overflow and error are always delivered: they are how loss is reported
+    K_ALWAYS = K_OVERFLOW | K_ERROR
+
+# Buffers
+cdef enum:
+    BUFSIZE = 262144    # the reader's: one read of the kernel queue
+    PATHCAP = 8192      # a joined path (PATH_MAX is 4096)
+
 cdef class Event:
     cdef readonly str kind
     cdef readonly object path

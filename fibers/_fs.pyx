@@ -94,17 +94,7 @@ cdef extern from "<unistd.h>":
 # Kinds
 # ---------------------------------------------------------------------------
 
-DEF K_CREATED = 1
-DEF K_DELETED = 2
-DEF K_MODIFIED = 4
-DEF K_CLOSED_WRITE = 8
-DEF K_ATTRIB = 16
-DEF K_MOVED = 32
-DEF K_OVERFLOW = 64
-DEF K_ERROR = 128
-# overflow and error are always delivered: they are how loss is reported.
-DEF K_ALWAYS = 192
-
+# The kinds' bits (K_*) are enums in _fs.pxd.
 cdef tuple _KIND_NAMES = ("created", "deleted", "modified", "closed_write",
                           "attrib", "moved", "overflow", "error")
 cdef dict _KIND_BITS = {n: 1 << i for i, n in enumerate(_KIND_NAMES)}
@@ -114,9 +104,6 @@ cdef str S_MOVED = "moved", S_OVERFLOW = "overflow", S_ERROR = "error"
 
 KINDS = frozenset(_KIND_NAMES)
 ALL = KINDS
-
-DEF BUFSIZE = 262144
-DEF PATHCAP = 8192
 
 
 cdef str _kind_str(int bit):
