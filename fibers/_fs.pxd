@@ -113,7 +113,6 @@ cdef class _Tree:
     cdef int _diff_from(self, old) except -1
     # the backend contract, the tree's half: what it asks of its world
     cdef object _list(self, _Dir d)
-    cdef object _path_now(self, bytes path)
     cdef object _entry_now(self, _Dir d, bytes name)
     cdef int _watch_root(self, _Dir d) except -1
     cdef int _watch_dir(self, _Dir d) except -1
@@ -124,6 +123,7 @@ cdef class _Tree:
     cdef object _wait_dir(self, bytes path)
     cdef int _unwait(self, object token) except -1
     # ... and what the watcher (or _Replay) gives it
+    cdef object _path_now(self, bytes path)
     cdef double _now(self) except? -1
     cdef int _deliver(self) except -1
     cdef int _rescan_soon(self) except -1

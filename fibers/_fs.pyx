@@ -29,21 +29,23 @@ Design: three layers, each a class that extends the one before.
   lagging read; fanotify its marks, its handle -> node map and its
   record of deleted directories.
 
-The backend contract is the set of cdef methods a backend may override,
-nineteen, in two halves (the default is in brackets):
-- the tree's (declared by _Tree, answered through paths by Watcher):
-  _list(d) and _entry_now(d, name) [by path; fanotify: by handle, inotify:
-  a listing of another directory than d's watch is refused], _path_now
-  [lstat], _watch_root(d), _watch_dir(d) and _forget(d) [nothing: a node
-  entered or left the tree], _doubt(d) [nothing; inotify checks it later],
-  _keyed(d, key) and _node_of(key) [nothing; fanotify follows directories
-  by handle], _wait_dir(path) and _unwait(token) (a gone root waits on an
-  ancestor);
-- the reader's (declared by Watcher): _open, _parse(n), _caught_up,
-  _wait_more(got) [coalesce, then wait for the fd; inotify holds an
-  unpaired MOVED_FROM], _recheck [never], _apply_mask, _unwatch_root,
-  _n_watches, _close_fd.
-_open, _parse, _apply_mask, _watch_root and _wait_dir have no default.
+The backend contract is the set of cdef methods a backend overrides:
+nineteen, in two halves (the default in brackets; _open, _parse,
+_apply_mask, _watch_root and _wait_dir have none).
+- The tree's ten (declared by _Tree, answered through paths by Watcher):
+  _list(d) and _entry_now(d, name) [by path on the blocking pool; fanotify
+  goes by handle, inotify refuses a listing of another directory than d's
+  watch is on]; _watch_root(d), _watch_dir(d) and _forget(d) [nothing: a
+  node entered or left the tree]; _doubt(d) [nothing; inotify checks d
+  once it has caught up]; _keyed(d, key) and _node_of(key) [nothing;
+  fanotify follows directories by handle]; _wait_dir(path) and
+  _unwait(token) (a gone root waits on an ancestor).  The rest of what
+  the tree asks (_path_now, _now, _deliver, _rescan_soon) is Watcher's.
+- The reader's nine (declared by Watcher): _open, _parse(n), _caught_up
+  [nothing], _wait_more(got) [coalesce, then wait for the fd; inotify
+  holds an unpaired MOVED_FROM for its grace], _recheck [never],
+  _apply_mask, _unwatch_root [nothing], _n_watches [0], _close_fd [the
+  fd].
 
 What the layers promise together:
 - Overflow is never silent.  On IN_Q_OVERFLOW / FAN_Q_OVERFLOW the watcher

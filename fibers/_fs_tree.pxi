@@ -751,11 +751,6 @@ cdef class _Tree:
         # directory now; OSError if it cannot be listed.  May park.
         raise NotImplementedError
 
-    cdef object _path_now(self, bytes path):
-        # (is_dir, (ino, size, mtime_ns)) of what is at path now (never
-        # through a final symlink), or None.
-        raise NotImplementedError
-
     cdef object _entry_now(self, _Dir d, bytes name):
         # _path_now of the entry name in d's directory.
         return self._path_now(_join(d.path, name))
@@ -797,6 +792,13 @@ cdef class _Tree:
     cdef int _unwait(self, object token) except -1:
         # Nothing waits on token's directory any more.
         return 0
+
+    # Not a backend's: Watcher's (through paths, the scheduler, fibers).
+
+    cdef object _path_now(self, bytes path):
+        # (is_dir, (ino, size, mtime_ns)) of what is at path now (never
+        # through a final symlink), or None.
+        raise NotImplementedError
 
     cdef double _now(self) except? -1:
         # The time events are stamped with.
