@@ -823,13 +823,15 @@ cdef class _Replay(_Tree):
     ``world``, a dict path (bytes) -> ``(is_dir, (ino, size, mtime_ns))``
     in the form :meth:`Watcher.picture` returns, which the caller changes
     as it likes between calls.  Listings, rescans and checks read it.
+    Made, it lists its roots silently, then reports what differs from
+    ``baseline`` (a picture), as ``watch(baseline=)`` does.
     Events name the directory by path and the entry by name (bytes), as
     the backends' records do; one for a directory the tree does not hold
     is dropped, as theirs are.  For tests/test_fs_tree.py: the same tree
     code the backends drive, with no kernel under it."""
 
     def __init__(self, dict world, roots, *, recursive=True, exclude=(),
-                 events=ALL):
+                 events=ALL, baseline=None):
         self.world = world
         self.doubted = []
         self.waits = []
@@ -844,6 +846,8 @@ cdef class _Replay(_Tree):
                 self._ex_pat_path.append(b"/" in x)
         for r in roots:
             self._new_root(r, world[r][1])
+        if baseline is not None:
+            self._diff_from(baseline)
 
     cdef _Dir _at(self, dirpath):
         return None if dirpath is None else self._node_at(dirpath)
@@ -915,6 +919,8 @@ cdef class _Replay(_Tree):
 
     @property
     def roots(self):
+        """[(path, gone)] of each root."""
+        cdef _Dir r
         return [(r.path, r.dead) for r in self._roots]
 
     @property
