@@ -343,6 +343,14 @@ cdef class _Tree:
         cdef Py_ssize_t a, b
         cdef bint out1 = d1 is None or self._excluded_entry(d1, n1)
         cdef bint out2 = d2 is None or self._excluded_entry(d2, n2)
+        if not out1 and not is_dir and type(d1.entries.get(n1)) is _Dir:
+            # A file renamed from a name the tree holds as a directory: not
+            # the file (a listing ahead of the events, or events lost, put
+            # the directory there).  The directory stays; the file comes
+            # as if from outside.  Moving the node would move a subtree
+            # under a 'moved' that says a file, which a consumer's model
+            # cannot follow.
+            out1 = True
         if out1 and out2:
             return 0
         if out2:

@@ -190,6 +190,33 @@ def test_a_move_onto_a_directory_replaces_it():
     assert paths(t.picture()) == paths(world)
 
 
+def test_a_file_renamed_from_a_name_the_tree_holds_as_a_directory():
+    # Events lost (or a listing ahead of them) left a directory at c where
+    # the kernel says a file c was renamed: that directory is not what
+    # moved, so its subtree must not go with a 'moved' that says a file
+    # (a model would keep c/b at the old path for ever).  Found by the
+    # seeded adversary below (seeds 1601 and 2039 of 3000).
+    world = {b"/r": D(1), b"/r/c": D(2), b"/r/c/b": F(3)}
+    t = _Replay(world, [b"/r"])
+    model = model_of(world, b"/r")
+    del world[b"/r/c/b"], world[b"/r/c"]      # lost
+    world[b"/r/c"] = F(4)                     # lost
+    t.overflow()
+    world[b"/r/x"] = world.pop(b"/r/c")
+    t.moved(b"/r", b"c", b"/r", b"x")
+    t.rescan()
+    evs = t.events()
+    assert said(evs) == [("overflow", None, None),
+                         ("created", b"/r/x", None),
+                         ("modified", b"/r/x", None),
+                         ("deleted", b"/r/c/b", None),
+                         ("deleted", b"/r/c", None)]
+    anomalies = []
+    apply(model, evs, anomalies)
+    assert anomalies == []
+    assert model == model_of(world, b"/r")
+
+
 def test_a_directory_replaced_by_a_file_of_the_same_name():
     world, t = make()
     del world[b"/r/a/f"]
@@ -451,7 +478,7 @@ class World:
         return [("moved", (vd, vn, d, name, w[p][0]))]
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(100))
 def test_random_operations_with_losses_and_rescans(seed):
     rnd = random.Random(seed)
     world = World(rnd)
