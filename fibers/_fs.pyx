@@ -1,33 +1,55 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """fibers._fs: file-system activity, watched cooperatively.
 
-Design
-- A Watcher owns one kernel notification fd (fanotify or inotify) and one
-  reader fiber.  The reader waits for the fd through the pump
-  (fibers.wait_readable), reads it into a 256 KiB buffer until EAGAIN, and
-  walks the records in C (csrc/fib_fs.h).  Consumers (get, get_batch,
-  iteration) take events from a deque and park when it is empty, on the
-  scheduler's own intrusive wait queue (WaitQueue, cimported from _core, as
-  fibers.sync parks): no allocation and no signal-dict lookup per wait.
-  The reader wakes the parked consumers once per read, not per event.  The
-  deque is bounded: once it holds max_queue events the reader stops
-  reading (parked in a second WaitQueue until a consumer takes events), so
-  a consumer that falls behind makes the *kernel* queue overflow, which is
-  reported and repaired (below), instead of memory growing without end.
-- The watcher keeps a tree of the directories under its roots (_Dir nodes:
-  path, entries name -> stat tuple | None | child _Dir).  The tree is what
-  makes recursion, renames and overflow repair work: inotify maps wd ->
-  node, fanotify maps (fsid, directory handle) -> node, a directory rename
-  re-parents one node and re-writes its subtree's paths, and a rescan diffs
-  a fresh listing against it.
-- Backends differ only in a few cdef methods (open, watch a new root, apply
-  the event mask, drain the fd, forget a node, wait on a directory for a
-  gone root); _fs_inotify.pxi and
-  _fs_fanotify.pxi hold them.  Everything else (emitting, the tree, rescans,
-  snapshots) is here and shared.
+Design: three layers, each a class that extends the one before.
+- The tree (_fs_tree.pxi: _Tree, _Dir; no kernel).  The directories under
+  the roots as _Dir nodes (path, entries name -> stat tuple | None | child
+  _Dir), changed by plain events on nodes (created, deleted, changed,
+  moved, root gone, overflow) and by listings, emitting Events into a
+  deque.  It is what makes recursion, renames, duplicate suppression,
+  overflow rescans, gone roots and the picture (snapshots, baseline=)
+  work.  tests/test_fs_tree.py drives it by hand (_Replay) with no kernel.
+- The reader and the public API (this file: Watcher, a _Tree).  One reader
+  fiber waits for the kernel fd through the pump (fibers.wait_readable),
+  reads it into a 256 KiB buffer until EAGAIN and hands each read to the
+  backend's parser.  Consumers (get, get_batch, iteration) take events
+  from the deque and park when it is empty, on the scheduler's own
+  intrusive wait queue (WaitQueue, cimported from _core, as fibers.sync
+  parks): no allocation and no signal-dict lookup per wait.  The reader
+  wakes the parked consumers once per read, not per event.  The deque is
+  bounded: once it holds max_queue events the reader stops reading
+  (parked in a second WaitQueue until a consumer takes events), so a
+  consumer that falls behind makes the *kernel* queue overflow, which is
+  reported and repaired, instead of memory growing without end.  Rescans
+  run in a fiber of their own; listings run on the blocking pool, so a
+  huge directory stalls nobody.
+- The backends (_fs_inotify.pxi, _fs_fanotify.pxi: Watcher subclasses).
+  Each keeps its own state and timing: inotify its wds, its unpaired
+  MOVED_FROM and the grace it waits for the pair, its checks after a
+  lagging read; fanotify its marks, its handle -> node map and its
+  record of deleted directories.
+
+The backend contract is the set of cdef methods a backend overrides:
+nineteen, in two halves (the default in brackets; _open, _parse,
+_apply_mask, _watch_root and _wait_dir have none).
+- The tree's ten (declared by _Tree, answered through paths by Watcher):
+  _list(d) and _entry_now(d, name) [by path on the blocking pool; fanotify
+  goes by handle, inotify refuses a listing of another directory than d's
+  watch is on]; _watch_root(d), _watch_dir(d) and _forget(d) [nothing: a
+  node entered or left the tree]; _doubt(d) [nothing; inotify checks d
+  once it has caught up]; _keyed(d, key) and _node_of(key) [nothing;
+  fanotify follows directories by handle]; _wait_dir(path) and
+  _unwait(token) (a gone root waits on an ancestor).  The rest of what
+  the tree asks (_path_now, _now, _deliver, _rescan_soon) is Watcher's.
+- The reader's nine (declared by Watcher): _open, _parse(n), _caught_up
+  [nothing], _wait_more(got) [coalesce, then wait for the fd; inotify
+  holds an unpaired MOVED_FROM for its grace], _recheck [never],
+  _apply_mask, _unwatch_root [nothing], _n_watches [0], _close_fd [the
+  fd].
+
+What the layers promise together:
 - Overflow is never silent.  On IN_Q_OVERFLOW / FAN_Q_OVERFLOW the watcher
-  delivers an 'overflow' event and a rescan fiber lists every directory
-  (on the blocking pool, so a huge directory stalls nobody), diffs it
+  delivers an 'overflow' event and a rescan lists every directory, diffs it
   against the tree and emits created / deleted / modified for what
   differs.  A difference is confirmed with lstat at the moment it is
   emitted, so events that were still queued in the kernel, replayed after,
@@ -48,9 +70,9 @@ Design
   node is dead, so nothing (inotify wd, fanotify handle) maps to it and
   the moved directory is never reported under the root's old path; the
   contents are reported deleted, then an 'error' (ENOENT).  It stays in
-  _roots, dead, waiting on the deepest ancestor left for the next name on
-  its path (_arm; the backends' _wait_dir); a directory that appears there
-  becomes a new root node, listed like a directory moved in.
+  the roots, dead, waiting on the deepest ancestor left for the next name
+  on its path (_arm; the backends' _wait_dir); a directory that appears
+  there becomes a new root node, listed like a directory moved in.
 - Duplicates are suppressed against the tree: a 'created' for a name the
   tree already holds (the scan of a new directory saw it first) or a
   'deleted' for one it lacks is dropped, so counts are exact.
@@ -94,17 +116,7 @@ cdef extern from "<unistd.h>":
 # Kinds
 # ---------------------------------------------------------------------------
 
-DEF K_CREATED = 1
-DEF K_DELETED = 2
-DEF K_MODIFIED = 4
-DEF K_CLOSED_WRITE = 8
-DEF K_ATTRIB = 16
-DEF K_MOVED = 32
-DEF K_OVERFLOW = 64
-DEF K_ERROR = 128
-# overflow and error are always delivered: they are how loss is reported.
-DEF K_ALWAYS = 192
-
+# The kinds' bits (K_*) are enums in _fs.pxd.
 cdef tuple _KIND_NAMES = ("created", "deleted", "modified", "closed_write",
                           "attrib", "moved", "overflow", "error")
 cdef dict _KIND_BITS = {n: 1 << i for i, n in enumerate(_KIND_NAMES)}
@@ -114,9 +126,6 @@ cdef str S_MOVED = "moved", S_OVERFLOW = "overflow", S_ERROR = "error"
 
 KINDS = frozenset(_KIND_NAMES)
 ALL = KINDS
-
-DEF BUFSIZE = 262144
-DEF PATHCAP = 8192
 
 
 cdef str _kind_str(int bit):
@@ -210,47 +219,12 @@ cdef class Event:
                 f"seq={self.seq})")
 
 
+include "_fs_tree.pxi"
+
+
 # ---------------------------------------------------------------------------
-# The tree
+# The world through paths: listings and stat figures on the blocking pool
 # ---------------------------------------------------------------------------
-
-@cython.final
-cdef class _Dir:
-    # A directory under a root.  entries: name (bytes) -> None (a file whose
-    # stat is not known), (ino, size, mtime_ns) (a file), or a _Dir.
-
-    def __repr__(self):
-        return f"<_Dir {self.path!r} wd={self.wd} dead={self.dead}>"
-
-
-cdef _Dir _new_dir(bytes path, bytes name, _Dir parent):
-    cdef _Dir d = _Dir.__new__(_Dir)
-    d.path = path
-    d.name = name
-    d.parent = parent
-    d.entries = {}
-    d.wd = -1
-    d.ino = None
-    d.key = None
-    d.dead = False
-    d.listed = False
-    return d
-
-
-cdef bint _under(_Dir d, _Dir top):
-    # d is top or below it in the tree.
-    while d is not None:
-        if d is top:
-            return True
-        d = d.parent
-    return False
-
-
-cdef inline bytes _join(bytes dirpath, bytes name):
-    if PyBytes_GET_SIZE(dirpath) == 1:   # b"/"
-        return dirpath + name
-    return dirpath + b"/" + name
-
 
 def _list_dir(bytes path):
     # Runs on the blocking pool: the inode of the directory at path and its
@@ -284,17 +258,6 @@ cdef object _lstat_now(bytes path):
         return None
     return (_stat.S_ISDIR(st.st_mode), (st.st_ino, st.st_size,
                                         st.st_mtime_ns))
-
-
-def _stat_inos(list paths):
-    # Each path's inode number (lstat), or -1 if it names nothing.
-    out = []
-    for p in paths:
-        try:
-            out.append(os.lstat(p).st_ino)
-        except OSError:
-            out.append(-1)
-    return out
 
 
 def _stat_many(list paths):
@@ -378,9 +341,7 @@ cdef class Watcher:
     def __cinit__(self):
         self._fd = -1
         self._buf = <char *>malloc(BUFSIZE)
-        self._pbuf = <char *>malloc(PATHCAP)
-        self._pbuf2 = <char *>malloc(PATHCAP)
-        if self._buf == NULL or self._pbuf == NULL or self._pbuf2 == NULL:
+        if self._buf == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
@@ -388,10 +349,8 @@ cdef class Watcher:
             c_close(self._fd)
             self._fd = -1
         free(self._buf)
-        free(self._pbuf)
-        free(self._pbuf2)
 
-    # ---- set-up, shared ----------------------------------------------------
+    # ---- set-up ------------------------------------------------------------
 
     cdef int _setup(self, list roots, int kinds, bint recursive, exclude,
                     int max_queue, snapshot, baseline,
@@ -399,22 +358,11 @@ cdef class Watcher:
         self._coalesce = coalesce
         self._kinds = kinds
         self._recursive = recursive
-        self._queue = collections.deque()
         self._max_queue = max_queue
         self._getters = WaitQueue.__new__(WaitQueue)
         self._room = WaitQueue.__new__(WaitQueue)
-        self._roots = []
-        self._waiting = {}
-        self._waits = {}
-        self._ex_dirs = []
-        self._ex_pats = []
-        self._ex_pat_path = []
-        self._seq = 0
-        self._pending = None
         self._rescan_fiber = None
         self._rescan_again = False
-        self._rescan_todo = []
-        self._closed = False
         self._snapshot = None if snapshot is None else os.fsencode(
             os.path.abspath(os.fsdecode(snapshot)))
         for x in exclude:
@@ -425,7 +373,7 @@ cdef class Watcher:
             self._ex_dirs.append(self._snapshot + b".tmp")
         self._open()
         for r in roots:
-            self._add_root(r, False)
+            self._add_root(r)
         if baseline is not None:
             self._diff_from(baseline)
         elif self._snapshot is not None:
@@ -447,52 +395,7 @@ cdef class Watcher:
         self._ex_pat_path.append(b"/" in b)
         return 0
 
-    cdef bint _excluded(self, const char *full, Py_ssize_t n,
-                        const char *name):
-        # full: the absolute path (NUL-terminated, length n); name: its last
-        # component.  C compares only: nothing here makes a Python object.
-        cdef Py_ssize_t i, m
-        cdef bytes p
-        for i in range(len(self._ex_dirs)):
-            p = <bytes>self._ex_dirs[i]
-            m = PyBytes_GET_SIZE(p)
-            if m <= n and memcmp(PyBytes_AS_STRING(p), full, m) == 0 and (
-                    m == n or full[m] == b'/'):
-                return True
-        for i in range(len(self._ex_pats)):
-            p = <bytes>self._ex_pats[i]
-            if self._ex_pat_path[i]:
-                if fnmatch(PyBytes_AS_STRING(p), full, 0) == 0:
-                    return True
-            elif fnmatch(PyBytes_AS_STRING(p), name, 0) == 0:
-                return True
-        return False
-
-    cdef Py_ssize_t _path_in(self, char *buf, _Dir d, const char *name,
-                             Py_ssize_t nlen) except -2:
-        # d.path + "/" + name into buf (NUL-terminated); -1 if too long.
-        cdef Py_ssize_t dl = PyBytes_GET_SIZE(d.path)
-        cdef Py_ssize_t n
-        if dl == 1:
-            dl = 0
-        n = dl + 1 + nlen
-        if n + 1 > PATHCAP:
-            return -1
-        memcpy(buf, PyBytes_AS_STRING(d.path), dl)
-        buf[dl] = b'/'
-        memcpy(buf + dl + 1, name, nlen)
-        buf[n] = 0
-        return n
-
-    cdef bint _excluded_entry(self, _Dir d, bytes name):
-        cdef Py_ssize_t n = self._path_in(self._pbuf, d, name,
-                                          PyBytes_GET_SIZE(name))
-        if n < 0:
-            return True
-        return self._excluded(self._pbuf, n, PyBytes_AS_STRING(name))
-
-    cdef int _add_root(self, path, bint live) except -1:
-        cdef _Dir d
+    cdef int _add_root(self, path) except -1:
         p = os.fsencode(path)
         st = os.stat(p)            # FileNotFoundError for a missing root
         if not _stat.S_ISDIR(st.st_mode):
@@ -501,572 +404,9 @@ cdef class Watcher:
         rp = os.path.realpath(p)
         if len(rp) > 1:
             rp = rp.rstrip(b"/")
-        for d in self._roots:
-            if d.path == rp:
-                return 0
-        d = _new_dir(rp, os.path.basename(rp), None)
-        d.st = (st.st_ino, st.st_size, st.st_mtime_ns)
-        self._watch_root(d)
-        self._roots.append(d)
-        self._build(d)
-        return 0
-
-    cdef list _root_paths(self):
-        cdef _Dir r
-        cdef list out = []
-        for r in self._roots:
-            out.append(r.path)
-        return out
-
-    cdef _Dir _root_of(self, bytes p):
-        cdef _Dir r
-        for r in self._roots:
-            if r.dead:
-                continue        # gone: nothing is under it until it is back
-            if p == r.path or (p.startswith(r.path) and (
-                    len(r.path) == 1 or p[len(r.path)] == 47)):
-                return r
-        return None
-
-    cdef _Dir _node_at(self, bytes p, bint create):
-        # The node for directory path p, walking from its root; with create,
-        # missing nodes are made (and marked unlisted).  None if p is not
-        # under a root, is excluded, or (without create) is unknown.
-        cdef _Dir r = self._root_of(p), d, c
-        if r is None:
-            return None
-        d = r
-        rest = p[len(r.path):].strip(b"/")
-        if not rest:
-            return r
-        if not self._recursive:
-            return None
-        for comp in rest.split(b"/"):
-            v = d.entries.get(comp)
-            c = <_Dir>v if type(v) is _Dir else None
-            if c is None:
-                if not create or self._excluded_entry(d, comp):
-                    return None
-                c = _new_dir(_join(d.path, comp), comp, d)
-                d.entries[comp] = c
-            d = c
-        return d
-
-    # ---- emitting ----------------------------------------------------------
-
-    cdef inline int _push(self, int bit, object path, object src,
-                          bint is_dir, object pid, int err) except -1:
-        cdef Event ev
-        if not (bit & self._kinds):
-            return 0
-        ev = Event.__new__(Event)
-        ev.kind = _kind_str(bit)
-        ev.path = path
-        ev.src_path = src
-        ev.is_dir = is_dir
-        ev.pid = pid
-        ev.time = self._tnow
-        self._seq += 1
-        ev.seq = self._seq
-        ev._err = err
-        self._queue.append(ev)
-        self._n_events += 1
-        return 0
-
-    cdef int _emit_at(self, int bits, _Dir d, const char *name,
-                      Py_ssize_t nlen, bint is_dir, object pid) except -1:
-        # Emit each kind in bits (in the fixed order created, modified,
-        # attrib, closed_write, deleted) for d/name, unless excluded.
-        cdef Py_ssize_t n
-        bits &= self._kinds
-        if not bits:
-            return 0
-        n = self._path_in(self._pbuf, d, name, nlen)
-        if n < 0 or self._excluded(self._pbuf, n, name):
-            return 0
-        path = PyUnicode_DecodeFSDefaultAndSize(self._pbuf, n)
-        if bits & K_CREATED:
-            self._push(K_CREATED, path, None, is_dir, pid, 0)
-        if bits & K_MODIFIED:
-            self._push(K_MODIFIED, path, None, is_dir, pid, 0)
-        if bits & K_ATTRIB:
-            self._push(K_ATTRIB, path, None, is_dir, pid, 0)
-        if bits & K_CLOSED_WRITE:
-            self._push(K_CLOSED_WRITE, path, None, is_dir, pid, 0)
-        if bits & K_DELETED:
-            self._push(K_DELETED, path, None, is_dir, pid, 0)
-        return 0
-
-    cdef int _emit_path(self, int bit, bytes path, bint is_dir,
-                        object pid) except -1:
-        if bit & self._kinds:
-            self._push(bit, os.fsdecode(path), None, is_dir, pid, 0)
-        return 0
-
-    cdef int _emit_error(self, bytes path, int err) except -1:
-        self._n_errors += 1
-        self._push(K_ERROR, os.fsdecode(path), None, True, None, err)
-        return 0
-
-    # ---- tree changes, shared by both backends -----------------------------
-
-    cdef int _created(self, _Dir d, bytes name, bint is_dir, object pid,
-                      int extra, bint scan) except -1:
-        # name appeared in d.  extra: further kinds seen with it (modified,
-        # attrib, closed_write).  A directory gets a node, a watch (inotify)
-        # and, with scan, a listing that emits what is already inside: the
-        # race every naive recursive watcher loses.
-        cdef _Dir c
-        cdef object old = d.entries.get(name, self)
-        cdef int bits = extra
-        if old is self:
-            bits |= K_CREATED
-        elif (type(old) is _Dir) != is_dir:
-            # replaced by the other type while we were not looking
-            self._deleted(d, name, pid)
-            bits |= K_CREATED
-        if is_dir:
-            if type(d.entries.get(name)) is not _Dir:
-                c = _new_dir(_join(d.path, name), name, d)
-                d.entries[name] = c
-                self._emit_at(bits, d, name, len(name), True, pid)
-                if self._recursive:
-                    self._watch_dir(c)
-                    if scan:
-                        self._scan_new(c, pid)
-                    else:
-                        c.listed = True     # seen from its birth (fanotify)
-                return 0
-        else:
-            d.entries[name] = None
-        self._emit_at(bits, d, name, len(name), is_dir, pid)
-        if is_dir and scan and self._recursive:
-            # Known already (a listing that ran ahead of the events saw it):
-            # it still needs a watch of its own (inotify: one added by path
-            # may have failed or found another node's directory) and a
-            # listing.
-            c = <_Dir>d.entries[name]
-            self._watch_dir(c)
-            if not c.listed:
-                self._scan_new(c, pid)
-        return 0
-
-    cdef int _deleted(self, _Dir d, bytes name, object pid) except -1:
-        cdef object old = d.entries.pop(name, self)
-        if old is self:
-            return 0       # already gone: a duplicate
-        if type(old) is _Dir:
-            self._drop_subtree(<_Dir>old, True, pid)
-            self._emit_at(K_DELETED, d, name, len(name), True, pid)
-        else:
-            self._emit_at(K_DELETED, d, name, len(name), False, pid)
-        return 0
-
-    cdef int _changed(self, _Dir d, bytes name, int bits, bint is_dir,
-                      object pid) except -1:
-        # modified / attrib / closed_write on d/name: the stat we had is
-        # stale now.
-        cdef object old = d.entries.get(name, self)
-        if old is not self and type(old) is not _Dir:
-            d.entries[name] = None
-        self._emit_at(bits, d, name, len(name), is_dir, pid)
-        return 0
-
-    cdef int _drop_subtree(self, _Dir d, bint emit, object pid) except -1:
-        # d is gone (deleted, moved out, or found missing): forget it and
-        # everything below, emitting deleted for the descendants (deepest
-        # first) so a per-path model needs no subtree rule.
-        cdef _Dir c
-        for name, v in list(d.entries.items()):
-            if type(v) is _Dir:
-                self._drop_subtree(<_Dir>v, emit, pid)
-                if emit:
-                    self._emit_at(K_DELETED, d, name, len(name), True, pid)
-            elif emit:
-                self._emit_at(K_DELETED, d, name, len(name), False, pid)
-        d.entries.clear()
-        d.dead = True
-        self._forget(d)
-        return 0
-
-    cdef int _moved(self, _Dir d1, bytes n1, _Dir d2, bytes n2, bint is_dir,
-                    object pid) except -1:
-        # A rename inside the tree.  Either side may be None (outside the
-        # roots, or excluded): then it is a deletion or a creation.
-        cdef object v
-        cdef _Dir c
-        cdef Py_ssize_t a, b
-        cdef bint out1 = d1 is None or self._excluded_entry(d1, n1)
-        cdef bint out2 = d2 is None or self._excluded_entry(d2, n2)
-        if out1 and out2:
-            return 0
-        if out2:
-            return self._deleted(d1, n1, pid)
-        if out1:
-            return self._created(d2, n2, is_dir, pid, 0, True)
-        v = d1.entries.pop(n1, self)
-        if v is self:
-            # A source the tree never held (a listing that ran behind the
-            # rename saw only the new name): to a consumer this is the new
-            # name appearing, not a move from a path it never heard of.
-            return self._created(d2, n2, is_dir, pid, 0, True)
-        old = d2.entries.pop(n2, None)
-        if type(old) is _Dir and old is not v:
-            # Replaced: an empty directory, unless a listing that ran ahead
-            # of the events filled it; what it held is reported deleted, so
-            # a model that applies the events still holds the tree.
-            self._drop_subtree(<_Dir>old, True, pid)
-        if type(v) is _Dir:
-            c = <_Dir>v
-            c.parent = d2
-            c.name = n2
-            self._repath(c, _join(d2.path, n2))
-            d2.entries[n2] = c
-            if self._recursive:
-                # inotify: a directory renamed before its watch could be
-                # added by path (or whose path then named another node's
-                # directory) gets its own watch here; it is listed below.
-                self._watch_dir(c)
-        elif is_dir:
-            # a directory the tree did not know: treat it as new
-            c = _new_dir(_join(d2.path, n2), n2, d2)
-            d2.entries[n2] = c
-            if self._recursive:
-                self._watch_dir(c)
-        else:
-            d2.entries[n2] = v
-        if K_MOVED & self._kinds:
-            a = self._path_in(self._pbuf, d1, n1, len(n1))
-            b = self._path_in(self._pbuf2, d2, n2, len(n2))
-            if a >= 0 and b >= 0:
-                self._push(K_MOVED,
-                           PyUnicode_DecodeFSDefaultAndSize(self._pbuf2, b),
-                           PyUnicode_DecodeFSDefaultAndSize(self._pbuf, a),
-                           is_dir, pid, 0)
-        if is_dir and self._recursive and (type(v) is not _Dir or
-                                           not (<_Dir>v).listed):
-            # New to the tree, or a directory a listing missed because it
-            # was being renamed: report what is inside.
-            self._scan_new(<_Dir>d2.entries[n2], pid)
-        return 0
-
-    cdef int _repath(self, _Dir d, bytes path) except -1:
-        cdef list stack = [(d, path)]
-        cdef _Dir x
-        while stack:
-            x, p = stack.pop()
-            x.path = p
-            self._repathed(x)
-            for name, v in x.entries.items():
-                if type(v) is _Dir:
-                    stack.append((v, _join(p, name)))
-        return 0
-
-    # ---- listing: start-up, new directories, rescans ----------------------
-
-    cdef int _build(self, _Dir root) except -1:
-        # The first listing of a root, silently: the tree as it is now.
-        # Watches go on before each listing, so nothing slips between.
-        self._scan(root, False, None, False)
-        return 0
-
-    cdef int _scan_new(self, _Dir d, object pid) except -1:
-        # A directory that just appeared (or was moved in): report what is
-        # already inside, recursively.
-        self._scan(d, True, pid, False)
-        return 0
-
-    cdef int _scan(self, _Dir top, bint emit, object pid,
-                   bint verify) except -1:
-        # List top and the directories below it, breadth first, merging each
-        # listing into the tree.  emit: report differences; verify: confirm
-        # each difference with lstat first (rescans, where kernel events
-        # still queued may already describe it).
-        cdef list todo = [top]
-        cdef _Dir d, c
-        cdef Py_ssize_t i = 0
-        while i < len(todo):
-            d = <_Dir>todo[i]
-            i += 1
-            if d.dead:
-                continue
-            asked = d.path
-            try:
-                ino, listing, keys = self._list(d)
-            except OSError as e:
-                if e.errno not in (_errno.ENOENT, _errno.ENOTDIR,
-                                   _errno.ELOOP, _errno.ESTALE):
-                    if emit or d is top:
-                        self._emit_error(d.path, e.errno or 0)
-                    continue
-                ino = -1
-            if d.dead or self._closed:
-                continue
-            if ino == -1 or (d.ino is not None and ino != d.ino):
-                # Gone, renamed under us, or (inotify, reading behind the
-                # kernel) the path names another directory than the one d's
-                # watch is on.  If the rename has been read meanwhile (the
-                # node has its new path), list it there; otherwise the
-                # rename, when read, lists it (listed is False), and the
-                # backend checks d once it has read all there is, so its
-                # subtree is never skipped.
-                d.listed = False
-                if d.path != asked:
-                    todo.append(d)
-                else:
-                    self._doubt(d)
-                continue
-            d.listed = True
-            self._tnow = fibers.now()
-            seen = set()
-            for name, is_dir, st in listing:
-                seen.add(name)
-                if self._excluded_entry(d, name):
-                    continue
-                old = d.entries.get(name, self)
-                k = None
-                if keys is not None and is_dir:
-                    # fanotify: the listing names each directory by its
-                    # key (listed by handle, it is of d's own directory).
-                    k = keys[name]
-                    c = self._node_of(k)
-                    if c is not None and c is not old:
-                        # The tree holds that directory elsewhere: a rename
-                        # still queued brings it here.  A rescan (events may
-                        # have been lost) moves it now.
-                        if verify and c.parent is not None and \
-                                not _under(d, c):
-                            self._moved(c.parent, c.name, d, name, True, pid)
-                            todo.append(c)
-                        continue
-                    if type(old) is _Dir and (<_Dir>old).key is not None \
-                            and (<_Dir>old).key != k:
-                        # another directory than the one the tree has
-                        # there: replaced
-                        self._deleted(d, name, pid)
-                        old = self
-                if old is self or (type(old) is _Dir) != is_dir:
-                    if verify:
-                        now = self._entry_now(d, name)
-                        if now is None:
-                            continue
-                        is_dir, st = now
-                    if old is not self:
-                        self._deleted(d, name, pid)
-                    if is_dir:
-                        c = _new_dir(_join(d.path, name), name, d)
-                        c.st = st
-                        self._keyed(c, k)
-                        d.entries[name] = c
-                        if emit:
-                            self._emit_at(K_CREATED, d, name, len(name),
-                                          True, pid)
-                        if self._recursive:
-                            self._watch_dir(c)
-                            todo.append(c)
-                    else:
-                        d.entries[name] = st
-                        if emit:
-                            self._emit_at(K_CREATED, d, name, len(name),
-                                          False, pid)
-                elif type(old) is _Dir:
-                    if self._recursive:
-                        # inotify: one whose watch by path failed (renamed
-                        # before it could be added) gets it here
-                        self._watch_dir(<_Dir>old)
-                        todo.append(old)
-                elif old != st:
-                    d.entries[name] = st
-                    if verify or (emit and old is not None):
-                        self._emit_at(K_MODIFIED, d, name, len(name),
-                                      False, pid)
-            if emit:
-                for name in [n for n in d.entries if n not in seen]:
-                    if verify and self._entry_now(d, name) is not None:
-                        continue
-                    self._deleted(d, name, pid)
-            if self._queue:
-                _wake_all(self._getters)
-        return 0
-
-    cdef int _overflowed(self) except -1:
-        return self._rescan_at(None)
-
-    cdef int _rescan_at(self, list tops) except -1:
-        # Events were lost: say so, and rescan the subtrees tops (None:
-        # every root).
-        self._n_overflows += 1
-        self._push(K_OVERFLOW, None, None, False, None, 0)
-        if tops is None:
-            self._rescan_todo.append(None)
-        else:
-            self._rescan_todo.extend(tops)
-        if self._rescan_fiber is not None:
-            self._rescan_again = True
-        else:
-            self._rescan_fiber = fibers.spawn(self._rescan_loop)
-        return 0
-
-    def _rescan_loop(self):
-        cdef _Dir r
-        try:
-            while True:
-                self._rescan_again = False
-                self._n_rescans += 1
-                todo = self._rescan_todo
-                self._rescan_todo = []
-                for r in (list(self._roots) if None in todo else todo):
-                    if self._closed:
-                        return
-                    if r.parent is not None or r not in self._roots:
-                        # a subtree whose check failed (fs-lag's repair)
-                        if not r.dead:
-                            self._scan(r, True, None, True)
-                        continue
-                    # A root's going or coming back may be among the events
-                    # lost: its path tells.
-                    if r.dead:
-                        self._arm(r)
-                        continue
-                    now = _lstat_now(r.path)
-                    if now is None or not now[0] or (
-                            r.st is not None and now[1][0] != r.st[0]):
-                        self._root_gone(r, None)
-                        continue
-                    self._scan(r, True, None, True)
-                if not self._rescan_again:
-                    break
-        finally:
-            self._rescan_fiber = None
-
-    # ---- roots that go away and come back ----------------------------------
-
-    cdef int _root_gone(self, _Dir r, object pid) except -1:
-        # The root r was deleted, moved away or replaced.  What the tree held
-        # under it is reported deleted (deepest first), then an error
-        # (ENOENT) names the root, so an application knows that nothing is
-        # watched there now.  r stays in the roots, dead (nothing maps to it
-        # any more, so the moved directory's events are not reported under
-        # its old path), and the watcher waits for a directory at its path.
-        if r.dead or r.parent is not None:
-            return 0
-        self._unwait_root(r)
-        self._drop_subtree(r, True, pid)
-        self._emit_error(r.path, _errno.ENOENT)
-        self._arm(r)
-        return 0
-
-    cdef int _arm(self, _Dir r) except -1:
-        # r is a root that is gone.  If a directory is at its path, watch it
-        # again; else wait on the deepest ancestor that is left for the next
-        # component of the path (_root_came brings it back here, one level
-        # down each time).  The ancestor is watched before the component is
-        # looked for, so one that appears in between is not missed.  Bounded:
-        # a path that keeps changing under it ends waiting where it stands.
-        cdef int rounds = 0
-        cdef bytes a, name
-        while True:
-            self._unwait_root(r)
-            if not r.dead or self._closed or r not in self._roots:
-                return 0
-            now = _lstat_now(r.path)
-            if now is not None and now[0]:
-                if self._reattach(r):
-                    return 0
-            else:
-                a = r.path
-                while True:
-                    a = os.path.dirname(a)
-                    if a == b"/":
-                        break
-                    now = _lstat_now(a)
-                    if now is not None and now[0]:
-                        break
-                name = r.path[len(a):].lstrip(b"/").split(b"/", 1)[0]
-                try:
-                    token = self._wait_dir(a)
-                except OSError as e:
-                    # Cannot wait there (out of watches, another filesystem):
-                    # say so; the root stays gone.
-                    self._emit_error(r.path, e.errno or 0)
-                    return 0
-                if token is not None:
-                    self._wait_root(r, token, name)
-                    now = _lstat_now(_join(a, name))
-                    if now is None or not now[0] or rounds >= 64:
-                        return 0
-            rounds += 1
-            if rounds > 64:
-                return 0
-
-    cdef int _reattach(self, _Dir old) except -1:
-        # A directory is at the path of the gone root old: watch it as a new
-        # root node in old's place and report its contents created, as for
-        # a directory moved in.  0 if it went again before it was watched.
-        cdef _Dir r
-        now = _lstat_now(old.path)
-        if now is None or not now[0]:
-            return 0
-        r = _new_dir(old.path, old.name, None)
-        r.st = now[1]
-        try:
-            self._watch_root(r)
-        except OSError as e:
-            if e.errno in (_errno.ENOENT, _errno.ENOTDIR):
-                return 0
-            self._emit_error(r.path, e.errno or 0)
-            return 1
-        self._roots[self._roots.index(old)] = r
-        self._scan(r, True, None, False)
-        return 1
-
-    cdef int _wait_root(self, _Dir r, object token, bytes name) except -1:
-        self._waiting[r] = (token, name)
-        self._waits.setdefault(token, []).append(r)
-        return 0
-
-    cdef int _unwait_root(self, _Dir r) except -1:
-        cdef list rs
-        w = self._waiting.pop(r, None)
-        if w is None:
-            return 0
-        rs = self._waits.get(w[0])
-        if rs is not None:
-            if r in rs:
-                rs.remove(r)
-            if not rs:
-                del self._waits[w[0]]
-                self._unwait(w[0])
-        return 0
-
-    cdef int _root_came(self, object token, bytes name) except -1:
-        # A directory called name appeared in the directory token stands
-        # for: the gone roots waiting for it there look again.
-        cdef _Dir r
-        rs = self._waits.get(token)
-        if rs is None:
-            return 0
-        for r in list(rs):
-            if r.dead and self._waiting.get(r, (None, None))[1] == name:
-                self._arm(r)
-        return 0
+        return self._new_root(rp, (st.st_ino, st.st_size, st.st_mtime_ns))
 
     # ---- snapshots ---------------------------------------------------------
-
-    cdef dict _flatten(self):
-        # path -> (is_dir, (ino, size, mtime_ns) | None) for the whole tree.
-        cdef dict out = {}
-        cdef list stack = [r for r in self._roots if not (<_Dir>r).dead]
-        cdef _Dir d
-        while stack:
-            d = <_Dir>stack.pop()
-            out[d.path] = (True, d.st)
-            for name, v in d.entries.items():
-                if type(v) is _Dir:
-                    stack.append(v)
-                else:
-                    out[_join(d.path, name)] = (False, v)
-        return out
 
     def picture(self, root=None):
         """The watcher's picture of the tree now, as a dict: path (bytes)
@@ -1074,15 +414,12 @@ cdef class Watcher:
         file seen by an event, not yet listed).  With ``root``, only that
         root's part.  Passed back as ``watch(..., baseline=)``, it makes
         the new watcher report what differs from it."""
-        flat = self._flatten()
         if root is None:
-            return flat
+            return self._picture(None)
         r = os.path.realpath(os.fsencode(root))
         if len(r) > 1:
             r = r.rstrip(b"/")
-        pre = r if r == b"/" else r + b"/"
-        return {p: v for p, v in flat.items()
-                if p == r or p.startswith(pre)}
+        return self._picture(r)
 
     def save_snapshot(self, path=None):
         """Save the watcher's picture of the tree (path -> inode, size,
@@ -1145,29 +482,6 @@ cdef class Watcher:
         self._diff_from(state["entries"])
         return 0
 
-    cdef int _diff_from(self, old) except -1:
-        # Report what differs between the picture ``old`` and the tree just
-        # listed: deletions deepest first, then creations and changes.
-        new = self._flatten()
-        roots = self._root_paths()
-        self._tnow = fibers.now()
-        for p in sorted((p for p in old if p not in new), reverse=True):
-            if self._root_of(p) is not None:
-                self._emit_path(K_DELETED, p, old[p][0], None)
-        for p in sorted(new):
-            isd, st = new[p]
-            if p in roots:
-                continue
-            o = old.get(p)
-            if o is None:
-                self._emit_path(K_CREATED, p, isd, None)
-            elif o[0] != isd:
-                self._emit_path(K_DELETED, p, o[0], None)
-                self._emit_path(K_CREATED, p, isd, None)
-            elif not isd and o[1] != st:
-                self._emit_path(K_MODIFIED, p, False, None)
-        return 0
-
     # ---- the reader fiber --------------------------------------------------
 
     def _read_loop(self):
@@ -1182,40 +496,8 @@ cdef class Watcher:
                         return
                 reads = self._n_reads
                 self._drain()
-                if self._queue:
-                    _wake_all(self._getters)
-                if self._coalesce > 0 and self._n_reads != reads and \
-                        self._pending is None:
-                    # Let a burst gather before the next read: one wake-up
-                    # per `coalesce` at most, however fast events come.  A
-                    # lone event still wakes the reader at once.
-                    fibers.sleep(self._coalesce)
-                    if self._closed:
-                        return
-                    continue
-                if self._pending is not None:
-                    try:
-                        fibers.wait_readable(self._fd, 0.005)
-                    except fibers.Timeout:
-                        # The partner may have come while this fiber waited
-                        # for its turn on a busy scheduler: read first.
-                        self._drain()
-                        self._tnow = fibers.now()
-                        if self._pending is not None:
-                            self._flush_pending()
-                            self._caught_up()
-                        if self._queue:
-                            _wake_all(self._getters)
-                else:
-                    try:
-                        fibers.wait_readable(self._fd, self._recheck())
-                    except fibers.Timeout:
-                        # Checks left over with no event to trigger them
-                        # (a rescan's, or an audit's own repairs): the
-                        # read says EAGAIN and they run.
-                        self._drain()
-                        if self._queue:
-                            _wake_all(self._getters)
+                self._deliver()
+                self._wait_more(self._n_reads != reads)
         except fibers.FiberExit:
             pass
         except OSError as e:
@@ -1223,6 +505,26 @@ cdef class Watcher:
                 self._push(K_ERROR, None, None, False, None, e.errno or 0)
                 self._n_errors += 1
                 _wake_all(self._getters)
+
+    cdef int _wait_more(self, bint got) except -1:
+        # Between two reads: got says the last one found records.  A
+        # backend that holds a record until a deadline overrides this
+        # (inotify's unpaired MOVED_FROM).
+        if self._coalesce > 0 and got:
+            # Let a burst gather before the next read: one wake-up per
+            # `coalesce` at most, however fast events come.  A lone event
+            # still wakes the reader at once.
+            fibers.sleep(self._coalesce)
+            return 0
+        try:
+            fibers.wait_readable(self._fd, self._recheck())
+        except fibers.Timeout:
+            # Checks left over with no event to trigger them (a rescan's,
+            # or an audit's own repairs): the read says EAGAIN and they
+            # run.
+            self._drain()
+            self._deliver()
+        return 0
 
     cdef int _drain(self) except -1:
         cdef ssize_t n
@@ -1246,6 +548,43 @@ cdef class Watcher:
                 # anything newer).
                 return self._caught_up()
         return 0
+
+    cdef int _deliver(self) except -1:
+        if self._queue:
+            _wake_all(self._getters)
+        return 0
+
+    cdef double _now(self) except? -1:
+        return fibers.now()
+
+    # ---- rescans, in a fiber of their own ----------------------------------
+
+    cdef int _rescan_soon(self) except -1:
+        if self._rescan_fiber is not None:
+            self._rescan_again = True
+        else:
+            self._rescan_fiber = fibers.spawn(self._rescan_loop)
+        return 0
+
+    def _rescan_loop(self):
+        try:
+            while True:
+                self._rescan_again = False
+                self._rescan_pass()
+                if not self._rescan_again or self._closed:
+                    break
+        finally:
+            self._rescan_fiber = None
+
+    # ---- the world through paths (the tree's, unless a backend knows
+    # better) -----------------------------------------------------------------
+
+    cdef object _list(self, _Dir d):
+        ino, listing = fibers.blocking(_list_dir, d.path)
+        return listing, None
+
+    cdef object _path_now(self, bytes path):
+        return _lstat_now(path)
 
     # ---- the public side ---------------------------------------------------
 
@@ -1374,7 +713,7 @@ cdef class Watcher:
         self._check_open("add")
         if not fibers.in_fiber():
             return fibers.run(self.add, path)
-        self._add_root(path, True)
+        self._add_root(path)
 
     def remove(self, path):
         """Stop watching the root ``path``; KeyError if it is not one."""
@@ -1437,66 +776,16 @@ cdef class Watcher:
         return (f"<fibers.fs.Watcher {self._backend_name} {state} "
                 f"roots={self.roots!r}>")
 
-    # ---- the backend contract (each backend's .pxi overrides these) -------
+    # ---- the backend contract's reader half ------------------------------
+    # (the tree half is _Tree's; the design note above lists both)
 
     cdef int _open(self) except -1:
-        raise NotImplementedError
-
-    cdef int _watch_root(self, _Dir d) except -1:
-        raise NotImplementedError
-
-    cdef int _unwatch_root(self, _Dir d) except -1:
-        return 0
-
-    cdef int _watch_dir(self, _Dir d) except -1:
-        return 0
-
-    cdef int _forget(self, _Dir d) except -1:
-        return 0
-
-    cdef int _repathed(self, _Dir d) except -1:
-        return 0
-
-    cdef object _wait_dir(self, bytes path):
-        # Start seeing the names that appear in directory path (for gone
-        # roots): a token that _root_came is called with, None if path is
-        # gone already, OSError if it cannot be seen.
-        raise NotImplementedError
-
-    cdef int _unwait(self, object token) except -1:
-        return 0
-
-    cdef int _apply_mask(self) except -1:
+        # Make the kernel notification fd (self._fd), before any root.
         raise NotImplementedError
 
     cdef int _parse(self, ssize_t n) except -1:
+        # Apply the records in self._buf[:n] to the tree.
         raise NotImplementedError
-
-    cdef int _flush_pending(self) except -1:
-        return 0
-
-    cdef int _doubt(self, _Dir d) except -1:
-        # d's watch or listing may not be of d's directory: check it once
-        # the queue has been read to the end.
-        return 0
-
-    cdef object _list(self, _Dir d):
-        # d's listing, on the blocking pool: (inode, [(name, is_dir, stat)],
-        # None | {name: key} for the directories in it).
-        ino, listing = fibers.blocking(_list_dir, d.path)
-        return ino, listing, None
-
-    cdef _Dir _node_of(self, object key):
-        # The live node of the directory key names (fanotify), or None.
-        return None
-
-    cdef int _keyed(self, _Dir d, object key) except -1:
-        # d is the directory key names (fanotify).
-        return 0
-
-    cdef object _entry_now(self, _Dir d, bytes name):
-        # _lstat_now of the entry name in d's directory.
-        return _lstat_now(_join(d.path, name))
 
     cdef int _caught_up(self) except -1:
         # The reader has just read the kernel queue to the end.
@@ -1504,13 +793,25 @@ cdef class Watcher:
 
     cdef object _recheck(self):
         # None, or how soon the idle reader should read again (and so call
-        # _caught_up) though the kernel has nothing new.
+        # _caught_up) though the kernel has nothing new; stats() says
+        # 'rescanning' meanwhile.
         return None
 
+    cdef int _apply_mask(self) except -1:
+        # self._kinds changed: change the kernel's mask in place.
+        raise NotImplementedError
+
+    cdef int _unwatch_root(self, _Dir d) except -1:
+        # The root d is no longer watched (remove(); its nodes were
+        # forgotten already).
+        return 0
+
     cdef int _n_watches(self):
+        # For stats(): watches (inotify) or marks (fanotify) held.
         return 0
 
     cdef int _close_fd(self) except -1:
+        # Close the notification fd and whatever else the backend holds.
         if self._fd >= 0:
             c_close(self._fd)
             self._fd = -1

@@ -419,7 +419,8 @@ cdef class _FanotifyWatcher(Watcher):
         mfd = None if d.key is None else self._mounts.get(d.key[:8])
         if mfd is None:
             return Watcher._list(self, d)
-        return fibers.blocking(_fan_list, mfd, d.key)
+        dino, listing, keys = fibers.blocking(_fan_list, mfd, d.key)
+        return listing, keys
 
     cdef int _caught_up(self) except -1:
         # Every record made before the directories in _dead were deleted
@@ -652,7 +653,7 @@ cdef class _FanotifyWatcher(Watcher):
         cdef int fd
         mfd = None if d.key is None else self._mounts.get(d.key[:8])
         if mfd is None:
-            return Watcher._entry_now(self, d, name)
+            return _Tree._entry_now(self, d, name)
         fd = fib_fs_fan_open(<int>mfd, <const unsigned char *>
                              PyBytes_AS_STRING(d.key), len(d.key),
                              O_PATH | O_DIRECTORY)

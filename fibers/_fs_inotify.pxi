@@ -7,29 +7,32 @@
 #   listing and the queued events both report is deduplicated by the tree.
 # - IN_MOVED_FROM / IN_MOVED_TO pair by cookie.  The pair is adjacent in
 #   the queue, but a read may end between them, so an unpaired FROM waits
-#   up to 5 ms for the next read; anything else that arrives first, or the
-#   grace running out, makes it a deletion (a move out of the tree).  An
-#   unpaired TO is a creation, listed like a new directory.
+#   MOVE_GRACE (5 ms) for the next read (_pending; the reader's wait
+#   between reads is this backend's own, _wait_more); anything else that
+#   arrives first, or the grace running out, makes it a deletion (a move
+#   out of the tree).  An unpaired TO is a creation, listed like a new
+#   directory.
 # - Watches are forgotten on IN_IGNORED; ENOSPC (max_user_watches) is an
 #   'error' event naming the directory left unwatched, never swallowed.
-# - A reader that runs behind the kernel (a busy scheduler, a flood) holds
-#   a tree that describes the past while paths resolve in the present: the
+# - A reader that runs behind the kernel (a busy scheduler, a flood) holds a
+#   tree that describes the past while paths resolve in the present: the
 #   directory created at a/x may have been renamed, and a/x may name another
-#   one, by the time the event is read.  So a watch is added through an
-#   O_PATH fd of the directory and records that directory's inode; a listing
-#   names its inode too, and one of another directory than the watch's is
-#   not merged.  A wd belongs to one node: inotify_add_watch answering with
+#   one, by the time the event is read.  So a watch is added through an O_PATH
+#   fd of the directory and records that directory's inode (the node's key); a
+#   listing names its inode too, and one of another directory than the watch's
+#   is not merged (_list).  A wd belongs to one node (_by_wd: wd -> node,
+#   _wd_of: node -> wd, both this backend's): inotify_add_watch answering with
 #   a wd another node holds means the path names that node's directory (a
 #   rename still queued), and the new node stays without a watch until the
-#   queue says more.  Each node watched (or left without a watch) by a path
-#   is checked once the queue has been read to the end and nothing new has
-#   come while checking: lstat of its path must give its watch's inode.
-#   One that fails is reported ('overflow'), watched again and its parent
-#   rescanned; one never listed is listed.  Those repairs (and a rescan's
-#   listings) can raise doubts of their own after the last event, so the
-#   idle reader reads again every 5 ms while any are left (_recheck), and
-#   stats() says 'rescanning' until they are settled.  So a lagging reader
-#   is exact when the events allow it and never silent when they do not.
+#   queue says more.  Each node watched (or left without a watch) by a path is
+#   checked once the queue has been read to the end and nothing new has come
+#   while checking: lstat of its path must give its watch's inode.  One that
+#   fails is reported ('overflow'), watched again and its parent rescanned; one
+#   never listed is listed.  Those repairs (and a rescan's listings) can raise
+#   doubts of their own after the last event, so the idle reader reads again
+#   every 5 ms while any are left (_recheck), and stats() says 'rescanning'
+#   until they are settled.  So a lagging reader is exact when the events allow
+#   it and never silent when they do not.
 # - A root's own watch reports it deleted or moved away (IN_DELETE_SELF /
 #   IN_MOVE_SELF).  A root that is gone is waited for with a watch on the
 #   deepest ancestor left (IN_CREATE | IN_MOVED_TO, the name filtered
@@ -74,12 +77,29 @@ cdef extern from "fib_fs.h":
         IN_ISDIR
 
 
+# How long an unpaired IN_MOVED_FROM waits for its IN_MOVED_TO (seconds).
+cdef double MOVE_GRACE = 0.005
+
+
+def _stat_inos(list paths):
+    # Each path's inode number (lstat), or -1 if it names nothing.
+    out = []
+    for p in paths:
+        try:
+            out.append(os.lstat(p).st_ino)
+        except OSError:
+            out.append(-1)
+    return out
+
+
 cdef class _InotifyWatcher(Watcher):
 
     cdef int _open(self) except -1:
         cdef int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         self._backend_name = "inotify"
         self._by_wd = []
+        self._wd_of = {}
+        self._pending = None
         self._nw = 0
         self._doubted = []
         self._aliases = {}
@@ -102,12 +122,12 @@ cdef class _InotifyWatcher(Watcher):
         return m
 
     cdef int _add_watch(self, _Dir d) except -1:
-        # 0, or the errno of a refusal.  d.ino: the inode watched (or found
+        # 0, or the errno of a refusal.  d.key: the inode watched (or found
         # at the path), 0 if none.
         cdef unsigned long long ino
         cdef int wd = fib_fs_ino_watch(self._fd, PyBytes_AS_STRING(d.path),
                                        self._mask(), self._via_proc, &ino)
-        d.ino = ino
+        d.key = ino
         if wd < 0:
             return -wd
         while len(self._by_wd) <= wd:
@@ -123,11 +143,12 @@ cdef class _InotifyWatcher(Watcher):
         if owner is None:
             self._nw += 1
         self._by_wd[wd] = d
-        d.wd = wd
+        self._wd_of[d] = wd
         return 0
 
     cdef bint _owns(self, _Dir d):
-        return 0 <= d.wd < len(self._by_wd) and self._by_wd[d.wd] is d
+        cdef int wd = self._wd_of.get(d, -1)
+        return 0 <= wd < len(self._by_wd) and self._by_wd[wd] is d
 
     cdef int _watch_root(self, _Dir d) except -1:
         cdef int err = self._add_watch(d)
@@ -154,6 +175,13 @@ cdef class _InotifyWatcher(Watcher):
         self._doubt(d)
         return 0
 
+    cdef object _list(self, _Dir d):
+        # By path: merged only if it is of the directory d's watch is on.
+        ino, listing = fibers.blocking(_list_dir, d.path)
+        if d.key is not None and ino != d.key:
+            return None
+        return listing, None
+
     cdef int _doubt(self, _Dir d) except -1:
         if d.parent is not None:
             self._doubted.append(d)
@@ -161,22 +189,20 @@ cdef class _InotifyWatcher(Watcher):
 
     cdef int _forget(self, _Dir d) except -1:
         cdef _Dir a
-        if d.wd >= 0:
-            if self._owns(d):
-                for a in self._aliases.pop(d.ino, ()):
-                    if not a.dead and a.wd < 0 and a.ino == d.ino:
-                        # The events say d's directory left, but a listing
-                        # that ran ahead of them found it at a's path (a move
-                        # whose far side no watch saw): a inherits the watch.
-                        self._by_wd[d.wd] = a
-                        a.wd = d.wd
-                        d.wd = -1
-                        self._doubt(a)
-                        return 0
-                inotify_rm_watch(self._fd, d.wd)   # EINVAL if already gone
-                self._by_wd[d.wd] = None
-                self._nw -= 1
-            d.wd = -1
+        cdef int wd = self._wd_of.pop(d, -1)
+        if wd >= 0 and self._by_wd[wd] is d:
+            for a in self._aliases.pop(d.key, ()):
+                if not a.dead and a not in self._wd_of and a.key == d.key:
+                    # The events say d's directory left, but a listing that
+                    # ran ahead of them found it at a's path (a move whose
+                    # far side no watch saw): a inherits the watch.
+                    self._by_wd[wd] = a
+                    self._wd_of[a] = wd
+                    self._doubt(a)
+                    return 0
+            inotify_rm_watch(self._fd, wd)   # EINVAL if already gone
+            self._by_wd[wd] = None
+            self._nw -= 1
         return 0
 
     cdef int _caught_up(self) except -1:
@@ -222,7 +248,7 @@ cdef class _InotifyWatcher(Watcher):
             self._doubted = nodes + self._doubted
             return 0
         for d, ino in zip(nodes, inos):
-            if d.dead or (ino == d.ino and self._owns(d)):
+            if d.dead or (ino == d.key and self._owns(d)):
                 continue
             bad.append(d)
         if bad:
@@ -258,12 +284,12 @@ cdef class _InotifyWatcher(Watcher):
         cdef _Dir d
         cdef int wd
         for d in list(self._by_wd):
-            if d is None or d.wd < 0:
+            if d is None or d not in self._wd_of:
                 continue
             # Re-adding a watched path replaces its mask, same wd.
             wd = inotify_add_watch(self._fd, PyBytes_AS_STRING(d.path), m)
-            if wd >= 0 and wd != d.wd and (wd >= len(self._by_wd) or
-                                           self._by_wd[wd] is None):
+            if wd >= 0 and wd != <int>self._wd_of[d] and (
+                    wd >= len(self._by_wd) or self._by_wd[wd] is None):
                 inotify_rm_watch(self._fd, wd)   # the path moved under us
         return 0
 
@@ -293,6 +319,25 @@ cdef class _InotifyWatcher(Watcher):
             if wd >= len(self._by_wd) or self._by_wd[wd] is None:
                 n += 1
         return n
+
+    cdef int _wait_more(self, bint got) except -1:
+        # An unpaired MOVED_FROM waits MOVE_GRACE for the next read, without
+        # the reader's coalescing pause; its pair, if the move stayed in the
+        # tree, is the next record.
+        if self._pending is None:
+            return Watcher._wait_more(self, got)
+        try:
+            fibers.wait_readable(self._fd, MOVE_GRACE)
+        except fibers.Timeout:
+            # The partner may have come while this fiber waited for its
+            # turn on a busy scheduler: read first.
+            self._drain()
+            self._tnow = fibers.now()
+            if self._pending is not None:
+                self._flush_pending()
+                self._caught_up()
+            self._deliver()
+        return 0
 
     cdef int _flush_pending(self) except -1:
         # An unpaired MOVED_FROM: the entry left the tree.
@@ -350,10 +395,10 @@ cdef class _InotifyWatcher(Watcher):
                     m & IN_MOVED_TO and ev.cookie == self._pending[0]):
                 self._flush_pending()
             if m & IN_IGNORED:
-                if d.wd == ev.wd:
+                if self._wd_of.get(d, -1) == ev.wd:
                     self._by_wd[ev.wd] = None
                     self._nw -= 1
-                    d.wd = -1
+                    del self._wd_of[d]
                     if not d.dead:
                         # its directory is gone; the tree hears of it from
                         # the parent, or the check finds it
