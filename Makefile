@@ -104,7 +104,7 @@ ctest: | sysdeps
 SOAK_KILLS ?= 24
 SOAK_ARGS  ?=
 soak-shadow: build $(VENV)/.test-deps $(VENV)/.shadow-deps | sysdeps-test
-	$(PY) tools/soak_shadow.py --kills $(SOAK_KILLS) --fs-backend both \
+	$(PY) -m tools.soak_shadow --kills $(SOAK_KILLS) --fs-backend both \
 	    --store both $(SOAK_ARGS)
 
 # The main job: fibers-shadow on a demo directory that a producer keeps
@@ -125,7 +125,7 @@ $(VENV)/.shadow-deps: $(VENV)/.base Makefile
 # summary read back from the table; the server is stopped at the end.
 RUN_SECONDS ?= 15
 run-postgres: build $(VENV)/.test-deps | sysdeps-test
-	$(PY) tools/run_postgres.py --seconds $(RUN_SECONDS)
+	$(PY) -m tools.run_postgres --seconds $(RUN_SECONDS)
 
 # The words demo: ticker, workers, signals, conditions, an echo server, a file.
 .PHONY: run-postgres
