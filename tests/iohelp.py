@@ -3,10 +3,9 @@ import gc
 import os
 import socket
 
-import pytest
-
 import fibers
 import fibers.net
+from capabilities import requires, skip
 
 
 def open_fds():
@@ -115,8 +114,8 @@ def can_bind_ipv6_loopback():
         return False
 
 
-needs_ipv6 = pytest.mark.skipif(not can_bind_ipv6_loopback(),
-                                reason="cannot bind ::1 here")
+needs_ipv6 = requires("ipv6", None if can_bind_ipv6_loopback()
+                      else "cannot bind ::1 here")
 
 
 def skip_unless_backend_runs(name):
@@ -125,4 +124,4 @@ def skip_unless_backend_runs(name):
     if name == "io_uring":
         why = fibers.backends()["io_uring"]
         if why is not None:
-            pytest.skip(f"io_uring unavailable here: {why}")
+            skip("io_uring", f"io_uring unavailable here: {why}")

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
+import capabilities
 import fibers
 
-psycopg = pytest.importorskip("psycopg")
+psycopg = capabilities.importorskip("psycopg", "psycopg")
 import fibers.psycopg as fpg  # noqa: E402
 from psycopg import errors as pgerr  # noqa: E402
 from psycopg import pq  # noqa: E402
