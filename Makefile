@@ -204,5 +204,12 @@ bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \
 	    --benchmark-json=bench/results/pytest-benchmark.json
 
+# Everything a build, a test run or a benchmark writes into the tree: the
+# C Cython makes of each fibers/*.pyx, the annotation pages of FIBERS_ANNOTATE=1
+# (one per .pyx and .pxi), the extensions of every interpreter, the
+# virtualenvs, build/ (ctest, the benchmarks' C programs), and the caches.
+CYTHON_PYX := $(wildcard fibers/*.pyx)
 clean:
-	rm -rf build $(VENV) .venv-3.* *.egg-info fibers/*.so fibers/_core.c fibers/_heap.c fibers/*.html
+	rm -rf build $(VENV) .venv-3.* *.egg-info .pytest_cache .benchmarks \
+	    fibers/*.so $(CYTHON_PYX:.pyx=.c) fibers/*.html
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
