@@ -211,7 +211,7 @@ def pytest_terminal_summary(terminalreporter, config):
     untested = _untested(config)
     if not untested:
         if required:
-            tr.write_line(f"capabilities: every one required was tested "
+            tr.write_line(f"capabilities: no test skipped for a required one "
                           f"({', '.join(sorted(required))})", green=True)
         return
     tr.section("capabilities not tested here", sep="-")
