@@ -48,6 +48,8 @@ CAPABILITIES = {
                 "TEST_DEPS)"),
     "rich": (True, "rich, for fibers-shadow's UI (the shadow extra, make's "
              "SHADOW_DEPS)"),
+    "mkdocs": (True, "MkDocs with the Material theme, to build the docs "
+               "(make's DOCS_DEPS: make test and make docs install it)"),
     "pidfd": (True, "pidfd_open(2) (Linux >= 5.3, not refused by seccomp)"),
     "ipv6": (True, "an IPv6 loopback (::1) to bind"),
     "fd_limit": (True, "a hard RLIMIT_NOFILE of a few thousand fds"),
