@@ -215,7 +215,7 @@ class Writer:
 
 
 def writer_main(argv):
-    ap = argparse.ArgumentParser(prog="soak_shadow.py writer")
+    ap = argparse.ArgumentParser(prog="python -m tools.soak_shadow writer")
     ap.add_argument("root")
     ap.add_argument("--sorts", default=",".join(SORTS),
                     help="the sorts of kill, taken in turn (default "
