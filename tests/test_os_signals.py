@@ -107,7 +107,7 @@ def test_sigterm_shuts_a_server_down_gracefully(backend):
 
     def handler(conn, addr):
         conn.sendall(b"hello")
-        parked.set()                # main, the client and this all parked
+        parked.set()                # main waits already; this parks next
         got_it.wait()               # a request in progress at SIGTERM,
         fibers.sleep(0.2)           # and still when the stop begins
 
