@@ -104,7 +104,7 @@ ctest: | sysdeps
 SOAK_KILLS ?= 24
 SOAK_ARGS  ?=
 soak-shadow: build $(VENV)/.test-deps $(VENV)/.shadow-deps | sysdeps-test
-	$(PY) tools/soak_shadow.py --kills $(SOAK_KILLS) --fs-backend both \
+	$(PY) -m tools.soak_shadow --kills $(SOAK_KILLS) --fs-backend both \
 	    --store both $(SOAK_ARGS)
 
 # The main job: fibers-shadow on a demo directory that a producer keeps
@@ -125,7 +125,7 @@ $(VENV)/.shadow-deps: $(VENV)/.base Makefile
 # summary read back from the table; the server is stopped at the end.
 RUN_SECONDS ?= 15
 run-postgres: build $(VENV)/.test-deps | sysdeps-test
-	$(PY) tools/run_postgres.py --seconds $(RUN_SECONDS)
+	$(PY) -m tools.run_postgres --seconds $(RUN_SECONDS)
 
 # The words demo: ticker, workers, signals, conditions, an echo server, a file.
 .PHONY: run-postgres
@@ -204,8 +204,15 @@ bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \
 	    --benchmark-json=bench/results/pytest-benchmark.json
 
+# Everything a build, a test run or a benchmark writes into the tree: the
+# C Cython makes of each fibers/*.pyx, the annotation pages of FIBERS_ANNOTATE=1
+# (one per .pyx and .pxi), the extensions of every interpreter, the
+# virtualenvs, build/ (ctest, the benchmarks' C programs), and the caches.
+CYTHON_PYX := $(wildcard fibers/*.pyx)
 clean:
-	rm -rf build $(VENV) .venv-3.* *.egg-info fibers/*.so fibers/_core.c fibers/_heap.c fibers/*.html
+	rm -rf build $(VENV) .venv-3.* *.egg-info .pytest_cache .benchmarks \
+	    fibers/*.so $(CYTHON_PYX:.pyx=.c) fibers/*.html
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # The documentation site (mkdocs.yml, docs/): the page of differences from
 # socket.socket is written from tests/test_conformance.py first, then MkDocs

@@ -38,15 +38,13 @@ import sys
 import tempfile
 import time
 
+import psycopg
+
+from bench.procs import stop
+from tools.pgcluster import PgServer
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT_DIR = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT_DIR, "tools"))
-
-import psycopg  # noqa: E402
-
-from bench.procs import stop  # noqa: E402
-
-from pgcluster import PgServer  # noqa: E402
 
 WRITER = os.path.join(ROOT_DIR, "build", "fs", "writer")
 HOST = socket.gethostname()

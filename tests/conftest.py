@@ -1,23 +1,29 @@
-"""Shared fixtures.
+"""Shared fixtures, and the plugin that keeps skips from hiding.
 
 Every test that involves time runs on a VirtualClock with autojump, so
 sleeps of minutes finish at once and assertions are about exact virtual
 times, never wall-clock margins.
+
+A test that cannot run here skips for a named capability
+(tests/capabilities.py, registered below as a plugin): the run's summary
+names what was not tested, and with FIBERS_REQUIRE set (as on CI) such a
+skip fails the run.
 """
 import logging
-import os
-import sys
 
 import pytest
 
-# tools/ holds helpers shared with the tools themselves (pgcluster.py,
-# shadowproc.py): importable by every test module.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "tools"))
-
+import capabilities
 import fibers
 from iohelp import skip_unless_backend_runs
 from pg import pg, pg_server  # noqa: F401  (fixtures: a PostgreSQL server)
+
+
+def pytest_configure(config):
+    # Registered here rather than with pytest_plugins (which only a
+    # rootdir conftest may use); `pytest -p capabilities` loads it too.
+    if not config.pluginmanager.is_registered(capabilities):
+        config.pluginmanager.register(capabilities, "fibers-capabilities")
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ import contextlib
 import faulthandler
 import os
 
-import pytest
-
 import fibers
 import fibers.fs
+from capabilities import skip
 from iohelp import skip_unless_backend_runs
 
 # Each fs backend runs on each pump backend in the small tests; the heavy
@@ -20,7 +19,7 @@ HEAVY = PAIRS[:2]
 def skip_unless_fs_backend_runs(name):
     why = fibers.fs.backends()[name]
     if why is not None:
-        pytest.skip(f"fibers.fs backend {name} cannot run here: {why}")
+        skip(name, f"fibers.fs backend {name} cannot run here: {why}")
 
 
 # A test wedged in a kernel wait would hang the run: far above any test's
@@ -40,7 +39,7 @@ def small_kernel_queue(fs_backend, n=64):
     at once).  Skips without the privilege to change it."""
     path = QUEUE_LIMITS[fs_backend]
     if os.geteuid() != 0 or not os.access(path, os.W_OK):
-        pytest.skip(f"shrinking {path} needs root")
+        skip("root", f"shrinking {path} needs root")
     with open(path) as f:
         old = f.read().strip()
     with open(path, "w") as f:

@@ -1,12 +1,14 @@
 """Helpers shared by the I/O tests."""
 import gc
 import os
+import platform
 import socket
-
-import pytest
+import threading
+import time
 
 import fibers
 import fibers.net
+from capabilities import requires, skip
 
 
 def open_fds():
@@ -115,8 +117,8 @@ def can_bind_ipv6_loopback():
         return False
 
 
-needs_ipv6 = pytest.mark.skipif(not can_bind_ipv6_loopback(),
-                                reason="cannot bind ::1 here")
+needs_ipv6 = requires("ipv6", None if can_bind_ipv6_loopback()
+                      else "cannot bind ::1 here")
 
 
 def skip_unless_backend_runs(name):
@@ -125,4 +127,63 @@ def skip_unless_backend_runs(name):
     if name == "io_uring":
         why = fibers.backends()["io_uring"]
         if why is not None:
-            pytest.skip(f"io_uring unavailable here: {why}")
+            skip("io_uring", f"io_uring unavailable here: {why}")
+
+
+# ---- a thread blocked in the pump's wait ---------------------------------------
+
+# What the pumps block in (csrc/fib_uring.c, csrc/fib_epoll.c), by machine:
+# io_uring_enter's number, and epoll_wait's (glibc's epoll_wait is
+# epoll_pwait where the machine has no epoll_wait).
+_PUMP_SYSCALLS = {"x86_64": (426, (232, 281)), "aarch64": (426, (22,))}
+_GETEVENTS, _EXT_ARG = 1, 8         # io_uring_enter's flags
+
+
+def pump_wait(tid):
+    """How thread `tid` of this process is blocked in a pump's wait, as the
+    kernel shows it (/proc/self/task/<tid>/syscall): "forever" (no time
+    limit), "timed", or None (running, in another call, or in a wait that
+    does not block).  A test then knows the thread is asleep in the kernel,
+    not merely about to be."""
+    uring, epolls = _PUMP_SYSCALLS[platform.machine()]
+    with open(f"/proc/self/task/{tid}/syscall") as f:
+        fields = f.read().split()
+    if len(fields) < 7:                 # "running", or "-1 sp pc"
+        return None
+    nr, args = int(fields[0]), [int(a, 16) for a in fields[1:7]]
+    if nr == uring:                     # (fd, submit, min_complete, flags..)
+        if args[2] < 1 or not args[3] & _GETEVENTS:
+            return None                 # a submission or a peek
+        # liburing passes a timeout as an extended argument.
+        return "timed" if args[3] & _EXT_ARG else "forever"
+    if nr in epolls:                    # (epfd, events, max, timeout ms)
+        timeout = args[3] & 0xFFFFFFFF
+        if timeout == 0:
+            return None
+        return "forever" if timeout == 0xFFFFFFFF else "timed"
+    return None
+
+
+def skip_unless_pump_wait_seen():
+    """Skip the calling test when pump_wait() cannot see threads here."""
+    if platform.machine() not in _PUMP_SYSCALLS:
+        skip("x86_64", f"the pumps' system call numbers are not known for "
+             f"{platform.machine()}")
+    try:
+        pump_wait(threading.get_native_id())
+    except OSError as e:
+        skip("proc_syscall", f"cannot read a thread's system call: {e}")
+
+
+def wait_until_blocked_in_pump(tid, kinds=("forever", "timed"), limit=30.0):
+    """Return once thread `tid` is blocked in a pump's wait of one of
+    `kinds` (see pump_wait); AssertionError if it is not within `limit`
+    seconds (a hang guard).  Polls the kernel's view every 0.5 ms,
+    sleeping, so the thread watched has the GIL to get there."""
+    deadline = time.monotonic() + limit
+    while pump_wait(tid) not in kinds:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"thread {tid} was not blocked in the "
+                                 f"pump's wait ({' or '.join(kinds)}) "
+                                 f"within {limit} s")
+        time.sleep(0.0005)

@@ -11,16 +11,11 @@ restarts a server some earlier test left down) are made available to every
 test module by ``conftest.py``.  When no server can be started here they
 skip, with the reason.
 """
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "tools"))
-
-from pgcluster import (PgServer, PgUnavailable, find_bindir,  # noqa: E402,F401
-                       free_port)
+from capabilities import skip
+from tools.pgcluster import (PgServer, PgUnavailable, find_bindir,  # noqa: F401
+                             free_port)
 
 
 # ---- pytest fixtures ---------------------------------------------------------
@@ -36,7 +31,7 @@ def pg_server():
     except PgUnavailable as e:
         if "server" in locals():
             server.stop()
-        pytest.skip(f"no PostgreSQL server: {e}")
+        skip("postgresql", f"no PostgreSQL server: {e}")
     try:
         yield server
     finally:

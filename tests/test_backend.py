@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import fibers
+from capabilities import requires, skip
 
 NAMES = {"io_uring", "epoll"}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,8 +34,8 @@ def io_uring_usable():
     """Probe the kernel directly, independently of fibers: io_uring_setup(4)
     must return an fd.  Returns (usable, why not)."""
     if platform.machine() not in ("x86_64", "aarch64"):
-        pytest.skip(f"io_uring_setup syscall number not known for "
-                    f"{platform.machine()}")
+        skip("x86_64", f"io_uring_setup's syscall number is not known for "
+             f"{platform.machine()}")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     params = (ctypes.c_ubyte * 120)()              # struct io_uring_params
@@ -55,9 +56,9 @@ def built_without_liburing():
 
 # The kernel may allow io_uring while this build cannot use it: tests of the
 # probe's kernel-side reasons, or of io_uring being chosen, need liburing.
-needs_liburing = pytest.mark.skipif(
-    built_without_liburing(),
-    reason="fibers was built without liburing (epoll only)")
+needs_liburing = requires(
+    "liburing", "fibers was built without liburing (epoll only)"
+    if built_without_liburing() else None)
 
 
 # ---- names -----------------------------------------------------------------------
@@ -121,7 +122,7 @@ else:
 
 def seccomp_child(mode, **env_overrides):
     if platform.machine() != "x86_64":
-        pytest.skip("the seccomp filter here is written for x86_64")
+        skip("x86_64", "the seccomp filter here is written for x86_64")
     env = dict(os.environ)
     env.pop("FIBERS_BACKEND", None)
     env.update(env_overrides)
@@ -152,7 +153,7 @@ def test_forcing_unavailable_io_uring_raises():
 def test_forcing_unavailable_io_uring_via_env_raises():
     env = dict(os.environ, FIBERS_BACKEND="io_uring")
     if platform.machine() != "x86_64":
-        pytest.skip("the seccomp filter here is written for x86_64")
+        skip("x86_64", "the seccomp filter here is written for x86_64")
     proc = subprocess.run([sys.executable, "-c", SECCOMP_CHILD, "default"],
                           env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=60)
@@ -185,7 +186,7 @@ def test_default_is_io_uring_exactly_when_the_kernel_allows_it():
 def test_env_var_forces_io_uring_when_usable():
     usable, why = io_uring_usable()
     if not usable:
-        pytest.skip(why)
+        skip("io_uring", why)
     assert default_backend_in_subprocess(FIBERS_BACKEND="io_uring") == "io_uring"
 
 

@@ -17,8 +17,21 @@ def near(x):
     return pytest.approx(x, abs=1e-3, rel=0)
 
 
-def test_max_time_is_2_to_the_62_ns():
-    assert MAX == 2 ** 62 / 1e9
+def test_time_ends_at_2_to_the_62_ns_where_max_time_says():
+    # Where a clock really stops, found by running into it: 2**62 ns
+    # (about 146 years), as documented, and MAX_TIME reports that instant.
+    c = fibers.VirtualClock()
+    c.advance(1e12)
+    end = c.now()
+    assert end == 2 ** 62 / 1e9
+    assert end / (365.25 * 86400) == pytest.approx(146.1, abs=0.1)
+    assert MAX == end
+    # The last start allowed is the float just below the end; the end
+    # itself is refused.
+    last = math.nextafter(end, 0)
+    assert fibers.VirtualClock(start=last).now() == last
+    with pytest.raises(OverflowError, match="range"):
+        fibers.VirtualClock(start=end)
 
 
 def test_advance_saturates_and_never_runs_backwards():

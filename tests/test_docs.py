@@ -30,6 +30,7 @@ import sys
 
 import pytest
 
+import capabilities
 from iohelp import skip_unless_backend_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,8 +243,8 @@ def test_socket_differences_page_is_current():
 def test_site_builds_with_warnings_as_errors(tmp_path):
     mkdocs = os.path.join(os.path.dirname(sys.executable), "mkdocs")
     if not os.path.exists(mkdocs):
-        pytest.skip("mkdocs is not installed here (make test and make docs "
-                    "install it)")
+        capabilities.skip("mkdocs", "mkdocs is not installed here (make "
+                          "test and make docs install it)")
     r = subprocess.run([mkdocs, "build", "--strict", "--site-dir",
                         str(tmp_path / "site")], cwd=ROOT,
                        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),

@@ -12,6 +12,7 @@ import pytest
 
 import fibers
 import fibers.fs
+from capabilities import skip
 from fshelp import HEAVY, PAIRS, Env, apply, quiet, tree, until
 
 
@@ -492,7 +493,7 @@ def test_fanotify_without_privilege_says_why():
     # A child that drops root: forcing fanotify fails with the reason, and
     # the automatic choice falls back to inotify.
     if os.geteuid() != 0:
-        pytest.skip("needs root to drop privilege in a child")
+        skip("root", "needs root to drop privilege in a child")
     tmp_path = tempfile.mkdtemp()          # under /tmp: others may enter
     os.chmod(tmp_path, 0o777)
     code = (

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import fibers
+from capabilities import skip
 from fshelp import (PAIRS, Env, apply, is_sync, quiet, settle,
                     small_kernel_queue, tree)
 
@@ -123,11 +124,11 @@ def test_out_of_inotify_watches_is_an_error_event(tmp_path):
     # limit (a per-namespace limit) to 3: root, a and b get watches; c and
     # d are reported, and the rest keeps working.
     if shutil.which("unshare") is None:
-        pytest.skip("needs unshare(1) from util-linux")
+        skip("userns", "needs unshare(1) from util-linux")
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"],
                            capture_output=True, timeout=30)
     if probe.returncode != 0:
-        pytest.skip(f"user namespaces refused here: {probe.stderr!r}")
+        skip("userns", f"user namespaces refused here: {probe.stderr!r}")
     for n in "abcd":
         os.mkdir(tmp_path / n)
     r = subprocess.run(["unshare", "--user", "--map-root-user",

@@ -14,6 +14,7 @@ import pytest
 
 import fibers
 import fibers.net
+from capabilities import skip
 from iohelp import recv_all, tcp_pair
 
 STREAM_BYTES = 64 << 20
@@ -210,7 +211,7 @@ def enough_fds():
         yield
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed} needed")
+        skip("fd_limit", f"RLIMIT_NOFILE hard limit {hard} < {needed} needed")
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     try:
         yield

@@ -8,6 +8,7 @@ import pytest
 
 import fibers
 import fibers.net
+from capabilities import skip
 from iohelp import open_fds, warm_up
 
 
@@ -40,8 +41,8 @@ def silent_address():
             s.connect_ex(addr)
             fillers.append(s)
         else:
-            pytest.skip("could not fill the accept queue of a loopback "
-                        "listener with 16 connections")
+            skip("syn_drop", "could not fill the accept queue of a loopback "
+                 "listener with 16 connections")
         yield addr
     finally:
         for s in fillers:

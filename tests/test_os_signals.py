@@ -10,15 +10,19 @@ import threading
 import pytest
 
 import fibers
+from iohelp import skip_unless_pump_wait_seen
 
 # A hang guard for the child processes, not a timing margin: each child
 # finishes in well under a second when the behaviour is right, and waits
 # for an hour when it is not.
 CHILD_LIMIT = 60
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def _child(code, backend):
-    env = dict(os.environ, FIBERS_BACKEND=backend)
+    skip_unless_pump_wait_seen()
+    # tests/ on the child's path: it imports iohelp.
+    env = dict(os.environ, FIBERS_BACKEND=backend, PYTHONPATH=TESTS)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
                           env=env, capture_output=True, text=True,
                           timeout=CHILD_LIMIT)
@@ -26,18 +30,26 @@ def _child(code, backend):
 
 # The child's common part: an idle server (an armed accept, submitted in
 # the same tick as the wait), a main fiber sleeping for an hour on the real
-# clock, and a thread that sends the signal once the main fiber is parked.
+# clock, and a thread that sends the signal once the main fiber is parked
+# (`parked` is set just before it parks) and the kernel shows the main
+# thread asleep in the pump's wait.  A signal sent any earlier would be
+# seen without waking anything; if main never gets there, the child fails.
 PRELUDE = """
-    import os, signal, threading, time
+    import os, signal, sys, threading, time
     import fibers
     from fibers import net
+    from iohelp import wait_until_blocked_in_pump
 
     parked = threading.Event()
 
     def send_when_parked(signum):
         def go():
             parked.wait(30)
-            time.sleep(0.05)        # let main reach the pump's wait
+            try:
+                wait_until_blocked_in_pump(threading.main_thread().native_id)
+            except AssertionError as e:
+                print(e, file=sys.stderr, flush=True)
+                os._exit(3)
             os.kill(os.getpid(), signum)
         threading.Thread(target=go, daemon=True).start()
 """
@@ -91,9 +103,13 @@ def test_ctrl_c_unwinds_main_and_run_reraises(backend):
 
 def test_sigterm_shuts_a_server_down_gracefully(backend):
     r = _child(PRELUDE + """
+    got_it = fibers.Event()
+
     def handler(conn, addr):
         conn.sendall(b"hello")
-        fibers.sleep(0.2)           # a request in progress at SIGTERM
+        parked.set()                # main waits already; this parks next
+        got_it.wait()               # a request in progress at SIGTERM,
+        fibers.sleep(0.2)           # and still when the stop begins
 
     def client(address):
         with net.connect(address) as c:
@@ -103,9 +119,9 @@ def test_sigterm_shuts_a_server_down_gracefully(backend):
         server = net.serve(("127.0.0.1", 0), handler)
         fibers.spawn(client, server.address)
         send_when_parked(signal.SIGTERM)
-        parked.set()
         got = fibers.wait_os_signal(signal.SIGTERM)
         print("got", got.name, flush=True)
+        got_it.set()
         server.stop(grace=5)
         return "clean"
 

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
+import capabilities
 import fibers
 
-psycopg = pytest.importorskip("psycopg")
+psycopg = capabilities.importorskip("psycopg", "psycopg")
 import fibers.psycopg as fpg  # noqa: E402
 from psycopg import errors as pgerr  # noqa: E402
 from psycopg import pq  # noqa: E402
@@ -245,19 +246,31 @@ def test_cancel_from_another_fiber(rsched, pg):
 
 def test_notifies(rsched, pg):
     channel = unique("ch")
+    listening = []
 
     def listener(conn):
         conn.execute(f"LISTEN {channel}")
-        return [n.payload for n in conn.notifies(timeout=10, stop_after=2)]
+        listening.append(True)
+        # From here nothing yields until notifies() parks, waiting for the
+        # server.  Its limit never expires here: only the notifications
+        # can end that wait.
+        return [n.payload for n in conn.notifies(timeout=3600,
+                                                 stop_after=2)]
 
     def main():
         with fpg.connect(pg.conninfo, autocommit=True) as a, \
                 fpg.connect(pg.conninfo, autocommit=True) as b:
             f = fibers.spawn(listener, a)
-            fibers.sleep(0.1)
+            # LISTEN done, and the listener parked in notifies(): the
+            # NOTIFYs must wake it, not be found waiting by it.
+            fibers.wait_for(lambda: listening and f.state == "suspended",
+                            timeout=10)
             b.execute(f"NOTIFY {channel}, 'one'")
             b.execute(f"NOTIFY {channel}, 'two'")
-            got = f.join(timeout=10)
+            try:
+                got = f.join(timeout=10)
+            finally:
+                f.kill()        # a listener never woken fails, not hangs
             # A timeout with nothing to receive returns, promptly.
             t0 = time.monotonic()
             assert list(a.notifies(timeout=0.2)) == []

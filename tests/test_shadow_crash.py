@@ -14,8 +14,8 @@ import threading
 import pytest
 
 from fshelp import skip_unless_fs_backend_runs
-from shadowproc import Shadow, poll
-from soak_shadow import CLEAN, soak
+from tools.shadowproc import Shadow, poll
+from tools.soak_shadow import CLEAN, soak
 
 
 @pytest.fixture(params=["fanotify", "inotify"])

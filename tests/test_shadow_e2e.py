@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from capabilities import skip
 from fshelp import skip_unless_fs_backend_runs
-# the instance helper is shared with tools/soak_shadow.py (tools/ is on
-# sys.path: conftest.py)
-from shadowproc import DEADLINE, Shadow, poll  # noqa: F401
+# the instance helper is shared with tools/soak_shadow.py
+from tools.shadowproc import DEADLINE, Shadow, poll  # noqa: F401
 
 
 @pytest.fixture(params=["fanotify", "inotify"])
@@ -458,13 +458,13 @@ def test_full_disk_stops_cleanly_and_loses_nothing(sh, tmp_path):
     # A real full disk: the state directory (journal, snapshot) on a small
     # tmpfs of the test's own, grown again afterwards.
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        skip("root", "mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs",
                         str(disk)], capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        skip("mount", f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
         _full_disk(sh, str(disk))
     finally:

@@ -21,7 +21,7 @@ import pytest
 import fibers
 from fibers.shadow.store import PgStore, StoreError, open_store
 from fshelp import apply, skip_unless_fs_backend_runs, small_kernel_queue, tree
-from shadowproc import Shadow, poll
+from tools.shadowproc import Shadow, poll
 
 DEADLINE = 30.0
 _dbs = itertools.count()

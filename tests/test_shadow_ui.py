@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
-pytest.importorskip("rich", reason="the UI needs rich (the shadow extra)")
+import capabilities
+
+capabilities.importorskip("rich", "rich",
+                          "the UI needs rich (the shadow extra)")
 
 from test_shadow_e2e import DEADLINE, poll  # noqa: E402
 
@@ -93,7 +96,8 @@ class Pane:
 
 def need_tmux():
     if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (sh tools/sysdeps.sh --test)")
+        capabilities.skip("tmux", "tmux is not installed "
+                          "(sh tools/sysdeps.sh --test)")
 
 
 @pytest.fixture

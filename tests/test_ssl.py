@@ -17,19 +17,21 @@ import threading
 
 import pytest
 
+import capabilities
 import fibers
 import fibers.net
 import fibers.ssl
 from iohelp import open_fds, warm_up
 
-trustme = pytest.importorskip("trustme", reason="trustme (a test "
-                              "dependency, make build's TEST_DEPS) makes "
-                              "the certificates")
+trustme = capabilities.importorskip(
+    "trustme", "trustme", "trustme (a test dependency, make build's "
+    "TEST_DEPS) makes the certificates")
 
 OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(
-    OPENSSL is None, reason="the openssl command (Debian package openssl; "
-    "sh tools/sysdeps.sh --test installs it) is not installed")
+needs_openssl = capabilities.requires(
+    "openssl", "the openssl command (Debian package openssl; sh "
+    "tools/sysdeps.sh --test installs it) is not installed"
+    if OPENSSL is None else None)
 
 BIG = 64 << 20
 PEER_WAIT = 40          # seconds a thread or process peer may take at most

@@ -6,10 +6,12 @@ import sys
 import pytest
 
 import fibers
+from capabilities import requires
 from fibers import _core
 
-needs_datastack = pytest.mark.skipif(
-    sys.version_info < (3, 11), reason="frames live on a data stack from 3.11")
+needs_datastack = requires(
+    "datastack", "frames live on a data stack from CPython 3.11"
+    if sys.version_info < (3, 11) else None)
 
 
 def deep(n, park_at):

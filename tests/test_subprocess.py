@@ -19,6 +19,7 @@ import sys
 import pytest
 
 import fibers
+from capabilities import skip
 from fibers import subprocess as sp
 from iohelp import open_fds, warm_up
 
@@ -33,7 +34,7 @@ def exit_wait(request, monkeypatch):
     if request.param == "waitid":
         monkeypatch.setenv("FIBERS_SUBPROCESS_PIDFD", "0")
     elif not sp._pidfd_usable():
-        pytest.skip("pidfd_open is refused here")
+        skip("pidfd", "pidfd_open is refused here")
     return request.param
 
 

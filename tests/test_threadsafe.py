@@ -7,6 +7,7 @@ import pytest
 
 import fibers
 from fibers import net
+from iohelp import skip_unless_pump_wait_seen, wait_until_blocked_in_pump
 
 # Hang guard for helper threads, not a timing margin.
 LIMIT = 30
@@ -15,10 +16,14 @@ LIMIT = 30
 def _blocked_in_the_pump(io_sched, body, extra=None):
     """Runs body(sched) in a thread once main is parked with only I/O that
     never completes (a recv on a silent socket) and no timer: the pump then
-    waits without limit.  If nothing wakes it by LIMIT seconds, the helper
-    unblocks it by sending data, and the test sees that as a failure."""
-    parked = threading.Event()
+    waits without limit.  The thread calls only when the kernel shows the
+    scheduler's thread asleep in that wait (not merely about to enter it,
+    when any wake-up would do), and the test fails if it never is.  If
+    nothing wakes the pump by LIMIT seconds, the helper unblocks it by
+    sending data, and the test sees that as a failure too."""
+    skip_unless_pump_wait_seen()
     woke = threading.Event()
+    unseen = []
     fallback = []
 
     def main():
@@ -26,9 +31,13 @@ def _blocked_in_the_pump(io_sched, body, extra=None):
         reader = fibers.spawn(b.recv, 1)
         if extra is not None:
             extra()
+        tid = threading.get_native_id()
 
         def thread():
-            parked.wait(LIMIT)
+            try:
+                wait_until_blocked_in_pump(tid, ("forever",), LIMIT)
+            except AssertionError as e:
+                unseen.append(str(e))
             body(io_sched)
             if not woke.wait(LIMIT):
                 fallback.append(True)
@@ -37,7 +46,6 @@ def _blocked_in_the_pump(io_sched, body, extra=None):
         t = threading.Thread(target=thread)
         fibers.yield_now()                  # the reader is parked
         t.start()
-        parked.set()
         try:
             return fibers.wait_signal("go")
         finally:
@@ -48,6 +56,7 @@ def _blocked_in_the_pump(io_sched, body, extra=None):
             b.close()
 
     result = io_sched.run(main)
+    assert unseen == []
     assert fallback == []
     return result
 
@@ -92,15 +101,21 @@ def test_call_threadsafe_runs_in_the_scheduler_thread_and_may_block(io_sched):
 
 
 def test_stop_from_a_thread_ends_a_run_waiting_on_io(io_sched):
-    parked = threading.Event()
+    skip_unless_pump_wait_seen()
     done = threading.Event()
+    unseen = []
     fallback = []
 
     def main():
         a, b = net.socketpair()
+        tid = threading.get_native_id()
 
         def thread():
-            parked.wait(LIMIT)
+            # main parked in recv, the pump asleep without a limit
+            try:
+                wait_until_blocked_in_pump(tid, ("forever",), LIMIT)
+            except AssertionError as e:
+                unseen.append(str(e))
             io_sched.stop()
             if not done.wait(LIMIT):
                 fallback.append(True)
@@ -108,7 +123,6 @@ def test_stop_from_a_thread_ends_a_run_waiting_on_io(io_sched):
 
         t = threading.Thread(target=thread)
         t.start()
-        parked.set()
         b.recv(1)
         return "recv returned"
 
@@ -116,6 +130,7 @@ def test_stop_from_a_thread_ends_a_run_waiting_on_io(io_sched):
         assert io_sched.run(main) is None       # stopped, main left parked
     finally:
         done.set()
+    assert unseen == []
     assert fallback == []
 
 

@@ -1,6 +1,6 @@
 """`make run-postgres`: fibers-shadow into a real PostgreSQL, for a while.
 
-    python tools/run_postgres.py [--seconds 15]
+    python -m tools.run_postgres [--seconds 15]     (from the repository's root)
 
 1. starts a throwaway PostgreSQL cluster (tools/pgcluster.py, as the tests
    do: initdb in a temporary directory, a private port on 127.0.0.1);
@@ -23,9 +23,7 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from pgcluster import PgServer, PgUnavailable  # noqa: E402
+from tools.pgcluster import PgServer, PgUnavailable
 
 
 def writer(root, stop):

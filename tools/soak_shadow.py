@@ -2,10 +2,11 @@
 keeps changing the tree; afterwards, does the store tell the tree's story
 exactly once?
 
-    python tools/soak_shadow.py [--kills 20] [--fs-backend inotify|fanotify|both]
+    python -m tools.soak_shadow [--kills 20] [--fs-backend inotify|fanotify|both]
                                 [--store sqlite|postgresql|both] [--seed 1]
                                 [--ops 100000] [--rate 200] [--files 3000]
                                 [--bad-names 0.1] [--keep]
+    (from the repository's root)
 
 Design.  fibers-shadow promises that every file-system event reaches the
 store once, whatever happens to the process.  This harness checks that
@@ -51,7 +52,7 @@ spurious, a move from an unknown path, a seq gap or duplicate, or a final
 sync or exit that failed.  Every wait is bounded: a program that hangs on
 SIGTERM is reported, then SIGKILLed.
 
-The writer is this file too: ``soak_shadow.py writer ROOT ...``.
+The writer is this module too: ``python -m tools.soak_shadow writer ROOT ...``.
 Importable: ``soak(base, fs_backend, ...)`` runs one soak and returns its
 ``Result`` (tests/test_shadow_crash.py).
 """
@@ -68,11 +69,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tools.shadowproc import Shadow, is_pg, poll, store_rows
 
-from shadowproc import Shadow, is_pg, poll, store_rows  # noqa: E402
-
-HERE = os.path.abspath(__file__)
+# The repository's root: the writer runs as `python -m tools.soak_shadow`
+# there, as `make soak-shadow` runs the harness.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SORTS = ("mid", "startup", "drain")
 # Not a kill: SIGTERM and a clean exit.  A control run of only these shows
 # that the harness itself counts nothing where nothing went wrong.
@@ -214,7 +215,7 @@ class Writer:
 
 
 def writer_main(argv):
-    ap = argparse.ArgumentParser(prog="soak_shadow.py writer")
+    ap = argparse.ArgumentParser(prog="python -m tools.soak_shadow writer")
     ap.add_argument("root")
     ap.add_argument("--sorts", default=",".join(SORTS),
                     help="the sorts of kill, taken in turn (default "
@@ -434,9 +435,10 @@ def soak(base, fs_backend, store_url=None, kills=20, seed=1, ops=100_000,
         return res
     wlog = open(os.path.join(base, "writer.out"), "w")
     writer = subprocess.Popen(
-        [sys.executable, HERE, "writer", sh.root, "--seed", str(seed),
-         "--ops", str(ops), "--rate", str(rate), "--bad-names",
-         str(bad_names)], stdout=wlog, stderr=subprocess.STDOUT)
+        [sys.executable, "-m", "tools.soak_shadow", "writer", sh.root,
+         "--seed", str(seed), "--ops", str(ops), "--rate", str(rate),
+         "--bad-names", str(bad_names)], cwd=REPO, stdout=wlog,
+        stderr=subprocess.STDOUT)
     sorts = list(sorts or SORTS)
     # A drain that ends before its SIGKILL is a clean stop, not a kill:
     # go on (bounded) until `kills` kills have landed.
@@ -685,7 +687,7 @@ def main(argv=None):
     results, errors = [], []
     try:
         if "postgresql" in stores:
-            from pgcluster import PgServer, PgUnavailable
+            from tools.pgcluster import PgServer, PgUnavailable
             try:
                 server = PgServer()
                 server.start()
