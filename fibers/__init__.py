@@ -83,6 +83,7 @@ from .sync import (  # noqa: E402
     Lock, PriorityQueue, Queue, RLock, Semaphore,
 )
 from . import subprocess  # noqa: E402  (fibers.subprocess)
+from .patching import patch, patched, unpatch  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -100,5 +101,5 @@ __all__ = [
     "BoundedSemaphore", "Event", "LifoQueue", "PriorityQueue", "Queue",
     "Channel", "ChannelClosed",
     "group", "Group", "Pool", "first", "ExceptionGroup",
-    "subprocess",
+    "subprocess", "patch", "unpatch", "patched",
 ]

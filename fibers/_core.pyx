@@ -2030,6 +2030,14 @@ def in_fiber():
     return _sched()._current is not None
 
 
+def _in_fiber():
+    """True when a fiber of this thread's scheduler is running; never makes
+    a scheduler (fibers.patch asks this on every patched call, in any
+    thread, and a thread without fibers must stay without one)."""
+    cdef void *p = fib__tls_get()
+    return p != NULL and (<Scheduler>p)._current is not None
+
+
 def current():
     """The :class:`Fiber` that is running.  RuntimeError outside fibers."""
     cdef Fiber me = _sched()._current
