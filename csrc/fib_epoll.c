@@ -120,9 +120,11 @@ static int fib__is_read_side(const fib__op *op)
            op->code == FIB__OP_READ;
 }
 
-/* Puts fd in the epoll set (or re-arms it, for foreign fds). */
+/* Puts fd in the epoll set (or re-arms it, for foreign fds).  A foreign
+ * fd keeps its blocking mode: it belongs to someone else (fibers.patch's
+ * select and os.read wait on fds that the stdlib then reads blocking). */
 static int fib__epoll_register(fib__epoll *e, fib__fdent *ent, int fd,
-                               int rearm)
+                               int rearm, int foreign)
 {
     struct epoll_event ev;
     int flags;
@@ -151,7 +153,7 @@ static int fib__epoll_register(fib__epoll *e, fib__fdent *ent, int fd,
         return -errno;
     }
     ent->registered = 1;
-    flags = fcntl(fd, F_GETFL);
+    flags = foreign ? -1 : fcntl(fd, F_GETFL);
     if (flags >= 0 && !(flags & O_NONBLOCK))
         fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     return 0;
@@ -260,7 +262,8 @@ static int fib__epoll_submit(fib__pump *p, fib__op *op)
         return -errno;
     if (!ent->regular) {
         rc = fib__epoll_register(e, ent, op->fd,
-                                 foreign || op->code == FIB__OP_POLL);
+                                 foreign || op->code == FIB__OP_POLL,
+                                 foreign);
         if (rc < 0)
             return rc;
         if (foreign && !ent->regular)
