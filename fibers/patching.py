@@ -349,7 +349,7 @@ def _select_part():
 def _selectors_part():
     # The selector classes bound select.poll / select.epoll at import; the
     # SelectSelector looks select.select up at call time (select part).
-    return [(_selectors.PollSelector, "_selector_cls", _poll_fn),
+    return [(_selectors.PollSelector, "_selector_cls", _Poll),
             (_selectors.EpollSelector, "_selector_cls", _Epoll)]
 
 
