@@ -776,10 +776,13 @@ cdef class Socket:
         """Close the socket.  Fibers blocked on it get OSError(EBADF)."""
         if self._closed:
             return
-        self._closed = True
         if self._io_refs > 0:
+            # As the stdlib: the fd stays open, and readable through the
+            # files, until the last makefile() file closes (http.client
+            # and urllib close the socket under their response's file).
             self._close_pending = True
             return
+        self._closed = True
         self._real_close()
 
     def _decref_socketios(self):
@@ -788,6 +791,7 @@ cdef class Socket:
             self._io_refs -= 1
         if self._close_pending and self._io_refs == 0:
             self._close_pending = False
+            self._closed = True
             self._real_close()
 
     def makefile(self, mode="r", buffering=None, *, encoding=None,

@@ -516,9 +516,6 @@ def test_stream_makefile_lines(env, fam):
 
 
 @pytest.mark.parametrize("fam", FAMS)
-@fibers_differs("fileno() of a socket closed while a makefile() file is "
-                "still open: socket.socket returns the fd (the real close "
-                "waits for the file), fibers.net.Socket returns -1")
 def test_stream_close_with_makefile_open(env, fam):
     def main():
         c, s = stream_pair(env, fam)
