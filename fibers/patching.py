@@ -535,13 +535,18 @@ def unpatch():
         raise RuntimeError("fibers.unpatch() must be called from the main "
                            "thread")
     with _lock:
-        while _saved:
-            owner, attr, old = _saved.pop()
-            if old is _MISSING:
-                delattr(owner, attr)
-            else:
-                setattr(owner, attr, old)
+        _restore(0)
         _active.clear()
+
+
+def _restore(keep):
+    # Undoes the saved replacements past the first `keep`, newest first.
+    while len(_saved) > keep:
+        owner, attr, old = _saved.pop()
+        if old is _MISSING:
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, old)
 
 
 def is_patched(name=None):
@@ -564,11 +569,6 @@ def patched(**opts):
         yield
     finally:
         with _lock:
-            while len(_saved) > saved_len:
-                owner, attr, old = _saved.pop()
-                if old is _MISSING:
-                    delattr(owner, attr)
-                else:
-                    setattr(owner, attr, old)
+            _restore(saved_len)
             _active.clear()
             _active.update(was)
