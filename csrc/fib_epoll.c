@@ -120,11 +120,13 @@ static int fib__is_read_side(const fib__op *op)
            op->code == FIB__OP_READ;
 }
 
-/* Puts fd in the epoll set (or re-arms it, for foreign fds).  A foreign
- * fd keeps its blocking mode: it belongs to someone else (fibers.patch's
- * select and os.read wait on fds that the stdlib then reads blocking). */
+/* Puts fd in the epoll set (or re-arms it, for foreign fds).  keep_mode:
+ * a readiness wait (POLL) on a foreign fd leaves its blocking mode alone,
+ * since the fd belongs to someone else (fibers.patch's select and os.read
+ * wait on fds that the stdlib then reads blocking).  A read or write we
+ * do ourselves needs O_NONBLOCK, or trying it first would block. */
 static int fib__epoll_register(fib__epoll *e, fib__fdent *ent, int fd,
-                               int rearm, int foreign)
+                               int rearm, int keep_mode)
 {
     struct epoll_event ev;
     int flags;
@@ -153,7 +155,7 @@ static int fib__epoll_register(fib__epoll *e, fib__fdent *ent, int fd,
         return -errno;
     }
     ent->registered = 1;
-    flags = foreign ? -1 : fcntl(fd, F_GETFL);
+    flags = keep_mode ? -1 : fcntl(fd, F_GETFL);
     if (flags >= 0 && !(flags & O_NONBLOCK))
         fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     return 0;
@@ -263,7 +265,7 @@ static int fib__epoll_submit(fib__pump *p, fib__op *op)
     if (!ent->regular) {
         rc = fib__epoll_register(e, ent, op->fd,
                                  foreign || op->code == FIB__OP_POLL,
-                                 foreign);
+                                 foreign && op->code == FIB__OP_POLL);
         if (rc < 0)
             return rc;
         if (foreign && !ent->regular)
