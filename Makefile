@@ -10,7 +10,7 @@ BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 # psycopg's binary wheel bundles libpq: tests/test_psycopg.py runs
 # fibers.psycopg against a throwaway PostgreSQL server (tests/pg.py).
 # trustme makes the certificates tests/test_ssl.py uses.
-TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme
+TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme gevent
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 

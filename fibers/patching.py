@@ -38,17 +38,32 @@ from ._core import _in_fiber
 
 __all__ = ["patch", "unpatch", "patched"]
 
-# The stdlib's, bound at import (fibers may be imported after a patch by
-# someone else; we never look these up where a patch may have put ours).
-_std_sleep = _time.sleep
-_std_select = _select.select
-_std_poll = _select.poll
-_std_epoll = _select.epoll           # fibers is Linux-only
-_std_socket = _socket.socket
-_std_getaddrinfo = _socket.getaddrinfo
-_std_Popen = _subprocess.Popen
-_std_os_read = _os.read
-_std_os_write = _os.write
+
+def _original(module, name):
+    # fibers may be imported after another patcher ran (gevent removes
+    # select.epoll and replaces the rest): take the stdlib's object from
+    # that patcher's record, so importing fibers still works and patch()
+    # can refuse with a clear error instead.
+    monkey = _sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        try:
+            return monkey.get_original(module.__name__, name)
+        except (AttributeError, KeyError, ImportError):
+            pass
+    return getattr(module, name)
+
+
+# The stdlib's, bound at import; we never look these up where a patch may
+# have put ours.
+_std_sleep = _original(_time, "sleep")
+_std_select = _original(_select, "select")
+_std_poll = _original(_select, "poll")
+_std_epoll = _original(_select, "epoll")       # fibers is Linux-only
+_std_socket = _original(_socket, "socket")
+_std_getaddrinfo = _original(_socket, "getaddrinfo")
+_std_Popen = _original(_subprocess, "Popen")
+_std_os_read = _original(_os, "read")
+_std_os_write = _original(_os, "write")
 _PIPE_BUF = getattr(_select, "PIPE_BUF", 512)
 
 _lock = _threading.Lock()

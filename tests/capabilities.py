@@ -44,6 +44,8 @@ CAPABILITIES = {
     "tmux": (True, "the tmux command (sh tools/sysdeps.sh --test)"),
     "openssl": (True, "the openssl command (sh tools/sysdeps.sh --test)"),
     "psycopg": (True, "psycopg 3 (make's TEST_DEPS)"),
+    "gevent": (True, "gevent, to check that fibers.patch() refuses to "
+               "run under gevent's monkey patching (make's TEST_DEPS)"),
     "trustme": (True, "trustme, which makes test certificates (make's "
                 "TEST_DEPS)"),
     "rich": (True, "rich, for fibers-shadow's UI (the shadow extra, make's "

@@ -131,6 +131,32 @@ def test_bad_input():
     assert not patching.is_patched()
 
 
+_UNDER_GEVENT = """
+from gevent import monkey
+monkey.patch_all()
+import select
+assert not hasattr(select, "epoll")     # gevent removes it
+import fibers                           # importing still works
+try:
+    fibers.patch()
+except RuntimeError as e:
+    print(e)
+print(fibers.patching.is_patched())
+"""
+
+
+def test_patch_refuses_under_gevents_monkey_patching():
+    # Regression: `import fibers` after gevent's patch_all() raised
+    # AttributeError (select.epoll is gone); patch() must then refuse.
+    capabilities.importorskip("gevent", "gevent")
+    r = subprocess.run([sys.executable, "-c", _UNDER_GEVENT],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "fibers.patch() cannot work while gevent's monkey patching is "
+        "active ('socket' is patched by gevent)", "False"]
+
+
 
 
 # ---- sockets, time, select, os --------------------------------------------------
