@@ -110,3 +110,41 @@ def test_100_fetches_overlap(rsched, server, ca, patched, lib, tls):
     got = rsched.run(main)
     assert got == [(200, f"/{i} {WHO[lib]}".encode()) for i in range(N)]
     assert server.flight.most == N and not server.flight.gave_up
+
+
+def test_tls_socket_closed_under_its_file_reads_on(io_sched, ca, patched):
+    # urllib.request closes the connection's socket, then reads the body
+    # through the response's makefile() file.  As with the stdlib's
+    # SSLSocket, the connection must stay readable through the file until
+    # the file closes (fibers.ssl's close() used to end it at once: EBADF).
+    import socket
+
+    import fibers.ssl
+    _, _, sctx = ca
+    cctx = ssl.create_default_context(cafile=ca[1])
+
+    closed = fibers.Event()
+
+    def server(sock):
+        with sctx.wrap_socket(sock, server_side=True) as t:
+            t.sendall(b"head\n")
+            closed.wait()               # the body comes after the close
+            t.sendall(b"body")
+            t.recv(1)                   # until the client's end
+
+    def main():
+        a, b = socket.socketpair()
+        srv = fibers.spawn(server, b)
+        t = cctx.wrap_socket(a, server_hostname="localhost")
+        assert isinstance(t, fibers.ssl.TLSSocket)
+        f = t.makefile("rb")
+        head = f.readline()
+        t.close()                       # the file still holds it open
+        closed.set()
+        body = f.read(4)
+        still_open = not t.socket.closed if t.socket is not None else False
+        f.close()                       # now it closes, with close_notify
+        srv.join()
+        return head, body, still_open, t.closed
+
+    assert io_sched.run(main) == (b"head\n", b"body", True, True)
