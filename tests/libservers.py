@@ -15,13 +15,16 @@ libraries, run in fibers under ``fibers.patch()``, talk to these.
   address made from the name, and holds each answer (bounded) until
   ``want`` queries are waiting at once.
 
-PostgreSQL comes from tests/pg.py's fixtures.
+PostgreSQL comes from tests/pg.py's fixtures.  The fixtures ``rsched``
+(a real-clock scheduler on each pump backend) and ``patched``
+(``fibers.patched()`` for one test) are shared by the test_libs_* modules.
 
 Every server here runs outside any fiber (its own threads or process),
 so under the patch it gets the stdlib's own blocking calls.  Every wait
 is bounded by PEER_WAIT; a server whose clients never all arrive gives up
 (``gave_up``), answers everyone, and the test sees it.
 """
+import http.server
 import os
 import select
 import shutil
@@ -31,8 +34,11 @@ import subprocess
 import tempfile
 import threading
 import time
-import http.server
 
+import pytest
+
+import fibers
+from fibers import patching
 from tools.pgcluster import free_port
 
 PEER_WAIT = 30          # seconds any server-side wait lasts at most
@@ -65,7 +71,7 @@ class _InFlight:
             self.inflight -= 1
 
 
-# ---- redis-server ------------------------------------------------------------------
+# ---- redis-server -----------------------------------------------------------
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -151,7 +157,7 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-# ---- HTTP and HTTPS ------------------------------------------------------------------
+# ---- HTTP and HTTPS ---------------------------------------------------------
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -215,7 +221,7 @@ class CountingHTTPServer(http.server.ThreadingHTTPServer):
         self._thread.join(PEER_WAIT)
 
 
-# ---- SMTP ------------------------------------------------------------------------------
+# ---- SMTP -------------------------------------------------------------------
 
 class _Mailbox:
     """aiosmtpd handler: keeps (mail_from, rcpt_tos, content) of each
@@ -269,7 +275,7 @@ class SMTPServer:
         self.controller.stop()
 
 
-# ---- DNS ------------------------------------------------------------------------------
+# ---- DNS --------------------------------------------------------------------
 
 def address_for(name):
     """The A record DNSServer answers for `name` (a str ending in
@@ -288,6 +294,7 @@ class DNSServer:
         import dns.message
         import dns.rcode
         import dns.rdatatype
+        import dns.rrset
         self._dns = dns
         self.flight = _InFlight(want)
         self.queries = 0
@@ -400,13 +407,7 @@ class DNSServer:
         self.tcp.close()
 
 
-# ---- fixtures the test_libs_* modules share ----------------------------------------
-
-import pytest  # noqa: E402
-
-import fibers  # noqa: E402
-from fibers import patching  # noqa: E402
-
+# ---- fixtures the test_libs_* modules share ---------------------------------
 
 @pytest.fixture
 def rsched(backend):
