@@ -9,8 +9,12 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 # psycopg's binary wheel bundles libpq: tests/test_psycopg.py runs
 # fibers.psycopg against a throwaway PostgreSQL server (tests/pg.py).
-# trustme makes the certificates tests/test_ssl.py uses.
-TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme gevent
+# trustme makes the certificates tests/test_ssl.py uses.  The unmodified
+# client libraries tests/test_libs_*.py run under fibers.patch(): redis-py,
+# requests, urllib3, pg8000, dnspython, and aiosmtpd as their SMTP server;
+# gevent, to see fibers.patch() refuse to run under its monkey patching.
+TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme redis requests urllib3 \
+              pg8000 aiosmtpd dnspython gevent
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 

@@ -533,14 +533,21 @@ class TLSSocket:
         report an unexpected EOF); close never waits for it."""
         if self._state == _CLOSED:
             return
+        if self._io_refs > 0:
+            # As the stdlib's SSLSocket: the connection stays usable
+            # through the files until the last makefile() file closes
+            # (urllib.request closes the socket under its response's
+            # file, then reads the body from the file).
+            self._close_pending = True
+            return
+        self._close_now()
+
+    def _close_now(self):
         if self._state == _OPEN and not self._tx_busy and \
                 self._sock is not None:
             self._close_notify()
         self._state = _CLOSED
         _wake_all(self._waiters)
-        if self._io_refs > 0:
-            self._close_pending = True
-            return
         self._real_close()
 
     def _close_notify(self):
@@ -571,7 +578,8 @@ class TLSSocket:
             self._io_refs -= 1
         if self._close_pending and self._io_refs == 0:
             self._close_pending = False
-            self._real_close()
+            if self._state != _CLOSED:
+                self._close_now()
 
     def makefile(self, mode="r", buffering=None, *, encoding=None,
                  errors=None, newline=None):

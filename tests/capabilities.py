@@ -46,6 +46,11 @@ CAPABILITIES = {
     "psycopg": (True, "psycopg 3 (make's TEST_DEPS)"),
     "gevent": (True, "gevent, to check that fibers.patch() refuses to "
                "run under gevent's monkey patching (make's TEST_DEPS)"),
+    "redis_server": (True, "the redis-server command (sh tools/sysdeps.sh "
+                     "--test installs Debian's redis-server)"),
+    "client_libs": (True, "the unmodified client libraries the patch is "
+                    "tested with: redis, requests, urllib3, pg8000, aiosmtpd, "
+                    "dnspython (make's TEST_DEPS)"),
     "trustme": (True, "trustme, which makes test certificates (make's "
                 "TEST_DEPS)"),
     "rich": (True, "rich, for fibers-shadow's UI (the shadow extra, make's "

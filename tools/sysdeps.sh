@@ -8,7 +8,8 @@
 #                                tests/test_psycopg.py starts (tests/pg.py)
 #                                and tmux, which tests/test_shadow_ui.py
 #                                drives fibers-shadow's live UI in, and
-#                                openssl, tests/test_ssl.py's TLS peer
+#                                openssl, tests/test_ssl.py's TLS peer,
+#                                and redis-server, which tests/test_libs_redis.py starts
 #   sh tools/sysdeps.sh --bench  the build, plus OpenSSL's headers for
 #                                bench-tls's C load generator
 set -eu
@@ -43,6 +44,11 @@ fi
 # tests/test_ssl.py talks to real `openssl s_server` and `s_client` peers.
 if [ "$with_postgres" -eq 1 ] && ! command -v openssl >/dev/null 2>&1; then
     missing="$missing openssl"
+fi
+# tests/test_libs_redis.py runs redis-py against its own redis-server
+# (tests/libservers.py), never the system's: no service is enabled for it.
+if [ "$with_postgres" -eq 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+    missing="$missing redis-server"
 fi
 # bench/echo/tls_loadgen.c links libssl.
 if [ "$with_bench" -eq 1 ] && ! pkg-config --exists openssl 2>/dev/null; then
