@@ -366,14 +366,6 @@ def test_stream_eof_after_shutdown_wr(env, fam):
 
 @pytest.mark.parametrize("fam", FAMS)
 @pytest.mark.parametrize("side", ["client", "server"])
-@fibers_differs("recv(0) with nothing to read waits for data (here until "
-                "the timeout: TimeoutError); socket.socket's recv(0) returns "
-                "b'' at once, without a system call",
-                when=lambda fam, side: side == "client")
-@fibers_differs("recv(0) with nothing to read waits for data (here until "
-                "the timeout: TimeoutError); socket.socket's recv(0) returns "
-                "b'' at once, without a system call",
-                backends=("epoll",), when=lambda fam, side: side == "server")
 def test_stream_recv_zero_with_nothing_to_read(env, fam, side):
     def main():
         c, s = stream_pair(env, fam)
@@ -404,16 +396,6 @@ def test_stream_recv_zero_with_data_pending(env, fam):
 
 @pytest.mark.parametrize("fam", FAMS)
 @pytest.mark.parametrize("side", ["client", "server"])
-@fibers_differs("recv(n, MSG_DONTWAIT) on a blocking socket with nothing "
-                "to read waits for data (the flag is not honoured); "
-                "socket.socket raises BlockingIOError(EAGAIN) at once",
-                backends=("epoll",))
-@fibers_differs("recv(n, MSG_DONTWAIT) on a blocking socket read with "
-                "multishot recv (an accepted one) waits for data (the flag "
-                "is not honoured); socket.socket raises "
-                "BlockingIOError(EAGAIN) at once",
-                backends=("io_uring",), when=lambda fam, side:
-                side == "server")
 def test_stream_recv_msg_dontwait_blocking_socket(env, fam, side):
     def late(peer):
         env.sleep(env.T)
@@ -437,12 +419,6 @@ def test_stream_recv_msg_dontwait_blocking_socket(env, fam, side):
 
 @pytest.mark.parametrize("fam", FAMS)
 @pytest.mark.parametrize("side", ["client", "server"])
-@fibers_differs("on io_uring, recv(n, MSG_DONTWAIT) with nothing to read on "
-                "a connecting socket with a timeout raises BlockingIOError "
-                "at once; socket.socket (which waits for readiness first "
-                "when it has a timeout) raises TimeoutError('timed out') "
-                "after the timeout", backends=("io_uring",),
-                when=lambda fam, side: side == "client")
 def test_stream_recv_msg_dontwait_timed_socket(env, fam, side):
     def main():
         c, s = stream_pair(env, fam)
@@ -681,10 +657,6 @@ def test_dgram_truncation(env, fam):
 
 
 @pytest.mark.parametrize("fam", FAMS)
-@fibers_differs("recv(0) on a datagram socket takes (discards) the next "
-                "datagram; socket.socket's recv(0) returns b'' without a "
-                "system call, leaving the datagram queued",
-                )
 def test_dgram_recv_zero_leaves_the_datagram(env, fam):
     def main():
         a, b = dgram_pair(env, fam)
@@ -944,10 +916,6 @@ def test_nonblocking_would_block(env, fam, how):
 
 @pytest.mark.parametrize("fam", FAMS)
 @pytest.mark.parametrize("side", ["client", "server"])
-@fibers_differs("on epoll, send(data, MSG_DONTWAIT) on a blocking socket "
-                "whose send buffer is full waits for room (the flag is not "
-                "honoured); socket.socket raises BlockingIOError(EAGAIN)",
-                backends=("epoll",))
 def test_send_msg_dontwait_blocking_socket(env, fam, side):
     def late_close(peer):
         env.sleep(env.T)
@@ -1087,12 +1055,6 @@ def test_send_to_closed_peer(env, fam):
 
 @pytest.mark.parametrize("fam", IP_FAMS)
 @pytest.mark.parametrize("reader", ["client", "server"])
-@fibers_differs("on io_uring, recv() on a connecting (not accepted) TCP "
-                "socket whose peer reset the connection returns b''; "
-                "socket.socket raises ConnectionResetError(ECONNRESET) "
-                "first, then returns b''",
-                backends=("io_uring",), when=lambda fam, reader:
-                reader == "client")
 def test_recv_after_reset(env, fam, reader):
     # A socket closed with unread data sends a reset.
     def main():
@@ -1186,14 +1148,6 @@ def test_unconnected_stream_socket_errors(env):
 
 
 @pytest.mark.parametrize("call", ["recv", "send"])
-@fibers_differs("recv() on a listening socket (never accepted from) with "
-                "a timeout raises OSError(ENOTCONN) at once; socket.socket "
-                "waits for readiness first, which never comes, and raises "
-                "TimeoutError('timed out')", when=lambda call: call == "recv")
-@fibers_differs("send() on a listening socket with a timeout raises "
-                "BrokenPipeError(EPIPE) at once; socket.socket waits for "
-                "readiness first, which never comes, and raises "
-                "TimeoutError('timed out')", when=lambda call: call == "send")
 def test_listening_socket_with_timeout(env, call):
     def main():
         with env.listen(("127.0.0.1", 0)) as lst:
