@@ -377,6 +377,19 @@ def test_stream_recv_zero_with_nothing_to_read(env, fam, side):
 
 
 @pytest.mark.parametrize("fam", FAMS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_stream_recv_into_empty_buffer_with_nothing_to_read(env, fam, side):
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            sock = c if side == "client" else s
+            sock.settimeout(env.T)      # a bound, should it ever wait
+            assert sock.recv_into(bytearray(0)) == 0
+            assert sock.recv_into(memoryview(bytearray(8))[:0]) == 0
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
 def test_stream_recv_zero_with_data_pending(env, fam):
     def main():
         c, s = stream_pair(env, fam)
@@ -1156,6 +1169,27 @@ def test_listening_socket_with_timeout(env, call):
                 assert_timed_out(lst.recv, 10)
             else:
                 assert_timed_out(lst.send, b"x")
+    env.run(main)
+
+
+@pytest.mark.parametrize("timeout", ["blocking", "nonblocking"])
+def test_listener_that_accepted_recv_send(env, timeout):
+    # A listener that has accepted (on io_uring it then holds a multishot
+    # accept stream) is still no connection: its recv and send fail at
+    # once, whatever mode the socket is in.
+    def main():
+        with env.listen(("127.0.0.1", 0)) as lst:
+            with env.connect(connect_addr(lst)) as c:
+                s, _ = lst.accept()
+                with s:
+                    if timeout == "nonblocking":
+                        lst.setblocking(False)
+                    assert_oserror(errno.ENOTCONN, lst.recv, 10)
+                    assert_oserror(errno.ENOTCONN, lst.recv_into,
+                                   bytearray(10))
+                    assert_oserror(errno.EPIPE, lst.send, b"x")
+                    c.sendall(b"still")
+                    assert s.recv(10) == b"still"
     env.run(main)
 
 
