@@ -1172,7 +1172,7 @@ def test_listening_socket_with_timeout(env, call):
     env.run(main)
 
 
-@pytest.mark.parametrize("timeout", ["blocking", "nonblocking"])
+@pytest.mark.parametrize("timeout", ["nonblocking", "blocking"])
 def test_listener_that_accepted_recv_send(env, timeout):
     # A listener that has accepted (on io_uring it then holds a multishot
     # accept stream) is still no connection: its recv and send fail at
