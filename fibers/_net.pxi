@@ -455,6 +455,8 @@ cdef class Socket:
                                    (bufsize, flags))
         if self._ms is not None and not self._ms.accepting:
             return self.recv(bufsize, flags), None
+        if flags & MSG_DONTWAIT and self._timeout_ns < 0:
+            return _receive_now(self, self._sock.recvfrom, (bufsize, flags))
         return self._poll_loop("recvfrom", self._sock.recvfrom,
                                (bufsize, flags | MSG_DONTWAIT), POLLIN)
 
@@ -463,6 +465,9 @@ cdef class Socket:
         if _sched()._current is None:
             return _sched()._drive("recvfrom_into", self.recvfrom_into,
                                    (buffer, nbytes, flags))
+        if flags & MSG_DONTWAIT and self._timeout_ns < 0:
+            return _receive_now(self, self._sock.recvfrom_into,
+                                (buffer, nbytes, flags))
         return self._poll_loop("recvfrom_into", self._sock.recvfrom_into,
                                (buffer, nbytes, flags | MSG_DONTWAIT), POLLIN)
 
@@ -911,6 +916,18 @@ cdef inline int _call_flags(Socket sock, int flags):
     if sock._timeout_ns > 0:
         return flags & ~MSG_DONTWAIT
     return flags
+
+
+cdef object _receive_now(Socket sock, object fn, tuple args):
+    # recvfrom/recvfrom_into with MSG_DONTWAIT on a blocking socket: the
+    # stdlib makes the call once, through our stdlib object (non-blocking:
+    # EAGAIN is its own BlockingIOError).  A recv given up on and still
+    # being cancelled (_late) may yet bring bytes that come first: until
+    # it is done there is nothing to take without waiting.
+    sock._prepare(_sched())
+    if sock._late is not None:
+        raise BlockingIOError(EAGAIN, "Resource temporarily unavailable")
+    return fn(*args)
 
 
 cdef bint _stdlib_polls(Socket sock, int res, int events):

@@ -18,6 +18,10 @@
 #     goes off and recv reads straight into the caller's buffer
 #     (Socket._recv_wait) until STREAM_DIRECT_WAITS reads in a row come
 #     back smaller than a provided buffer (_direct_done).
+#   - no waiting: a call that must not wait (non-blocking, MSG_DONTWAIT)
+#     first has the pump deliver what the kernel already received for the
+#     armed record (_Pump.deliver), or reads the socket directly when no
+#     record is armed -- never EAGAIN while select() says readable.
 #   - the end: end of stream, an error (raised once, then the stream is
 #     over), the socket's close (_end), or the kernel's refusal of
 #     multishot (EINVAL before any data: the socket falls back to plain

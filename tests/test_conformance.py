@@ -956,6 +956,32 @@ def test_send_msg_dontwait_blocking_socket(env, fam, side):
 
 
 @pytest.mark.parametrize("fam", FAMS)
+def test_dgram_recvfrom_msg_dontwait_blocking_socket(env, fam):
+    def late(a, to):
+        env.sleep(env.T)
+        a.sendto(b"!", to)
+
+    def main():
+        a, b = dgram_pair(env, fam)
+        with a, b:
+            # Should recvfrom wait after all, the late datagram ends the
+            # wait (and the assertion fails) rather than the test hanging.
+            w = env.spawn(late, a, b.getsockname())
+            assert_would_block(b.recvfrom, 10, socket.MSG_DONTWAIT)
+            assert_would_block(b.recvfrom_into, bytearray(10), 0,
+                               socket.MSG_DONTWAIT)
+            w.join()
+            assert b.recvfrom(10) == (b"!", a.getsockname())
+            a.sendto(b"now", b.getsockname())
+            b.settimeout(env.T * 20)        # a bound for the stdlib run
+            assert b.recv(10, socket.MSG_PEEK) == b"now"
+            b.settimeout(None)
+            assert b.recvfrom(10, socket.MSG_DONTWAIT) == \
+                (b"now", a.getsockname())
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
 def test_dgram_nonblocking_would_block(env, fam):
     def main():
         a, b = dgram_pair(env, fam)
