@@ -35,7 +35,7 @@
 
 import io as _io_mod
 import socket as _socket_mod
-from libc.errno cimport EISCONN, EALREADY
+from libc.errno cimport EISCONN, EALREADY, ENOTCONN, EPIPE
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
 
 from libc.string cimport memcpy
@@ -169,12 +169,15 @@ cdef class Socket:
         # Runs o to completion for this fiber; returns >= 0 or -errno.
         cdef Timer t = None
         cdef int res
-        if self._timeout_ns == 0 or (try_first and
-                                     s._io.backend == FIB__BACKEND_URING):
+        cdef bint nowait = self._timeout_ns == 0
+        if o.op.code == FIB__OP_RECV or o.op.code == FIB__OP_SEND:
+            nowait = _must_not_wait(self, o.op.msg_flags)
+            o.op.msg_flags = _call_flags(self, o.op.msg_flags)
+        if nowait or (try_first and s._io.backend == FIB__BACKEND_URING):
             res = fib__op_try(&o.op, 0)
             if res != -EAGAIN:
                 return res
-            if self._timeout_ns == 0:
+            if nowait:
                 raise BlockingIOError(EAGAIN, "Resource temporarily "
                                       "unavailable")
         if timed:
@@ -256,9 +259,11 @@ cdef class Socket:
         self._prepare(s)
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if bufsize == 0:
+            return b""          # as the stdlib: no system call at all
         self._settle(s, me, True)
         self._raise_pending()
-        if flags & MSG_WAITALL and self._timeout_ns != 0 and bufsize > 0:
+        if flags & MSG_WAITALL and not _must_not_wait(self, flags):
             buf = bytearray(bufsize)
             n = self._recv_waitall(s, me, buf, bufsize, flags)
             del buf[n:]
@@ -267,9 +272,7 @@ cdef class Socket:
             data = self._pushback
             self._pushback = data[bufsize:] or None
             return data[:bufsize]
-        if st is not None:
-            if bufsize == 0:
-                return b""
+        if st is not None and not st.accepting:
             data = st._take(s, me, self, bufsize, flags, True)
             if data is not None:
                 return data
@@ -277,6 +280,7 @@ cdef class Socket:
         o.op.msg_flags = flags
         _op_alloc(o, bufsize)
         res = self._recv_wait(s, me, o, True)
+        res = _polled_call(self, s, me, o, res, POLLIN, True)
         if res < 0:
             raise _oserror(-res)
         return _op_bytes(o, res)
@@ -296,7 +300,7 @@ cdef class Socket:
             raise ValueError("negative buffersize in recv_into")
         self._settle(s, me, True)
         self._raise_pending()
-        if flags & MSG_WAITALL and self._timeout_ns != 0:
+        if flags & MSG_WAITALL and not _must_not_wait(self, flags):
             view = memoryview(buffer)
             if view.readonly:
                 raise TypeError("recv_into() needs a writable buffer")
@@ -424,19 +428,22 @@ cdef class Socket:
             if nbytes > o.view.len:
                 raise ValueError("buffer too small for requested bytes")
             o.op.len = <unsigned int>nbytes
+        if o.op.len == 0:
+            return 0            # as the stdlib: no system call at all
         if self._pushback is not None:
             data = self._pushback
             n = min(len(data), o.op.len)
             memoryview(buffer)[:n] = data[:n]
             self._pushback = data[n:] or None
             return n
-        if st is not None:
+        if st is not None and not st.accepting:
             data = st._take(s, me, self, o.op.len, flags, timed)
             if data is not None:
                 n = len(data)
                 memcpy(o.op.buf, <char *>data, n)
                 return n
         res = self._recv_wait(s, me, o, timed)
+        res = _polled_call(self, s, me, o, res, POLLIN, timed)
         if res < 0:
             raise _oserror(-res)
         return res
@@ -448,6 +455,8 @@ cdef class Socket:
                                    (bufsize, flags))
         if self._ms is not None and not self._ms.accepting:
             return self.recv(bufsize, flags), None
+        if flags & MSG_DONTWAIT and self._timeout_ns < 0:
+            return _receive_now(self, self._sock.recvfrom, (bufsize, flags))
         return self._poll_loop("recvfrom", self._sock.recvfrom,
                                (bufsize, flags | MSG_DONTWAIT), POLLIN)
 
@@ -456,6 +465,9 @@ cdef class Socket:
         if _sched()._current is None:
             return _sched()._drive("recvfrom_into", self.recvfrom_into,
                                    (buffer, nbytes, flags))
+        if flags & MSG_DONTWAIT and self._timeout_ns < 0:
+            return _receive_now(self, self._sock.recvfrom_into,
+                                (buffer, nbytes, flags))
         return self._poll_loop("recvfrom_into", self._sock.recvfrom_into,
                                (buffer, nbytes, flags | MSG_DONTWAIT), POLLIN)
 
@@ -474,6 +486,7 @@ cdef class Socket:
         o.op.msg_flags = flags | MSG_NOSIGNAL
         _op_view(o, data, False)
         res = self._wait(s, me, o, True, True)
+        res = _polled_call(self, s, me, o, res, POLLOUT, True)
         if res < 0:
             raise _oserror(-res)
         return res
@@ -500,6 +513,7 @@ cdef class Socket:
                 o.op.buf = base + off
                 o.op.len = <unsigned int>min(o.view.len - off, MAX_IO)
                 res = self._wait(s, me, o, True, False)
+                res = _polled_call(self, s, me, o, res, POLLOUT, False)
                 if res < 0:
                     raise _oserror(-res)
                 off += res
@@ -733,6 +747,7 @@ cdef class Socket:
         return 0
 
     cdef int _real_close(self) except -1:
+        _reset_if_unread(self)
         self._end_stream()
         self._sock.close()
         return 0
@@ -764,6 +779,8 @@ cdef class Socket:
         cdef int res
         if st is not None and st.unsupported:
             self._ms = st = None
+        if st is not None and st.accepting:
+            st = None           # a listener's stream holds connections
         if st is None:
             return self._wait(s, me, o, False, timed)
         res = fib__op_try(&o.op, 0)
@@ -848,3 +865,123 @@ def _adopt_socket(sock):
     sock.settimeout(0)
     self = _adopt(sock, True)
     return self
+
+
+# ---- the stdlib's call semantics ------------------------------------------
+#
+# CPython's sock_call (Modules/socketmodule.c) decides when a socket call
+# waits, and these helpers hold Socket to it:
+#   - a socket with a timeout polls for readiness first (the timeout is
+#     the poll's), then makes the call; EAGAIN after readiness (a false
+#     positive) polls again.  MSG_DONTWAIT changes nothing but the call;
+#   - a blocking socket just makes the call, so MSG_DONTWAIT makes it
+#     raise EAGAIN at once; a non-blocking one never waits.
+# Socket makes the call first and waits only on EAGAIN (a recv with data
+# waiting costs no poll), which gives the same results except where the
+# call fails on a socket that is not ready: there the stdlib would still be
+# in its poll (_stdlib_polls).  And recv(0) returns b'' without a system
+# call.  Closing with bytes received but unread resets the connection, as
+# the kernel does when they were never read from it (_reset_if_unread).
+
+cdef extern from "<sys/socket.h>":
+    enum:
+        SO_LINGER
+        SOL_SOCKET
+    struct linger:
+        int l_onoff
+        int l_linger
+    int setsockopt(int fd, int level, int name, const void *val,
+                   unsigned len)
+
+cdef extern from "<poll.h>":
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long n, int timeout)
+
+
+cdef inline bint _must_not_wait(Socket sock, int flags):
+    # The call may not wait: a non-blocking socket, or MSG_DONTWAIT on a
+    # blocking one.  (With a timeout the stdlib waits for readiness first,
+    # whatever the flags.)
+    return sock._timeout_ns == 0 or \
+        (sock._timeout_ns < 0 and (flags & MSG_DONTWAIT) != 0)
+
+
+cdef inline int _call_flags(Socket sock, int flags):
+    # The flags a call that may wait hands to the pump: with a timeout,
+    # MSG_DONTWAIT goes (io_uring would give EAGAIN at once, where the
+    # stdlib first waits for readiness).
+    if sock._timeout_ns > 0:
+        return flags & ~MSG_DONTWAIT
+    return flags
+
+
+cdef object _receive_now(Socket sock, object fn, tuple args):
+    # recvfrom/recvfrom_into with MSG_DONTWAIT on a blocking socket: the
+    # stdlib makes the call once, through our stdlib object (non-blocking:
+    # EAGAIN is its own BlockingIOError).  A recv given up on and still
+    # being cancelled (_late) may yet bring bytes that come first: until
+    # it is done there is nothing to take without waiting.
+    sock._prepare(_sched())
+    if sock._late is not None:
+        raise BlockingIOError(EAGAIN, "Resource temporarily unavailable")
+    return fn(*args)
+
+
+cdef bint _stdlib_polls(Socket sock, int res, int events):
+    # A call failed with -res at once: would the stdlib not have made it
+    # yet, still polling for readiness under the socket's timeout?  Only a
+    # socket with a timeout polls first, and only a socket that is not
+    # ready keeps it polling -- a listener, whose recv (ENOTCONN) and send
+    # (EPIPE) fail without waiting.  Asked only on those two errors, which
+    # come from the socket's state: an error the call takes from the
+    # socket (a reset, an ICMP refusal: sk_err) is gone after it, and a
+    # poll then would not see what the stdlib's poll saw.  So the calls
+    # that succeed pay no poll.
+    cdef pollfd p
+    if (res != -ENOTCONN and res != -EPIPE) or sock._timeout_ns <= 0 or \
+            sock._closed:
+        return False
+    p.fd = sock._fd
+    p.events = <short>events
+    p.revents = 0
+    return poll(&p, 1, 0) == 0
+
+
+cdef int _polled_call(Socket sock, Scheduler s, Fiber me, _Op o, int res,
+                      int events, bint timed) except? -1:
+    # A call that failed (res < 0) where the stdlib would still be polling
+    # (_stdlib_polls): poll as it does, then call again.  Returns the
+    # call's result or -errno; the timeout raises TimeoutError.
+    cdef int rc
+    while _stdlib_polls(sock, res, events):
+        rc = sock._wait_ready(s, me, events, timed)
+        if rc < 0:
+            return rc
+        res = sock._wait(s, me, o, True, timed)
+    return res
+
+
+cdef int _reset_if_unread(Socket sock) except -1:
+    # Before the fd closes: TCP closed with unread received data resets
+    # the connection (RST; the peer's recv raises ConnectionResetError),
+    # where a clean close sends FIN.  Bytes we received and nobody read --
+    # in the multishot stream, or put back (_pushback) -- are unread for
+    # the stdlib, which would have left them in the kernel; but the kernel
+    # no longer has them, so it would send FIN.  SO_LINGER {1, 0} makes
+    # the close the abortive one the kernel does for unread data (unsent
+    # data is dropped in both).
+    cdef _Stream st = sock._ms
+    cdef linger lg
+    if sock._pushback is None and (st is None or st.accepting or
+                                   st.buffered == 0):
+        return 0
+    if sock._sock.type != _socket_mod.SOCK_STREAM or sock._sock.family \
+            not in (_socket_mod.AF_INET, _socket_mod.AF_INET6):
+        return 0
+    lg.l_onoff = 1
+    lg.l_linger = 0
+    setsockopt(sock._fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
+    return 0

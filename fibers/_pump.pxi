@@ -359,6 +359,29 @@ cdef class _Pump:
         PyErr_CheckSignals()
         return rc
 
+    cdef int deliver(self, Scheduler s) except -1:
+        # From a running fiber, between ticks: hand out the completions the
+        # kernel has already made, without waiting and without running any
+        # fiber (handlers only queue and wake).  A call that must not wait
+        # (a non-blocking recv, MSG_DONTWAIT) uses it before it reports
+        # EAGAIN: data a socket already received may sit in a completion
+        # not yet harvested or, with DEFER_TASKRUN, in a multishot recv's
+        # task work that only a kernel call runs -- select() says readable,
+        # and the stdlib's recv would return it.  Signal handlers wait for
+        # the next tick.
+        cdef int i, rc
+        cdef int total = 0
+        if not self.is_open or self.reaping:
+            return 0
+        for _ in range(64):         # a bound: completions keep coming
+            rc = _pump_wait(&self.c, 0, self.done)
+            for i in range(rc):
+                _dispatch(s, &self.done[i])
+            total += rc
+            if rc < PUMP_BATCH:
+                break
+        return total
+
     # ---- the waker: other threads and OS signals ------------------------
 
     cdef int wait_waker(self, int64_t t) except -1:

@@ -18,6 +18,10 @@
 #     goes off and recv reads straight into the caller's buffer
 #     (Socket._recv_wait) until STREAM_DIRECT_WAITS reads in a row come
 #     back smaller than a provided buffer (_direct_done).
+#   - no waiting: a call that must not wait (non-blocking, MSG_DONTWAIT)
+#     first has the pump deliver what the kernel already received for the
+#     armed record (_Pump.deliver), or reads the socket directly when no
+#     record is armed -- never EAGAIN while select() says readable.
 #   - the end: end of stream, an error (raised once, then the stream is
 #     over), the socket's close (_end), or the kernel's refusal of
 #     multishot (EINVAL before any data: the socket falls back to plain
@@ -123,8 +127,11 @@ cdef class _Stream:
         # recv() from the stream: up to n bytes of what has arrived,
         # waiting if nothing has.  None: read directly instead -- for good
         # if the kernel has no multishot recv (unsupported), for now if the
-        # stream is in bulk mode (direct).
+        # stream is in bulk mode (direct), or once if the call must not
+        # wait and no record of ours can hold bytes the kernel received.
         cdef list items
+        cdef bint nowait = _must_not_wait(sock, flags)
+        cdef bint delivered = False
         while True:
             if self.unsupported:
                 return None
@@ -143,6 +150,25 @@ cdef class _Stream:
                 raise _oserror(-err)
             if self.ended:
                 return b""
+            if nowait:
+                # A non-blocking recv, or MSG_DONTWAIT on a blocking socket:
+                # the stdlib returns what the kernel has or raises EAGAIN.
+                # What our armed record received may not be queued here
+                # yet (a completion not harvested, or with DEFER_TASKRUN a
+                # multishot recv the kernel runs only when we enter it):
+                # have the pump deliver it first.  With no record armed,
+                # the socket's own queue is the whole truth: read it
+                # directly (no arming: a reader that never waits is better
+                # served by plain calls, and select() keeps seeing the
+                # kernel's queue).
+                if self.op is not None and not delivered:
+                    delivered = True
+                    s._io.deliver(s)
+                    continue
+                if self.op is None:
+                    return None
+                raise BlockingIOError(EAGAIN, "Resource temporarily "
+                                      "unavailable")
             if self.direct:
                 if self.op is None:
                     return None
@@ -151,9 +177,6 @@ cdef class _Stream:
             elif self.op is None:
                 self._arm(s, FIB__OP_RECV_MULTI, sock._fd)
                 continue
-            if sock._timeout_ns == 0:
-                raise BlockingIOError(EAGAIN, "Resource temporarily "
-                                      "unavailable")
             self._wait(s, me, sock, timed)
 
     cdef object _pop(self, Py_ssize_t n, bint peek):
