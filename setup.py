@@ -79,6 +79,7 @@ extensions = [
                  "fibers/_stream.pxi", "fibers/_file.pxi", "fibers/_ring.pxi",
                  "fibers/_blocking.pxi", "fibers/_capi.pxi",
                  "fibers/_group.pxd", "fibers/_group.pxi",
+                 "fibers/_threadlock.pxd", "fibers/_threadlock.pxi",
                  "csrc/fib_pool.h", "fibers/_heap.pxd", "csrc/fib_arena.h",
                  "fibers/include/fibers.h"],
     ),
