@@ -439,30 +439,16 @@ def _os_part():
     return [(_os, "read", _os_read), (_os, "write", _os_write)]
 
 
-# ---- threading and queue (fibers._threadpatch, where it is built) ------------
-
-def _threadpatch():
-    try:
-        from . import _threadpatch
-    except ImportError:
-        return None
-    return _threadpatch
-
+# ---- threading and queue (fibers/_threadpatch.py) -----------------------------
 
 def _threading_part():
-    tp = _threadpatch()
-    if tp is None:
-        raise NotImplementedError("fibers.patch(threading=True) is not "
-                                  "available in this build")
-    return list(tp.threading_targets())
+    from . import _threadpatch
+    return list(_threadpatch.threading_targets())
 
 
 def _queue_part():
-    tp = _threadpatch()
-    if tp is None:
-        raise NotImplementedError("fibers.patch(queue=True) is not "
-                                  "available in this build")
-    return list(tp.queue_targets())
+    from . import _threadpatch
+    return list(_threadpatch.queue_targets())
 
 
 _PARTS = {
@@ -495,13 +481,10 @@ def _check_caller():
 
 
 def _options(opts):
-    default_thread = _threadpatch() is not None
     out = {}
     for name in _OPTIONS:
         v = opts.pop(name, True)
-        if v is None and name in ("threading", "queue"):
-            v = default_thread
-        elif not isinstance(v, bool):
+        if not isinstance(v, bool):
             raise TypeError(f"fibers.patch() argument {name!r} must be "
                             f"bool, not {type(v).__name__}")
         out[name] = v
@@ -512,13 +495,12 @@ def _options(opts):
 
 
 def patch(*, socket=True, ssl=True, select=True, selectors=True, time=True,
-          subprocess=True, os=True, threading=None, queue=None):
+          subprocess=True, os=True, threading=True, queue=True):
     """Make the stdlib's blocking calls suspend only the calling fiber when
     made inside one; everywhere else (other threads, before
     :func:`fibers.run`, outside any fiber) they stay the stdlib's own.
 
-    Each option (default True; ``threading`` and ``queue`` default to
-    whether this build has them) names a part; False leaves it out.  Call
+    Each option (default True) names a part; False leaves it out.  Call
     from the main thread.  Idempotent: a part already patched is left as
     it is.  :func:`unpatch` restores every attribute.  See docs/patch.md
     for exactly what each part replaces."""

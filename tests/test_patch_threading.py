@@ -1,0 +1,367 @@
+"""fibers.patch()'s threading and queue parts: threading.Lock, RLock and
+queue.SimpleQueue (and so Condition, Event, Semaphore, queue.Queue, which
+the stdlib builds on them) suspend only the calling fiber inside one, and
+stay real thread locks everywhere else.  On both pump backends.
+
+Fibers-only waits run on the virtual clock (exact times).  Where a real
+thread takes part, the scheduler runs on the real clock and the tests
+synchronise on events; a real-clock timeout is only asserted to happen."""
+import queue
+import threading
+
+import pytest
+
+import fibers
+from fibers import patching
+
+PEER_WAIT = 30          # seconds a real thread waits for its peer at most
+
+
+@pytest.fixture
+def patched():
+    with fibers.patched(threading=True, queue=True):
+        yield
+    assert not patching.is_patched()
+
+
+@pytest.fixture
+def real_sched(backend):
+    # Real clock: a real thread's release must not race an autojump.
+    s = fibers.Scheduler(backend=backend)
+    yield s
+    s.close()
+
+
+def test_the_names_are_replaced_and_restored():
+    before = (threading.Lock, threading._allocate_lock, threading.RLock,
+              queue.SimpleQueue)
+    with fibers.patched(threading=True, queue=True):
+        assert threading.Lock is not before[0]
+        assert threading._allocate_lock is threading.Lock
+        assert threading.RLock is not before[2]
+        assert queue.SimpleQueue is not before[3]
+        # A real lock made before the patch is still "a threading.Lock".
+        import _thread
+        assert isinstance(_thread.allocate_lock(), threading.Lock)
+    assert (threading.Lock, threading._allocate_lock, threading.RLock,
+            queue.SimpleQueue) == before
+
+
+def test_contended_lock_parks_only_the_fiber(io_sched, patched):
+    log = []
+    lk = threading.Lock()
+
+    def holder():
+        with lk:
+            log.append(("a in", fibers.now()))
+            fibers.sleep(2)
+            log.append(("a out", fibers.now()))
+
+    def waiter():
+        with lk:
+            log.append(("b in", fibers.now()))
+
+    def other():
+        log.append(("c ran", fibers.now()))
+
+    def main():
+        fs = [fibers.spawn(f) for f in (holder, waiter, other)]
+        for f in fs:
+            f.join()
+
+    io_sched.run(main)
+    assert log == [("a in", 0.0), ("c ran", 0.0), ("a out", 2.0),
+                   ("b in", 2.0)]
+
+
+def test_acquire_timeouts_and_nonblocking_on_the_virtual_clock(
+        io_sched, patched):
+    lk = threading.Lock()
+    got = []
+
+    def main():
+        lk.acquire()
+        got.append(lk.acquire(False))
+        got.append(lk.acquire(timeout=0))
+        got.append((lk.acquire(timeout=1.5), fibers.now()))
+        f = fibers.spawn(lambda: got.append((lk.acquire(timeout=10),
+                                             fibers.now())))
+        fibers.sleep(3)
+        lk.release()
+        f.join()
+        lk.release()
+        with pytest.raises(RuntimeError):
+            lk.release()
+        with pytest.raises(ValueError):
+            lk.acquire(False, 1)
+        with pytest.raises(ValueError):
+            lk.acquire(timeout=-2)
+
+    io_sched.run(main)
+    assert got == [False, False, (False, 1.5), (True, 4.5)]
+
+
+def test_a_real_thread_holds_the_lock_while_fibers_run(real_sched, patched):
+    lk = threading.Lock()
+    held = threading.Event()
+    release = threading.Event()
+    log = []
+
+    def thread_body():
+        with lk:
+            held.set()
+            release.wait(PEER_WAIT)
+
+    def waiter():
+        with lk:
+            log.append("fiber has it")
+
+    def ticker():
+        # Runs while the waiter is parked on the thread's lock, then lets
+        # the thread go: only possible if the waiter froze nothing.
+        for i in range(3):
+            fibers.sleep(0.001)
+            log.append(f"tick {i}")
+        release.set()
+
+    def main():
+        t = threading.Thread(target=thread_body)
+        t.start()
+        assert held.wait(PEER_WAIT)         # outside: the stdlib's Event
+        w = fibers.spawn(waiter)
+        k = fibers.spawn(ticker)
+        w.join()
+        k.join()
+        t.join(PEER_WAIT)
+        assert not t.is_alive()
+
+    real_sched.run(main)
+    assert log == ["tick 0", "tick 1", "tick 2", "fiber has it"]
+
+
+def test_a_fiber_holds_the_lock_a_real_thread_waits(real_sched, patched):
+    lk = threading.Lock()
+    got = []
+
+    def thread_body():
+        # Outside any fiber: the real lock's blocking acquire.
+        got.append(lk.acquire(timeout=PEER_WAIT))
+        lk.release()
+
+    def main():
+        lk.acquire()
+        t = threading.Thread(target=thread_body)
+        t.start()
+        fibers.sleep(0.01)
+        assert got == []
+        lk.release()
+        t.join(PEER_WAIT)
+        # With a real thread holding it, a fiber's timed acquire times out.
+        lk2 = threading.Lock()
+        hold = threading.Event()
+        done = threading.Event()
+        h = threading.Thread(target=lambda: (lk2.acquire(), hold.set(),
+                                             done.wait(PEER_WAIT),
+                                             lk2.release()))
+        h.start()
+        assert hold.wait(PEER_WAIT)
+        got.append(lk2.acquire(timeout=0.01))
+        done.set()
+        h.join(PEER_WAIT)
+
+    real_sched.run(main)
+    assert got == [True, False]
+
+
+def test_rlock_recursion_and_one_owner_per_fiber(io_sched, patched):
+    rl = threading.RLock()
+    log = []
+
+    def first():
+        with rl:
+            with rl:                    # recursion: no wait
+                log.append(("first in twice", fibers.now()))
+                fibers.sleep(1)
+        log.append(("first out", fibers.now()))
+
+    def second():
+        # Same thread, another fiber: another owner, so it waits.
+        with pytest.raises(RuntimeError):
+            rl.release()
+        with rl:
+            log.append(("second in", fibers.now()))
+
+    def main():
+        a = fibers.spawn(first)
+        b = fibers.spawn(second)
+        a.join()
+        b.join()
+        assert not rl.locked()
+
+    io_sched.run(main)
+    assert log == [("first in twice", 0.0), ("first out", 1.0),
+                   ("second in", 1.0)]
+
+
+def test_condition_event_and_semaphore_in_fibers(io_sched, patched):
+    cond = threading.Condition()
+    ev = threading.Event()
+    sem = threading.Semaphore(1)
+    log = []
+
+    def waiter():
+        with cond:
+            log.append(("cond", cond.wait(timeout=5), fibers.now()))
+        log.append(("event", ev.wait(), fibers.now()))
+
+    def main():
+        w = fibers.spawn(waiter)
+        fibers.sleep(1)
+        with cond:
+            cond.notify()
+        fibers.sleep(1)
+        ev.set()
+        w.join()
+        with cond:
+            log.append(("cond timeout", cond.wait(timeout=2), fibers.now()))
+        # (Semaphore's own timeout loop reads time.monotonic, which the
+        # virtual clock does not move: an untimed wait here.)
+        sem.acquire()
+        s = fibers.spawn(lambda: (sem.acquire(),
+                                  log.append(("sem", fibers.now()))))
+        fibers.sleep(1)
+        sem.release()
+        s.join()
+
+    io_sched.run(main)
+    assert log == [("cond", True, 1.0), ("event", True, 2.0),
+                   ("cond timeout", False, 4.0), ("sem", 5.0)]
+
+
+def test_queue_between_fibers_and_from_a_thread(real_sched, patched):
+    q = queue.Queue(maxsize=2)
+    got = []
+
+    def consumer():
+        for _ in range(10):
+            got.append(q.get())
+            q.task_done()
+
+    def producer():
+        for i in range(5):
+            q.put(i)                    # waits when full: a fiber wait
+
+    def thread_body():
+        for i in range(5, 10):
+            q.put(i)
+
+    def main():
+        c = fibers.spawn(consumer)
+        p = fibers.spawn(producer)
+        p.join()
+        t = threading.Thread(target=thread_body)
+        t.start()
+        c.join()
+        t.join(PEER_WAIT)
+        q.join()
+
+    real_sched.run(main)
+    assert got == list(range(10))
+
+
+def test_simple_queue_in_fibers(io_sched, patched):
+    sq = queue.SimpleQueue()
+    log = []
+
+    def getter():
+        log.append((sq.get(), fibers.now()))
+        with pytest.raises(queue.Empty):
+            sq.get(timeout=1)
+        log.append(("empty", fibers.now()))
+
+    def main():
+        g = fibers.spawn(getter)
+        fibers.sleep(2)
+        sq.put("x")
+        g.join()
+        with pytest.raises(queue.Empty):
+            sq.get(False)
+
+    io_sched.run(main)
+    assert log == [("x", 2.0), ("empty", 3.0)]
+
+
+def test_simple_queue_put_from_a_thread_wakes_the_fiber(real_sched,
+                                                        patched):
+    sq = queue.SimpleQueue()
+
+    def main():
+        t = threading.Thread(target=lambda: [sq.put(i) for i in range(100)])
+        t.start()
+        out = [sq.get(timeout=PEER_WAIT) for _ in range(100)]
+        t.join(PEER_WAIT)
+        return out
+
+    assert real_sched.run(main) == list(range(100))
+
+
+def test_a_killed_waiter_does_not_keep_the_others_waiting(io_sched,
+                                                          patched):
+    lk = threading.Lock()
+    log = []
+
+    def waiter(name):
+        with lk:
+            log.append((name, fibers.now()))
+
+    def main():
+        lk.acquire()
+        a = fibers.spawn(waiter, "a")
+        b = fibers.spawn(waiter, "b")
+        fibers.sleep(1)
+        a.kill()
+        fibers.sleep(1)
+        lk.release()
+        b.join()
+        assert lk._fiber_waiters == 0
+
+    io_sched.run(main)
+    assert log == [("b", 2.0)]
+
+
+def test_threads_start_and_join_while_patched(real_sched, patched):
+    out = []
+
+    def body(i):
+        out.append(i)
+
+    # From outside a fiber...
+    t = threading.Thread(target=body, args=(0,))
+    t.start()
+    t.join(PEER_WAIT)
+
+    # ...and from inside one (Thread.start waits on an Event made while
+    # patched: the fiber waits cooperatively for the thread to start).
+    def main():
+        ts = [threading.Thread(target=body, args=(i,)) for i in (1, 2, 3)]
+        for x in ts:
+            x.start()
+        for x in ts:
+            x.join(PEER_WAIT)
+        return [x.is_alive() for x in ts]
+
+    assert real_sched.run(main) == [False] * 3
+    assert sorted(out) == [0, 1, 2, 3]
+
+
+def test_outside_a_fiber_the_lock_is_a_real_thread_lock(patched):
+    lk = threading.Lock()
+    lk.acquire()
+    got = []
+    t = threading.Thread(target=lambda: got.append(lk.acquire(timeout=0.01)))
+    t.start()
+    t.join(PEER_WAIT)
+    assert got == [False]
+    lk.release()
+    assert lk.acquire(False)
+    lk.release()
