@@ -138,7 +138,7 @@ cdef class _Pump:
     cdef inline Py_ssize_t waiting(self) noexcept
     cdef int tick(self, Scheduler s, int64_t t, bint grace) except -1
     cdef int step(self, Scheduler s, int64_t t) except -1
-    cdef int wait_waker(self, int64_t t) except -1
+    cdef int wait_waker(self, Scheduler s, int64_t t) except -1
     cdef int open_waker(self) except -1
     cdef int arm_waker(self) except -1
     cdef void poke(self) noexcept
