@@ -285,6 +285,7 @@ cdef class Scheduler:
     cdef int _enter(self, bint may_block) except -1
     cdef bint _quiet(self, Fiber target) except -1
     cdef int _deliver(self, Fiber target, object exc) except -1
+    cdef int _check_signals(self) except -1
     cdef void _leave(self, void *prev)
     cdef object _loop(self, Fiber target)
     cdef int _ticks_until_done(self, Fiber target) except -1

@@ -1585,7 +1585,7 @@ cdef class Scheduler:
             return False
         # A signal may have landed since the last wait: its handler may
         # wake someone.
-        PyErr_CheckSignals()
+        self._check_signals()
         if not self._idle():
             return False
         if target is None:
@@ -1609,6 +1609,36 @@ cdef class Scheduler:
         # blocks run, and run() re-raises it once the fiber is done.
         self._delivered = exc
         return self._throw(target, exc)
+
+    cdef int _check_signals(self) except -1:
+        # The hub's PyErr_CheckSignals, after a wait (the pump's step, the
+        # waker's wait) and before deciding the run is over (_quiet).
+        # Python runs a signal's handler in the main thread, and what it
+        # raises comes out of whatever that thread was blocked in (a
+        # select(), a recv()).  Here the thread was blocked in the hub's
+        # wait on behalf of the fiber run() waits for, so that is where
+        # the exception goes: thrown into that fiber at its current wait,
+        # as a timeout is, not out of run() past it (a handler's
+        # ZeroDivisionError would otherwise end run() with main still
+        # parked, and signal.alarm-based tests, the stdlib's included,
+        # could never catch it).  KeyboardInterrupt and SystemExit go the
+        # same way but are re-raised by run() once the fiber has unwound
+        # (_deliver).  With no such fiber (run() without main, step()) the
+        # caller of run() is the one blocked, and it gets the exception.
+        # (Handlers see the hub's frame: the caller of run().)
+        cdef Fiber target
+        try:
+            PyErr_CheckSignals()
+        except BaseException as e:
+            target = self._target
+            if target is None or target._state == ST_DEAD or \
+                    not self._running:
+                raise
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                self._deliver(target, e)
+            else:
+                self._throw(target, e)
+        return 0
 
     cdef object _loop(self, Fiber target):
         cdef void *prev = fib__tls_get()

@@ -139,7 +139,7 @@ cdef class _Pump:
     cdef int tick(self, Scheduler s, int64_t t, bint grace) except -1
     cdef int step(self, Scheduler s, int64_t t) except -1
     cdef int deliver(self, Scheduler s) except -1
-    cdef int wait_waker(self, int64_t t) except -1
+    cdef int wait_waker(self, Scheduler s, int64_t t) except -1
     cdef int open_waker(self) except -1
     cdef int arm_waker(self) except -1
     cdef void poke(self) noexcept

@@ -209,7 +209,7 @@ cdef int _pump_wait(fib__pump *p, int64_t timeout_ns, fib__cqe *out) \
     # One pump wait for the scheduler or a Ring: the GIL is released only
     # when it may block.  Returns the completions stored in out (0 when a
     # signal cut the wait short).  The caller runs the signal handlers
-    # (PyErr_CheckSignals) once it has dispatched what came back.
+    # (Scheduler._check_signals) once it has dispatched what came back.
     cdef int rc
     if timeout_ns == 0:
         rc = fib__pump_wait(p, 0, out, PUMP_BATCH)
@@ -333,7 +333,7 @@ cdef class _Pump:
         cdef int64_t end
         cdef int rc
         if not self.is_open:
-            return self.wait_waker(t)
+            return self.wait_waker(s, t)
         if not grace or t <= 0:
             return self.step(s, t)
         end = fib__monotonic_ns() + t
@@ -356,7 +356,7 @@ cdef class _Pump:
         cdef int rc = _pump_wait(&self.c, t, self.done)
         for i in range(rc):
             _dispatch(s, &self.done[i])
-        PyErr_CheckSignals()
+        s._check_signals()
         return rc
 
     cdef int deliver(self, Scheduler s) except -1:
@@ -384,7 +384,7 @@ cdef class _Pump:
 
     # ---- the waker: other threads and OS signals ------------------------
 
-    cdef int wait_waker(self, int64_t t) except -1:
+    cdef int wait_waker(self, Scheduler s, int64_t t) except -1:
         # No pump yet (no I/O so far): the tick waits on the waker alone.
         cdef int rc = 0
         if t != 0:
@@ -394,7 +394,7 @@ cdef class _Pump:
                 fib__waker_drain(self.wake_r)
             else:
                 rc = 0
-            PyErr_CheckSignals()
+            s._check_signals()
         return rc
 
     cdef int open_waker(self) except -1:

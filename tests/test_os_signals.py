@@ -1,6 +1,7 @@
 """OS signals: handlers run promptly on both backends, Ctrl-C unwinds the
 main fiber, and fibers can wait for signals (wait_os_signal)."""
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 
 import pytest
 
+import capabilities
 import fibers
 from iohelp import skip_unless_pump_wait_seen
 
@@ -134,6 +136,105 @@ def test_sigterm_shuts_a_server_down_gracefully(backend):
     assert "got SIGTERM" in out and "clean" in out
     assert "client got b'hello' b''" in out      # the handler finished
     assert "handler restored: True" in out
+
+
+# ---- a handler that raises: the exception goes into main ----------------
+
+# Python raises what a signal handler raised out of the call the main
+# thread was blocked in (select(), recv()); the stdlib's own tests rely on
+# it (test_selectors' test_select_interrupt_exc, test_socket's
+# InterruptedTimeout tests, with signal.alarm).  Under fibers that thread
+# is blocked in the hub's wait on behalf of main, so main gets it at its
+# wait.  Regression: it came out of run() past main, which stayed parked.
+RAISING_HANDLER = """
+    log = []
+
+    def on_usr1(signum, frame):
+        raise ZeroDivisionError("from the handler")
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+
+    def bystander():
+        try:
+            fibers.sleep(3600)
+        except BaseException as e:
+            log.append(f"bystander got {type(e).__name__}")
+            raise
+
+    def main():
+        fibers.spawn(bystander)
+        open_io()
+        send_when_parked(signal.SIGUSR1)
+        parked.set()
+        try:
+            fibers.sleep(3600)
+        except ZeroDivisionError as e:
+            log.append(f"main caught {e}")
+        fibers.yield_now()
+        return "main returned"
+
+    t0 = time.monotonic()
+    print(fibers.run(main), log, int(time.monotonic() - t0), flush=True)
+"""
+
+
+def test_a_handler_that_raises_raises_in_main_at_its_wait(backend):
+    r = _child(PRELUDE + """
+    def open_io():
+        net.serve(("127.0.0.1", 0), lambda c, a: None)
+    """ + RAISING_HANDLER, backend)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == \
+        "main returned ['main caught from the handler'] 0"
+
+
+def test_a_handler_that_raises_in_the_wakers_wait_goes_to_main(backend):
+    # No I/O yet: the tick waits on the waker alone (ppoll), not in the
+    # pump; the same rule holds there.
+    if platform.machine() != "x86_64":
+        capabilities.skip("x86_64", "ppoll's system call number is known "
+                          "here for x86_64 only")
+    r = _child(PRELUDE.replace(
+        "wait_until_blocked_in_pump(threading.main_thread().native_id)",
+        "wait_in_ppoll(threading.main_thread().native_id)") + """
+    def wait_in_ppoll(tid):
+        for _ in range(60000):
+            with open(f"/proc/self/task/{tid}/syscall") as f:
+                if f.read().split()[0] == "271":        # ppoll
+                    return
+            time.sleep(0.0005)
+        raise AssertionError("main never waited in ppoll")
+
+    def open_io():
+        pass
+    """ + RAISING_HANDLER, backend)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == \
+        "main returned ['main caught from the handler'] 0"
+
+
+def test_a_handler_that_raises_without_main_raises_from_run(backend):
+    # run() without main: its caller is the one blocked, and gets it.
+    r = _child(PRELUDE + """
+    def on_usr1(signum, frame):
+        raise ZeroDivisionError("from the handler")
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+
+    def sleeper():
+        net.serve(("127.0.0.1", 0), lambda c, a: None)
+        send_when_parked(signal.SIGUSR1)
+        parked.set()
+        fibers.sleep(3600)
+
+    fibers.spawn(sleeper)
+    try:
+        fibers.run()
+    except ZeroDivisionError as e:
+        print("run raised", e, flush=True)
+    """, backend)
+    assert r.returncode == 0, r.stderr
+    assert "run raised from the handler" in r.stdout
 
 
 # ---- in-process: KeyboardInterrupt raised elsewhere goes into main -------
