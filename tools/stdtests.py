@@ -195,7 +195,8 @@ def child(args):
         loader.testNamePatterns = ["*%s*" % p if "*" not in p else p
                                    for p in args.k]
     sys.path[:0] = args.path or []
-    name = args.module if "." in args.module else "test." + args.module
+    name = args.module if "." in args.module or args.path \
+        else "test." + args.module
     suite = loader.loadTestsFromName(name)
     suite = _drop(suite, skip)
     suite.run(rec.result)       # the top suite: module teardowns too
@@ -242,6 +243,7 @@ def run_module(python, module, mode, backend, limit, module_limit, k=None,
             open(results, "w").close()
             cwd = tempfile.mkdtemp(dir=work)     # tests write into cwd
             with open(logname, "a") as log:
+                start = log.tell()          # this attempt's output only
                 log.write(f"---- attempt {attempt}: {module} {mode} "
                           f"{backend}\n")
                 log.flush()
@@ -255,7 +257,7 @@ def run_module(python, module, mode, backend, limit, module_limit, k=None,
             current, done = _read(results, outcomes)
             if done:
                 break
-            tail = _tail(logname)
+            tail = _tail(logname, start)
             if current is None:
                 # Died between tests (module import, setUpModule...).
                 current = f"{module} (child, {why})"
@@ -333,8 +335,9 @@ def _read(results, outcomes):
     return current, done
 
 
-def _tail(path, n=3000):
+def _tail(path, start, n=3000):
     with open(path, errors="replace") as f:
+        f.seek(start)
         return f.read()[-n:]
 
 
