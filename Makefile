@@ -21,7 +21,7 @@ BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py pyproject.toml
 
-.PHONY: all sysdeps sysdeps-test sysdeps-bench venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-pytest clean
+.PHONY: stdtests all sysdeps sysdeps-test sysdeps-bench venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-pytest clean
 
 all: build
 
@@ -234,3 +234,11 @@ docs: $(VENV)/.docs-deps
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 test pytest: $(VENV)/.docs-deps
+
+# CPython's own test_socket, test_selectors, test_httplib,
+# test_urllib2_localnet and test_subprocess, unpatched and under
+# fibers.patch() (each test a fiber), compared (tools/stdtests.py).  Long:
+# not part of `make test`.  BACKEND=epoll for the other backend.
+BACKEND ?= io_uring
+stdtests: build
+	$(PY) tools/stdtests.py --backend $(BACKEND)

@@ -194,7 +194,10 @@ def child(args):
     if args.k:
         loader.testNamePatterns = ["*%s*" % p if "*" not in p else p
                                    for p in args.k]
-    suite = loader.loadTestsFromName("test." + args.module)
+    sys.path[:0] = args.path or []
+    name = args.module if "." in args.module or args.path \
+        else "test." + args.module
+    suite = loader.loadTestsFromName(name)
     suite = _drop(suite, skip)
     suite.run(rec.result)       # the top suite: module teardowns too
     rec._emit({"ev": "done"})
@@ -207,7 +210,8 @@ def child(args):
 
 # ---- the parent: a module's run, bounded ------------------------------------
 
-def _child_cmd(python, module, mode, backend, limit, results, skip_file, k):
+def _child_cmd(python, module, mode, backend, limit, results, skip_file, k,
+               path):
     cmd = [python, os.path.abspath(__file__), "--child", module,
            "--mode", mode, "--backend", backend,
            "--test-timeout", str(limit), "--results", results]
@@ -215,11 +219,13 @@ def _child_cmd(python, module, mode, backend, limit, results, skip_file, k):
         cmd += ["--skip-file", skip_file]
     for p in k or ():
         cmd += ["-k", p]
+    for p in path or ():
+        cmd += ["--path", p]
     return cmd
 
 
 def run_module(python, module, mode, backend, limit, module_limit, k=None,
-               logdir=None, echo=None):
+               logdir=None, echo=None, path=None):
     """Run ``module`` in ``mode`` ("patched" or "unpatched") in child
     processes; returns ``{test id: (outcome, detail)}`` in run order."""
     outcomes = {}
@@ -237,19 +243,21 @@ def run_module(python, module, mode, backend, limit, module_limit, k=None,
             open(results, "w").close()
             cwd = tempfile.mkdtemp(dir=work)     # tests write into cwd
             with open(logname, "a") as log:
+                start = log.tell()          # this attempt's output only
                 log.write(f"---- attempt {attempt}: {module} {mode} "
                           f"{backend}\n")
                 log.flush()
                 proc = subprocess.Popen(
                     _child_cmd(python, module, mode, backend, limit,
-                               results, skip_file if outcomes else None, k),
+                               results, skip_file if outcomes else None, k,
+                               path),
                     cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True)
                 why = _watch(proc, results, limit, deadline)
             current, done = _read(results, outcomes)
             if done:
                 break
-            tail = _tail(logname)
+            tail = _tail(logname, start)
             if current is None:
                 # Died between tests (module import, setUpModule...).
                 current = f"{module} (child, {why})"
@@ -327,8 +335,9 @@ def _read(results, outcomes):
     return current, done
 
 
-def _tail(path, n=3000):
+def _tail(path, start, n=3000):
     with open(path, errors="replace") as f:
+        f.seek(start)
         return f.read()[-n:]
 
 
@@ -417,6 +426,10 @@ def main(argv=None):
                    help="seconds one module's run may take, per mode")
     p.add_argument("-k", action="append",
                    help="only tests whose name matches (unittest -k)")
+    p.add_argument("--path", action="append",
+                   help="a directory the children import tests from "
+                        "(a module name with a dot is imported as is; "
+                        "without, from CPython's test package)")
     p.add_argument("--json", help="write every outcome here")
     p.add_argument("--logdir", help="keep the children's output here")
     # The child's side.
@@ -428,6 +441,7 @@ def main(argv=None):
         args.module = args.child
         return child(args)
     modules = args.modules or MODULES
+    args.path = [os.path.abspath(d) for d in args.path or ()]
     if args.logdir:
         os.makedirs(args.logdir, exist_ok=True)
     version = _python_version(args.python)
@@ -444,7 +458,7 @@ def main(argv=None):
             t0 = time.monotonic()
             per[mode] = run_module(args.python, module, mode, args.backend,
                                    args.test_timeout, args.module_timeout,
-                                   args.k, args.logdir, echo)
+                                   args.k, args.logdir, echo, args.path)
             echo(f"{module} {mode}: {_fmt(counts(per[mode]))} "
                  f"in {time.monotonic() - t0:.0f} s")
         results[module] = (per.get("unpatched", {}), per.get("patched", {}))
