@@ -1,5 +1,17 @@
 # Cooperative sockets (fibers.net.Socket).  Included by _core.pyx.
 #
+# A Socket is a socket.socket: a Python subclass of the stdlib's class, so
+# that isinstance() checks, and the stdlib's own methods called on it
+# (socket.socket.getsockname(s), ssl's wrap_socket), accept it.  The C
+# socket object underneath owns the fd and does what it does well:
+# address parsing, options, names, fileno/detach, repr and the fd's
+# lifetime.  Our state and waiting live in a typed core, _Sock, in the
+# Socket's only slot (_c); the Socket's hot methods (recv, recv_into,
+# send, sendall) are compiled functions that fetch the core and call its
+# cdef methods, so a call costs one slot read more than a cdef class's.
+# The core has no reference back to the Socket: the pump's records and the
+# multishot stream hold only the core.
+#
 # A recv, top down: Socket.recv hands out bytes put back first
 # (_pushback); on a server's connection (io_uring) it takes from the
 # socket's multishot stream (_ms, _stream.pxi); otherwise, or while that
@@ -8,17 +20,24 @@
 # pump's tick hands the completion to the record's owner, which wakes the
 # fiber (the pump's design note, _pump.pxi, has the whole path).
 #
-# A Socket wraps a stdlib socket.socket, which does what it does well:
-# address parsing, options, names, lifetime.  The calls that wait go through
-# the pump instead: recv, recv_into, send, sendall and accept are pump
-# operations on the raw fd; connect, recvfrom and sendto are "try with
-# MSG_DONTWAIT, else wait for readiness" through the stdlib object.
+# recv, recv_into, send, sendall and accept are pump operations on the raw
+# fd; connect, recvfrom, sendto, sendmsg, recvmsg and sendfile are "try
+# without waiting, else wait for readiness": the stdlib's C method with
+# MSG_DONTWAIT (sendfile and connect have no flags: they set O_NONBLOCK
+# around the call).  The C object's own timeout is never positive (None,
+# or 0 under socket.setdefaulttimeout()), so none of its methods waits in
+# CPython; the Socket's timeout is ours (the core's _timeout_ns).
 #
 # The fd's O_NONBLOCK flag follows the backend: io_uring wants blocking fds
 # (on an O_NONBLOCK socket it hands back -EAGAIN instead of waiting), epoll
 # wants non-blocking ones.  The flag is fixed lazily, the first time a
 # scheduler uses the socket, and the direct calls use MSG_DONTWAIT so they
-# never block whatever the flag says.
+# never block whatever the flag says.  A dup() shares the flag (it belongs
+# to the open file, not the fd), so its core starts from the flag's state.
+#
+# A closed socket's calls go to the stdlib's C methods, whose fd is then
+# -1: they check their arguments, then fail with EBADF, in the stdlib's
+# order (recv(0) returns b'', connect_ex returns EBADF).
 #
 # send and sendall try the system call first on io_uring too: a socket with
 # room in its buffer takes the data at once, with no park and no extra
@@ -35,6 +54,7 @@
 
 import io as _io_mod
 import socket as _socket_mod
+import _socket as _csocket_mod
 from libc.errno cimport EISCONN, EALREADY, ENOTCONN, EPIPE
 from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
 
@@ -47,9 +67,35 @@ from libc.math cimport ceil
 # Socket itself, and Socket() calling it would recurse in C until the stack
 # overflowed.
 cdef object _StdSocket = _socket_mod.socket
+cdef object _CSocket = _csocket_mod.socket
 cdef object _SocketIO = _socket_mod.SocketIO
 cdef object _getaddrinfo = _socket_mod.getaddrinfo
+cdef object _getdefaulttimeout = _socket_mod.getdefaulttimeout
 cdef object _inet_pton = _socket_mod.inet_pton
+cdef object _GiveupOnSendfile = _socket_mod._GiveupOnSendfile
+cdef object _os_sendfile = getattr(_os, "sendfile", None)
+cdef object _os_dup = _os.dup
+cdef object _os_fstat = _os.fstat
+# The C methods, for the calls that try first and for closed sockets.
+cdef object _c_recv = _CSocket.recv
+cdef object _c_recv_into = _CSocket.recv_into
+cdef object _c_recvfrom = _CSocket.recvfrom
+cdef object _c_recvfrom_into = _CSocket.recvfrom_into
+cdef object _c_send = _CSocket.send
+cdef object _c_sendall = _CSocket.sendall
+cdef object _c_sendto = _CSocket.sendto
+cdef object _c_sendmsg = getattr(_CSocket, "sendmsg", None)
+cdef object _c_recvmsg = getattr(_CSocket, "recvmsg", None)
+cdef object _c_recvmsg_into = getattr(_CSocket, "recvmsg_into", None)
+cdef object _c_accept = _CSocket._accept
+cdef object _c_connect = _CSocket.connect
+cdef object _c_connect_ex = _CSocket.connect_ex
+cdef object _c_settimeout = _CSocket.settimeout
+cdef object _c_fileno = _CSocket.fileno
+cdef object _c_close = _CSocket.close
+cdef object _c_detach = _CSocket.detach
+cdef object _c_getsockopt = _CSocket.getsockopt
+cdef object _std_repr = _StdSocket.__repr__
 
 # settimeout() checks its value the way the stdlib does, by asking it: a
 # socket object with no fd (-1, never opened) parses the value (raising
@@ -83,52 +129,77 @@ cdef int _set_nonblocking(int fd, bint on) except -1:
     return 0
 
 
-cdef Socket _adopt(object sock, bint nonblocking):
-    cdef Socket self = Socket.__new__(Socket)
-    self._sock = sock
-    self._fd = sock.fileno()
-    self._timeout_ns = -1
-    self._nonblocking = nonblocking
-    self._closed = False
+cdef int64_t _timeout_ns_of(object value) except? -2:
+    # A checked timeout value (see settimeout) in nanoseconds, rounded up
+    # as CPython's socket stores them; -1 for None.
+    cdef double d
+    if value is None:
+        return -1
+    if isinstance(value, float):
+        d = value
+        return <int64_t>ceil(d * 1e9)
+    return PyNumber_Index(value) * 1000000000
+
+
+cdef int _init_socket(object self, object family, object type,
+                      object proto, object fileno, int nonblocking) except -1:
+    # Makes self (a Socket, its core still _closed_core) a socket over
+    # fileno (None: a new socket).  nonblocking is the fd's O_NONBLOCK flag
+    # when the caller knows it, or -1.  The C object gets no positive
+    # timeout of its own (see the design note).
+    cdef _Sock c = _Sock.__new__(_Sock)
+    cdef int flags
+    _StdSocket.__init__(self, family, type, proto, fileno)
+    default = _getdefaulttimeout()
+    if default is not None:
+        # The C object took the default timeout and made the fd
+        # non-blocking; the timeout becomes ours.
+        _c_settimeout(self, 0)
+        nonblocking = 1
+        c._timeout_ns = _timeout_ns_of(default)
+    c._fd = _c_fileno(self)
+    if nonblocking < 0:
+        flags = fcntl(c._fd, F_GETFL)
+        if flags < 0:
+            raise _oserror(errno_get())
+        nonblocking = (flags & O_NONBLOCK) != 0
+    c._nonblocking = nonblocking != 0
+    c._closed = False
+    self._c = c
+    return 0
+
+
+cdef object _new_socket(object cls, object family, object type,
+                        object proto, int fd, int nonblocking):
+    # A Socket of class cls owning fd (the caller closes fd on failure).
+    self = _CSocket.__new__(cls)
+    self._c = _closed_core
+    _init_socket(self, family, type, proto, fd, nonblocking)
     return self
 
 
+def _adopt_socket(sock):
+    """Take over a stdlib socket (used by fibers.net): a Socket on its fd,
+    which the stdlib object gives up (detach)."""
+    cdef object family = sock.family, type = sock.type, proto = sock.proto
+    timeout = sock.gettimeout()
+    self = _new_socket(Socket, family, type, proto, sock.detach(), -1)
+    # A socket.socket with a timeout is non-blocking underneath; its
+    # timeout carries over, as dup() carries it.
+    (<_Sock>self._c)._timeout_ns = _timeout_ns_of(timeout)
+    return self
+
 @cython.final
-cdef class Socket:
-    """A cooperative socket, mirroring :class:`socket.socket`.
-
-    Calls that would block suspend only the calling fiber.  Outside any
-    fiber they drive the scheduler until done.  Errors are the stdlib's:
-    :class:`TimeoutError`, :class:`ConnectionResetError`,
-    :class:`BrokenPipeError`, :class:`OSError` with the right errno.
-
-    ``fileno=`` adopts an existing fd, which the Socket then owns.
-    """
+cdef class _Sock:
+    # A Socket's state and waiting (see the design note): its fd, timeout,
+    # scheduler, pushed-back bytes and multishot stream.
 
     def __cinit__(self):
-        # Until __init__ (or _adopt) gives it a socket, a Socket made with
-        # Socket.__new__ is a closed one: no call may use fd 0 by default.
+        # Until a Socket is made over a real fd, its core is a closed one:
+        # no call may use fd 0 by default.
         self._fd = -1
         self._closed = True
-
-    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
-        if self._sock is not None:
-            raise RuntimeError("a Socket cannot be initialised twice")
-        if fileno is None:
-            sock = _StdSocket(
-                _socket_mod.AF_INET if family == -1 else family,
-                _socket_mod.SOCK_STREAM if type == -1 else type,
-                0 if proto == -1 else proto)
-        else:
-            sock = _StdSocket(family, type, proto, fileno)
-        # The stdlib object stays in non-blocking mode so that its calls
-        # (connect_ex, recvfrom, ...) never wait inside CPython.
-        sock.settimeout(0)
-        self._sock = sock
-        self._fd = sock.fileno()
         self._timeout_ns = -1
-        self._nonblocking = True
-        self._closed = False
 
     def __dealloc__(self):
         if not self._closed and self._reg is not None:
@@ -242,77 +313,6 @@ cdef class Socket:
             if t is not None:
                 s._disarm_timeout(me, t)
 
-    # ---- receiving ------------------------------------------------------
-
-    def recv(self, Py_ssize_t bufsize, int flags=0):
-        """Receive up to ``bufsize`` bytes; ``b''`` at end of stream.  With
-        ``MSG_WAITALL``, exactly ``bufsize`` bytes unless the stream ends
-        (or fails) first, as a blocking :class:`socket.socket` does."""
-        cdef Scheduler s = _sched()
-        cdef Fiber me = s._current
-        cdef _Stream st = self._ms
-        cdef _Op o
-        cdef int res
-        cdef Py_ssize_t n
-        if me is None:
-            return s._drive("recv", self.recv, (bufsize, flags))
-        self._prepare(s)
-        if bufsize < 0:
-            raise ValueError("negative buffersize in recv")
-        if bufsize == 0:
-            return b""          # as the stdlib: no system call at all
-        self._settle(s, me, True)
-        self._raise_pending()
-        if flags & MSG_WAITALL and not _must_not_wait(self, flags):
-            buf = bytearray(bufsize)
-            n = self._recv_waitall(s, me, buf, bufsize, flags)
-            del buf[n:]
-            return bytes(buf)
-        if self._pushback is not None:
-            data = self._pushback
-            self._pushback = data[bufsize:] or None
-            return data[:bufsize]
-        if st is not None and not st.accepting:
-            data = st._take(s, me, self, bufsize, flags, True)
-            if data is not None:
-                return data
-        o = _new_op(FIB__OP_RECV, self._fd)
-        o.op.msg_flags = flags
-        _op_alloc(o, bufsize)
-        res = self._recv_wait(s, me, o, True)
-        res = _polled_call(self, s, me, o, res, POLLIN, True)
-        if res < 0:
-            raise _oserror(-res)
-        return _op_bytes(o, res)
-
-    def recv_into(self, buffer, Py_ssize_t nbytes=0, int flags=0):
-        """Receive into a writable buffer; returns the number of bytes.
-        ``MSG_WAITALL`` fills ``nbytes`` (or the whole buffer) unless the
-        stream ends first, as for :meth:`recv`."""
-        cdef Scheduler s = _sched()
-        cdef Fiber me = s._current
-        cdef Py_ssize_t n
-        if me is None:
-            return s._drive("recv_into", self.recv_into,
-                            (buffer, nbytes, flags))
-        self._prepare(s)
-        if nbytes < 0:
-            raise ValueError("negative buffersize in recv_into")
-        self._settle(s, me, True)
-        self._raise_pending()
-        if flags & MSG_WAITALL and not _must_not_wait(self, flags):
-            view = memoryview(buffer)
-            if view.readonly:
-                raise TypeError("recv_into() needs a writable buffer")
-            view = view.cast("B")
-            n = nbytes if nbytes else len(view)
-            if n > len(view):
-                raise ValueError("buffer too small for requested bytes")
-            if n == 0:
-                return 0
-            return self._recv_waitall(s, me, view, n, flags)
-        return self._recv_once(s, me, buffer, nbytes, flags, True)
-
     cdef int _raise_pending(self) except -1:
         # Bytes put back come first: the error came after them.
         cdef int err = self._pending_err
@@ -423,7 +423,13 @@ cdef class Socket:
         self._settle(s, me, timed)
         o = _new_op(FIB__OP_RECV, self._fd)
         o.op.msg_flags = flags
-        _op_view(o, buffer, True)
+        try:
+            _op_view(o, buffer, True)
+        except BufferError:
+            # As the stdlib: a read-only buffer is the wrong type.
+            raise TypeError(f"recv_into() argument 'buffer' must be "
+                            f"read-write bytes-like object, not "
+                            f"{type(buffer).__name__}") from None
         if nbytes:
             if nbytes > o.view.len:
                 raise ValueError("buffer too small for requested bytes")
@@ -448,173 +454,40 @@ cdef class Socket:
             raise _oserror(-res)
         return res
 
-    def recvfrom(self, Py_ssize_t bufsize, int flags=0):
-        """Receive a datagram (or stream data): ``(bytes, address)``."""
-        if _sched()._current is None:
-            return _sched()._drive("recvfrom", self.recvfrom,
-                                   (bufsize, flags))
-        if self._ms is not None and not self._ms.accepting:
-            return self.recv(bufsize, flags), None
-        if flags & MSG_DONTWAIT and self._timeout_ns < 0:
-            return _receive_now(self, self._sock.recvfrom, (bufsize, flags))
-        return self._poll_loop("recvfrom", self._sock.recvfrom,
-                               (bufsize, flags | MSG_DONTWAIT), POLLIN)
-
-    def recvfrom_into(self, buffer, Py_ssize_t nbytes=0, int flags=0):
-        """Like recvfrom(), into a writable buffer: ``(nbytes, address)``."""
-        if _sched()._current is None:
-            return _sched()._drive("recvfrom_into", self.recvfrom_into,
-                                   (buffer, nbytes, flags))
-        if flags & MSG_DONTWAIT and self._timeout_ns < 0:
-            return _receive_now(self, self._sock.recvfrom_into,
-                                (buffer, nbytes, flags))
-        return self._poll_loop("recvfrom_into", self._sock.recvfrom_into,
-                               (buffer, nbytes, flags | MSG_DONTWAIT), POLLIN)
-
-    # ---- sending --------------------------------------------------------
-
-    def send(self, data, int flags=0):
-        """Send some of ``data``; returns how many bytes went."""
-        cdef Scheduler s = _sched()
-        cdef Fiber me = s._current
-        cdef _Op o
-        cdef int res
-        if me is None:
-            return s._drive("send", self.send, (data, flags))
-        self._prepare(s)
-        o = _new_op(FIB__OP_SEND, self._fd)
-        o.op.msg_flags = flags | MSG_NOSIGNAL
-        _op_view(o, data, False)
-        res = self._wait(s, me, o, True, True)
-        res = _polled_call(self, s, me, o, res, POLLOUT, True)
-        if res < 0:
-            raise _oserror(-res)
-        return res
-
-    def sendall(self, data, int flags=0):
-        """Send all of ``data``.  A timeout applies to the whole call."""
-        cdef Scheduler s = _sched()
-        cdef Fiber me = s._current
-        cdef _Op o
-        cdef int res
-        cdef Py_ssize_t off = 0
-        cdef Timer t
-        cdef char *base
-        if me is None:
-            return s._drive("sendall", self.sendall, (data, flags))
-        self._prepare(s)
-        o = _new_op(FIB__OP_SEND, self._fd)
-        o.op.msg_flags = flags | MSG_NOSIGNAL
-        _op_view(o, data, False)
-        base = <char *>o.view.buf
-        t = self._arm(s, me)
-        try:
-            while off < o.view.len:
-                o.op.buf = base + off
-                o.op.len = <unsigned int>min(o.view.len - off, MAX_IO)
-                res = self._wait(s, me, o, True, False)
-                res = _polled_call(self, s, me, o, res, POLLOUT, False)
-                if res < 0:
-                    raise _oserror(-res)
-                off += res
-        finally:
-            if t is not None:
-                s._disarm_timeout(me, t)
-        return None
-
-    def sendto(self, data, flags_or_address, address=None):
-        """Send a datagram: ``sendto(data, address)`` or
-        ``sendto(data, flags, address)``."""
-        cdef int flags = 0
-        if address is None:
-            address = flags_or_address
-        else:
-            flags = flags_or_address
-        if _sched()._current is None:
-            return _sched()._drive("sendto", self.sendto,
-                                   (data, flags, address))
-        return self._poll_loop("sendto", self._sock.sendto,
-                               (data, flags | MSG_DONTWAIT | MSG_NOSIGNAL,
-                                address), POLLOUT)
-
-    # ---- connections ----------------------------------------------------
-
-    def accept(self):
-        """Wait for a connection: ``(Socket, address)``."""
-        cdef Scheduler s = _sched()
-        cdef Fiber me = s._current
-        cdef _Op o
-        cdef int res
-        cdef Socket conn
-        if me is None:
-            return s._drive("accept", self.accept, ())
-        self._prepare(s)
-        fd = None
-        if s._io.multishot and self._timeout_ns != 0:
-            if self._ms is None:
-                self._ms = _Stream.__new__(_Stream)
-                self._ms.accepting = True
-            fd = self._ms._accept(s, me, self)
-            if fd is None:
-                self._ms = None
-        if fd is not None:
-            res = fd
-        else:
-            o = _new_op(FIB__OP_ACCEPT, self._fd)
-            res = self._wait(s, me, o, False, True)
-            if res < 0:
-                raise _oserror(-res)
-        try:
-            sock = _StdSocket(self._sock.family, self._sock.type,
-                              self._sock.proto, res)
-        except BaseException:
-            close(res)
-            raise
-        # The epoll backend (and the direct try) accept non-blocking fds;
-        # io_uring's accept makes blocking ones, as io_uring wants.
-        conn = _adopt(sock, s._io.backend == FIB__BACKEND_EPOLL or
-                      self._timeout_ns == 0)
-        conn._timeout_ns = self._timeout_ns if self._timeout_ns > 0 else -1
-        conn._reg = s
-        if s._io.multishot and conn._sock.type == _socket_mod.SOCK_STREAM:
-            # A server's connection: read it with multishot recv.
-            conn._ms = _Stream.__new__(_Stream)
-        try:
-            addr = sock.getpeername()
-        except OSError:
-            addr = None     # reset before we could ask
-        return conn, addr
-
-    cdef int _connect(self, object address) except? -1:
+    cdef int _connect(self, object sock, object address) except? -1:
         # Returns 0 or an errno, as connect_ex does.
         cdef Scheduler s = _sched()
         cdef int err, rc
         self._prepare(s)
-        address = self._resolve(s, address)
+        address = self._resolve(s, sock, address)
         if not self._nonblocking:
             _set_nonblocking(self._fd, True)
         try:
-            err = self._sock.connect_ex(address)
+            err = _c_connect_ex(sock, address)
         finally:
             if not self._nonblocking:
                 _set_nonblocking(self._fd, False)
         if err == EINPROGRESS or err == EALREADY or \
-                (err == EAGAIN and self._sock.family == _socket_mod.AF_UNIX):
+                (err == EAGAIN and sock.family == _socket_mod.AF_UNIX):
             if self._timeout_ns == 0:
                 return err
             rc = self._wait_ready(s, s._current, POLLOUT, True)
             if rc < 0:
                 return -rc
-            err = self._sock.getsockopt(_socket_mod.SOL_SOCKET,
-                                        _socket_mod.SO_ERROR)
-        elif err == EISCONN:
-            err = 0
+            err = _c_getsockopt(sock, _socket_mod.SOL_SOCKET,
+                                _socket_mod.SO_ERROR)
+            if err == 0:
+                # The kernel marks the socket connected only when a
+                # connect() call sees the handshake done (a poll does
+                # not): without this one, the next connect() would return
+                # 0 again where a blocking socket's raises EISCONN.
+                _c_connect_ex(sock, address)
         return err
 
-    def _resolve(self, Scheduler s, address):
+    cdef object _resolve(self, Scheduler s, object sock, object address):
         # A host name is resolved on the blocking-call pool, so that
         # getaddrinfo never stalls the other fibers.
-        family = self._sock.family
+        family = sock.family
         if family not in (_socket_mod.AF_INET, _socket_mod.AF_INET6) or \
                 not isinstance(address, tuple) or len(address) < 2 or \
                 not isinstance(address[0], str) or not address[0]:
@@ -626,114 +499,29 @@ cdef class Socket:
             pass
         infos = _blocking_call(s, s._current, _getaddrinfo,
                                (address[0], address[1], family,
-                                self._sock.type), None)
+                                sock.type), None)
         if not infos:
             raise OSError(f"getaddrinfo returned nothing for {address[0]!r}")
         return infos[0][4]
 
-    def connect(self, address):
-        """Connect to ``address``, suspending this fiber until done.  A
-        host name is resolved without blocking the other fibers."""
-        cdef int err
-        if _sched()._current is None:
-            return _sched()._drive("connect", self.connect, (address,))
-        err = self._connect(address)
-        if err:
-            raise _oserror(err)
+    cdef int _nonblock_call(self) except -1:
+        # Before a system call with no MSG_DONTWAIT (sendfile): make the fd
+        # non-blocking for the call; the caller restores the flag with
+        # _prepare's rule right after (no other fiber runs in between, and
+        # the io_uring records already submitted keep the mode they were
+        # submitted with).
+        if not self._nonblocking:
+            _set_nonblocking(self._fd, True)
+            self._nonblocking = True
+        return 0
 
-    def connect_ex(self, address):
-        """Like connect(), but returns an errno (0 on success) instead of
-        raising for connection errors."""
-        if _sched()._current is None:
-            return _sched()._drive("connect_ex", self.connect_ex, (address,))
-        return self._connect(address)
-
-    # ---- the rest mirrors socket.socket ---------------------------------
-
-    def bind(self, address):
-        self._sock.bind(address)
-
-    def listen(self, backlog=None):
-        if backlog is None:
-            self._sock.listen()
-        else:
-            self._sock.listen(backlog)
-
-    def shutdown(self, int how):
+    cdef int _close(self) except -1:
+        # Before the C object closes (or detaches) the fd.
         if self._closed:
-            raise _closed_error()
-        self._sock.shutdown(how)
-
-    def setsockopt(self, *args):
-        self._sock.setsockopt(*args)
-
-    def getsockopt(self, *args):
-        return self._sock.getsockopt(*args)
-
-    def getsockname(self):
-        return self._sock.getsockname()
-
-    def getpeername(self):
-        return self._sock.getpeername()
-
-    def fileno(self):
-        """The fd, or -1 once closed."""
-        return -1 if self._closed else self._fd
-
-    @property
-    def family(self):
-        return self._sock.family
-
-    @property
-    def type(self):
-        return self._sock.type
-
-    @property
-    def proto(self):
-        return self._sock.proto
-
-    @property
-    def closed(self):
-        return self._closed
-
-    def settimeout(self, value):
-        """None blocks (suspending the fiber) without limit; 0 makes calls
-        raise BlockingIOError instead of waiting; a positive number makes
-        waiting calls raise TimeoutError('timed out') after that long.
-        Values are checked as socket.settimeout() checks them."""
-        cdef double d
-        if value is None:
-            self._timeout_ns = -1
-            return
-        try:
-            _timeout_check.settimeout(value)
-        except OSError:
-            pass                # EBADF: the value itself was fine
-        # Nanoseconds rounded up, as CPython's socket stores them.
-        if isinstance(value, float):
-            d = value
-            self._timeout_ns = <int64_t>ceil(d * 1e9)
-        else:
-            self._timeout_ns = PyNumber_Index(value) * 1000000000
-
-    def gettimeout(self):
-        if self._timeout_ns < 0:
-            return None
-        return self._timeout_ns / 1e9
-
-    def setblocking(self, flag):
-        self.settimeout(None if flag else 0)
-
-    def getblocking(self):
-        return self._timeout_ns != 0
-
-    def detach(self):
-        """Give up the fd without closing it; returns it."""
-        if self._closed:
-            return -1
-        self._end_stream()
+            return 0
         self._closed = True
-        return self._sock.detach()
+        self._end_stream()
+        return 0
 
     cdef int _end_stream(self) except -1:
         # Before the fd number is freed: cancel everything of ours in the
@@ -745,27 +533,6 @@ cdef class Socket:
         if st is not None:
             st._end(self._reg)
         return 0
-
-    cdef int _real_close(self) except -1:
-        _reset_if_unread(self)
-        self._end_stream()
-        self._sock.close()
-        return 0
-
-    def _unread(self, data):
-        # For fibers.ssl's unwrap(): bytes read past the end of the TLS
-        # stream go back, ahead of anything received later.
-        rest = self._pushback
-        data = bytes(data)
-        if data:
-            self._pushback = data + rest if rest is not None else data
-
-    def _read_mode(self):
-        # For tests: how recv() reads this socket now -- 'multishot',
-        # 'direct' (a bulk stream on io_uring), or 'single' (plain calls).
-        if self._ms is None or self._ms.accepting:
-            return "single"
-        return "direct" if self._ms.direct else "multishot"
 
     cdef int _recv_wait(self, Scheduler s, Fiber me, _Op o,
                         bint timed) except? -1:
@@ -789,27 +556,546 @@ cdef class Socket:
         st._direct_done(res)
         return res
 
-    def close(self):
-        """Close the socket.  Fibers blocked on it get OSError(EBADF)."""
-        if self._closed:
-            return
-        if self._io_refs > 0:
-            # As the stdlib: the fd stays open, and readable through the
-            # files, until the last makefile() file closes (http.client
-            # and urllib close the socket under their response's file).
-            self._close_pending = True
-            return
-        self._closed = True
-        self._real_close()
+    cdef int _plain_reads(self, Scheduler s, Fiber me) except -1:
+        # Before a call that reads the fd itself (recvmsg): a multishot
+        # stream not armed and holding nothing is dropped for good, so
+        # that nothing reads ahead of the call; returns 1 if data read
+        # ahead (pushed back, or in an armed stream) must be served first.
+        cdef _Stream st = self._ms
+        self._settle(s, me, True)
+        if st is not None and not st.accepting:
+            if st.op is None and not st.items:
+                self._ms = st = None
+        return self._pushback is not None or \
+            (st is not None and not st.accepting)
 
-    def _decref_socketios(self):
-        # socket.SocketIO calls this when a makefile() object closes.
-        if self._io_refs > 0:
-            self._io_refs -= 1
-        if self._close_pending and self._io_refs == 0:
-            self._close_pending = False
-            self._closed = True
-            self._real_close()
+
+# The core of a Socket never initialised (made with Socket.__new__).
+cdef _Sock _closed_core = _Sock.__new__(_Sock)
+
+
+
+class Socket(_StdSocket):
+    """A cooperative socket: a :class:`socket.socket` whose calls that
+    would block suspend only the calling fiber.
+
+    Outside any fiber they drive the scheduler until done.  Errors are the
+    stdlib's: :class:`TimeoutError`, :class:`ConnectionResetError`,
+    :class:`BrokenPipeError`, :class:`OSError` with the right errno.  The
+    stdlib's own methods (bind, listen, setsockopt, fileno, detach, ...)
+    are inherited and behave as theirs.
+
+    ``fileno=`` adopts an existing fd, which the Socket then owns.
+    """
+
+    __slots__ = ("_c",)
+
+    def __new__(cls, *args, **kwargs):
+        self = _CSocket.__new__(cls)
+        self._c = _closed_core
+        # What socket.socket.__init__ sets, so that close() works on a
+        # Socket never initialised.
+        self._io_refs = 0
+        self._closed = False
+        return self
+
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if self._c is not _closed_core:
+            raise RuntimeError("a Socket cannot be initialised twice")
+        # A new socket is blocking; an adopted fd's flag is asked.
+        _init_socket(self, family, type, proto, fileno,
+                     0 if fileno is None else -1)
+
+    # ---- receiving ------------------------------------------------------
+
+    def recv(self, Py_ssize_t bufsize, int flags=0):
+        """Receive up to ``bufsize`` bytes; ``b''`` at end of stream.  With
+        ``MSG_WAITALL``, exactly ``bufsize`` bytes unless the stream ends
+        (or fails) first, as a blocking :class:`socket.socket` does."""
+        cdef _Sock c = self._c
+        cdef Scheduler s
+        cdef Fiber me
+        cdef _Stream st = c._ms
+        cdef _Op o
+        cdef int res
+        cdef Py_ssize_t n
+        if c._closed:
+            return _c_recv(self, bufsize, flags)
+        s = _sched()
+        me = s._current
+        if me is None:
+            return s._drive("recv", self.recv, (bufsize, flags))
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        if bufsize == 0:
+            return b""          # as the stdlib: no system call at all
+        c._prepare(s)
+        c._settle(s, me, True)
+        c._raise_pending()
+        if flags & MSG_WAITALL and not _must_not_wait(c, flags):
+            buf = bytearray(bufsize)
+            n = c._recv_waitall(s, me, buf, bufsize, flags)
+            del buf[n:]
+            return bytes(buf)
+        if c._pushback is not None:
+            data = c._pushback
+            c._pushback = data[bufsize:] or None
+            return data[:bufsize]
+        if st is not None and not st.accepting:
+            data = st._take(s, me, c, bufsize, flags, True)
+            if data is not None:
+                return data
+        o = _new_op(FIB__OP_RECV, c._fd)
+        o.op.msg_flags = flags
+        _op_alloc(o, bufsize)
+        res = c._recv_wait(s, me, o, True)
+        res = _polled_call(c, s, me, o, res, POLLIN, True)
+        if res < 0:
+            raise _oserror(-res)
+        return _op_bytes(o, res)
+
+    def recv_into(self, buffer, Py_ssize_t nbytes=0, int flags=0):
+        """Receive into a writable buffer; returns the number of bytes.
+        ``MSG_WAITALL`` fills ``nbytes`` (or the whole buffer) unless the
+        stream ends first, as for :meth:`recv`."""
+        cdef _Sock c = self._c
+        cdef Scheduler s
+        cdef Fiber me
+        cdef Py_ssize_t n
+        if c._closed:
+            return _c_recv_into(self, buffer, nbytes, flags)
+        s = _sched()
+        me = s._current
+        if me is None:
+            return s._drive("recv_into", self.recv_into,
+                            (buffer, nbytes, flags))
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        c._prepare(s)
+        c._settle(s, me, True)
+        c._raise_pending()
+        if flags & MSG_WAITALL and not _must_not_wait(c, flags):
+            view = memoryview(buffer)
+            if view.readonly:
+                raise TypeError("recv_into() needs a writable buffer")
+            view = view.cast("B")
+            n = nbytes if nbytes else len(view)
+            if n > len(view):
+                raise ValueError("buffer too small for requested bytes")
+            if n == 0:
+                return 0
+            return c._recv_waitall(s, me, view, n, flags)
+        return c._recv_once(s, me, buffer, nbytes, flags, True)
+
+    def recvfrom(self, Py_ssize_t bufsize, int flags=0):
+        """Receive a datagram (or stream data): ``(bytes, address)``."""
+        cdef _Sock c = self._c
+        if c._closed:
+            return _c_recvfrom(self, bufsize, flags)
+        if _sched()._current is None:
+            return _sched()._drive("recvfrom", self.recvfrom,
+                                   (bufsize, flags))
+        if c._ms is not None and not c._ms.accepting:
+            return self.recv(bufsize, flags), None
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            return _receive_now(c, _c_recvfrom, (self, bufsize, flags))
+        return c._poll_loop("recvfrom", _c_recvfrom,
+                            (self, bufsize, flags | MSG_DONTWAIT), POLLIN)
+
+    def recvfrom_into(self, buffer, Py_ssize_t nbytes=0, int flags=0):
+        """Like recvfrom(), into a writable buffer: ``(nbytes, address)``."""
+        cdef _Sock c = self._c
+        if c._closed:
+            return _c_recvfrom_into(self, buffer, nbytes, flags)
+        if _sched()._current is None:
+            return _sched()._drive("recvfrom_into", self.recvfrom_into,
+                                   (buffer, nbytes, flags))
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            return _receive_now(c, _c_recvfrom_into,
+                                (self, buffer, nbytes, flags))
+        return c._poll_loop("recvfrom_into", _c_recvfrom_into,
+                            (self, buffer, nbytes, flags | MSG_DONTWAIT),
+                            POLLIN)
+
+    def recvmsg(self, Py_ssize_t bufsize, Py_ssize_t ancbufsize=0,
+                int flags=0):
+        """As :meth:`socket.socket.recvmsg`: ``(data, ancdata, msg_flags,
+        address)``, ancillary data (SCM_RIGHTS fds, ...) included.  On a
+        stream socket whose bytes were already read ahead (a server's
+        connection on io_uring, read with recv before), those come first,
+        with no ancillary data."""
+        cdef _Sock c = self._c
+        cdef Scheduler s
+        if c._closed:
+            return _c_recvmsg(self, bufsize, ancbufsize, flags)
+        s = _sched()
+        if s._current is None:
+            return s._drive("recvmsg", self.recvmsg,
+                            (bufsize, ancbufsize, flags))
+        c._prepare(s)
+        if c._plain_reads(s, s._current):
+            return self.recv(bufsize, flags), [], 0, None
+        return c._poll_loop("recvmsg", _c_recvmsg,
+                            (self, bufsize, ancbufsize,
+                             flags | MSG_DONTWAIT), POLLIN)
+
+    def recvmsg_into(self, buffers, Py_ssize_t ancbufsize=0, int flags=0):
+        """As :meth:`socket.socket.recvmsg_into`: ``(nbytes, ancdata,
+        msg_flags, address)``; bytes read ahead come first, as for
+        :meth:`recvmsg`."""
+        cdef _Sock c = self._c
+        cdef Scheduler s
+        if c._closed:
+            return _c_recvmsg_into(self, buffers, ancbufsize, flags)
+        s = _sched()
+        if s._current is None:
+            return s._drive("recvmsg_into", self.recvmsg_into,
+                            (buffers, ancbufsize, flags))
+        buffers = list(buffers)
+        c._prepare(s)
+        if c._plain_reads(s, s._current):
+            for b in buffers:
+                if len(memoryview(b)):
+                    return self.recv_into(b, 0, flags), [], 0, None
+            return 0, [], 0, None
+        return c._poll_loop("recvmsg_into", _c_recvmsg_into,
+                            (self, buffers, ancbufsize,
+                             flags | MSG_DONTWAIT), POLLIN)
+
+    # ---- sending --------------------------------------------------------
+
+    def send(self, data, int flags=0):
+        """Send some of ``data``; returns how many bytes went."""
+        cdef _Sock c = self._c
+        cdef Scheduler s
+        cdef Fiber me
+        cdef _Op o
+        cdef int res
+        if c._closed:
+            return _c_send(self, data, flags)
+        s = _sched()
+        me = s._current
+        if me is None:
+            return s._drive("send", self.send, (data, flags))
+        o = _new_op(FIB__OP_SEND, c._fd)
+        o.op.msg_flags = flags | MSG_NOSIGNAL
+        _op_view(o, data, False)
+        c._prepare(s)
+        res = c._wait(s, me, o, True, True)
+        res = _polled_call(c, s, me, o, res, POLLOUT, True)
+        if res < 0:
+            raise _oserror(-res)
+        return res
+
+    def sendall(self, data, int flags=0):
+        """Send all of ``data``.  A timeout applies to the whole call."""
+        cdef _Sock c = self._c
+        cdef Scheduler s
+        cdef Fiber me
+        cdef _Op o
+        cdef int res
+        cdef Py_ssize_t off = 0
+        cdef Timer t
+        cdef char *base
+        if c._closed:
+            return _c_sendall(self, data, flags)
+        s = _sched()
+        me = s._current
+        if me is None:
+            return s._drive("sendall", self.sendall, (data, flags))
+        o = _new_op(FIB__OP_SEND, c._fd)
+        o.op.msg_flags = flags | MSG_NOSIGNAL
+        _op_view(o, data, False)
+        c._prepare(s)
+        base = <char *>o.view.buf
+        t = c._arm(s, me)
+        try:
+            while off < o.view.len:
+                o.op.buf = base + off
+                o.op.len = <unsigned int>min(o.view.len - off, MAX_IO)
+                res = c._wait(s, me, o, True, False)
+                res = _polled_call(c, s, me, o, res, POLLOUT, False)
+                if res < 0:
+                    raise _oserror(-res)
+                off += res
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+        return None
+
+    def sendto(self, data, flags_or_address, address=None):
+        """Send a datagram: ``sendto(data, address)`` or
+        ``sendto(data, flags, address)``."""
+        cdef _Sock c = self._c
+        cdef int flags = 0
+        if c._closed:
+            if address is None:
+                return _c_sendto(self, data, flags_or_address)
+            return _c_sendto(self, data, flags_or_address, address)
+        if address is None:
+            address = flags_or_address
+        else:
+            flags = flags_or_address
+        if _sched()._current is None:
+            return _sched()._drive("sendto", self.sendto,
+                                   (data, flags, address))
+        return c._poll_loop("sendto", _c_sendto,
+                            (self, data, flags | MSG_DONTWAIT | MSG_NOSIGNAL,
+                             address), POLLOUT)
+
+    def sendmsg(self, buffers, ancdata=(), int flags=0, address=None):
+        """As :meth:`socket.socket.sendmsg`: send the buffers (and
+        ancillary data: SCM_RIGHTS fds, ...) as one message; returns the
+        number of bytes sent."""
+        cdef _Sock c = self._c
+        if c._closed:
+            return _c_sendmsg(self, buffers, ancdata, flags, address)
+        if _sched()._current is None:
+            return _sched()._drive("sendmsg", self.sendmsg,
+                                   (buffers, ancdata, flags, address))
+        return c._poll_loop("sendmsg", _c_sendmsg,
+                            (self, buffers, ancdata,
+                             flags | MSG_DONTWAIT | MSG_NOSIGNAL, address),
+                            POLLOUT)
+
+    def sendfile(self, file, offset=0, count=None):
+        """As :meth:`socket.socket.sendfile`: send a file (opened in binary
+        mode) until EOF or ``count`` bytes, with ``os.sendfile`` for a
+        regular file (else read and send); returns the bytes sent.  Waits
+        suspend only this fiber; a timeout applies to the whole call."""
+        cdef _Sock c = self._c
+        if not c._closed and _sched()._current is None:
+            return _sched()._drive("sendfile", self.sendfile,
+                                   (file, offset, count))
+        try:
+            return self._sendfile_zerocopy(file, offset, count)
+        except _GiveupOnSendfile:
+            return self._sendfile_use_send(file, offset, count)
+
+    def _sendfile_zerocopy(self, file, offset, count):
+        # The stdlib's _sendfile_use_sendfile, with our waits: os.sendfile
+        # on the fd made non-blocking for the call, and POLLOUT through
+        # the pump when the socket's buffer is full.
+        cdef _Sock c = self._c
+        cdef Scheduler s
+        cdef Fiber me
+        cdef Timer t
+        cdef int rc
+        if _os_sendfile is None:
+            raise _GiveupOnSendfile("os.sendfile() not available")
+        self._check_sendfile_params(file, offset, count)
+        if c._closed:
+            raise _closed_error()
+        try:
+            fileno = file.fileno()
+        except (AttributeError, _io_mod.UnsupportedOperation) as err:
+            raise _GiveupOnSendfile(err)
+        try:
+            fsize = _os_fstat(fileno).st_size
+        except OSError as err:
+            raise _GiveupOnSendfile(err)
+        if not fsize:
+            return 0
+        if c._timeout_ns == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        blocksize = min(count or fsize, 2 ** 30)
+        s = _sched()
+        me = s._current
+        c._prepare(s)
+        total = 0
+        t = c._arm(s, me)
+        try:
+            while True:
+                if count:
+                    blocksize = count - total
+                    if blocksize <= 0:
+                        break
+                c._nonblock_call()
+                try:
+                    sent = _os_sendfile(c._fd, fileno, offset, blocksize)
+                except BlockingIOError:
+                    sent = None
+                except OSError as err:
+                    if total == 0:
+                        raise _GiveupOnSendfile(err)
+                    raise err from None
+                finally:
+                    c._prepare(s)       # the backend's flag again
+                if sent is None:
+                    rc = c._wait_ready(s, me, POLLOUT, False)
+                    if rc < 0:
+                        raise _oserror(-rc)
+                    continue
+                if sent == 0:
+                    break
+                offset += sent
+                total += sent
+            return total
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset)
+
+    # ---- connections ----------------------------------------------------
+
+    def accept(self):
+        """Wait for a connection: ``(Socket, address)``.  The new socket's
+        timeout is socket.getdefaulttimeout(), as the stdlib's."""
+        cdef _Sock c = self._c
+        cdef _Sock cc
+        cdef Scheduler s
+        cdef Fiber me
+        cdef _Op o
+        cdef int res
+        if c._closed:
+            _c_accept(self)             # raises EBADF
+            raise _closed_error()
+        s = _sched()
+        me = s._current
+        if me is None:
+            return s._drive("accept", self.accept, ())
+        c._prepare(s)
+        fd = None
+        if s._io.multishot and c._timeout_ns != 0:
+            if c._ms is None:
+                c._ms = _Stream.__new__(_Stream)
+                c._ms.accepting = True
+            fd = c._ms._accept(s, me, c)
+            if fd is None:
+                c._ms = None
+        if fd is not None:
+            res = fd
+        else:
+            o = _new_op(FIB__OP_ACCEPT, c._fd)
+            res = c._wait(s, me, o, False, True)
+            if res < 0:
+                raise _oserror(-res)
+        try:
+            # The epoll backend (and the direct try) accept non-blocking
+            # fds; io_uring's accept makes blocking ones, as io_uring wants.
+            conn = _new_socket(Socket, _CSocket.family.__get__(self),
+                               _CSocket.type.__get__(self),
+                               _CSocket.proto.__get__(self), res,
+                               s._io.backend == FIB__BACKEND_EPOLL or
+                               c._timeout_ns == 0)
+        except BaseException:
+            close(res)
+            raise
+        cc = conn._c
+        cc._reg = s
+        if s._io.multishot and cc._timeout_ns != 0 and \
+                _CSocket.type.__get__(self) == _socket_mod.SOCK_STREAM:
+            # A server's connection: read it with multishot recv.
+            cc._ms = _Stream.__new__(_Stream)
+        try:
+            addr = conn.getpeername()
+        except OSError:
+            addr = None     # reset before we could ask
+        return conn, addr
+
+    def connect(self, address):
+        """Connect to ``address``, suspending this fiber until done.  A
+        host name is resolved without blocking the other fibers."""
+        cdef _Sock c = self._c
+        cdef int err
+        if c._closed:
+            return _c_connect(self, address)
+        if _sched()._current is None:
+            return _sched()._drive("connect", self.connect, (address,))
+        err = c._connect(self, address)
+        if err:
+            raise _oserror(err)
+
+    def connect_ex(self, address):
+        """Like connect(), but returns an errno (0 on success) instead of
+        raising for connection errors."""
+        cdef _Sock c = self._c
+        if c._closed:
+            return _c_connect_ex(self, address)
+        if _sched()._current is None:
+            return _sched()._drive("connect_ex", self.connect_ex, (address,))
+        return c._connect(self, address)
+
+    # ---- timeouts -------------------------------------------------------
+
+    def settimeout(self, value):
+        """None blocks (suspending the fiber) without limit; 0 makes calls
+        raise BlockingIOError instead of waiting; a positive number makes
+        waiting calls raise TimeoutError('timed out') after that long.
+        Values are checked as socket.settimeout() checks them."""
+        cdef _Sock c = self._c
+        if value is not None:
+            try:
+                _timeout_check.settimeout(value)
+            except OSError:
+                pass                # EBADF: the value itself was fine
+        if c._closed:
+            raise _closed_error()
+        c._timeout_ns = _timeout_ns_of(value)
+
+    def gettimeout(self):
+        """The timeout in seconds, or None (see :meth:`settimeout`)."""
+        cdef _Sock c = self._c
+        if c._timeout_ns < 0:
+            return None
+        return c._timeout_ns / 1e9
+
+    def setblocking(self, flag):
+        """``setblocking(True)`` is settimeout(None), False settimeout(0)."""
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self):
+        """False for a non-blocking socket (timeout 0), else True."""
+        cdef _Sock c = self._c
+        return c._timeout_ns != 0
+
+    @property
+    def timeout(self):
+        """The timeout in seconds, or None, as :meth:`gettimeout`."""
+        return self.gettimeout()
+
+    # ---- lifetime -------------------------------------------------------
+
+    @property
+    def closed(self):
+        """True once the fd is closed (or detached)."""
+        cdef _Sock c = self._c
+        return c._closed
+
+    def _real_close(self):
+        # socket.socket.close() calls this when no makefile() file is open
+        # (or when the last one closes): cancel our operations on the fd
+        # (waiting fibers get OSError(EBADF)), then close it.
+        cdef _Sock c = self._c
+        if not c._closed:
+            _reset_if_unread(c, self)
+        c._close()
+        _c_close(self)
+
+    def detach(self):
+        """Give up the fd without closing it; returns it (-1 if closed)."""
+        cdef _Sock c = self._c
+        c._close()
+        self._closed = True
+        return _c_detach(self)
+
+    def dup(self):
+        """A new Socket on a duplicate of the fd, with the same timeout."""
+        cdef _Sock c = self._c
+        if c._closed:
+            raise _closed_error()
+        fd = _os_dup(c._fd)
+        try:
+            sock = _new_socket(self.__class__, _CSocket.family.__get__(self),
+                               _CSocket.type.__get__(self),
+                               _CSocket.proto.__get__(self), fd,
+                               c._nonblocking)
+        except BaseException:
+            close(fd)
+            raise
+        (<_Sock>sock._c)._timeout_ns = c._timeout_ns
+        return sock
 
     def makefile(self, mode="r", buffering=None, *, encoding=None,
                  errors=None, newline=None):
@@ -846,26 +1132,29 @@ cdef class Socket:
         text.mode = mode
         return text
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
     def __repr__(self):
-        if self._closed or self._sock is None:
-            return "<fibers.net.Socket [closed]>"
-        return (f"<fibers.net.Socket fd={self._fd} "
-                f"family={self._sock.family!r} type={self._sock.type!r}>")
+        if self._c is _closed_core:
+            return "<fibers.net.Socket [closed]>"     # never initialised
+        return _std_repr(self)
 
+    # ---- for fibers.ssl and tests ---------------------------------------
 
-def _adopt_socket(sock):
-    """Take over a stdlib socket (used by fibers.net)."""
-    cdef Socket self
-    sock.settimeout(0)
-    self = _adopt(sock, True)
-    return self
+    def _unread(self, data):
+        # For fibers.ssl's unwrap(): bytes read past the end of the TLS
+        # stream go back, ahead of anything received later.
+        cdef _Sock c = self._c
+        rest = c._pushback
+        data = bytes(data)
+        if data:
+            c._pushback = data + rest if rest is not None else data
 
+    def _read_mode(self):
+        # For tests: how recv() reads this socket now -- 'multishot',
+        # 'direct' (a bulk stream on io_uring), or 'single' (plain calls).
+        cdef _Sock c = self._c
+        if c._ms is None or c._ms.accepting:
+            return "single"
+        return "direct" if c._ms.direct else "multishot"
 
 # ---- the stdlib's call semantics ------------------------------------------
 #
@@ -901,7 +1190,7 @@ cdef extern from "<poll.h>":
     int poll(pollfd *fds, unsigned long n, int timeout)
 
 
-cdef inline bint _must_not_wait(Socket sock, int flags):
+cdef inline bint _must_not_wait(_Sock sock, int flags):
     # The call may not wait: a non-blocking socket, or MSG_DONTWAIT on a
     # blocking one.  (With a timeout the stdlib waits for readiness first,
     # whatever the flags.)
@@ -909,7 +1198,7 @@ cdef inline bint _must_not_wait(Socket sock, int flags):
         (sock._timeout_ns < 0 and (flags & MSG_DONTWAIT) != 0)
 
 
-cdef inline int _call_flags(Socket sock, int flags):
+cdef inline int _call_flags(_Sock sock, int flags):
     # The flags a call that may wait hands to the pump: with a timeout,
     # MSG_DONTWAIT goes (io_uring would give EAGAIN at once, where the
     # stdlib first waits for readiness).
@@ -918,7 +1207,7 @@ cdef inline int _call_flags(Socket sock, int flags):
     return flags
 
 
-cdef object _receive_now(Socket sock, object fn, tuple args):
+cdef object _receive_now(_Sock sock, object fn, tuple args):
     # recvfrom/recvfrom_into with MSG_DONTWAIT on a blocking socket: the
     # stdlib makes the call once, through our stdlib object (non-blocking:
     # EAGAIN is its own BlockingIOError).  A recv given up on and still
@@ -930,7 +1219,7 @@ cdef object _receive_now(Socket sock, object fn, tuple args):
     return fn(*args)
 
 
-cdef bint _stdlib_polls(Socket sock, int res, int events):
+cdef bint _stdlib_polls(_Sock sock, int res, int events):
     # A call failed with -res at once: would the stdlib not have made it
     # yet, still polling for readiness under the socket's timeout?  Only a
     # socket with a timeout polls first, and only a socket that is not
@@ -950,7 +1239,7 @@ cdef bint _stdlib_polls(Socket sock, int res, int events):
     return poll(&p, 1, 0) == 0
 
 
-cdef int _polled_call(Socket sock, Scheduler s, Fiber me, _Op o, int res,
+cdef int _polled_call(_Sock sock, Scheduler s, Fiber me, _Op o, int res,
                       int events, bint timed) except? -1:
     # A call that failed (res < 0) where the stdlib would still be polling
     # (_stdlib_polls): poll as it does, then call again.  Returns the
@@ -964,7 +1253,7 @@ cdef int _polled_call(Socket sock, Scheduler s, Fiber me, _Op o, int res,
     return res
 
 
-cdef int _reset_if_unread(Socket sock) except -1:
+cdef int _reset_if_unread(_Sock sock, object owner) except -1:
     # Before the fd closes: TCP closed with unread received data resets
     # the connection (RST; the peer's recv raises ConnectionResetError),
     # where a clean close sends FIN.  Bytes we received and nobody read --
@@ -978,10 +1267,13 @@ cdef int _reset_if_unread(Socket sock) except -1:
     if sock._pushback is None and (st is None or st.accepting or
                                    st.buffered == 0):
         return 0
-    if sock._sock.type != _socket_mod.SOCK_STREAM or sock._sock.family \
+    if owner.type != _socket_mod.SOCK_STREAM or owner.family \
             not in (_socket_mod.AF_INET, _socket_mod.AF_INET6):
         return 0
     lg.l_onoff = 1
     lg.l_linger = 0
     setsockopt(sock._fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
     return 0
+
+
+Socket.__module__ = "fibers.net"

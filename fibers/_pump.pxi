@@ -514,8 +514,8 @@ cdef int _op_finished(Scheduler s, _Op o, fib__cqe *c) except -1:
     # record goes here.
     cdef Fiber f = o.fiber
     Py_DECREF(o)
-    if o.op.code == FIB__OP_RECV and type(o.keep) is Socket:
-        (<Socket>o.keep)._late_done(s, o)
+    if o.op.code == FIB__OP_RECV and type(o.keep) is _Sock:
+        (<_Sock>o.keep)._late_done(s, o)
     if f is not None:
         o.fiber = None
         if f._state == ST_SUSPENDED:

@@ -19,10 +19,10 @@ cdef class _Stream:
     cdef int _drop(self) except -1
     cdef int _end(self, Scheduler reg) except -1
     cdef int _arm(self, Scheduler s, int code, int fd) except -1
-    cdef int _wait(self, Scheduler s, Fiber me, Socket sock,
+    cdef int _wait(self, Scheduler s, Fiber me, _Sock sock,
                    bint timed) except -1
-    cdef object _take(self, Scheduler s, Fiber me, Socket sock,
+    cdef object _take(self, Scheduler s, Fiber me, _Sock sock,
                       Py_ssize_t n, int flags, bint timed)
     cdef object _pop(self, Py_ssize_t n, bint peek)
     cdef int _direct_done(self, int res) except -1
-    cdef object _accept(self, Scheduler s, Fiber me, Socket sock)
+    cdef object _accept(self, Scheduler s, Fiber me, _Sock sock)

@@ -105,7 +105,7 @@ cdef class _Stream:
         self.op = o
         return 0
 
-    cdef int _wait(self, Scheduler s, Fiber me, Socket sock,
+    cdef int _wait(self, Scheduler s, Fiber me, _Sock sock,
                    bint timed) except -1:
         # Park until the stream has news, under the socket's timeout (unless
         # the caller keeps its own deadline).  An interruption loses
@@ -122,7 +122,7 @@ cdef class _Stream:
 
     # ---- receiving ------------------------------------------------------
 
-    cdef object _take(self, Scheduler s, Fiber me, Socket sock,
+    cdef object _take(self, Scheduler s, Fiber me, _Sock sock,
                       Py_ssize_t n, int flags, bint timed):
         # recv() from the stream: up to n bytes of what has arrived,
         # waiting if nothing has.  None: read directly instead -- for good
@@ -233,7 +233,7 @@ cdef class _Stream:
 
     # ---- accepting ------------------------------------------------------
 
-    cdef object _accept(self, Scheduler s, Fiber me, Socket sock):
+    cdef object _accept(self, Scheduler s, Fiber me, _Sock sock):
         # accept() from the stream: an fd, or None to fall back.
         while True:
             if self.unsupported:
