@@ -434,7 +434,10 @@ cdef object _get_seconds(object timeout):
     # which raises the stdlib's error or accepts it.
     if timeout is None:
         return None
-    if (type(timeout) is int or type(timeout) is float) and timeout >= 0:
+    # Past TIMEOUT_MAX the stdlib may refuse the value (OverflowError):
+    # the probe says.
+    if (type(timeout) is int or type(timeout) is float) and \
+            0 <= timeout <= _TIMEOUT_MAX:
         return timeout
     probe = _RealSimpleQueue()
     probe.put(None)

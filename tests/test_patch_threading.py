@@ -365,3 +365,353 @@ def test_outside_a_fiber_the_lock_is_a_real_thread_lock(patched):
     lk.release()
     assert lk.acquire(False)
     lk.release()
+
+
+# ---- leaving a wait: kills, timeouts, the wake-up passed on ----------------
+
+def test_a_waiter_killed_as_it_is_woken_passes_the_wakeup_on(io_sched,
+                                                             patched):
+    # a's kill is pending when the release wakes it: a leaves without the
+    # lock, and must hand the wake-up to b, or b waits on a free lock.
+    lk = threading.Lock()
+    log = []
+
+    def waiter(name):
+        try:
+            with lk:
+                log.append((name, "in", fibers.now()))
+        except fibers.FiberExit:
+            log.append((name, "killed", fibers.now()))
+            raise
+
+    def main():
+        lk.acquire()
+        a = fibers.spawn(waiter, "a")
+        b = fibers.spawn(waiter, "b")
+        fibers.sleep(1)
+        assert lk._fiber_waiters == 2
+        a.kill(block=False)
+        lk.release()
+        b.join(timeout=10)
+        assert lk._fiber_waiters == 0 and not lk.locked()
+
+    io_sched.run(main)
+    assert log == [("a", "killed", 1.0), ("b", "in", 1.0)]
+
+
+def test_a_timeout_scope_ends_a_lock_wait_and_the_next_waiter_gets_it(
+        io_sched, patched):
+    lk = threading.Lock()
+    log = []
+
+    def impatient():
+        with fibers.move_on_after(1):
+            lk.acquire()
+            log.append("impatient got it")      # never: the scope ends
+        log.append(("impatient gave up", fibers.now()))
+
+    def patient():
+        with lk:
+            log.append(("patient in", fibers.now()))
+
+    def main():
+        lk.acquire()
+        i = fibers.spawn(impatient)
+        p = fibers.spawn(patient)
+        fibers.sleep(2)
+        assert lk._fiber_waiters == 1           # only the patient one
+        lk.release()
+        i.join()
+        p.join(timeout=10)
+        assert lk._fiber_waiters == 0
+
+    io_sched.run(main)
+    assert log == [("impatient gave up", 1.0), ("patient in", 2.0)]
+
+
+def test_a_killed_simple_queue_getter_takes_no_item(io_sched, patched):
+    sq = queue.SimpleQueue()
+    got = []
+
+    def getter(name):
+        got.append((name, sq.get(), fibers.now()))
+
+    def main():
+        a = fibers.spawn(getter, "a")
+        b = fibers.spawn(getter, "b")
+        fibers.sleep(1)
+        a.kill()
+        assert sq._fiber_waiters == 1
+        fibers.sleep(1)
+        sq.put("x")
+        b.join(timeout=10)
+        assert sq.qsize() == 0 and sq._fiber_waiters == 0
+
+    io_sched.run(main)
+    assert got == [("b", "x", 2.0)]
+
+
+# ---- errors, as the stdlib's ----------------------------------------------
+
+def _error(call):
+    try:
+        call()
+    except Exception as e:
+        return type(e), str(e)
+    return None
+
+
+def test_bad_arguments_raise_the_stdlibs_errors_inside_a_fiber(io_sched,
+                                                               patched):
+    import _queue
+    import _thread
+    lock_args = [(False, 1), (True, -2), (True, float("nan")),
+                 (True, 1e12), (True, 10 ** 20), (True, "x")]
+    get_args = [-1, float("nan"), 1e12, 10 ** 20, "x"]
+    out = []
+
+    def main():
+        lk = threading.Lock()
+        lk.acquire()                    # contended: the fiber's own path
+        rl = threading.RLock()
+        sq = queue.SimpleQueue()        # empty: the fiber's own path
+        for args in lock_args:
+            want = _error(lambda: _thread.allocate_lock().acquire(*args))
+            assert want is not None, args
+            out.append((_error(lambda: lk.acquire(*args)) == want,
+                        _error(lambda: rl.acquire(*args)) == want))
+        for t in get_args:
+            real = _queue.SimpleQueue()
+            real.put(None)
+            want = _error(lambda: real.get(True, t))
+            assert want is not None, t
+            out.append(_error(lambda: sq.get(True, t)) == want)
+        lk.release()
+        out.append(_error(lk.release) ==
+                   _error(_thread.allocate_lock().release))
+        out.append(_error(rl.release) ==
+                   _error(threading._CRLock().release))
+
+    io_sched.run(main)
+    assert out == [(True, True)] * len(lock_args) + \
+        [True] * (len(get_args) + 2)
+
+
+# ---- RLock: more owners ----------------------------------------------------
+
+def test_rlock_nonblocking_and_timed_from_another_fiber(io_sched, patched):
+    rl = threading.RLock()
+    log = []
+
+    def other():
+        log.append(("try", rl.acquire(False)))
+        log.append(("timed", rl.acquire(timeout=1.5), fibers.now()))
+        log.append(("mine?", rl._is_owned(), rl._recursion_count()))
+        log.append(("waited", rl.acquire(), fibers.now()))
+        log.append(("mine?", rl._is_owned(), rl._recursion_count()))
+        rl.release()
+
+    def main():
+        assert rl.acquire() and rl.acquire(False)   # recursion, no wait
+        assert rl._recursion_count() == 2
+        o = fibers.spawn(other)
+        fibers.sleep(3)
+        rl.release()
+        assert rl.locked()                  # still held once
+        rl.release()
+        o.join()
+        assert not rl.locked()
+
+    io_sched.run(main)
+    assert log == [("try", False), ("timed", False, 1.5), ("mine?", False, 0),
+                   ("waited", True, 3.0), ("mine?", True, 1)]
+
+
+def test_rlock_held_by_a_fiber_is_not_the_threads_outside_it(io_sched,
+                                                             patched):
+    # The owner is the (thread, fiber) pair: after the fiber that took it
+    # ends, code of the same thread outside any fiber is another owner.
+    rl = threading.RLock()
+
+    def take():
+        rl.acquire()
+
+    io_sched.run(take)
+    assert rl.locked()
+    assert rl.acquire(False) is False
+    with pytest.raises(RuntimeError):
+        rl.release()
+
+
+def test_a_real_thread_holds_an_rlock_a_fiber_waits(real_sched, patched):
+    rl = threading.RLock()
+    held = threading.Event()
+    release = threading.Event()
+    log = []
+
+    def thread_body():
+        with rl:
+            with rl:
+                held.set()
+                release.wait(PEER_WAIT)
+
+    def waiter():
+        with rl:
+            log.append("fiber has it")
+
+    def ticker():
+        for i in range(3):
+            fibers.yield_now()
+            log.append(f"tick {i}")
+        release.set()
+
+    def main():
+        t = threading.Thread(target=thread_body)
+        t.start()
+        assert held.wait(PEER_WAIT)
+        w = fibers.spawn(waiter)
+        k = fibers.spawn(ticker)
+        w.join()
+        k.join()
+        t.join(PEER_WAIT)
+
+    real_sched.run(main)
+    assert log == ["tick 0", "tick 1", "tick 2", "fiber has it"]
+
+
+# ---- fibers of two threads' schedulers on one lock -------------------------
+
+def test_fibers_of_two_schedulers_hand_a_lock_back_and_forth(backend,
+                                                             patched):
+    # Each side's release wakes a fiber parked on the other thread's
+    # scheduler (through its call_threadsafe).
+    lk = threading.Lock()
+    log = []
+
+    def other_thread():
+        def tmain():
+            fibers.wait_for(lambda: lk._fiber_waiters == 0 and lk.locked(),
+                            timeout=PEER_WAIT)
+            lk.acquire()                    # held by the main fiber: parks
+            log.append("thread fiber has it")
+            fibers.wait_for(lambda: lk._fiber_waiters == 1,
+                            timeout=PEER_WAIT)
+            lk.release()                    # wakes the main fiber
+
+        s = fibers.Scheduler(backend=backend)
+        try:
+            s.run(tmain)
+        finally:
+            s.close()
+
+    def main():
+        lk.acquire()
+        t = threading.Thread(target=other_thread)
+        t.start()
+        fibers.wait_for(lambda: lk._fiber_waiters == 1, timeout=PEER_WAIT)
+        log.append("main releases")
+        lk.release()                        # wakes the thread's fiber
+        fibers.wait_for(lambda: log[-1] == "thread fiber has it",
+                        timeout=PEER_WAIT)
+        assert lk.acquire(timeout=PEER_WAIT)     # parks until it releases
+        log.append("main fiber has it again")
+        lk.release()
+        t.join(PEER_WAIT)
+        assert not t.is_alive()
+
+    s = fibers.Scheduler(backend=backend)
+    try:
+        s.run(main)
+    finally:
+        s.close()
+    assert log == ["main releases", "thread fiber has it",
+                   "main fiber has it again"]
+
+
+# ---- Condition, Event and Queue with a real thread -------------------------
+
+def test_condition_and_event_woken_by_a_real_thread(real_sched, patched):
+    cond = threading.Condition()
+    ev = threading.Event()
+    log = []
+
+    def thread_body():
+        with cond:
+            cond.notify()
+        ev.set()
+
+    def waiter():
+        with cond:
+            t = threading.Thread(target=thread_body)
+            t.start()       # it cannot notify before this wait releases
+            log.append(("cond", cond.wait(timeout=PEER_WAIT)))
+        log.append(("event", ev.wait(timeout=PEER_WAIT)))
+        t.join(PEER_WAIT)
+
+    def ticker():
+        for i in range(3):
+            fibers.yield_now()
+            log.append(f"tick {i}")
+
+    def main():
+        w = fibers.spawn(waiter)
+        k = fibers.spawn(ticker)
+        k.join()
+        w.join()
+
+    real_sched.run(main)
+    assert ("cond", True) in log and ("event", True) in log
+    assert log.index(("cond", True)) < log.index(("event", True))
+    assert [x for x in log if isinstance(x, str)] == \
+        ["tick 0", "tick 1", "tick 2"]
+
+
+def test_timed_waits_time_out_on_the_real_clock(real_sched, patched):
+    # queue.Queue and Condition.wait_for compute what remains of their
+    # timeout from time.monotonic, which a virtual clock does not move:
+    # they are tested here, on the real clock, where only the timeout
+    # itself is asserted.
+    q = queue.Queue()
+    cond = threading.Condition()
+
+    def main():
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.01)
+        with cond:
+            assert cond.wait_for(lambda: False, timeout=0.01) is False
+        q2 = queue.Queue(maxsize=1)
+        q2.put(1)
+        with pytest.raises(queue.Full):
+            q2.put(2, timeout=0.01)
+
+    real_sched.run(main)
+
+
+# ---- outside a fiber: the stdlib's ---------------------------------------
+
+def test_outside_a_fiber_rlock_and_simple_queue_are_the_stdlibs(patched):
+    rl = threading.RLock()
+    sq = queue.SimpleQueue()
+    got = []
+    rl.acquire()
+    rl.acquire()
+
+    def thread_body():
+        got.append(rl.acquire(timeout=0.01))    # another thread: no
+        with pytest.raises(RuntimeError):
+            rl.release()
+        got.append(sq.get(timeout=PEER_WAIT))   # a real blocking get
+        try:
+            sq.get(timeout=0.01)
+        except queue.Empty:
+            got.append("empty")
+
+    t = threading.Thread(target=thread_body)
+    t.start()
+    sq.put("x")
+    t.join(PEER_WAIT)
+    assert got == [False, "x", "empty"]
+    rl.release()
+    rl.release()
+    with pytest.raises(RuntimeError):
+        rl.release()
