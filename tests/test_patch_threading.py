@@ -715,3 +715,32 @@ def test_outside_a_fiber_rlock_and_simple_queue_are_the_stdlibs(patched):
     rl.release()
     with pytest.raises(RuntimeError):
         rl.release()
+
+
+def test_a_future_of_a_thread_pool_waits_cooperatively(real_sched, patched):
+    # concurrent.futures builds on threading's names and queue.SimpleQueue
+    # when it makes its objects: made while patched, Future.result() in a
+    # fiber parks only the fiber while the worker thread runs.
+    import concurrent.futures
+    go = threading.Event()
+    log = []
+
+    def job():
+        assert go.wait(PEER_WAIT)           # a real thread: the real wait
+        return 42
+
+    def ticker():
+        for i in range(3):
+            fibers.yield_now()
+            log.append(i)
+        go.set()
+
+    def main():
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            fut = ex.submit(job)
+            k = fibers.spawn(ticker)
+            log.append(fut.result(timeout=PEER_WAIT))
+            k.join()
+
+    real_sched.run(main)
+    assert log == [0, 1, 2, 42]
