@@ -43,8 +43,9 @@ def test_the_names_are_replaced_and_restored():
         # A real lock made before the patch is still "a threading.Lock".
         import _thread
         assert isinstance(_thread.allocate_lock(), threading.Lock)
-    assert (threading.Lock, threading._allocate_lock, threading.RLock,
-            queue.SimpleQueue) == before
+    after = (threading.Lock, threading._allocate_lock, threading.RLock,
+             queue.SimpleQueue)
+    assert all(a is b for a, b in zip(after, before))
 
 
 def test_contended_lock_parks_only_the_fiber(io_sched, patched):
