@@ -27,9 +27,11 @@ import _queue
 import _thread
 import queue as _queue_mod
 import threading as _threading
+import time as _time
 import types as _types
 
-from ._core import ThreadLock, ThreadRLock, ThreadSimpleQueue
+from ._core import ThreadLock, ThreadRLock, ThreadSimpleQueue, _in_fiber
+from ._core import now as _now
 from .patching import _StdLike
 
 __all__ = ["threading_targets", "queue_targets", "Lock", "RLock",
@@ -63,13 +65,30 @@ for _cls, _mod in ((Lock, "threading"), (RLock, "threading"),
 del _cls, _mod
 
 
+_std_monotonic = _time.monotonic
+
+
+def _clock():
+    # The clock threading's and queue's timeouts are computed on
+    # (Semaphore.acquire, Condition.wait_for, Barrier, Queue.get/put take
+    # a deadline, then wait for what is left of it): inside a fiber, the
+    # scheduler's, which the waits themselves run on; elsewhere the
+    # stdlib's.  Under a VirtualClock the two differ, and the stdlib's
+    # loops would wait again and again until real time caught up.
+    if _in_fiber():
+        return _now()
+    return _std_monotonic()
+
+
 def threading_targets():
     """The threading part's (owner, attr, replacement) triples."""
     return [(_threading, "Lock", Lock),
             (_threading, "_allocate_lock", Lock),
-            (_threading, "RLock", RLock)]
+            (_threading, "RLock", RLock),
+            (_threading, "_time", _clock)]
 
 
 def queue_targets():
     """The queue part's (owner, attr, replacement) triples."""
-    return [(_queue_mod, "SimpleQueue", SimpleQueue)]
+    return [(_queue_mod, "SimpleQueue", SimpleQueue),
+            (_queue_mod, "time", _clock)]

@@ -6,8 +6,10 @@ stay real thread locks everywhere else.  On both pump backends.
 Fibers-only waits run on the virtual clock (exact times).  Where a real
 thread takes part, the scheduler runs on the real clock and the tests
 synchronise on events; a real-clock timeout is only asserted to happen."""
+import _thread
 import queue
 import threading
+import time
 
 import pytest
 
@@ -22,6 +24,26 @@ def patched():
     with fibers.patched(threading=True, queue=True):
         yield
     assert not patching.is_patched()
+
+
+def _until(pred, what, limit=1000):
+    # Yield until pred() holds; bounded in count.
+    for _ in range(limit):
+        if pred():
+            return
+        fibers.yield_now()
+    raise AssertionError(f"never happened: {what}")
+
+
+def _held_real():
+    lk = _thread.allocate_lock()
+    lk.acquire()
+    return lk
+
+
+def _real_wait(lock):
+    # Blocks the thread until the peer signals, bounded in time.
+    assert lock.acquire(True, PEER_WAIT), "the peer never signalled"
 
 
 @pytest.fixture
@@ -225,9 +247,10 @@ def test_condition_event_and_semaphore_in_fibers(io_sched, patched):
         w.join()
         with cond:
             log.append(("cond timeout", cond.wait(timeout=2), fibers.now()))
-        # (Semaphore's own timeout loop reads time.monotonic, which the
-        # virtual clock does not move: an untimed wait here.)
+        # Semaphore's timeout loop reads threading._time: the patch makes
+        # it the scheduler's clock inside a fiber.
         sem.acquire()
+        log.append(("sem timeout", sem.acquire(timeout=1), fibers.now()))
         s = fibers.spawn(lambda: (sem.acquire(),
                                   log.append(("sem", fibers.now()))))
         fibers.sleep(1)
@@ -236,7 +259,8 @@ def test_condition_event_and_semaphore_in_fibers(io_sched, patched):
 
     io_sched.run(main)
     assert log == [("cond", True, 1.0), ("event", True, 2.0),
-                   ("cond timeout", False, 4.0), ("sem", 5.0)]
+                   ("cond timeout", False, 4.0), ("sem timeout", False, 5.0),
+                   ("sem", 6.0)]
 
 
 def test_queue_between_fibers_and_from_a_thread(real_sched, patched):
@@ -430,26 +454,143 @@ def test_a_timeout_scope_ends_a_lock_wait_and_the_next_waiter_gets_it(
     assert log == [("impatient gave up", 1.0), ("patient in", 2.0)]
 
 
-def test_a_killed_simple_queue_getter_takes_no_item(io_sched, patched):
+def test_outside_a_fiber_the_stdlibs_errors_and_timeouts(patched):
+    lk, real = threading.Lock(), _thread.allocate_lock()
+    for args in [(False, 1), (True, -2), (True, float("nan")),
+                 (True, 1e300), (True, None), ("yes", 0.0)]:
+        try:
+            real.acquire(*args)
+            want = None
+        except Exception as e:
+            want = (type(e), str(e))
+        if real.locked():
+            real.release()
+        try:
+            lk.acquire(*args)
+            got = None
+        except Exception as e:
+            got = (type(e), str(e))
+        if lk.locked():
+            lk.release()
+        assert got == want, args
+    rl = threading.RLock()
+    with pytest.raises(RuntimeError, match="cannot release un-acquired"):
+        rl.release()
+    sq = queue.SimpleQueue()
+    with pytest.raises(queue.Empty):
+        sq.get(True, 0.01)
+    with pytest.raises(ValueError, match="non-negative"):
+        sq.get(True, -1)
+
+
+def test_a_woken_fiber_killed_before_it_runs_passes_the_wake_on(
+        real_sched, patched):
+    # A real thread releases the lock: the first waiting fiber (B) is owed
+    # a wake-up, queued through call_threadsafe.  B is killed before that
+    # call runs; the wake-up must reach C, or C would wait forever.
+    lock = threading.Lock()
+    took, release_now, released = _held_real(), _held_real(), _held_real()
+    got = []
+
+    def thread_body():
+        lock.acquire()
+        got.append("T has")
+        took.release()
+        _real_wait(release_now)
+        lock.release()
+        released.release()
+
+    def waiter(name):
+        with lock:
+            got.append(name)
+
+    def main():
+        th = threading.Thread(target=thread_body)
+        th.start()
+        _real_wait(took)
+        b, c = fibers.spawn(waiter, "B"), fibers.spawn(waiter, "C")
+        _until(lambda: lock._fiber_waiters == 2, "both waiting")
+        release_now.release()
+        # Block this whole thread (no fiber runs) until the release is
+        # done: B's wake-up is in flight, B still parked.
+        _real_wait(released)
+        assert lock._fiber_waiters == 1 and b.state == "suspended"
+        b.kill()
+        c.join()
+        th.join(PEER_WAIT)
+
+    real_sched.run(main)
+    assert got == ["T has", "C"]
+    assert not lock.locked() and lock._fiber_waiters == 0
+
+
+def test_event_semaphore_and_barrier_among_fibers(io_sched, patched):
+    ev = threading.Event()
+    sem = threading.Semaphore(2)
+    bar = threading.Barrier(3)
+    cond = threading.Condition()
+    log = []
+    inside = [0, 0]                     # now, most at once
+
+    def worker(i):
+        with sem:
+            inside[0] += 1
+            inside[1] = max(inside[1], inside[0])
+            time.sleep(1)
+            inside[0] -= 1
+        bar.wait()
+        with cond:
+            log.append(("past barrier", i))
+            cond.notify_all()
+        ev.wait()
+        log.append(("event", i))
+
+    def main():
+        ws = [fibers.spawn(worker, i) for i in range(3)]
+        with cond:
+            assert cond.wait_for(lambda: len(log) == 3, 10)
+        assert fibers.now() == 2.0      # two rounds of the semaphore
+        assert not ev.wait(1)
+        ev.set()
+        for w in ws:
+            w.join()
+
+    io_sched.run(main)
+    assert inside == [0, 2]
+    assert sorted(log) == [("event", i) for i in range(3)] + \
+        [("past barrier", i) for i in range(3)]
+
+
+def test_queue_get_timeout_on_the_virtual_clock(io_sched, patched):
+    # Queue.get computes its deadline with queue.time: the patch makes it
+    # the scheduler's clock inside a fiber, so the timeout is exact.
+    q = queue.Queue()
+
+    def main():
+        with pytest.raises(queue.Empty):
+            q.get(timeout=4)
+        return fibers.now()
+
+    assert io_sched.run(main) == 4.0
+
+
+def test_simple_queue_killed_getter_loses_nothing(io_sched, patched):
     sq = queue.SimpleQueue()
     got = []
 
     def getter(name):
-        got.append((name, sq.get(), fibers.now()))
+        got.append((name, sq.get()))
 
     def main():
-        a = fibers.spawn(getter, "a")
-        b = fibers.spawn(getter, "b")
-        fibers.sleep(1)
-        a.kill()
+        b, c = fibers.spawn(getter, "B"), fibers.spawn(getter, "C")
+        _until(lambda: sq._fiber_waiters == 2, "both waiting")
+        b.kill()
         assert sq._fiber_waiters == 1
-        fibers.sleep(1)
         sq.put("x")
-        b.join(timeout=10)
-        assert sq.qsize() == 0 and sq._fiber_waiters == 0
+        c.join()
 
     io_sched.run(main)
-    assert got == [("b", "x", 2.0)]
+    assert got == [("C", "x")]
 
 
 # ---- errors, as the stdlib's ----------------------------------------------
@@ -465,7 +606,6 @@ def _error(call):
 def test_bad_arguments_raise_the_stdlibs_errors_inside_a_fiber(io_sched,
                                                                patched):
     import _queue
-    import _thread
     lock_args = [(False, 1), (True, -2), (True, float("nan")),
                  (True, 1e12), (True, 10 ** 20), (True, "x")]
     get_args = [-1, float("nan"), 1e12, 10 ** 20, "x"]
@@ -668,10 +808,9 @@ def test_condition_and_event_woken_by_a_real_thread(real_sched, patched):
 
 
 def test_timed_waits_time_out_on_the_real_clock(real_sched, patched):
-    # queue.Queue and Condition.wait_for compute what remains of their
-    # timeout from time.monotonic, which a virtual clock does not move:
-    # they are tested here, on the real clock, where only the timeout
-    # itself is asserted.
+    # The deadline clock (threading._time, queue.time) is the scheduler's
+    # inside a fiber: on a real clock too, these timeouts happen.  Only
+    # that they happen is asserted.
     q = queue.Queue()
     cond = threading.Condition()
 
