@@ -55,18 +55,18 @@ def real_sched(backend):
 
 
 def test_the_names_are_replaced_and_restored():
-    before = (threading.Lock, threading._allocate_lock, threading.RLock,
-              queue.SimpleQueue)
+    def names():
+        return (threading.Lock, threading._allocate_lock, threading.RLock,
+                threading._time, queue.SimpleQueue, queue.time)
+
+    before = names()
     with fibers.patched(threading=True, queue=True):
-        assert threading.Lock is not before[0]
+        now = names()
+        assert not any(a is b for a, b in zip(now, before))
         assert threading._allocate_lock is threading.Lock
-        assert threading.RLock is not before[2]
-        assert queue.SimpleQueue is not before[3]
         # A real lock made before the patch is still "a threading.Lock".
-        import _thread
         assert isinstance(_thread.allocate_lock(), threading.Lock)
-    after = (threading.Lock, threading._allocate_lock, threading.RLock,
-             queue.SimpleQueue)
+    after = names()
     assert all(a is b for a, b in zip(after, before))
 
 
