@@ -884,3 +884,30 @@ def test_a_future_of_a_thread_pool_waits_cooperatively(real_sched, patched):
 
     real_sched.run(main)
     assert log == [0, 1, 2, 42]
+
+
+def test_a_lock_released_by_a_bare_thread_is_no_deadlock(real_sched,
+                                                         patched):
+    # Regression: a thread started with _thread.start_new_thread (as
+    # CPython's test_socket starts its clients) is not in threading's
+    # list, and the scheduler called the fiber waiting for its release a
+    # Deadlock.
+    lock = threading.Lock()
+    took, go = _held_real(), _held_real()
+    done = []
+
+    def bare():
+        lock.acquire()
+        took.release()
+        _real_wait(go)
+        lock.release()
+
+    def main():
+        _thread.start_new_thread(bare, ())
+        _real_wait(took)
+        go.release()
+        with lock:                      # parks until the bare thread lets go
+            done.append(True)
+
+    real_sched.run(main)
+    assert done == [True]
