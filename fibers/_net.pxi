@@ -26,7 +26,9 @@
 # MSG_DONTWAIT (sendfile and connect have no flags: they set O_NONBLOCK
 # around the call).  The C object's own timeout is never positive (None,
 # or 0 under socket.setdefaulttimeout()), so none of its methods waits in
-# CPython; the Socket's timeout is ours (the core's _timeout_ns).
+# CPython; the Socket's timeout is ours (the core's _timeout_ns).  A
+# caller's own MSG_DONTWAIT on a blocking socket means one call and
+# EAGAIN at once, as in the stdlib, so those calls skip the wait loop.
 #
 # The fd's O_NONBLOCK flag follows the backend: io_uring wants blocking fds
 # (on an O_NONBLOCK socket it hands back -EAGAIN instead of waiting), epoll
@@ -734,7 +736,10 @@ class Socket(_StdSocket):
                             (bufsize, ancbufsize, flags))
         c._prepare(s)
         if c._plain_reads(s, s._current):
-            return self.recv(bufsize, flags), [], 0, None
+            return self.recv(bufsize, flags), [], 0, _peer_name(self)
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            return _receive_now(c, _c_recvmsg,
+                                (self, bufsize, ancbufsize, flags))
         return c._poll_loop("recvmsg", _c_recvmsg,
                             (self, bufsize, ancbufsize,
                              flags | MSG_DONTWAIT), POLLIN)
@@ -756,8 +761,12 @@ class Socket(_StdSocket):
         if c._plain_reads(s, s._current):
             for b in buffers:
                 if len(memoryview(b)):
-                    return self.recv_into(b, 0, flags), [], 0, None
-            return 0, [], 0, None
+                    return (self.recv_into(b, 0, flags), [], 0,
+                            _peer_name(self))
+            return 0, [], 0, _peer_name(self)
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            return _receive_now(c, _c_recvmsg_into,
+                                (self, buffers, ancbufsize, flags))
         return c._poll_loop("recvmsg_into", _c_recvmsg_into,
                             (self, buffers, ancbufsize,
                              flags | MSG_DONTWAIT), POLLIN)
@@ -839,6 +848,9 @@ class Socket(_StdSocket):
         if _sched()._current is None:
             return _sched()._drive("sendto", self.sendto,
                                    (data, flags, address))
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            c._prepare(_sched())        # one call, as the stdlib's
+            return _c_sendto(self, data, flags | MSG_NOSIGNAL, address)
         return c._poll_loop("sendto", _c_sendto,
                             (self, data, flags | MSG_DONTWAIT | MSG_NOSIGNAL,
                              address), POLLOUT)
@@ -853,6 +865,10 @@ class Socket(_StdSocket):
         if _sched()._current is None:
             return _sched()._drive("sendmsg", self.sendmsg,
                                    (buffers, ancdata, flags, address))
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            c._prepare(_sched())        # one call, as the stdlib's
+            return _c_sendmsg(self, buffers, ancdata, flags | MSG_NOSIGNAL,
+                              address)
         return c._poll_loop("sendmsg", _c_sendmsg,
                             (self, buffers, ancdata,
                              flags | MSG_DONTWAIT | MSG_NOSIGNAL, address),
@@ -1205,6 +1221,18 @@ cdef inline int _call_flags(_Sock sock, int flags):
     if sock._timeout_ns > 0:
         return flags & ~MSG_DONTWAIT
     return flags
+
+
+cdef object _peer_name(object owner):
+    # The address recvmsg gives for bytes read ahead of it: what the
+    # kernel's would have -- on a Unix stream socket the peer's name when
+    # the peer is bound, else none.
+    if _CSocket.family.__get__(owner) != _socket_mod.AF_UNIX:
+        return None
+    try:
+        return _CSocket.getpeername(owner) or None
+    except OSError:
+        return None
 
 
 cdef object _receive_now(_Sock sock, object fn, tuple args):
