@@ -878,7 +878,8 @@ class Socket(_StdSocket):
         """As :meth:`socket.socket.sendfile`: send a file (opened in binary
         mode) until EOF or ``count`` bytes, with ``os.sendfile`` for a
         regular file (else read and send); returns the bytes sent.  Waits
-        suspend only this fiber; a timeout applies to the whole call."""
+        suspend only this fiber; as in the stdlib, the socket's timeout
+        bounds each wait for room, not the whole call."""
         cdef _Sock c = self._c
         if not c._closed and _sched()._current is None:
             return _sched()._drive("sendfile", self.sendfile,
@@ -891,11 +892,12 @@ class Socket(_StdSocket):
     def _sendfile_zerocopy(self, file, offset, count):
         # The stdlib's _sendfile_use_sendfile, with our waits: os.sendfile
         # on the fd made non-blocking for the call, and POLLOUT through
-        # the pump when the socket's buffer is full.
+        # the pump when the socket's buffer is full -- each wait under the
+        # socket's timeout, as the stdlib's select(timeout) is (a sendall
+        # has one deadline; a sendfile that keeps moving never times out).
         cdef _Sock c = self._c
         cdef Scheduler s
         cdef Fiber me
-        cdef Timer t
         cdef int rc
         if _os_sendfile is None:
             raise _GiveupOnSendfile("os.sendfile() not available")
@@ -919,7 +921,6 @@ class Socket(_StdSocket):
         me = s._current
         c._prepare(s)
         total = 0
-        t = c._arm(s, me)
         try:
             while True:
                 if count:
@@ -938,7 +939,7 @@ class Socket(_StdSocket):
                 finally:
                     c._prepare(s)       # the backend's flag again
                 if sent is None:
-                    rc = c._wait_ready(s, me, POLLOUT, False)
+                    rc = c._wait_ready(s, me, POLLOUT, True)
                     if rc < 0:
                         raise _oserror(-rc)
                     continue
@@ -948,8 +949,6 @@ class Socket(_StdSocket):
                 total += sent
             return total
         finally:
-            if t is not None:
-                s._disarm_timeout(me, t)
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset)
 
