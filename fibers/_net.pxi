@@ -1000,8 +1000,12 @@ class Socket(_StdSocket):
         cc = conn._c
         cc._reg = s
         if s._io.multishot and cc._timeout_ns != 0 and \
-                _CSocket.type.__get__(self) == _socket_mod.SOCK_STREAM:
-            # A server's connection: read it with multishot recv.
+                _CSocket.type.__get__(self) == _socket_mod.SOCK_STREAM and \
+                _CSocket.family.__get__(self) != _socket_mod.AF_UNIX:
+            # A server's TCP connection: read it with multishot recv.  Not
+            # a Unix one: a read ahead of a recvmsg would take the bytes
+            # that carry ancillary data (SCM_RIGHTS fds) without it, and
+            # the kernel drops the fds.
             cc._ms = _Stream.__new__(_Stream)
         try:
             addr = conn.getpeername()

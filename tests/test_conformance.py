@@ -22,6 +22,7 @@ connect(addr, timeout=None), spawn(fn, *args) -> .join(), sleep(s),
 path(name) (a Unix socket path in a fresh directory), T (a timeout that
 elapses), run(main).
 """
+import array
 import errno
 import faulthandler
 import os
@@ -1317,6 +1318,35 @@ def test_unix_stream_recvmsg_address_of_a_bound_peer(env):
             buf = bytearray(10)
             assert s.recvmsg_into([buf]) == (2, [], 0, c.getsockname())
             assert buf[:2] == b"bc"
+    env.run(main)
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_unix_stream_fds_after_recv(env, side):
+    def main():
+        c, s = stream_pair(env, "unix")
+        sock, peer = (c, s) if side == "client" else (s, c)
+        r, w = os.pipe()
+        try:
+            with c, s:
+                peer.sendall(b"a")
+                assert sock.recv(1) == b"a"
+                # Nothing may read the next bytes ahead of recvmsg: their
+                # fds would be lost.
+                assert peer.sendmsg([b"fd"], [(
+                    socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                    array.array("i", [r]))]) == 2
+                data, anc, flags, _ = sock.recvmsg(10, socket.CMSG_LEN(4))
+                assert (data, flags, len(anc)) == (b"fd", 0, 1)
+                level, kind, payload = anc[0]
+                assert (level, kind) == (socket.SOL_SOCKET,
+                                         socket.SCM_RIGHTS)
+                got = array.array("i", payload[:4])[0]
+                os.close(got)
+                assert got not in (r, w)
+        finally:
+            os.close(r)
+            os.close(w)
     env.run(main)
 
 
