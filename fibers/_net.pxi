@@ -13,7 +13,7 @@
 # multishot stream hold only the core.
 #
 # A recv, top down: Socket.recv hands out bytes put back first
-# (_pushback); on a server's connection (io_uring) it takes from the
+# (_pushback); on a server's TCP connection (io_uring) it takes from the
 # socket's multishot stream (_ms, _stream.pxi); otherwise, or while that
 # stream is in bulk mode, it submits a single-shot record to the pump and
 # parks (_recv_wait, _wait, then _io_wait in _pump.pxi).  Either way the
