@@ -13,7 +13,7 @@
 # multishot stream hold only the core.
 #
 # A recv, top down: Socket.recv hands out bytes put back first
-# (_pushback); on a server's connection (io_uring) it takes from the
+# (_pushback); on a server's TCP connection (io_uring) it takes from the
 # socket's multishot stream (_ms, _stream.pxi); otherwise, or while that
 # stream is in bulk mode, it submits a single-shot record to the pump and
 # parks (_recv_wait, _wait, then _io_wait in _pump.pxi).  Either way the
@@ -26,7 +26,9 @@
 # MSG_DONTWAIT (sendfile and connect have no flags: they set O_NONBLOCK
 # around the call).  The C object's own timeout is never positive (None,
 # or 0 under socket.setdefaulttimeout()), so none of its methods waits in
-# CPython; the Socket's timeout is ours (the core's _timeout_ns).
+# CPython; the Socket's timeout is ours (the core's _timeout_ns).  A
+# caller's own MSG_DONTWAIT on a blocking socket means one call and
+# EAGAIN at once, as in the stdlib, so those calls skip the wait loop.
 #
 # The fd's O_NONBLOCK flag follows the backend: io_uring wants blocking fds
 # (on an O_NONBLOCK socket it hands back -EAGAIN instead of waiting), epoll
@@ -734,7 +736,10 @@ class Socket(_StdSocket):
                             (bufsize, ancbufsize, flags))
         c._prepare(s)
         if c._plain_reads(s, s._current):
-            return self.recv(bufsize, flags), [], 0, None
+            return self.recv(bufsize, flags), [], 0, _peer_name(self)
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            return _receive_now(c, _c_recvmsg,
+                                (self, bufsize, ancbufsize, flags))
         return c._poll_loop("recvmsg", _c_recvmsg,
                             (self, bufsize, ancbufsize,
                              flags | MSG_DONTWAIT), POLLIN)
@@ -756,8 +761,12 @@ class Socket(_StdSocket):
         if c._plain_reads(s, s._current):
             for b in buffers:
                 if len(memoryview(b)):
-                    return self.recv_into(b, 0, flags), [], 0, None
-            return 0, [], 0, None
+                    return (self.recv_into(b, 0, flags), [], 0,
+                            _peer_name(self))
+            return 0, [], 0, _peer_name(self)
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            return _receive_now(c, _c_recvmsg_into,
+                                (self, buffers, ancbufsize, flags))
         return c._poll_loop("recvmsg_into", _c_recvmsg_into,
                             (self, buffers, ancbufsize,
                              flags | MSG_DONTWAIT), POLLIN)
@@ -839,6 +848,9 @@ class Socket(_StdSocket):
         if _sched()._current is None:
             return _sched()._drive("sendto", self.sendto,
                                    (data, flags, address))
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            c._prepare(_sched())        # one call, as the stdlib's
+            return _c_sendto(self, data, flags | MSG_NOSIGNAL, address)
         return c._poll_loop("sendto", _c_sendto,
                             (self, data, flags | MSG_DONTWAIT | MSG_NOSIGNAL,
                              address), POLLOUT)
@@ -853,6 +865,10 @@ class Socket(_StdSocket):
         if _sched()._current is None:
             return _sched()._drive("sendmsg", self.sendmsg,
                                    (buffers, ancdata, flags, address))
+        if flags & MSG_DONTWAIT and c._timeout_ns < 0:
+            c._prepare(_sched())        # one call, as the stdlib's
+            return _c_sendmsg(self, buffers, ancdata, flags | MSG_NOSIGNAL,
+                              address)
         return c._poll_loop("sendmsg", _c_sendmsg,
                             (self, buffers, ancdata,
                              flags | MSG_DONTWAIT | MSG_NOSIGNAL, address),
@@ -862,7 +878,8 @@ class Socket(_StdSocket):
         """As :meth:`socket.socket.sendfile`: send a file (opened in binary
         mode) until EOF or ``count`` bytes, with ``os.sendfile`` for a
         regular file (else read and send); returns the bytes sent.  Waits
-        suspend only this fiber; a timeout applies to the whole call."""
+        suspend only this fiber; as in the stdlib, the socket's timeout
+        bounds each wait for room, not the whole call."""
         cdef _Sock c = self._c
         if not c._closed and _sched()._current is None:
             return _sched()._drive("sendfile", self.sendfile,
@@ -875,11 +892,12 @@ class Socket(_StdSocket):
     def _sendfile_zerocopy(self, file, offset, count):
         # The stdlib's _sendfile_use_sendfile, with our waits: os.sendfile
         # on the fd made non-blocking for the call, and POLLOUT through
-        # the pump when the socket's buffer is full.
+        # the pump when the socket's buffer is full -- each wait under the
+        # socket's timeout, as the stdlib's select(timeout) is (a sendall
+        # has one deadline; a sendfile that keeps moving never times out).
         cdef _Sock c = self._c
         cdef Scheduler s
         cdef Fiber me
-        cdef Timer t
         cdef int rc
         if _os_sendfile is None:
             raise _GiveupOnSendfile("os.sendfile() not available")
@@ -903,7 +921,6 @@ class Socket(_StdSocket):
         me = s._current
         c._prepare(s)
         total = 0
-        t = c._arm(s, me)
         try:
             while True:
                 if count:
@@ -922,7 +939,7 @@ class Socket(_StdSocket):
                 finally:
                     c._prepare(s)       # the backend's flag again
                 if sent is None:
-                    rc = c._wait_ready(s, me, POLLOUT, False)
+                    rc = c._wait_ready(s, me, POLLOUT, True)
                     if rc < 0:
                         raise _oserror(-rc)
                     continue
@@ -932,8 +949,6 @@ class Socket(_StdSocket):
                 total += sent
             return total
         finally:
-            if t is not None:
-                s._disarm_timeout(me, t)
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset)
 
@@ -985,8 +1000,12 @@ class Socket(_StdSocket):
         cc = conn._c
         cc._reg = s
         if s._io.multishot and cc._timeout_ns != 0 and \
-                _CSocket.type.__get__(self) == _socket_mod.SOCK_STREAM:
-            # A server's connection: read it with multishot recv.
+                _CSocket.type.__get__(self) == _socket_mod.SOCK_STREAM and \
+                _CSocket.family.__get__(self) != _socket_mod.AF_UNIX:
+            # A server's TCP connection: read it with multishot recv.  Not
+            # a Unix one: a read ahead of a recvmsg would take the bytes
+            # that carry ancillary data (SCM_RIGHTS fds) without it, and
+            # the kernel drops the fds.
             cc._ms = _Stream.__new__(_Stream)
         try:
             addr = conn.getpeername()
@@ -1205,6 +1224,18 @@ cdef inline int _call_flags(_Sock sock, int flags):
     if sock._timeout_ns > 0:
         return flags & ~MSG_DONTWAIT
     return flags
+
+
+cdef object _peer_name(object owner):
+    # The address recvmsg gives for bytes read ahead of it: what the
+    # kernel's would have -- on a Unix stream socket the peer's name when
+    # the peer is bound, else none.
+    if _CSocket.family.__get__(owner) != _socket_mod.AF_UNIX:
+        return None
+    try:
+        return _CSocket.getpeername(owner) or None
+    except OSError:
+        return None
 
 
 cdef object _receive_now(_Sock sock, object fn, tuple args):

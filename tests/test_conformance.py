@@ -22,6 +22,7 @@ connect(addr, timeout=None), spawn(fn, *args) -> .join(), sleep(s),
 path(name) (a Unix socket path in a fresh directory), T (a timeout that
 elapses), run(main).
 """
+import array
 import errno
 import faulthandler
 import os
@@ -1010,6 +1011,9 @@ CLOSED_CALLS = {
                                          socket.SO_REUSEADDR),
     "settimeout": lambda s: s.settimeout(1.0),
     "setblocking": lambda s: s.setblocking(True),
+    "recvmsg": lambda s: s.recvmsg(1),
+    "recvmsg_into": lambda s: s.recvmsg_into([bytearray(1)]),
+    "sendmsg": lambda s: s.sendmsg([b"x"]),
 }
 
 
@@ -1249,4 +1253,245 @@ def test_bad_arguments(env, case, closed):
             e = raises(exc_type, call, c)
             if message is not None:
                 assert str(e) == message
+    env.run(main)
+
+
+# ---- recvmsg / sendmsg / sendfile / dup ------------------------------------
+
+def recv_n(sock, n):
+    """Read exactly n bytes (at most n recv calls)."""
+    got = b""
+    for _ in range(n):
+        chunk = sock.recv(n - len(got))
+        assert chunk, f"EOF after {got!r}"
+        got += chunk
+        if len(got) == n:
+            return got
+    raise AssertionError("short reads")
+
+
+@pytest.mark.parametrize("fam", FAMS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_stream_recvmsg_sendmsg(env, fam, side):
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            sock, peer = (c, s) if side == "client" else (s, c)
+            assert peer.sendmsg([b"he", b"llo"]) == 5
+            assert recv_n(sock, 2) == b"he"
+            # The kernel gives a Unix stream socket its peer's address,
+            # when the peer has one (the client's peer, the listener).
+            addr = (sock.getpeername() or None) if fam == "unix" else None
+            # What a recv already read ahead (io_uring's multishot) comes
+            # first, as the kernel would have given it.
+            assert sock.recvmsg(100) == (b"llo", [], 0, addr)
+            assert peer.sendmsg([memoryview(b"abcdef")]) == 6
+            x, y = bytearray(2), bytearray(10)
+            n, anc, flags, addr = sock.recvmsg_into([x, y])
+            assert (anc, flags) == ([], 0)
+            assert addr == ((sock.getpeername() or None)
+                            if fam == "unix" else None)
+            got = bytes(x) + bytes(y[:n - 2])
+            while len(got) < 6:     # bounded: 6 bytes were sent
+                more = sock.recvmsg(6 - len(got))[0]
+                assert more
+                got += more
+            assert got == b"abcdef"
+    env.run(main)
+
+
+def test_unix_stream_recvmsg_address_of_a_bound_peer(env):
+    def main():
+        lst = env.listen(env.path())
+        with lst:
+            c = env.socket(socket.AF_UNIX)
+            c.bind(env.path())
+            c.connect(lst.getsockname())
+            s, _ = lst.accept()
+        with c, s:
+            c.sendall(b"hello")
+            assert recv_n(s, 2) == b"he"
+            # Read ahead or not, the bytes come with the peer's name.
+            assert s.recvmsg(100) == (b"llo", [], 0, c.getsockname())
+            c.sendall(b"abc")
+            assert recv_n(s, 1) == b"a"
+            buf = bytearray(10)
+            assert s.recvmsg_into([buf]) == (2, [], 0, c.getsockname())
+            assert buf[:2] == b"bc"
+    env.run(main)
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_unix_stream_fds_after_recv(env, side):
+    def main():
+        c, s = stream_pair(env, "unix")
+        sock, peer = (c, s) if side == "client" else (s, c)
+        r, w = os.pipe()
+        try:
+            with c, s:
+                peer.sendall(b"a")
+                assert sock.recv(1) == b"a"
+                # Nothing may read the next bytes ahead of recvmsg: their
+                # fds would be lost.
+                assert peer.sendmsg([b"fd"], [(
+                    socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                    array.array("i", [r]))]) == 2
+                data, anc, flags, _ = sock.recvmsg(10, socket.CMSG_LEN(4))
+                assert (data, flags, len(anc)) == (b"fd", 0, 1)
+                level, kind, payload = anc[0]
+                assert (level, kind) == (socket.SOL_SOCKET,
+                                         socket.SCM_RIGHTS)
+                got = array.array("i", payload[:4])[0]
+                os.close(got)
+                assert got not in (r, w)
+        finally:
+            os.close(r)
+            os.close(w)
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_stream_recvmsg_msg_dontwait_blocking_socket(env, fam, side):
+    def late(peer):
+        env.sleep(env.T)
+        peer.sendall(b"!")
+
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            sock, peer = (c, s) if side == "client" else (s, c)
+            # Should recvmsg wait after all, the late byte ends the wait
+            # (and the assertion fails) rather than the test hanging.
+            w = env.spawn(late, peer)
+            assert_would_block(sock.recvmsg, 10, 0, socket.MSG_DONTWAIT)
+            assert_would_block(sock.recvmsg_into, [bytearray(10)], 0,
+                               socket.MSG_DONTWAIT)
+            w.join()
+            assert sock.recvmsg(10)[0] == b"!"
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_stream_sendmsg_msg_dontwait_blocking_socket(env, fam):
+    def late_close(peer):
+        env.sleep(env.T)
+        peer.close()
+
+    def main():
+        c, s = stream_pair(env, fam)
+        with c:
+            w = env.spawn(late_close, s)
+            chunk = bytes(65536)
+            err = None
+            for _ in range(10_000):
+                try:
+                    c.sendmsg([chunk], [], socket.MSG_DONTWAIT)
+                except OSError as e:
+                    err = e
+                    break
+            w.join()
+            assert type(err) is BlockingIOError, repr(err)
+            assert err.errno == errno.EAGAIN
+    env.run(main)
+
+
+def test_dgram_sendto_sendmsg_msg_dontwait_blocking_socket(env):
+    def late_close(peer):
+        env.sleep(env.T)
+        peer.close()
+
+    def main():
+        a, b = dgram_pair(env, "unix")
+        to = b.getsockname()
+        a.connect(to)
+        with a, b:
+            # A connected Unix datagram send blocks while the peer's queue
+            # is full.  Should a send wait after all, the peer's close ends
+            # the wait (with an error, failing the assertion) rather than
+            # the test hanging.
+            w = env.spawn(late_close, b)
+            errs = []
+            for send in (lambda: a.sendto(b"x", socket.MSG_DONTWAIT, to),
+                         lambda: a.sendmsg([b"x"], [], socket.MSG_DONTWAIT)):
+                for _ in range(100_000):
+                    try:
+                        send()
+                    except OSError as e:
+                        errs.append(e)
+                        break
+            w.join()
+            assert [type(e) for e in errs] == [BlockingIOError] * 2, errs
+            assert [e.errno for e in errs] == [errno.EAGAIN] * 2
+    env.run(main)
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_recvmsg_and_sendfile_timeout(env, fam, tmp_path):
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)            # more than any socket buffer holds
+
+    def main():
+        c, s = stream_pair(env, fam)
+        with c, s:
+            s.settimeout(env.T)
+            assert_timed_out(s.recvmsg, 10)
+            assert_timed_out(s.recvmsg_into, [bytearray(10)])
+            c.settimeout(env.T)
+            with open(path, "rb") as f:
+                assert_timed_out(c.sendfile, f)   # nobody reads
+                # The file is left where the sending stopped.
+                assert 0 < f.tell() < 64 << 20
+    env.run(main)
+
+
+def test_sendfile_arguments(env, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+
+    def main():
+        c, s = stream_pair(env, "unix")
+        with c, s:
+            with open(path, "r") as f:
+                e = raises(ValueError, c.sendfile, f)
+                assert "binary mode" in str(e)
+            with open(path, "rb") as f:
+                raises(TypeError, c.sendfile, f, 0, "3")
+                raises(ValueError, c.sendfile, f, 0, 0)
+                c.setblocking(False)
+                e = raises(ValueError, c.sendfile, f)
+                assert "non-blocking" in str(e)
+                c.setblocking(True)
+                assert c.sendfile(f, 8) == 2
+                assert f.tell() == 10
+                assert recv_n(s, 2) == b"89"
+            with open(empty, "rb") as f:
+                assert c.sendfile(f) == 0
+        d = env.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with d, open(path, "rb") as f:
+            e = raises(ValueError, d.sendfile, f)
+            assert "SOCK_STREAM" in str(e)
+    env.run(main)
+
+
+def test_dup_of_open_and_closed_socket(env):
+    def main():
+        c, s = stream_pair(env, "ipv4")
+        with c, s:
+            c.settimeout(env.T)
+            d = c.dup()
+            with d:
+                assert type(d) is type(c)
+                assert d.fileno() != c.fileno()
+                assert d.gettimeout() == env.T
+                assert (d.family, d.type) == (c.family, c.type)
+                d.sendall(b"dup")
+            assert recv_n(s, 3) == b"dup"
+            c.sendall(b"orig")          # closing the dup left c open
+            assert recv_n(s, 4) == b"orig"
+        e = assert_oserror(errno.EBADF, c.dup)
+        assert e.args == (errno.EBADF, "Bad file descriptor")
     env.run(main)

@@ -131,6 +131,44 @@ def test_sendfile_sends_a_file_while_others_run(io_sched, tmp_path):
     assert read_while_sending > 1
 
 
+def test_sendfile_timeout_bounds_each_wait(io_sched, tmp_path):
+    # As the stdlib's (select(timeout) before each os.sendfile): a reader
+    # that keeps draining, slower in total than the timeout but never
+    # leaving the sender stuck that long, lets sendfile finish.
+    path = tmp_path / "blob"
+    blob = os.urandom(1 << 20)
+    path.write_bytes(blob)
+
+    def reader(b):
+        got = []
+        for _ in range(10_000):
+            fibers.sleep(0.6)
+            # All that is queued: a Unix stream socket's writer has room
+            # again only once most of it is read.
+            chunk = b.recv(1 << 20)
+            if not chunk:
+                return b"".join(got)
+            got.append(chunk)
+        raise AssertionError("reader never saw EOF")
+
+    def main():
+        a, b = fibers.net.socketpair()
+        with b:
+            r = fibers.spawn(reader, b)
+            with a:
+                a.settimeout(1.0)
+                with open(path, "rb") as f:
+                    assert a.sendfile(f) == len(blob)
+                took = fibers.now()
+            return r.join(), took
+
+    data, took = io_sched.run(main)
+    assert data == blob
+    assert took > 1.0           # longer than the timeout, in all
+    # (A reader that stops makes it time out: test_conformance's
+    # test_recvmsg_and_sendfile_timeout.)
+
+
 def test_sendfile_offset_and_count(io_sched, tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
