@@ -63,7 +63,7 @@ cdef extern from "<errno.h>":
         ECANCELED
         ENOBUFS
         EINVAL
-from posix.unistd cimport close
+from posix.unistd cimport close, usleep
 from fibers._heap cimport Heap, Blob
 from libc.math cimport isnan, llround
 
@@ -315,11 +315,19 @@ cdef bint _other_threads():
     # list (CPython's own test_socket starts its clients so), yet may
     # release a patched lock a fiber waits on: _thread counts every thread
     # it started, this one included when _thread started it.
-    started = _thread_count()
-    if me is not threading.main_thread() and \
-            not isinstance(me, threading._DummyThread):
-        started -= 1
-    return started > 0
+    # A thread just started counts only once it has run: give it the GIL
+    # a few times (this is the path that would end in Deadlock, so the
+    # few milliseconds are paid only then).
+    for _ in range(10):
+        started = _thread_count()
+        if me is not threading.main_thread() and \
+                not isinstance(me, threading._DummyThread):
+            started -= 1
+        if started > 0:
+            return True
+        with nogil:
+            usleep(1000)
+    return False
 
 
 cdef object _exc_instance(object exc, str word):
@@ -1601,9 +1609,10 @@ cdef class Scheduler:
         if target is None:
             return True
         if target._state == ST_SUSPENDED:
-            if _other_threads():
-                # Another thread may still call in (call_threadsafe): wait
-                # for it, as asyncio would, rather than call it a deadlock.
+            if _other_threads() or self._ts_pending:
+                # Another thread may still call in (call_threadsafe), or
+                # did while _other_threads gave it the GIL: wait for it,
+                # as asyncio would, rather than call it a deadlock.
                 self._idle_wait = True
             else:
                 self._throw(target, Deadlock(

@@ -911,3 +911,20 @@ def test_a_lock_released_by_a_bare_thread_is_no_deadlock(real_sched,
 
     real_sched.run(main)
     assert done == [True]
+
+
+def test_an_event_set_by_a_just_started_bare_thread_is_no_deadlock(
+        real_sched, patched):
+    # Regression: the fiber parks before the new thread has ever run (this
+    # thread kept the GIL), so _thread did not count it yet either; the
+    # scheduler must let it run before calling the wait a Deadlock.
+    ready = threading.Event()
+
+    def client():
+        ready.set()
+
+    def main():
+        _thread.start_new_thread(client, ())
+        return ready.wait()
+
+    assert real_sched.run(main) is True
