@@ -408,9 +408,21 @@ def test_stream_recv_zero_with_data_pending(env, fam):
     env.run(main)
 
 
+def _recv_with(call, sock, n, flags=0):
+    # recv, recvmsg or recvmsg_into, each giving the bytes it read.
+    if call == "recv":
+        return sock.recv(n, flags)
+    if call == "recvmsg":
+        return sock.recvmsg(n, 0, flags)[0]
+    buf = bytearray(n)
+    got = sock.recvmsg_into([buf], 0, flags)[0]
+    return bytes(buf[:got])
+
+
 @pytest.mark.parametrize("fam", FAMS)
 @pytest.mark.parametrize("side", ["client", "server"])
-def test_stream_recv_msg_dontwait_blocking_socket(env, fam, side):
+@pytest.mark.parametrize("call", ["recv", "recvmsg", "recvmsg_into"])
+def test_stream_recv_msg_dontwait_blocking_socket(env, fam, side, call):
     def late(peer):
         env.sleep(env.T)
         peer.sendall(b"!")
@@ -419,15 +431,16 @@ def test_stream_recv_msg_dontwait_blocking_socket(env, fam, side):
         c, s = stream_pair(env, fam)
         with c, s:
             sock, peer = (c, s) if side == "client" else (s, c)
-            # Should recv wait after all, the late byte ends the wait (and
-            # the assertion fails) rather than the test hanging.
+            # Should the call wait after all, the late byte ends the wait
+            # (and the assertion fails) rather than the test hanging.
             w = env.spawn(late, peer)
-            assert_would_block(sock.recv, 10, socket.MSG_DONTWAIT)
+            assert_would_block(_recv_with, call, sock, 10,
+                               socket.MSG_DONTWAIT)
             w.join()
-            assert sock.recv(10) == b"!"
+            assert _recv_with(call, sock, 10) == b"!"
             peer.sendall(b"now")
             assert sock.recv(10, socket.MSG_PEEK) == b"now"
-            assert sock.recv(10, socket.MSG_DONTWAIT) == b"now"
+            assert _recv_with(call, sock, 10, socket.MSG_DONTWAIT) == b"now"
     env.run(main)
 
 
@@ -1347,28 +1360,6 @@ def test_unix_stream_fds_after_recv(env, side):
         finally:
             os.close(r)
             os.close(w)
-    env.run(main)
-
-
-@pytest.mark.parametrize("fam", FAMS)
-@pytest.mark.parametrize("side", ["client", "server"])
-def test_stream_recvmsg_msg_dontwait_blocking_socket(env, fam, side):
-    def late(peer):
-        env.sleep(env.T)
-        peer.sendall(b"!")
-
-    def main():
-        c, s = stream_pair(env, fam)
-        with c, s:
-            sock, peer = (c, s) if side == "client" else (s, c)
-            # Should recvmsg wait after all, the late byte ends the wait
-            # (and the assertion fails) rather than the test hanging.
-            w = env.spawn(late, peer)
-            assert_would_block(sock.recvmsg, 10, 0, socket.MSG_DONTWAIT)
-            assert_would_block(sock.recvmsg_into, [bytearray(10)], 0,
-                               socket.MSG_DONTWAIT)
-            w.join()
-            assert sock.recvmsg(10)[0] == b"!"
     env.run(main)
 
 
