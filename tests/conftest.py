@@ -24,6 +24,9 @@ def pytest_configure(config):
     # rootdir conftest may use); `pytest -p capabilities` loads it too.
     if not config.pluginmanager.is_registered(capabilities):
         config.pluginmanager.register(capabilities, "fibers-capabilities")
+    config.addinivalue_line(
+        "markers", "hang_limit(seconds): the I/O hang guard's limit for a "
+        "test that is long by design (IO_HANG_LIMIT otherwise)")
 
 
 @pytest.fixture
@@ -62,7 +65,8 @@ def errlog():
 
 # Last-resort guard for the I/O suite: a test wedged in a kernel wait would
 # otherwise hang the whole run.  Far above any test's real duration (< 2 s);
-# on expiry faulthandler prints every thread's stack and exits.
+# on expiry faulthandler prints every thread's stack and exits.  A test that
+# is long by design says its own limit with @pytest.mark.hang_limit(s).
 IO_HANG_LIMIT = 60.0
 
 
@@ -89,7 +93,9 @@ def backend(request, _real_stderr_fd):
 
     name = request.param
     skip_unless_backend_runs(name)
-    faulthandler.dump_traceback_later(IO_HANG_LIMIT, exit=True,
+    mark = request.node.get_closest_marker("hang_limit")
+    limit = mark.args[0] if mark else IO_HANG_LIMIT
+    faulthandler.dump_traceback_later(limit, exit=True,
                                       file=_real_stderr_fd)
     yield name
     faulthandler.cancel_dump_traceback_later()
