@@ -93,6 +93,7 @@ cdef object _c_accept = _CSocket._accept
 cdef object _c_connect = _CSocket.connect
 cdef object _c_connect_ex = _CSocket.connect_ex
 cdef object _c_settimeout = _CSocket.settimeout
+cdef object _c_gettimeout = _CSocket.gettimeout
 cdef object _c_fileno = _CSocket.fileno
 cdef object _c_close = _CSocket.close
 cdef object _c_detach = _CSocket.detach
@@ -152,13 +153,15 @@ cdef int _init_socket(object self, object family, object type,
     cdef _Sock c = _Sock.__new__(_Sock)
     cdef int flags
     _StdSocket.__init__(self, family, type, proto, fileno)
-    default = _getdefaulttimeout()
-    if default is not None:
-        # The C object took the default timeout and made the fd
-        # non-blocking; the timeout becomes ours.
-        _c_settimeout(self, 0)
+    # The C object took its timeout as the stdlib decides it (0 for a
+    # SOCK_NONBLOCK type, else socket.getdefaulttimeout()) and made the fd
+    # non-blocking unless that is None; the timeout becomes ours.
+    timeout = _c_gettimeout(self)
+    if timeout is not None:
+        if timeout > 0:
+            _c_settimeout(self, 0)
         nonblocking = 1
-        c._timeout_ns = _timeout_ns_of(default)
+        c._timeout_ns = _timeout_ns_of(timeout)
     c._fd = _c_fileno(self)
     if nonblocking < 0:
         flags = fcntl(c._fd, F_GETFL)
@@ -832,19 +835,18 @@ class Socket(_StdSocket):
                 s._disarm_timeout(me, t)
         return None
 
-    def sendto(self, data, flags_or_address, address=None):
+    def sendto(self, data, *args):
         """Send a datagram: ``sendto(data, address)`` or
         ``sendto(data, flags, address)``."""
         cdef _Sock c = self._c
         cdef int flags = 0
-        if c._closed:
-            if address is None:
-                return _c_sendto(self, data, flags_or_address)
-            return _c_sendto(self, data, flags_or_address, address)
-        if address is None:
-            address = flags_or_address
+        if c._closed or not 1 <= len(args) <= 2:
+            # The stdlib's checks and errors (EBADF, the argument count).
+            return _c_sendto(self, data, *args)
+        if len(args) == 1:
+            address = args[0]
         else:
-            flags = flags_or_address
+            flags, address = args
         if _sched()._current is None:
             return _sched()._drive("sendto", self.sendto,
                                    (data, flags, address))
@@ -1052,6 +1054,12 @@ class Socket(_StdSocket):
         if c._closed:
             raise _closed_error()
         c._timeout_ns = _timeout_ns_of(value)
+        # The fd's flag as the stdlib leaves it (non-blocking unless the
+        # timeout is None), checked at once as the stdlib's is (EBADF on a
+        # closed fd); the next operation sets the backend's (_prepare).
+        if c._nonblocking != (value is not None):
+            _set_nonblocking(c._fd, value is not None)
+            c._nonblocking = value is not None
 
     def gettimeout(self):
         """The timeout in seconds, or None (see :meth:`settimeout`)."""

@@ -25,6 +25,7 @@ elapses), run(main).
 import array
 import errno
 import faulthandler
+import fcntl
 import os
 import shutil
 import socket
@@ -650,6 +651,22 @@ def test_dgram_sendto_recvfrom(env, fam):
     env.run(main)
 
 
+def test_dgram_sendto_argument_errors(env):
+    # CPython's test_socket testSendtoErrors: an address of None is named
+    # in the error, and a wrong argument count is a TypeError.
+    def main():
+        with env.socket(AF_INET, socket.SOCK_DGRAM) as s:
+            to = ("127.0.0.1", 9)
+            for args in ((b"x", None), (b"x", 0, None)):
+                e = raises(TypeError, s.sendto, *args)
+                assert "not NoneType" in str(e), str(e)
+            raises(TypeError, s.sendto, "\u2620", to)
+            raises(TypeError, s.sendto, b"x", "bar", to)
+            raises(TypeError, s.sendto, b"x", 0, to, 4)
+            raises(TypeError, s.sendto, b"x")
+    env.run(main)
+
+
 @pytest.mark.parametrize("fam", FAMS)
 def test_dgram_message_boundaries(env, fam):
     def main():
@@ -804,6 +821,60 @@ def test_settimeout_bad_values(env):
             raises(TypeError, s.settimeout, "1")
             raises(ValueError, s.settimeout, float("nan"))
             assert s.gettimeout() is None
+    env.run(main)
+
+
+def _fd_nonblocking(s):
+    return bool(fcntl.fcntl(s.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+
+
+def test_settimeout_sets_the_fd_flag_as_the_stdlib(env):
+    # Right after the call the fd is O_NONBLOCK unless the timeout is None,
+    # as the stdlib leaves it (CPython's test_socket testSetBlocking);
+    # an operation may then set the backend's flag.
+    def main():
+        with env.socket() as s:
+            seen = [_fd_nonblocking(s)]
+            for v in (False, True):
+                s.setblocking(v)
+                seen.append(_fd_nonblocking(s))
+            for v in (2.5, None, 0, None):
+                s.settimeout(v)
+                seen.append(_fd_nonblocking(s))
+            return seen
+    assert env.run(main) == [False, True, False, True, False, True, False]
+
+
+def test_sock_nonblock_type_means_timeout_zero(env):
+    def main():
+        old = socket.getdefaulttimeout()
+        try:
+            socket.setdefaulttimeout(2.5)   # SOCK_NONBLOCK wins over it
+            s = env.socket(AF_INET, SOCK_STREAM | socket.SOCK_NONBLOCK)
+        finally:
+            socket.setdefaulttimeout(old)
+        with s:
+            assert s.type == SOCK_STREAM
+            assert (s.gettimeout(), s.getblocking()) == (0.0, False)
+            assert _fd_nonblocking(s)
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            assert_would_block(s.accept)
+            s.setblocking(True)
+            assert s.gettimeout() is None and not _fd_nonblocking(s)
+    env.run(main)
+
+
+def test_setblocking_on_an_fd_closed_underneath(env):
+    # CPython's test_socket test_setblocking_invalidfd (issue #28471).
+    def main():
+        s0 = env.socket()
+        s = type(s0)(AF_INET, SOCK_STREAM, 0, s0.fileno())
+        s0.close()
+        try:
+            assert_oserror(errno.EBADF, s.setblocking, False)
+        finally:
+            s.detach()
     env.run(main)
 
 
