@@ -56,6 +56,14 @@ stdlib's layering (``BufferedReader``/``BufferedWriter``, and
 buffering) over a raw file (:class:`PipeIO`) that waits instead of
 raising BlockingIOError.
 
+A pipe end of ours handed to another child as its stdin, stdout or
+stderr (``Popen(..., stdin=p1.stdout)``, a shell pipeline) must not reach
+it non-blocking: O_NONBLOCK belongs to the open file, which the child
+would share, and a child reading a non-blocking stdin takes EAGAIN for
+end of input.  Such an end is reopened for the child through
+``/proc/self/fd`` -- a new open file on the same pipe, blocking, as the
+stdlib's pipes are -- and that copy is closed once the child is spawned.
+
 *communicate().*  Each open pipe gets a loop of its own (one runs in the
 calling fiber, the others in helper fibers), so a child that fills stdout
 while its stdin is still being written never deadlocks; output is kept in
@@ -74,7 +82,9 @@ import errno as _errno
 import functools as _functools
 import io as _io
 import os as _os
+import stat as _stat
 import subprocess as _std
+import weakref as _weakref
 
 import fibers as _fibers
 
@@ -104,6 +114,10 @@ _READ_CHUNK = 65536
 _WRITE_CHUNK = 1 << 20
 
 _pidfd_probed = None        # None: not yet; else True/False
+
+# The pipe ends PipeIO made non-blocking, by fd: what Popen reopens
+# blocking when one is handed to another child (see the design note).
+_nonblocking_ends = _weakref.WeakValueDictionary()
 
 
 def _pidfd_usable():
@@ -185,6 +199,7 @@ class PipeIO(_io.RawIOBase):
         super().__init__()
         self._f = fileio
         _os.set_blocking(fileio.fileno(), False)
+        _nonblocking_ends[fileio.fileno()] = self
 
     def readinto(self, b):
         f = self._f
@@ -245,12 +260,35 @@ class PipeIO(_io.RawIOBase):
         return self._f.mode
 
     def close(self):
+        if not self._f.closed and \
+                _nonblocking_ends.get(self._f.fileno()) is self:
+            del _nonblocking_ends[self._f.fileno()]
         self._f.close()
         super().close()
 
     def __repr__(self):
         state = "closed" if self.closed else f"fd={self._f.fileno()}"
         return f"<fibers.subprocess.PipeIO {self._f.mode!r} {state}>"
+
+
+def _blocking_copy(fd):
+    # For a child: a blocking open file on the pipe end fd, if fd is one we
+    # made non-blocking; else None (the child gets fd itself).
+    end = _nonblocking_ends.get(fd)
+    if end is None or end.closed or end.fileno() != fd:
+        return None
+    try:
+        if not _stat.S_ISFIFO(_os.fstat(fd).st_mode):
+            return None
+        access = _os.O_RDONLY if end.readable() else _os.O_WRONLY
+        # O_NONBLOCK for the open alone: a FIFO's blocking open waits for
+        # the other end.  A write end with no reader left fails (ENXIO);
+        # the child's writes fail with EPIPE either way then.
+        copy = _os.open(f"/proc/self/fd/{fd}", access | _os.O_NONBLOCK)
+    except OSError:
+        return None             # no /proc: the child shares our flag
+    _os.set_blocking(copy, True)
+    return copy
 
 
 def _cooperative(obj, buffer_size):
@@ -295,7 +333,13 @@ class Popen(_std.Popen):
     def __init__(self, args, bufsize=-1, *more, **kwargs):
         # Spawning is the stdlib's, synchronous: fork/exec (vfork where it
         # can) costs well under a millisecond.
-        super().__init__(args, bufsize, *more, **kwargs)
+        self._fib_copies = []
+        try:
+            super().__init__(args, bufsize, *more, **kwargs)
+        finally:
+            for fd in self._fib_copies:
+                _os.close(fd)
+            del self._fib_copies
         if bufsize is None or bufsize in (-1, 1):
             bufsize = _io.DEFAULT_BUFFER_SIZE
         try:
@@ -313,6 +357,21 @@ class Popen(_std.Popen):
             self.kill()
             self.__exit__(None, None, None)
             raise
+
+    def _get_handles(self, stdin, stdout, stderr):
+        # The stdlib's, then the child's ends that are non-blocking pipe
+        # ends of ours swapped for blocking copies (see the design note).
+        handles = list(super()._get_handles(stdin, stdout, stderr))
+        copies = {}
+        for i in (0, 3, 5):         # p2cread, c2pwrite, errwrite
+            fd = handles[i]
+            if fd != -1 and fd not in copies:
+                copies[fd] = _blocking_copy(fd)
+                if copies[fd] is not None:
+                    self._fib_copies.append(copies[fd])
+            if copies.get(fd) is not None:
+                handles[i] = copies[fd]
+        return tuple(handles)
 
     def _fib_release(self):
         # The child is reaped: the pidfd goes, unless a fiber still waits

@@ -321,6 +321,63 @@ def test_pipe_files_are_cooperative_with_the_stdlib_layering(io_sched,
     io_sched.run(main)
 
 
+# A child that reports whether its stdin and stdout are blocking, then
+# copies stdin to stdout.
+BLOCKING_CAT = ("import os, sys\n"
+                "sys.stderr.write(f'{os.get_blocking(0)} {os.get_blocking(1)}')\n"
+                "sys.stdout.buffer.write(sys.stdin.buffer.read())\n")
+
+
+def test_a_pipe_end_handed_to_another_child_is_blocking_there(io_sched,
+                                                               backend):
+    # Our pipe ends are non-blocking; O_NONBLOCK belongs to the open file,
+    # so a child given one as stdin (a pipeline, CPython's
+    # test_pipe_cloexec_real_tools) read EAGAIN as end of input, and its
+    # writer died of EPIPE.  The child now gets a blocking copy.
+    def main():
+        warm_up()
+        before = open_fds()
+        p1 = sp.Popen([PY, "-c", BLOCKING_CAT], stdin=sp.PIPE,
+                      stdout=sp.PIPE, stderr=sp.PIPE)
+        p2 = sp.Popen([PY, "-c", BLOCKING_CAT], stdin=p1.stdout,
+                      stdout=sp.PIPE, stderr=sp.PIPE)
+        # Our own ends stay non-blocking: we read and write them.
+        assert not os.get_blocking(p1.stdout.fileno())
+        assert not os.get_blocking(p2.stdout.fileno())
+        p1.stdout.close()
+        data = bytes(range(256)) * 1024
+        p1.stdin.write(data)        # larger than the pipe: p2 must drain
+        p1.stdin.close()
+        assert p2.stdout.read() == data
+        assert p1.wait() == 0 and p2.wait() == 0
+        flags = [p.stderr.read() for p in (p1, p2)]
+        for f in (p2.stdout, p1.stderr, p2.stderr):
+            f.close()
+        # p2 read a blocking stdin (the copy) and wrote a blocking stdout
+        # (a pipe of its own, made by the stdlib); p1's are its own pipes.
+        assert flags == [b"True True", b"True True"]
+        assert open_fds() == before     # the copies are closed
+    io_sched.run(main)
+
+
+def test_a_pipe_end_handed_to_a_child_as_stdout_is_blocking_there(io_sched,
+                                                                  backend):
+    def main():
+        warm_up()
+        before = open_fds()
+        reader = sp.Popen(["cat"], stdin=sp.PIPE, stdout=sp.PIPE)
+        writer = sp.Popen([PY, "-c", BLOCKING_CAT], stdin=sp.PIPE,
+                          stdout=reader.stdin, stderr=sp.STDOUT)
+        reader.stdin.close()
+        writer.stdin.close()
+        # stderr=STDOUT: the same copy serves as both.
+        assert reader.stdout.read() == b"True True"
+        assert writer.wait() == 0 and reader.wait() == 0
+        reader.stdout.close()
+        assert open_fds() == before
+    io_sched.run(main)
+
+
 def big_writer(n_mib, *streams):
     return (f"import sys\nb = bytes(range(256)) * 4096\n"
             f"for i in range({n_mib}):\n" +
