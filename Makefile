@@ -237,8 +237,10 @@ test pytest: $(VENV)/.docs-deps
 
 # CPython's own test_socket, test_selectors, test_httplib,
 # test_urllib2_localnet and test_subprocess, unpatched and under
-# fibers.patch() (each test a fiber), compared (tools/stdtests.py).  Long:
-# not part of `make test`.  BACKEND=epoll for the other backend.
-BACKEND ?= io_uring
+# fibers.patch() (each test a fiber), compared (tools/stdtests.py), on
+# both pump backends: the table of docs/patch.md.  Minutes long: not part
+# of `make test`.  STDTESTS_ARGS adds options (-k, --module-timeout ...).
+STDTESTS_ARGS ?=
 stdtests: build
-	$(PY) tools/stdtests.py --backend $(BACKEND)
+	$(PY) tools/stdtests.py --backend io_uring $(STDTESTS_ARGS)
+	$(PY) tools/stdtests.py --backend epoll $(STDTESTS_ARGS)
