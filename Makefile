@@ -13,8 +13,10 @@ BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 # client libraries tests/test_libs_*.py run under fibers.patch(): redis-py,
 # requests, urllib3, pg8000, dnspython, and aiosmtpd as their SMTP server;
 # gevent, to see fibers.patch() refuse to run under its monkey patching.
+# httptools is fibers.http's parser (the `http` extra); Flask, a real app
+# for it.
 TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme redis requests urllib3 \
-              pg8000 aiosmtpd dnspython gevent
+              pg8000 aiosmtpd dnspython gevent "httptools>=0.6" flask
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 

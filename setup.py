@@ -92,6 +92,12 @@ extensions = [
         extra_compile_args=cflags,
         depends=["csrc/fib_arena.h", "fibers/_heap.pxd"],
     ),
+    # fibers.http's connection loop (the parser is httptools', at run time).
+    Extension(
+        "fibers._http",
+        sources=["fibers/_http.pyx"],
+        extra_compile_args=cflags,
+    ),
     # fibers.fs: the file-system watcher (fanotify / inotify records are
     # parsed by csrc/fib_fs.h).
     Extension(
