@@ -178,7 +178,12 @@ cdef class _Input:
                 r.continue_sent = True
                 self._conn._sock.sendall(_CONTINUE)
             if not self._conn._fill(True):
-                break           # the client went away mid-body
+                if r.error is None and self._conn._bad is not None:
+                    raise self._conn._bad   # 408: the body stopped coming
+                if r.error is None:
+                    raise ConnectionResetError(
+                        "the client closed the connection mid-body")
+                break
         if r.error is not None:
             raise r.error
         return 0
@@ -274,7 +279,7 @@ cdef class _Conn:
     cdef bytearray _rbuf
     cdef object _rview
     cdef bint _eof
-    cdef object _bad                # a parse error: answer 400 and close
+    cdef object _bad                # an HTTPLimitError: answer it, close
     cdef public bint idle           # waiting for a request (stop() may close)
     cdef public bint closing        # answer the current request, then close
     cdef object _access             # the access logger, or None
@@ -391,7 +396,7 @@ cdef class _Conn:
         except _ParserUpgrade:
             pass                # no upgrades: the request is answered as is
         except _ParserError as e:
-            self._bad = e
+            self._bad = HTTPLimitError(400, f"malformed request: {e}")
             return False
         if self._in_headers():
             self._header_bytes += n
