@@ -273,7 +273,10 @@ def run_wrk(port, cpus, conns, args, server_pid):
     except ValueError as e:
         raise RuntimeError(f"{e}: {stdout.strip()[-300:]}")
     res["wrk_output"] = stdout
-    res.update((k, acct[k]) for k in ("server_sched", "loadgen_sched", "steal"))
+    res.update((k, acct[k]) for k in ("server_sched", "loadgen_sched", "steal")
+               if k in acct)
+    if "others" in acct:
+        res["others"] = acct["others"]
     cpu_s = acct["server_cpu_s"]
     res["server_cpu_s"] = round(cpu_s, 4)
     res["per_cpu"] = res["requests"] / cpu_s if cpu_s > 0 else None
@@ -503,8 +506,9 @@ def main(argv=None):
                     shown = "ERROR " + res["error"].splitlines()[0][:160]
                 srv, gen = res.get("server_sched"), res.get("loadgen_sched")
                 if srv and gen:
-                    shown += (f"  (cpu/wait: server {srv['cpu']:.2f}/{srv['wait']:.2f},"
-                              f" wrk {gen['cpu']:.2f}/{gen['wait']:.2f})")
+                    shown += (f"  (cpu: server {srv['cpu']:.2f}, wrk {gen['cpu']:.2f};"
+                              f" wrk's wait {gen['wait']:.2f},"
+                              f" others on these CPUs {res.get('others', 0):.2f})")
                 log(f"[{done}/{total}] round {rnd + 1} {app} / {conns} conns {name}: {shown}")
     elapsed = time.monotonic() - t_start
     if quiet.waited >= 1:

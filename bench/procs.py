@@ -65,6 +65,7 @@ QUIET_BUDGET_S = 120
 # CPU accounting thresholds, in cores (see cpu_use()).
 BUSY_WAIT = 0.05          # kept off its CPU more than this: noisy sample
 SATURATED = 0.9           # a side using more CPU than this is the bottleneck
+POLL_S = 0.1              # how often run_client() reads the client's threads
 
 
 def log(msg):
@@ -103,6 +104,34 @@ def sched_ns(pid):
     except (OSError, ValueError):
         return None
     return run, wait
+
+
+def thread_waits(pid):
+    """{tid: ns runnable but waiting for a CPU} of `pid`'s live threads."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def group_cpu_ns(pid):
+    """CPU time (user + system) of `pid`'s whole thread group, ended threads
+    included, from /proc/PID/stat (in clock ticks); also for a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # utime and stime are fields 14 and 15; fields[0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) * 1e9 / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid):
@@ -174,20 +203,24 @@ def steal_ticks(cpus):
     return out
 
 
+def cpu_ticks(cpus):
+    """{cpu: (busy ticks, all ticks)} of the given CPUs, from /proc/stat;
+    idle and iowait are not busy."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *v = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                v = [int(x) for x in v[:8]]
+                out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
 def cpu_busy(cpus, interval=0.2):
     """Busiest of the given CPUs over `interval` seconds (0.0 idle .. 1.0)."""
-    def snap():
-        out = {}
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *v = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-                    v = [int(x) for x in v[:8]]
-                    out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))  # busy, total
-        return out
-    a = snap()
+    a = cpu_ticks(cpus)
     time.sleep(interval)
-    b = snap()
+    b = cpu_ticks(cpus)
     return max(((b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]) for c in a), default=0.0)
 
 
@@ -236,24 +269,36 @@ def run_client(argv, timeout, server_pid, cpus, tree=False, cwd=None):
     Returns (returncode, stdout, stderr, acct) with acct holding
     "server_sched" and "loadgen_sched" (cpu_use() of each over the client's
     lifetime), "steal" (the worst of `cpus`, in cores), "wall" and, with
-    `tree`, "server_cpu_s": CPU seconds of the server's whole process tree.
+    `tree`, "server_cpu_s": CPU seconds of the server's whole process tree
+    and "others": cores' worth of time anything else ran on `cpus`.
     Raises RuntimeError on a timeout (the client is killed)."""
     if tree:
         srv0 = tree_sched(server_pid)
     else:
         srv0 = sched_ns(server_pid)
-    steal0 = steal_ticks(cpus)
+    steal0, busy0 = steal_ticks(cpus), cpu_ticks(cpus)
     t0 = time.monotonic()
     # The client's output is at most a few kilobytes, far below a pipe's
     # capacity, so it can be read after exit without deadlock.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=cwd)
     # taskset execs the client, so proc.pid is the client.  Wait for its
-    # exit on a pidfd without reaping it, so that its schedstat can still
-    # be read; then reap.
+    # exit on a pidfd without reaping it, so that its figures can still be
+    # read; then reap.  A zombie's other threads are gone from /proc (a
+    # multi-threaded client such as wrk loses its worker's schedstat), so
+    # its threads' run-queue wait is also read every POLL_S while it runs,
+    # and its CPU time comes from the zombie's /proc/PID/stat, which keeps
+    # the whole thread group's.
     pidfd = os.pidfd_open(proc.pid)
+    waits = {}
+    deadline = time.monotonic() + timeout
     try:
-        exited, _, _ = select.select([pidfd], [], [], timeout)
+        while True:
+            left = deadline - time.monotonic()
+            exited, _, _ = select.select([pidfd], [], [], max(0.0, min(POLL_S, left)))
+            waits.update(thread_waits(proc.pid))
+            if exited or left <= 0:
+                break
     finally:
         os.close(pidfd)
     if not exited:
@@ -261,15 +306,17 @@ def run_client(argv, timeout, server_pid, cpus, tree=False, cwd=None):
         proc.communicate(timeout=5)
         raise RuntimeError("load generator timed out")
     wall = time.monotonic() - t0
-    gen = sched_ns(proc.pid)
+    cpu_ns = group_cpu_ns(proc.pid)
+    gen = None if cpu_ns is None else (cpu_ns, sum(waits.values()))
     if tree:
         srv = sched_delta(srv0, tree_sched(server_pid))
         srv0 = (0, 0)
     else:
         srv = sched_ns(server_pid)
-    steal1 = steal_ticks(cpus)
+    steal1, busy1 = steal_ticks(cpus), cpu_ticks(cpus)
     stdout, stderr = proc.communicate(timeout=5)
     tick = os.sysconf("SC_CLK_TCK")
+    busy_s = sum(busy1[c][0] - busy0[c][0] for c in busy0 if c in busy1) / tick
     acct = {
         "wall": wall,
         "server_sched": cpu_use(srv0, srv, wall),
@@ -279,6 +326,12 @@ def run_client(argv, timeout, server_pid, cpus, tree=False, cwd=None):
     }
     if tree:
         acct["server_cpu_s"] = srv[0] / 1e9
+        # What else ran on the benchmark's CPUs: their busy time less the
+        # server's and the client's.  A server with several threads on one
+        # CPU (waitress, granian) queues behind itself, so its run-queue
+        # wait says nothing about other processes; this does.
+        if gen is not None:
+            acct["others"] = round(max(0.0, busy_s - (srv[0] + gen[0]) / 1e9) / wall, 3)
     return proc.returncode, stdout, stderr, acct
 
 
