@@ -19,11 +19,15 @@ TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme redis requests urllib3 \
               pg8000 aiosmtpd dnspython gevent "httptools>=0.6" flask
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
+# bench-http's peer servers: granian, bjoern (built from source against
+# Debian's libev-dev, hence sysdeps-bench), gunicorn with its gevent worker,
+# gevent.pywsgi, uvicorn with uvloop and httptools, waitress.
+BENCH_HTTP_DEPS := granian bjoern gunicorn gevent uvicorn uvloop httptools waitress
 
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py pyproject.toml
 
-.PHONY: stdtests all sysdeps sysdeps-test sysdeps-bench venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-pytest clean
+.PHONY: stdtests all sysdeps sysdeps-test sysdeps-bench venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-http bench-pytest clean
 
 all: build
 
@@ -205,6 +209,20 @@ bench-sync: build $(VENV)/.bench
 BENCH_SUBPROCESS_ARGS ?=
 bench-subprocess: build $(VENV)/.bench
 	$(PY) -m bench.subprocess_run $(BENCH_SUBPROCESS_ARGS)
+
+# HTTP servers on loopback running a hello-world WSGI app (and one of
+# 16 KiB): fibers.http against granian, bjoern, gunicorn's gevent worker,
+# gevent.pywsgi, uvicorn (ASGI) and waitress, driven by wrk; req/s,
+# requests per server-CPU-second and p99 latency.  See bench/http_run.py.
+# Quick check, e.g.
+#   make bench-http BENCH_HTTP_ARGS="--rounds 1 --duration 1 --servers bjoern"
+BENCH_HTTP_ARGS ?=
+$(VENV)/.bench-http: $(VENV)/.base Makefile | sysdeps-bench
+	$(PIP) install $(BENCH_HTTP_DEPS)
+	touch $@
+
+bench-http: build $(VENV)/.bench-http | sysdeps-bench
+	$(PY) -m bench.http_run $(BENCH_HTTP_ARGS)
 
 bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \

@@ -50,16 +50,16 @@ import datetime
 import json
 import os
 import platform
-import select
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-from bench.procs import stop as stop_process, wait_ready
+from bench.procs import (HOST, SATURATED, QuietWaiter, ServerProcess, cpu_pair,
+                         free_port, log, run_client, wait_ready)
+from bench.samples import (csv_list, is_noisy, median_cpu, median_of, print_table,
+                           warn_background)
+from bench.samples import usable  # noqa: F401  (bench/tls_run.py reads E.usable)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ECHO_DIR = os.path.join(ROOT, "bench", "echo")
@@ -68,24 +68,11 @@ LOADGEN = os.path.join(BUILD_DIR, "loadgen")
 C_SERVER = os.path.join(BUILD_DIR, "c_server")
 C_PROGRAMS = {LOADGEN: "loadgen.c", C_SERVER: "c_server.c"}
 
-HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20      # import + bind; generous for a loaded machine
 STOP_GRACE_S = 3          # SIGTERM -> SIGKILL
 LOADGEN_SLACK_S = 30      # beyond warmup + duration: connect phase, exit
 
 HEADLINE = "fibers-io_uring"
-
-# Before each measurement, wait for the benchmark's CPUs to be this idle,
-# up to QUIET_WAIT_S each time and QUIET_BUDGET_S per run (then measure
-# anyway; the sample gets flagged if it is contended).
-QUIET_BUSY = 0.10
-QUIET_WAIT_S = 10
-QUIET_BUDGET_S = 120
-
-# CPU accounting thresholds, in cores (see cpu_use()).
-BUSY_WAIT = 0.05          # kept off its CPU more than this: noisy sample
-SATURATED = 0.9           # a side using more CPU than this is the bottleneck
-
 
 def _py_server(name):
     return lambda port, life: [sys.executable, "-m", "bench.echo.servers", name,
@@ -122,10 +109,6 @@ TARGETS = [
 ]
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------ building
 
 def ensure_built():
@@ -142,26 +125,8 @@ def ensure_built():
 
 # ------------------------------------------------------------ processes
 
-def free_port():
-    """A port the kernel just handed out on loopback.  Another process could
-    grab it before the server binds; measure() retries once if that happens."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def cpu_pair():
-    """(server CPU, load generator CPU): CPUs 0 and 1 on this machine."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        log("warning: only one CPU available; server and load generator share it")
-        return cpus[0], cpus[0]
-    return cpus[0], cpus[1]
-
-
-class Server:
-    """One server process in its own process group (start_new_session), so
-    stopping it also stops anything it spawned."""
+class Server(ServerProcess):
+    """One echo server, pinned to `cpu`, that prints READY when accepting."""
 
     def __init__(self, name, port, cpu, lifetime):
         argv_fn, extra_env = SERVERS[name]
@@ -169,118 +134,14 @@ class Server:
         env.pop("FIBERS_BACKEND", None)   # only the fibers rows set it
         env.pop("FIBERS_MULTISHOT", None)
         env.update(extra_env)
-        # stderr goes to a file, not a pipe: nobody reads it during the
-        # measurement, and a full pipe would block the server.
-        self.errfile = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu)] + argv_fn(port, lifetime),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.errfile,
-            cwd=ROOT, env=env, start_new_session=True)
+        super().__init__(["taskset", "-c", str(cpu)] + argv_fn(port, lifetime),
+                         env, ROOT)
 
     def wait_ready(self, timeout):
         return wait_ready(self.proc, timeout)
 
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stderr_tail(self, limit=2000):
-        self.errfile.seek(0)
-        text = self.errfile.read().decode(errors="replace").strip()
-        return text[-limit:]
-
-    def stderr_last_line(self):
-        """The line that says what went wrong (a traceback's last line)."""
-        lines = self.stderr_tail().splitlines()
-        return lines[-1].strip() if lines else "(no stderr)"
-
     def stop(self):
-        if not stop_process(self.proc, STOP_GRACE_S, group=True):
-            log(f"warning: server pid {self.proc.pid} survived SIGKILL")
-        self.proc.stdout.close()
-        self.errfile.close()
-
-
-def sched_ns(pid):
-    """(ns run on a CPU, ns spent runnable but waiting for one), summed over
-    the process's threads, from /proc/PID/task/*/schedstat; None if gone.
-    Also readable for a zombie, which is how the load generator is read."""
-    run = wait = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                r, w, _ = f.read().split()
-            run += int(r)
-            wait += int(w)
-    except (OSError, ValueError):
-        return None
-    return run, wait
-
-
-def steal_ticks(cpus):
-    """Per-CPU steal time (ticks) from /proc/stat: time the hypervisor gave
-    this VM's CPU to someone else, invisible to schedstat."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *v = line.split()
-            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-                out[int(name[3:])] = int(v[7])
-    return out
-
-
-def cpu_busy(cpus, interval=0.2):
-    """Busiest of the given CPUs over `interval` seconds (0.0 idle .. 1.0)."""
-    def snap():
-        out = {}
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *v = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-                    v = [int(x) for x in v[:8]]
-                    out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))  # busy, total
-        return out
-    a = snap()
-    time.sleep(interval)
-    b = snap()
-    return max(((b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]) for c in a), default=0.0)
-
-
-class QuietWaiter:
-    """Holds each measurement back while something else keeps the
-    benchmark's CPUs busy (on this shared 2-core machine: a build, a test
-    run).  Bounded per call and per run, so a machine that never goes quiet
-    only costs QUIET_BUDGET_S before the harness measures regardless."""
-
-    def __init__(self, cpus):
-        self.cpus = cpus
-        self.budget = QUIET_BUDGET_S
-        self.waited = 0.0
-
-    def wait(self):
-        t0 = time.monotonic()
-        limit = min(QUIET_WAIT_S, self.budget)
-        busy = cpu_busy(self.cpus)
-        while busy > QUIET_BUSY and time.monotonic() - t0 < limit:
-            busy = cpu_busy(self.cpus, 0.5)
-        spent = time.monotonic() - t0
-        self.budget = max(0.0, self.budget - spent)
-        self.waited += spent
-        return busy
-
-
-def cpu_use(before, after, wall):
-    """{"cpu": cores used, "wait": cores' worth of time kept off the CPU}.
-
-    "cpu" near 1.0 marks the bottleneck: when it is the load generator's,
-    the req/s figure is a floor for that server, not its capacity.  "wait"
-    is scheduler run-queue delay: time the process was ready to run while
-    something else had its CPU.  Both CPUs are in use on a 2-core machine,
-    so any other busy process shows up here (a compile next door halves
-    the numbers); the report warns when it exceeds BUSY_WAIT."""
-    if before is None or after is None or wall <= 0:
-        return None
-    return {"cpu": round((after[0] - before[0]) / 1e9 / wall, 3),
-            "wait": round((after[1] - before[1]) / 1e9 / wall, 3)}
+        super().stop(STOP_GRACE_S)
 
 
 def run_loadgen(port, cpus, size, conns, duration, warmup, server_pid,
@@ -290,42 +151,17 @@ def run_loadgen(port, cpus, size, conns, duration, warmup, server_pid,
     result with CPU accounting for both sides, or raise RuntimeError."""
     argv = ["taskset", "-c", str(cpus[1]), loadgen or LOADGEN, HOST, str(port), str(conns),
             str(size), str(duration), str(warmup)]
-    srv0, t0 = sched_ns(server_pid), time.monotonic()
-    steal0 = steal_ticks(cpus)
-    # Its output is one JSON line and at most a few error lines, far below a
-    # pipe's capacity, so it can be read after exit without deadlock.
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    # taskset execs the load generator, so proc.pid is the load generator.
-    # Wait for its exit on a pidfd without reaping it, so that its schedstat
-    # can still be read; then reap.
-    pidfd = os.pidfd_open(proc.pid)
-    try:
-        exited, _, _ = select.select([pidfd], [], [], warmup + duration + LOADGEN_SLACK_S)
-    finally:
-        os.close(pidfd)
-    if not exited:
-        proc.kill()
-        proc.communicate(timeout=STOP_GRACE_S)
-        raise RuntimeError("load generator timed out")
-    wall = time.monotonic() - t0
-    gen = sched_ns(proc.pid)
-    srv1 = sched_ns(server_pid)
-    steal1 = steal_ticks(cpus)
-    stdout, stderr = proc.communicate(timeout=STOP_GRACE_S)
-    if proc.returncode != 0:
-        raise RuntimeError(f"load generator exit {proc.returncode}: {stderr.strip()[-500:]}")
+    rc, stdout, stderr, acct = run_client(argv, warmup + duration + LOADGEN_SLACK_S,
+                                          server_pid, cpus, cwd=ROOT)
+    if rc != 0:
+        raise RuntimeError(f"load generator exit {rc}: {stderr.strip()[-500:]}")
     lines = stdout.strip().splitlines()
     if not lines:
         raise RuntimeError("load generator printed nothing")
     res = json.loads(lines[-1])
     if stderr.strip():
         res["stderr"] = stderr.strip()[-500:]
-    res["server_sched"] = cpu_use(srv0, srv1, wall)
-    res["loadgen_sched"] = cpu_use((0, 0), gen, wall)
-    tick = os.sysconf("SC_CLK_TCK")
-    res["steal"] = max(((steal1.get(c, 0) - steal0.get(c, 0)) / tick / wall for c in steal0),
-                       default=0.0)
+    res.update((k, acct[k]) for k in ("server_sched", "loadgen_sched", "steal"))
     return res
 
 
@@ -379,34 +215,6 @@ def measure(name, size, conns, args, cpus, quiet):
 
 def cell_key(size, conns):
     return f"{size}/{conns}"
-
-
-def is_noisy(x):
-    w = sample_wait(x)
-    return w is not None and w > BUSY_WAIT
-
-
-def usable(samples):
-    """The samples a cell's figures come from: those without errors and,
-    when there are any, those where neither side waited for its CPU.
-    Contention only ever lowers req/s, so a noisy sample is no evidence
-    about the server; it counts only if nothing better exists."""
-    good = [x for x in samples if x["rps"] is not None]
-    return [x for x in good if not is_noisy(x)] or good
-
-
-def median_of(samples):
-    xs = usable(samples)
-    return statistics.median(x["rps"] for x in xs) if xs else None
-
-
-def print_table(head, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).rjust(n) for c, n in zip(cells, widths)) + " |"  # noqa: E731
-    print(line(head))
-    print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
-    for row in rows:
-        print(line(row))
 
 
 def report(servers, sizes, conns_list, samples, med, rounds):
@@ -465,35 +273,6 @@ def report(servers, sizes, conns_list, samples, med, rounds):
     return ratios
 
 
-def sample_wait(x):
-    """Worst time lost to others in one sample (run-queue wait of either
-    side, or hypervisor steal on their CPUs), or None if not measured."""
-    w = [x[k]["wait"] for k in ("server_sched", "loadgen_sched") if x.get(k)]
-    if "steal" in x:
-        w.append(x["steal"])
-    return max(w) if w else None
-
-
-def warn_background(samples):
-    """Count samples in which server or load generator waited for its CPU."""
-    waits = [w for per in samples.values() for v in per.values() for x in v
-             if (w := sample_wait(x)) is not None]
-    noisy = sum(1 for w in waits if w > BUSY_WAIT)
-    if noisy:
-        print(f"\nWARNING: in {noisy} of {len(waits)} samples the server or the load "
-              f"generator waited for its CPU more than {BUSY_WAIT:.0%} of the time "
-              f"(worst {max(waits):.0%}): other processes (or the hypervisor) were "
-              "using the benchmark's CPUs.  Medians skip those samples where a cell has "
-              "others; cells marked '~' had none.  For final numbers, rerun on an "
-              "idle machine.")
-    return noisy
-
-
-def median_cpu(samples, side):
-    vals = [x[side]["cpu"] for x in usable(samples) if x.get(side)]
-    return statistics.median(vals) if vals else None
-
-
 def check_targets(servers, sizes, conns_list, samples, med):
     size, conns = TARGET_CELL
     k = cell_key(size, conns)
@@ -530,10 +309,6 @@ def check_targets(servers, sizes, conns_list, samples, med):
 
 
 # ------------------------------------------------------------ main
-
-def csv_list(text, cast=str):
-    return [cast(x) for x in text.split(",") if x.strip()]
-
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,

@@ -40,7 +40,7 @@ import tempfile
 import time
 
 from bench import echo_run as E
-from bench.procs import wait_ready
+from bench.procs import ServerProcess, wait_ready
 
 ROOT = E.ROOT
 LOADGEN = os.path.join(E.BUILD_DIR, "tls_loadgen")
@@ -98,11 +98,9 @@ class Server(E.Server):
         env = dict(os.environ)
         env.pop("FIBERS_BACKEND", None)
         env.update(extra_env)
-        self.errfile = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu)] + argv_fn(port, lifetime, cert, key),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=self.errfile, cwd=ROOT, env=env, start_new_session=True)
+        ServerProcess.__init__(
+            self, ["taskset", "-c", str(cpu)] + argv_fn(port, lifetime, cert, key),
+            env, ROOT)
 
     def wait_ready(self, timeout):
         return wait_ready(self.proc, timeout)

@@ -11,7 +11,10 @@
 #                                openssl, tests/test_ssl.py's TLS peer,
 #                                and redis-server, which tests/test_libs_redis.py starts
 #   sh tools/sysdeps.sh --bench  the build, plus OpenSSL's headers for
-#                                bench-tls's C load generator
+#                                bench-tls's C load generator, and for
+#                                bench-http: wrk and ab (apache2-utils), the
+#                                clients, and libev's headers, which bjoern
+#                                (a peer server) compiles against
 set -eu
 
 with_postgres=0
@@ -53,6 +56,17 @@ fi
 # bench/echo/tls_loadgen.c links libssl.
 if [ "$with_bench" -eq 1 ] && ! pkg-config --exists openssl 2>/dev/null; then
     missing="$missing libssl-dev"
+fi
+# bench/http_run.py drives every HTTP server with wrk (ab is the issue's
+# other client); pip builds bjoern from source against libev.
+if [ "$with_bench" -eq 1 ] && ! command -v wrk >/dev/null 2>&1; then
+    missing="$missing wrk"
+fi
+if [ "$with_bench" -eq 1 ] && ! command -v ab >/dev/null 2>&1; then
+    missing="$missing apache2-utils"
+fi
+if [ "$with_bench" -eq 1 ] && ! [ -e /usr/include/ev.h ]; then
+    missing="$missing libev-dev"
 fi
 # tests/test_shadow_ui.py runs the live UI in a tmux pane and reads it back.
 if [ "$with_postgres" -eq 1 ] && ! command -v tmux >/dev/null 2>&1; then
