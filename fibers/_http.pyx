@@ -445,7 +445,8 @@ cdef class _Conn:
                 if not self._respond(r):
                     return
                 # What the app left of the body, dropped; then the next.
-                while not r.complete:
+                # Past the body limit, the connection closes instead.
+                while not r.complete and r.error is None:
                     del r.body[:]
                     if not self._fill(True):
                         return

@@ -343,6 +343,26 @@ def test_request_body_streams_to_the_app(io_sched):
     assert reads == [b"hello", b" line\n", [b"second\n", b"end"], b""]
 
 
+def test_input_readline_with_a_size(io_sched):
+    lines = []
+
+    def app(environ, start_response):
+        inp = environ["wsgi.input"]
+        lines.extend([inp.readline(3), inp.readline(), inp.readline(100),
+                      inp.readline(), inp.read(10)])
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    def body(server):
+        c = Client(server.address)
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n"
+               b"abcdef\nxyz")
+        return c.response().body
+
+    assert serving(io_sched, app, body) == b"ok"
+    assert lines == [b"abc", b"def\n", b"xyz", b"", b""]
+
+
 # ---- 5: Expect: 100-continue --------------------------------------------------------
 
 def test_100_continue_is_sent_when_the_app_reads(io_sched):
@@ -422,6 +442,23 @@ def test_head_has_headers_and_no_body(io_sched):
     # No body bytes went out after the HEAD's headers: the next response
     # starts right after them.
     assert g.body == b"Hello, world!"
+
+
+def test_head_of_a_streamed_response_is_not_chunked(io_sched):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"never "
+        yield b"sent"
+
+    def body(server):
+        c = Client(server.address)
+        c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n" + GET % b"/")
+        return c.response("HEAD"), c.response()
+
+    h, g = serving(io_sched, app, body)
+    assert DATE.sub(b"", h.head) == \
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+    assert g.raw_body == b"6\r\nnever \r\n4\r\nsent\r\n0\r\n\r\n"
 
 
 @pytest.mark.parametrize("status,result", [("204 No Content", []),
@@ -776,6 +813,25 @@ def test_413_chunked_body_growing_past_the_limit_while_read(io_sched):
                                                       413)]
 
 
+def test_unread_body_past_the_limit_closes_at_once(io_sched):
+    # The app answered without reading; the body it left goes past
+    # max_body_size: the connection closes there, the rest unread.
+    limits = http.Limits(max_body_size=1000)
+
+    def body(server):
+        c = Client(server.address)
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
+               b"\r\n\r\n" + b"258\r\n" + b"y" * 600 + b"\r\n")
+        r = c.response()
+        t0 = fibers.now()
+        c.send(b"258\r\n" + b"y" * 600 + b"\r\n")
+        return r, c.at_eof(), fibers.now() - t0
+
+    r, eof, elapsed = serving(io_sched, hello, body, limits=limits)
+    assert r.body == b"Hello, world!"
+    assert eof and elapsed < 1.0
+
+
 def test_408_headers_not_complete_in_time(io_sched):
     limits = http.Limits(header_timeout=10)
 
@@ -918,7 +974,12 @@ def test_app_exception_after_headers_closes(io_sched, errlog):
     b"GARBAGE\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n",
     b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
-], ids=["request-line", "content-length", "header"])
+    b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+    b"Content-Length: 4\r\n\r\nabcd",
+], ids=["request-line", "content-length", "header", "cl-and-te",
+        "two-lengths"])
 def test_malformed_request_is_a_400(io_sched, request_bytes):
     def body(server):
         c = Client(server.address)
@@ -927,6 +988,64 @@ def test_malformed_request_is_a_400(io_sched, request_bytes):
         wait_connections(server, 0)
 
     serving(io_sched, never_called, body)
+
+
+def test_start_response_with_exc_info_replaces_the_status(io_sched,
+                                                          errlog):
+    import sys
+
+    def app(environ, start_response):
+        start_response("200 OK", [("X-Partial", "1")])
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            start_response("503 Service Unavailable",
+                           [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"sorry"]
+
+    def body(server):
+        c = Client(server.address)
+        c.send(GET % b"/" + GET % b"/")
+        return c.response(), c.response()
+
+    for r in serving(io_sched, app, body):
+        assert DATE.sub(b"", r.head) == (
+            b"HTTP/1.1 503 Service Unavailable\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n")
+        assert r.body == b"sorry"
+    assert errlog.records == []
+
+
+def test_access_log(io_sched, caplog):
+    caplog.set_level(logging.INFO, logger="fibers.http.access")
+
+    def body(server):
+        c = Client(server.address)
+        c.send(GET % b"/x?y=1" + b"GET /gen HTTP/1.0\r\n\r\n")
+        c.response(), c.response()
+        return c.sock.getsockname()[0]
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/gen":
+            return gen_app(environ, start_response)
+        return hello(environ, start_response)
+
+    host = serving(io_sched, app, body, access_log=True)
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "fibers.http.access"]
+    stamp = r"\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"
+    assert len(lines) == 2, lines
+    assert re.fullmatch(re.escape(host) + " - - " + stamp +
+                        r' "GET /x\?y=1 HTTP/1.1" 200 13', lines[0]), lines
+    assert re.fullmatch(re.escape(host) + " - - " + stamp +
+                        r' "GET /gen HTTP/1.0" 200 11', lines[1]), lines
+    assert all(r.levelno == logging.INFO for r in caplog.records
+               if r.name == "fibers.http.access")
+    # Off by default.
+    caplog.clear()
+    serving(io_sched, app, body)
+    assert [r for r in caplog.records if r.name == "fibers.http.access"] \
+        == []
 
 
 def test_client_gone_mid_response_costs_nothing(io_sched, errlog):
