@@ -694,37 +694,37 @@ cdef class _Response:
         self.sent_body += n
 
     def send_file(self, wrapper):
+        # A regular file goes out with sendfile() from where it stands
+        # (PEP 3333: as iter(filelike.read, b"")), its length known; a
+        # TLS socket (no sendfile) gets the same bytes by blocks.
+        import os, stat
         f = wrapper.filelike
+        sendfile = getattr(self.conn._sock, "sendfile", None)
         try:
             fd = f.fileno()
-        except (AttributeError, OSError, ValueError):
-            fd = -1
-        if fd < 0 or self.chunked:
-            for chunk in wrapper:
-                self.write(chunk)
-            return
-        import os
-        try:
-            # PEP 3333: as iter(filelike.read, b""), so from where the
-            # file stands, which sendfile() must be told.
             pos = f.tell()
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            regular = stat.S_ISREG(st.st_mode)
         except (AttributeError, OSError, ValueError):
+            regular = False     # io.BytesIO, a pipe, a socket: blocks
+        if not regular or self.headers_sent:
             for chunk in wrapper:
                 self.write(chunk)
             return
         if self.length < 0:
-            self.length = max(size - pos, 0)
-        if not self.headers_sent:
-            self.conn._sock.sendall(self._head())
-        if self.chunked:
-            for chunk in wrapper:
-                self.write(chunk)
+            self.length = max(st.st_size - pos, 0)
+        left = self.length
+        if sendfile is None:
+            while left > 0:
+                data = f.read(min(wrapper.blksize, left))
+                if not data:
+                    break
+                self.write(data)
+                left -= len(data)
             return
-        left = self.length - self.sent_body
-        if left <= 0:
-            return              # (a count of 0 would mean "to the end")
-        self.sent_body += self.conn._sock.sendfile(f, pos, left)
+        self.conn._sock.sendall(self._head())
+        if left > 0:            # (a count of 0 would mean "to the end")
+            self.sent_body += sendfile(f, pos, left)
 
     def finish(self):
         if not self.headers_sent:

@@ -50,8 +50,8 @@ class Response:
 class Client:
     """A raw HTTP/1.1 client on a fibers socket."""
 
-    def __init__(self, address):
-        self.sock = fibers.net.connect(address)
+    def __init__(self, address, **kw):
+        self.sock = fibers.net.connect(address, **kw)
         self.buf = bytearray()
         self.eof = False
 
@@ -1201,6 +1201,66 @@ def test_slow_clients_do_not_stop_a_normal_one(io_sched):
     statuses = {(res.status, eof) for res, eof, _ in results}
     assert statuses == {(408, True)}
     assert all(9.5 <= took < 10.5 for _, _, took in results)
+
+
+# ---- TLS ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls():
+    """(server context, client context) from a trustme CA."""
+    import ssl
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(server)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(client)
+    return server, client
+
+
+def test_tls_keep_alive_and_file_wrapper(io_sched, tls, tmp_path):
+    server_ctx, client_ctx = tls
+    data = os.urandom(200_000)
+    (tmp_path / "f").write_bytes(data)
+    schemes = []
+
+    def app(environ, start_response):
+        schemes.append(environ["wsgi.url_scheme"])
+        if environ["PATH_INFO"] == "/file":
+            start_response("200 OK", [])
+            return environ["wsgi.file_wrapper"](open(tmp_path / "f", "rb"))
+        return hello(environ, start_response)
+
+    def body(server):
+        c = Client(server.address, ssl=client_ctx,
+                   server_hostname="localhost")
+        c.send(GET % b"/" + GET % b"/file")
+        r1, r2 = c.response(), c.response()
+        c.send(GET % b"/")
+        return r1, r2, c.response()
+
+    r1, r2, r3 = serving(io_sched, app, body, ssl=server_ctx)
+    assert r1.body == r3.body == b"Hello, world!"
+    assert r2.one("Content-Length") == str(len(data)) and r2.body == data
+    assert schemes == ["https"] * 3
+
+
+def test_tls_handshake_timeout(io_sched, tls):
+    server_ctx, _ = tls
+
+    def body(server):
+        c = Client(server.address)      # never starts the handshake
+        wait_connections(server, 1)
+        t0 = fibers.now()
+        eof = c.at_eof()
+        t = fibers.now() - t0
+        wait_connections(server, 0)
+        return eof, t
+
+    eof, t = serving(io_sched, hello, body, ssl=server_ctx,
+                     handshake_timeout=3)
+    assert eof and 3 <= t < 3.5
 
 
 # ---- 15: bad arguments ----------------------------------------------------------------------
