@@ -663,6 +663,28 @@ def test_file_wrapper_on_bytesio_is_sent_in_blocks(io_sched):
                               b"86a0\r\n" + data[65536:] + b"\r\n0\r\n\r\n")
 
 
+def test_file_wrapper_on_a_pipe_is_sent_in_blocks(io_sched):
+    data = os.urandom(50_000)           # fits in the pipe's buffer
+
+    def app(environ, start_response):
+        r, w = os.pipe()
+        os.write(w, data)
+        os.close(w)
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](os.fdopen(r, "rb"), 20_000)
+
+    def body(server):
+        c = Client(server.address)
+        c.send(GET % b"/")
+        return c.response()
+
+    r = serving(io_sched, app, body)
+    assert r.body == data
+    assert r.raw_body == (b"4e20\r\n" + data[:20_000] + b"\r\n" +
+                          b"4e20\r\n" + data[20_000:40_000] + b"\r\n" +
+                          b"2710\r\n" + data[40_000:] + b"\r\n0\r\n\r\n")
+
+
 # ---- 11: limits -----------------------------------------------------------------------------
 
 def error_response(status, reason):
