@@ -243,8 +243,9 @@ cdef class _Input:
 
 
 class FileWrapper:
-    """``wsgi.file_wrapper``: a file sent with ``sendfile()`` when it has a
-    real fd, else read in blocks."""
+    """``wsgi.file_wrapper``: a regular file is sent from its current
+    position with ``sendfile()`` (by blocks over TLS), with a
+    Content-Length; anything else is read in blocks of ``blksize``."""
 
     def __init__(self, filelike, blksize=65536):
         self.filelike = filelike
