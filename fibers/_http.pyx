@@ -173,7 +173,8 @@ cdef class _Input:
     cdef int _want(self, Py_ssize_t n) except -1:
         # Until n body bytes are buffered (n < 0: all) or the body ended.
         cdef _Request r = self._req
-        while not r.complete and (n < 0 or len(r.body) < n):
+        while not r.complete and r.error is None and \
+                (n < 0 or len(r.body) < n):
             if r.expect_continue and not r.continue_sent:
                 r.continue_sent = True
                 self._conn._sock.sendall(_CONTINUE)
@@ -247,8 +248,9 @@ cdef class _Input:
 
 
 class FileWrapper:
-    """``wsgi.file_wrapper``: a file sent with ``sendfile()`` when it has a
-    real fd, else read in blocks."""
+    """``wsgi.file_wrapper``: a regular file is sent from its current
+    position with ``sendfile()`` (by blocks over TLS), with a
+    Content-Length; anything else is read in blocks of ``blksize``."""
 
     def __init__(self, filelike, blksize=65536):
         self.filelike = filelike
@@ -275,7 +277,9 @@ cdef class _Conn:
     cdef dict _base_env
     cdef object _pending            # deque of _Request with headers done
     cdef _Request _parsing          # the request the parser is inside
-    cdef Py_ssize_t _header_bytes
+    cdef Py_ssize_t _header_bytes   # request line + fields, as parsed
+    cdef Py_ssize_t _raw_header_bytes   # bytes read while in the headers
+    cdef double _header_deadline    # header_timeout after the first byte
     cdef bytearray _rbuf
     cdef object _rview
     cdef bint _eof
@@ -305,11 +309,19 @@ cdef class _Conn:
     def on_message_begin(self):
         self._parsing = _Request()
         self._header_bytes = 0
+        self._raw_header_bytes = 0
+        # The whole header block must arrive within header_timeout of its
+        # first byte: a per-read timeout would let a client trickling a
+        # byte at a time hold the connection for ever.
+        self._header_deadline = _fibers.now() + self._limits.header_timeout
 
     def on_url(self, bytes url):
         cdef _Request r = self._parsing
         r.url += url
         self._header_bytes += len(url)
+        if r.error is None and \
+                self._header_bytes > self._limits.max_header_size:
+            r.error = HTTPLimitError(431, "request line too large")
 
     def on_header(self, bytes name, bytes value):
         cdef _Request r = self._parsing
@@ -371,7 +383,13 @@ cdef class _Conn:
         cdef double limit
         if self._eof or self._bad is not None:
             return False
-        if self._in_headers() or in_body:
+        if self._in_headers():
+            limit = self._header_deadline - _fibers.now()
+            if limit <= 0:
+                self._bad = HTTPLimitError(408, "request header timeout")
+                self._eof = True
+                return False
+        elif in_body:
             limit = self._limits.header_timeout
         else:
             limit = self._limits.keepalive_timeout
@@ -399,8 +417,10 @@ cdef class _Conn:
             self._bad = HTTPLimitError(400, f"malformed request: {e}")
             return False
         if self._in_headers():
-            self._header_bytes += n
-            if self._header_bytes > self._limits.max_header_size + 65536:
+            # A field still being parsed is not in _header_bytes yet (the
+            # parser holds it until it ends): bound the raw bytes too.
+            self._raw_header_bytes += n
+            if self._raw_header_bytes > self._limits.max_header_size + 65536:
                 self._bad = HTTPLimitError(431, "header block too large")
                 return False
         return True
@@ -431,7 +451,8 @@ cdef class _Conn:
                 if not self._respond(r):
                     return
                 # What the app left of the body, dropped; then the next.
-                while not r.complete:
+                # Past the body limit, the connection closes instead.
+                while not r.complete and r.error is None:
                     del r.body[:]
                     if not self._fill(True):
                         return
@@ -507,7 +528,8 @@ cdef class _Conn:
             else:
                 if type(result) is list or type(result) is tuple:
                     if len(result) == 1 and resp.length < 0 and \
-                            resp.status_line is not None:
+                            resp.status_line is not None and \
+                            not resp.headers_sent:
                         resp.length = len(result[0])
                 for chunk in result:
                     resp.write(chunk)
@@ -560,6 +582,7 @@ cdef class _Response:
     cdef public bint headers_sent
     cdef public long long length    # Content-Length, -1: none
     cdef bint length_given          # the app's own header says it
+    cdef bint close_given           # the app's own header says close
     cdef public long long sent_body
     cdef bint chunked
     cdef public bint must_close
@@ -593,6 +616,7 @@ cdef class _Response:
         self.headers = headers
         self.length = -1
         self.length_given = False
+        self.close_given = False
         for h in headers:
             if not (type(h) is tuple and len(h) == 2 and
                     isinstance(h[0], str) and isinstance(h[1], str)):
@@ -604,6 +628,7 @@ cdef class _Response:
                 self.length_given = True
             elif lname == "connection" and h[1].lower() == "close":
                 self.must_close = True
+                self.close_given = True
         return self.write
 
     cdef bint _no_body_status(self):
@@ -638,7 +663,8 @@ cdef class _Response:
                 keep = False    # the end of the body is the close
         if not keep:
             self.must_close = True
-            out.append(b"Connection: close\r\n")
+            if not self.close_given:
+                out.append(b"Connection: close\r\n")
         elif r.version == "1.0":
             out.append(b"Connection: keep-alive\r\n")
         out.append(_CRLF)
@@ -674,29 +700,37 @@ cdef class _Response:
         self.sent_body += n
 
     def send_file(self, wrapper):
+        # A regular file goes out with sendfile() from where it stands
+        # (PEP 3333: as iter(filelike.read, b"")), its length known; a
+        # TLS socket (no sendfile) gets the same bytes by blocks.
+        import os, stat
         f = wrapper.filelike
+        sendfile = getattr(self.conn._sock, "sendfile", None)
         try:
             fd = f.fileno()
+            pos = f.tell()
+            st = os.fstat(fd)
+            regular = stat.S_ISREG(st.st_mode)
         except (AttributeError, OSError, ValueError):
-            fd = -1
-        if fd < 0 or self.chunked:
+            regular = False     # io.BytesIO, a pipe, a socket: blocks
+        if not regular or self.headers_sent:
             for chunk in wrapper:
                 self.write(chunk)
             return
-        import os
         if self.length < 0:
-            try:
-                self.length = os.fstat(fd).st_size - f.tell()
-            except OSError:
-                pass
-        if not self.headers_sent:
-            self.conn._sock.sendall(self._head())
-        if self.chunked:
-            for chunk in wrapper:
-                self.write(chunk)
+            self.length = max(st.st_size - pos, 0)
+        left = self.length
+        if sendfile is None:
+            while left > 0:
+                data = f.read(min(wrapper.blksize, left))
+                if not data:
+                    break
+                self.write(data)
+                left -= len(data)
             return
-        self.sent_body += self.conn._sock.sendfile(
-            f, None, None if self.length < 0 else self.length)
+        self.conn._sock.sendall(self._head())
+        if left > 0:            # (a count of 0 would mean "to the end")
+            self.sent_body += sendfile(f, pos, left)
 
     def finish(self):
         if not self.headers_sent:
