@@ -460,6 +460,12 @@ cdef class _Conn:
                     return
                 if not r.keep_alive or self.closing:
                     return
+                if self._in_headers():
+                    # A pipelined request begun while this one was served:
+                    # the time the app took is not the client's, so its
+                    # header timeout starts now.
+                    self._header_deadline = _fibers.now() + \
+                        self._limits.header_timeout
         except (ConnectionResetError, BrokenPipeError):
             return              # the client went away: nothing to answer
 

@@ -896,6 +896,30 @@ def test_408_counts_from_the_first_byte_not_per_read(io_sched):
     assert 9.5 <= elapsed < 10
 
 
+def test_header_timeout_of_a_pipelined_request_starts_after_the_one_before(
+        io_sched):
+    # Half of a second request arrives with the first, whose app takes
+    # longer than header_timeout: the second's clock starts when the
+    # server turns to it, not while the app was busy.
+    limits = http.Limits(header_timeout=10)
+
+    def slow(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            fibers.sleep(30)
+        return echo_path(environ, start_response)
+
+    def body(server):
+        c = Client(server.address)
+        c.send(GET % b"/slow" + b"GET /next HTTP/1.1\r\nHo")
+        first = c.response()
+        c.send(b"st: t\r\n\r\n")
+        second = c.response()
+        return first.body, second.status, second.body
+
+    assert serving(io_sched, slow, body, limits=limits) == \
+        (b"/slow", 200, b"/next")
+
+
 def test_idle_keep_alive_connection_is_closed(io_sched):
     limits = http.Limits(keepalive_timeout=5)
 
