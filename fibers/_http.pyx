@@ -36,6 +36,8 @@ headers alone.  An app's exception before the headers went out becomes a
 500 (traceback logged); after, the connection is closed mid-response, the
 only signal HTTP/1.1 has.
 """
+import os as _os
+import stat as _stat
 import sys as _sys
 import time as _time
 import logging as _logging
@@ -669,29 +671,33 @@ cdef class _Response:
         self.sent_body += n
 
     def send_file(self, wrapper):
+        # sendfile() for a regular file on a plain socket, from the file's
+        # position (Socket.sendfile wants an int offset: None is not "where
+        # it is").  A TLS socket (fibers.ssl) has no sendfile -- its bytes
+        # must go through TLS records -- so there, as for a pipe or an
+        # object without a real fd, the file is read in blocks.
         f = wrapper.filelike
+        sendfile = getattr(self.conn._sock, "sendfile", None)
         try:
             fd = f.fileno()
+            pos = f.tell()
+            st = _os.fstat(fd)
         except (AttributeError, OSError, ValueError):
             fd = -1
-        if fd < 0 or self.chunked:
+        if fd < 0 or not _stat.S_ISREG(st.st_mode) or self.chunked:
             for chunk in wrapper:
                 self.write(chunk)
             return
-        import os
-        if self.length < 0:
-            try:
-                self.length = os.fstat(fd).st_size - f.tell()
-            except OSError:
-                pass
+        if self.length < 0 and not self.headers_sent:
+            self.length = max(st.st_size - pos, 0)
+        if sendfile is None or self.length < 0:
+            for chunk in wrapper:
+                self.write(chunk)
+            return
         if not self.headers_sent:
             self.conn._sock.sendall(self._head())
-        if self.chunked:
-            for chunk in wrapper:
-                self.write(chunk)
-            return
-        self.sent_body += self.conn._sock.sendfile(
-            f, None, None if self.length < 0 else self.length)
+        if self.length > 0:
+            self.sent_body += sendfile(f, pos, self.length)
 
     def finish(self):
         if not self.headers_sent:

@@ -74,7 +74,9 @@ UPLOAD_SHA = hashlib.sha256(UPLOAD).hexdigest()
 
 # ---- the Flask app ---------------------------------------------------------------
 
-def make_flask_app():
+def make_flask_app(files=None):
+    """The test app; ``files`` is a directory /download/<name> sends from
+    (Flask's send_file, through ``wsgi.file_wrapper``)."""
     app = flask.Flask("fibers_http_real")
 
     @app.route("/")
@@ -98,11 +100,40 @@ def make_flask_app():
         return (f"upload {up.filename} {len(data)} "
                 f"{hashlib.sha256(data).hexdigest()} note={note}")
 
+    @app.route("/echo", methods=["POST", "PUT"])
+    def echo():
+        data = flask.request.get_data()
+        return f"echo {len(data)} {hashlib.sha256(data).hexdigest()}"
+
+    @app.route("/stream/<int:n>")
+    def stream(n):
+        # A generator: no Content-Length, so HTTP/1.1 gets it chunked.
+        def parts():
+            for i in range(n):
+                yield f"part {i}\n"
+        return flask.Response(parts(), mimetype="text/plain")
+
+    @app.route("/download/<name>")
+    def download(name):
+        return flask.send_from_directory(files, name)
+
     @app.errorhandler(404)
     def not_found(e):
         return f"no route {flask.request.path}", 404
 
     return app
+
+
+def echo_answer(data):
+    return f"echo {len(data)} {hashlib.sha256(data).hexdigest()}".encode()
+
+
+def stream_answer(n):
+    return "".join(f"part {i}\n" for i in range(n)).encode()
+
+
+# What /download/big.bin sends: a MB and a bit, more than a socket buffer.
+BIG = random.Random(1919).randbytes((1 << 20) + 12345)
 
 
 def upload_answer(filename, note=""):
@@ -199,9 +230,16 @@ def serve_thread(backend):
         s.close()
 
 
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("files")
+    (d / "big.bin").write_bytes(BIG)
+    return d
+
+
 @pytest.fixture
-def flask_server(serve_thread):
-    return serve_thread(make_flask_app())
+def flask_server(serve_thread, files):
+    return serve_thread(make_flask_app(files))
 
 
 def curl(*args, check=True):
@@ -311,6 +349,55 @@ def test_curl_head(flask_server):
         conn.close()
 
 
+def test_flask_send_file_and_streamed_response(flask_server):
+    conn = http.client.HTTPConnection("127.0.0.1", flask_server.port,
+                                      timeout=WAIT)
+    try:
+        conn.request("GET", "/download/big.bin")
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.getheader("Content-Length") == str(len(BIG))
+        assert r.read() == BIG
+        conn.request("GET", "/stream/50")
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.getheader("Transfer-Encoding") == "chunked"
+        assert r.read() == stream_answer(50)
+        # The connection is still in step after both.
+        conn.request("GET", "/hello/after")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"hello after")
+    finally:
+        conn.close()
+
+
+@needs_curl
+def test_curl_download_range_and_stream(flask_server):
+    assert curl(flask_server.url("/download/big.bin")).stdout == BIG
+    r = curl("-r", "1000-1999", "-w", "%{http_code}",
+             flask_server.url("/download/big.bin"))
+    assert r.stdout == BIG[1000:2000] + b"206"
+    assert curl(flask_server.url("/stream/20")).stdout == stream_answer(20)
+    # HTTP/1.0 has no chunks: the body ends with the connection.
+    assert curl("--http1.0", flask_server.url("/stream/20")).stdout == \
+        stream_answer(20)
+
+
+@needs_curl
+def test_curl_chunked_and_100_continue_uploads(flask_server, tmp_path):
+    up = tmp_path / "up.bin"
+    up.write_bytes(UPLOAD)
+    r = curl("-H", "Transfer-Encoding: chunked", "--data-binary", f"@{up}",
+             flask_server.url("/echo"))
+    assert r.stdout == echo_answer(UPLOAD)
+    # curl waits (1 s by default) for "100 Continue" before the body; the
+    # server sends it when the app starts reading.
+    r = curl("-v", "-H", "Expect: 100-continue", "--expect100-timeout",
+             str(WAIT), "-T", str(up), flask_server.url("/echo"))
+    assert r.stdout == echo_answer(UPLOAD)
+    assert b"< HTTP/1.1 100 Continue" in r.stderr, r.stderr
+
+
 # ---- 2. pipelining, written raw ---------------------------------------------------
 
 class _KeepOpen(io.BufferedReader):
@@ -388,8 +475,8 @@ def certs(tmp_path_factory):
 
 
 @pytest.fixture
-def tls_server(serve_thread, certs):
-    return serve_thread(make_flask_app(), ssl=certs.server_ctx())
+def tls_server(serve_thread, certs, files):
+    return serve_thread(make_flask_app(files), ssl=certs.server_ctx())
 
 
 def test_tls_http_client_verifying(tls_server, certs):
@@ -407,6 +494,25 @@ def test_tls_http_client_verifying(tls_server, certs):
         r = conn.getresponse()
         assert (r.status, r.read()) == (200, upload_answer("secret.bin"))
         assert conn.sock.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        conn.close()
+
+
+def test_tls_send_file_and_stream(tls_server, certs):
+    # No sendfile() into TLS: the file goes through the TLS records.
+    conn = http.client.HTTPSConnection("127.0.0.1", tls_server.port,
+                                       timeout=WAIT,
+                                       context=certs.client_ctx())
+    try:
+        conn.request("GET", "/download/big.bin")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, BIG)
+        conn.request("GET", "/stream/30")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, stream_answer(30))
+        conn.request("GET", "/hello/after")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"hello after")
     finally:
         conn.close()
 
@@ -454,6 +560,20 @@ def test_wrk_no_errors(serve_thread):
     m = re.search(r"^\s*(\d+) requests in ", r.stdout, re.M)
     assert m and int(m.group(1)) > 0, r.stdout
     # wrk prints these lines only when there were any.
+    assert "Socket errors" not in r.stdout, r.stdout
+    assert "Non-2xx" not in r.stdout, r.stdout
+
+
+@needs_wrk
+def test_wrk_tls_no_errors(serve_thread, certs):
+    srv = serve_thread(hello_app, ssl=certs.server_ctx())
+    r = subprocess.run(
+        [WRK, "-t1", "-c20", "-d1s", "--timeout", "5s",
+         srv.url("/", scheme="https")],
+        capture_output=True, text=True, timeout=WAIT + 10)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"^\s*(\d+) requests in ", r.stdout, re.M)
+    assert m and int(m.group(1)) > 0, r.stdout
     assert "Socket errors" not in r.stdout, r.stdout
     assert "Non-2xx" not in r.stdout, r.stdout
 
@@ -538,6 +658,30 @@ def _until(what, predicate, limit=WAIT):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {limit} s: {what}")
         time.sleep(0.01)
+
+
+def _listeners(port):
+    """The inodes of the sockets listening on 127.0.0.1:port."""
+    found = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+                found.add(int(fields[9]))
+    return found
+
+
+def _socket_inodes(pid):
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    return inodes
 
 
 def _get(port, path, timeout=WAIT):
@@ -706,11 +850,18 @@ def test_cli_a_killed_worker_is_replaced(cli):
     parent = cli.proc.pid
     workers = _until("two workers", lambda: len(_children(parent)) == 2
                      and _children(parent))
+    _until("both listening", lambda: len(_listeners(cli.port)) == 2)
     victim = min(workers)
+    (listener,) = _socket_inodes(victim) & _listeners(cli.port)
     os.kill(victim, signal.SIGKILL)
-    # Once it is gone (its listening socket closed with it), the other
-    # serves every request...
+    # Once its listening socket is closed, the other serves every
+    # request.  That can be after the process is gone: on io_uring the
+    # kernel tears the ring down asynchronously, and a pending accept
+    # holds the socket until then (connections the kernel queued on it
+    # meanwhile are reset: a SIGKILL cannot drain).
     _until("the killed worker gone", lambda: not _alive(victim))
+    _until("its listener closed", lambda: listener not in _listeners(
+        cli.port))
     for _ in range(5):
         assert _get(cli.port, "/pid")[0] == 200
     # ...and the parent starts a replacement, which serves too.
