@@ -602,6 +602,7 @@ def test_ab_keep_alive_no_failures(flask_server):
 
 APP_MODULE = """
 import os
+import socket
 import fibers
 import fibers.net
 
@@ -621,6 +622,15 @@ def app(environ, start_response):
                     break
                 word += chunk
         body = b"slow " + word
+    elif path == "/block":
+        # Blocks the whole worker (a stdlib socket, not a fiber's), and
+        # tells the test which worker it is.
+        s = socket.create_connection(
+            ("127.0.0.1", int(os.environ["GATE_PORT"])), timeout=60)
+        with s:
+            s.sendall(str(os.getpid()).encode() + b"\\n")
+            s.recv(1)
+        body = b"unblocked"
     elif path == "/pid":
         body = str(os.getpid()).encode()
     else:
@@ -721,7 +731,7 @@ class Cli:
             [sys.executable, "-m", "fibers.http", *args], cwd=self.dir,
             env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def start(self, *args, spec="appmod:app"):
+    def start(self, *args, spec="appmod:app", wait=True):
         # A free port may be taken between the probe and the bind: retry.
         for attempt in range(3):
             self.port = free_port()
@@ -736,7 +746,7 @@ class Cli:
                     start_new_session=True)
             self.procs.append(proc)
             self.proc = proc
-            if self._wait_listening():
+            if not wait or self._wait_listening():
                 return self
             proc.wait(WAIT)
             if "Address already in use" not in self.output():
@@ -939,3 +949,98 @@ def test_sigterm_lets_the_request_in_flight_finish(cli, workers):
     assert answer == [(200, b"slow go")], cli.output()
     assert cli.wait() == 0, cli.output()
     assert cli.group_gone()
+
+
+def _catches(pid, signum):
+    """Whether process pid has a handler for signum (SigCgt)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def test_workers_stop_on_a_signal_sent_as_they_start(cli):
+    # Regression: SIGTERM sent as soon as the parent handles it reaches
+    # workers that are being forked.  A worker forked after the signal
+    # was never told; one forked just before ran the parent's inherited
+    # handler (or none) and lost it: it served on until the parent killed
+    # it, grace + 5 s later.  With a 30 s grace, that is past the wait.
+    for _ in range(5):
+        cli.start("--workers", "2", "--graceful-timeout", "30", wait=False)
+        _until("the parent handles SIGTERM",
+               lambda: _catches(cli.proc.pid, signal.SIGTERM)
+               or cli.proc.poll() is not None)
+        cli.proc.send_signal(signal.SIGTERM)
+        assert cli.wait() == 0, cli.output()
+        assert cli.group_gone()
+        assert "did not stop" not in cli.output(), cli.output()
+
+
+@pytest.mark.hang_limit(120)
+def test_workers_that_do_not_stop_are_killed_after_grace(cli):
+    # Regression: the parent waited for a worker to exit in a blocking
+    # wait(), which Python resumes after the signal handler: with no
+    # worker exiting by itself, it never saw the stop, and never killed.
+    # Here both workers are stuck in a blocking call (the app's, on a
+    # stdlib socket): after SIGTERM, the parent kills them once grace
+    # (1 s) + 5 s are over, and exits.
+    gate = socket.create_server(("127.0.0.1", 0), backlog=64)
+    gate.settimeout(WAIT)
+    cli.env["GATE_PORT"] = str(gate.getsockname()[1])
+    cli.start("--workers", "2", "--graceful-timeout", "1")
+    _until("both listening", lambda: len(_listeners(cli.port)) == 2)
+    held = {}                   # worker pid -> its app's gate connection
+    clients = []
+
+    def client():
+        try:
+            _get(cli.port, "/block", timeout=WAIT * 2)
+        except OSError:
+            pass                # the worker is killed: expected
+
+    try:
+        deadline = time.monotonic() + WAIT
+        for _ in range(50):
+            if len(held) == 2 or time.monotonic() > deadline:
+                break
+            t = threading.Thread(target=client, daemon=True)
+            t.start()
+            clients.append(t)
+            # Either a worker not yet blocked takes it (its app calls in),
+            # or it waits in a blocked worker's queue: then no call comes.
+            try:
+                conn, _ = gate.accept() if not held else _accept_within(
+                    gate, 0.5)
+            except TimeoutError:
+                continue
+            f = conn.makefile("rb")
+            held[int(f.readline())] = (conn, f)
+        assert len(held) == 2, held
+        assert set(held) == _children(cli.proc.pid)
+        start = time.monotonic()
+        cli.proc.send_signal(signal.SIGTERM)
+        assert cli.wait(WAIT) == 0, cli.output()
+        took = time.monotonic() - start
+        assert 6 <= took, took
+        assert cli.output().count("did not stop in 6 s: killed") == 2, \
+            cli.output()
+        assert cli.group_gone()
+    finally:
+        for conn, f in held.values():
+            f.close()
+            conn.close()
+        gate.close()
+        for t in clients:
+            t.join(WAIT)
+
+
+def _accept_within(sock, seconds):
+    sock.settimeout(seconds)
+    try:
+        return sock.accept()
+    finally:
+        sock.settimeout(WAIT)
