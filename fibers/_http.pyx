@@ -36,6 +36,8 @@ headers alone.  An app's exception before the headers went out becomes a
 500 (traceback logged); after, the connection is closed mid-response, the
 only signal HTTP/1.1 has.
 """
+import os as _os
+import stat as _stat
 import sys as _sys
 import time as _time
 import logging as _logging
@@ -708,15 +710,15 @@ cdef class _Response:
     def send_file(self, wrapper):
         # A regular file goes out with sendfile() from where it stands
         # (PEP 3333: as iter(filelike.read, b"")), its length known; a
-        # TLS socket (no sendfile) gets the same bytes by blocks.
-        import os, stat
+        # TLS socket (no sendfile: its bytes go through TLS records) gets
+        # the same bytes by blocks.
         f = wrapper.filelike
         sendfile = getattr(self.conn._sock, "sendfile", None)
         try:
             fd = f.fileno()
             pos = f.tell()
-            st = os.fstat(fd)
-            regular = stat.S_ISREG(st.st_mode)
+            st = _os.fstat(fd)
+            regular = _stat.S_ISREG(st.st_mode)
         except (AttributeError, OSError, ValueError):
             regular = False     # io.BytesIO, a pipe, a socket: blocks
         if not regular or self.headers_sent:

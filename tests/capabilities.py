@@ -51,6 +51,12 @@ CAPABILITIES = {
     "client_libs": (True, "the unmodified client libraries the patch is "
                     "tested with: redis, requests, urllib3, pg8000, aiosmtpd, "
                     "dnspython (make's TEST_DEPS)"),
+    "http_deps": (True, "httptools (fibers.http's parser) and Flask, a real "
+                  "app for it (make's TEST_DEPS)"),
+    "curl": (True, "the curl command (sh tools/sysdeps.sh --test)"),
+    "wrk": (True, "the wrk load generator (sh tools/sysdeps.sh --test)"),
+    "ab": (True, "ApacheBench, ab (Debian's apache2-utils; sh "
+           "tools/sysdeps.sh --test)"),
     "trustme": (True, "trustme, which makes test certificates (make's "
                 "TEST_DEPS)"),
     "rich": (True, "rich, for fibers-shadow's UI (the shadow extra, make's "

@@ -10,6 +10,8 @@
 #                                drives fibers-shadow's live UI in, and
 #                                openssl, tests/test_ssl.py's TLS peer,
 #                                and redis-server, which tests/test_libs_redis.py starts
+#                                and curl, wrk and ab (apache2-utils), the real
+#                                clients of tests/test_http_real.py
 #   sh tools/sysdeps.sh --bench  the build, plus OpenSSL's headers for
 #                                bench-tls's C load generator, and for
 #                                bench-http: wrk and ab (apache2-utils), the
@@ -52,6 +54,17 @@ fi
 # (tests/libservers.py), never the system's: no service is enabled for it.
 if [ "$with_postgres" -eq 1 ] && ! command -v redis-server >/dev/null 2>&1; then
     missing="$missing redis-server"
+fi
+# tests/test_http_real.py points real clients at fibers.http: curl, and the
+# load generators wrk and ab (apache2-utils).
+if [ "$with_postgres" -eq 1 ] && ! command -v curl >/dev/null 2>&1; then
+    missing="$missing curl"
+fi
+if [ "$with_postgres" -eq 1 ] && ! command -v wrk >/dev/null 2>&1; then
+    missing="$missing wrk"
+fi
+if [ "$with_postgres" -eq 1 ] && ! command -v ab >/dev/null 2>&1; then
+    missing="$missing apache2-utils"
 fi
 # bench/echo/tls_loadgen.c links libssl.
 if [ "$with_bench" -eq 1 ] && ! pkg-config --exists openssl 2>/dev/null; then

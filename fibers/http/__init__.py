@@ -239,14 +239,25 @@ def serve(app, address, *, ssl=None, backlog=1024, limits=None,
                   handshake_timeout)
 
 
-def _worker(app, address, opts, grace, backend, multiprocess, ready=None):
-    # One process's server, until SIGTERM or SIGINT.
+_STOP_SIGNALS = (_signal.SIGTERM, _signal.SIGINT)
+
+
+def _worker(app, address, opts, grace, backend, multiprocess, ready=None,
+            blocked=False):
+    # One process's server, until SIGTERM or SIGINT.  A forked worker
+    # starts with them blocked (``blocked``): one sent before the waiter
+    # below is in place stays pending instead of being lost, and arrives
+    # once it is.
     def main():
         server = serve(app, address, _multiprocess=multiprocess, **opts)
         if ready is not None:
             ready(server)
         try:
-            got = _fibers.wait_os_signal(_signal.SIGTERM, _signal.SIGINT)
+            waiter = _fibers.spawn(_fibers.wait_os_signal, *_STOP_SIGNALS)
+            _fibers.yield_now()         # it waits: its handler is set
+            if blocked:
+                _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            got = waiter.join()
             _log.info("fibers.http %r: %s: stopping", server.address,
                       _signal.Signals(got).name)
         finally:
@@ -291,6 +302,7 @@ def run(app, address, *, workers=1, ssl=None, backlog=1024, limits=None,
 class _Supervisor:
     # The parent of run(workers=N): forks, restarts, forwards signals.
     RESTART_DELAY = 0.1         # doubled per quick death, up to 5 s
+    POLL = 0.05                 # seconds between looks at the workers
 
     def __init__(self, app, address, opts, grace, backend, workers):
         self.app, self.opts, self.grace = app, opts, grace
@@ -313,23 +325,38 @@ class _Supervisor:
             self.address = self._hold.getsockname()[:2]
 
     def _spawn(self):
-        pid = _os.fork()
-        if pid == 0:                # the worker
-            code = 1
-            try:
-                for s in (_signal.SIGTERM, _signal.SIGINT):
-                    _signal.signal(s, _signal.SIG_DFL)
-                if self._hold is not None:
-                    self._hold.close()
-                opts = dict(self.opts, reuse_port=True)
-                _worker(self.app, self.address, opts, self.grace,
-                        self.backend, True)
-                code = 0
-            except BaseException:
-                _log.exception("fibers.http worker %d failed", _os.getpid())
-            finally:
-                _os._exit(code)
-        self.children[pid] = _time.monotonic()
+        # SIGTERM and SIGINT are blocked across the fork: the parent's
+        # handler, run in the parent only once the child is in
+        # self.children, passes them on; the child, which would otherwise
+        # run the parent's handler (or its default) on one that came too
+        # early and lose it, keeps them pending until its own waiter is in
+        # place (_worker(blocked=True)).  pthread_sigmask() runs the
+        # handlers of signals that came before it: once they are blocked,
+        # self.stopping is final until the fork is done.
+        old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            if self.stopping is not None:
+                return              # nobody would tell this one to stop
+            pid = _os.fork()
+            if pid == 0:                # the worker
+                code = 1
+                try:
+                    for s in _STOP_SIGNALS:
+                        _signal.signal(s, _signal.SIG_DFL)
+                    if self._hold is not None:
+                        self._hold.close()
+                    opts = dict(self.opts, reuse_port=True)
+                    _worker(self.app, self.address, opts, self.grace,
+                            self.backend, True, blocked=True)
+                    code = 0
+                except BaseException:
+                    _log.exception("fibers.http worker %d failed",
+                                   _os.getpid())
+                finally:
+                    _os._exit(code)
+            self.children[pid] = _time.monotonic()
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
 
     def _on_signal(self, signum, frame):
         if self.stopping is None:
@@ -348,10 +375,17 @@ class _Supervisor:
             for _ in range(self.n):
                 self._spawn()
             while self.children and self.stopping is None:
+                # Not a blocking wait(): after a signal handler returns,
+                # Python retries it (PEP 475), so a stop would be seen
+                # only when a worker exits -- never, for one that does
+                # not, and _drain's deadline would not apply.
                 try:
-                    pid, status = _os.wait()
+                    pid, status = _os.waitpid(-1, _os.WNOHANG)
                 except ChildProcessError:
                     break
+                if pid == 0:
+                    _time.sleep(self.POLL)
+                    continue
                 started = self.children.pop(pid, None)
                 if started is None or self.stopping is not None:
                     continue
