@@ -58,6 +58,10 @@ cdef object _Parser = _httptools.HttpRequestParser
 cdef object _FTimeout = _fibers.Timeout
 
 cdef bytes _CRLF = b"\r\n"
+# The methods' names as str, made once.
+cdef dict _METHODS = {m.encode(): m for m in (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
+    "CONNECT")}
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # Reason phrases for the responses the server makes itself.
@@ -179,7 +183,7 @@ cdef class _Input:
                 (n < 0 or len(r.body) < n):
             if r.expect_continue and not r.continue_sent:
                 r.continue_sent = True
-                self._conn._sock.sendall(_CONTINUE)
+                self._conn._send(_CONTINUE)
             if not self._conn._fill(True):
                 if r.error is None and self._conn._bad is not None:
                     raise self._conn._bad   # 408: the body stopped coming
@@ -273,6 +277,9 @@ cdef class _Conn:
     # One connection: the parser's callbacks, the request FIFO, the loop.
     cdef object _sock
     cdef object _parser
+    # Bound methods, looked up once per connection (the hot path's calls).
+    cdef object _send, _recv_into, _feed, _get_method, _get_version
+    cdef object _keep_alive_of
     cdef object _app
     cdef object _server             # fibers.http.Server
     cdef Limits _limits
@@ -301,6 +308,12 @@ cdef class _Conn:
         self._base_env = base_env
         self._pending = deque()
         self._parser = _Parser(self)
+        self._send = sock.sendall
+        self._recv_into = sock.recv_into
+        self._feed = self._parser.feed_data
+        self._get_method = self._parser.get_method
+        self._get_version = self._parser.get_http_version
+        self._keep_alive_of = self._parser.should_keep_alive
         self._rbuf = bytearray(65536)
         self._rview = memoryview(self._rbuf)
         self._peer = peer
@@ -352,11 +365,13 @@ cdef class _Conn:
 
     def on_headers_complete(self):
         cdef _Request r = self._parsing
-        p = self._parser
         r.headers_done = True
-        r.method = p.get_method().decode("ascii")
-        r.version = p.get_http_version()
-        r.keep_alive = p.should_keep_alive()
+        m = self._get_method()
+        r.method = _METHODS.get(m)
+        if r.method is None:
+            r.method = m.decode("ascii")
+        r.version = self._get_version()
+        r.keep_alive = self._keep_alive_of()
         self._pending.append(r)
 
     def on_body(self, bytes body):
@@ -397,7 +412,7 @@ cdef class _Conn:
             limit = self._limits.keepalive_timeout
         try:
             with _fibers.timeout(limit):
-                n = self._sock.recv_into(self._rbuf)
+                n = self._recv_into(self._rbuf)
         except _FTimeout:
             if self._in_headers():
                 self._bad = HTTPLimitError(408, "request header timeout")
@@ -412,7 +427,7 @@ cdef class _Conn:
             self._eof = True
             return False
         try:
-            self._parser.feed_data(self._rview[:n])
+            self._feed(self._rview[:n])
         except _ParserUpgrade:
             pass                # no upgrades: the request is answered as is
         except _ParserError as e:
@@ -478,7 +493,7 @@ cdef class _Conn:
                 "Content-Length: %d\r\nConnection: close\r\n"
                 % (status, _REASONS[status], len(body))).encode("ascii")
         try:
-            self._sock.sendall(head + _date() + _CRLF + body)
+            self._send(head + _date() + _CRLF + body)
         except OSError:
             pass
         self._log_access(None, status, len(body))
@@ -690,21 +705,21 @@ cdef class _Response:
             return
         if self.head:
             if not self.headers_sent:
-                self.conn._sock.sendall(self._head())
+                self.conn._send(self._head())
             return
         if self.length >= 0 and self.sent_body + n > self.length:
             raise RuntimeError("the app sent more than its Content-Length")
         if not self.headers_sent:
             head = self._head()
             if self.chunked:
-                self.conn._sock.sendall(b"".join(
+                self.conn._send(b"".join(
                     (head, b"%x\r\n" % n, data, _CRLF)))
             else:
-                self.conn._sock.sendall(head + data)
+                self.conn._send(head + data)
         elif self.chunked:
-            self.conn._sock.sendall(b"".join((b"%x\r\n" % n, data, _CRLF)))
+            self.conn._send(b"".join((b"%x\r\n" % n, data, _CRLF)))
         else:
-            self.conn._sock.sendall(data)
+            self.conn._send(data)
         self.sent_body += n
 
     def send_file(self, wrapper):
@@ -736,7 +751,7 @@ cdef class _Response:
                 self.write(data)
                 left -= len(data)
             return
-        self.conn._sock.sendall(self._head())
+        self.conn._send(self._head())
         if left > 0:            # (a count of 0 would mean "to the end")
             self.sent_body += sendfile(f, pos, left)
 
@@ -746,9 +761,9 @@ cdef class _Response:
                     self.status_line is not None and \
                     not self._no_body_status():
                 self.length = 0     # an empty body, said so
-            self.conn._sock.sendall(self._head())
+            self.conn._send(self._head())
         elif self.chunked:
-            self.conn._sock.sendall(b"0\r\n\r\n")
+            self.conn._send(b"0\r\n\r\n")
         if self.length >= 0 and self.sent_body < self.length and \
                 not self.head:
             # Fewer bytes than promised: the client would wait for the
