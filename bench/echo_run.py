@@ -57,7 +57,7 @@ import time
 
 from bench.procs import (HOST, SATURATED, QuietWaiter, ServerProcess, cpu_pair,
                          free_port, log, run_client, wait_ready)
-from bench.samples import (csv_list, is_noisy, median_cpu, median_of, print_table,
+from bench.samples import (csv_list, print_check, is_noisy, median_cpu, median_of, print_table,
                            warn_background)
 from bench.samples import usable  # noqa: F401  (bench/tls_run.py reads E.usable)
 
@@ -301,10 +301,7 @@ def check_targets(servers, sizes, conns_list, samples, med):
                              f"{' and '.join(capped)}: the client may be what limits "
                              "req/s there, so treat it as a floor for the server")
         checks.append(c)
-        got = f"{c['ratio']:.2f}x" if c["ratio"] is not None else c["note"]
-        extra = f"  [{c['note']}]" if c["ratio"] is not None and "note" in c else ""
-        print(f"  [{'MET' if c['met'] else 'MISSED'}] vs {peer}: {got} "
-              f"(target >= {minimum}x){extra}")
+        print_check(c, f"vs {peer}", minimum)
     return checks
 
 

@@ -77,7 +77,7 @@ import time
 from bench.http_apps import BODIES
 from bench.procs import (HOST, SATURATED, QuietWaiter, ServerProcess, cpu_pair,
                          free_port, log, run_client)
-from bench.samples import (csv_list, is_noisy, median_cpu, median_of, print_table,
+from bench.samples import (csv_list, print_check, is_noisy, median_cpu, median_of, print_table,
                            warn_background)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -444,10 +444,7 @@ def check_targets(servers, apps, conns_list, samples, med):
                     c["loadgen_bound"] = capped
                     c["note"] = f"wrk had no idle CPU against {' and '.join(capped)}"
             checks.append(c)
-            got = f"{c['ratio']:.2f}x" if c["ratio"] is not None else c["note"]
-            extra = f"  [{c['note']}]" if c["ratio"] is not None and "note" in c else ""
-            print(f"  [{'MET' if c['met'] else 'MISSED'}] {conns} conns vs {peer}: {got} "
-                  f"(target >= {minimum}x){extra}")
+            print_check(c, f"{conns} conns vs {peer}", minimum)
     return checks
 
 

@@ -76,3 +76,12 @@ def warn_background(samples):
               "others; cells marked '~' had none.  For final numbers, rerun on an "
               "idle machine.")
     return noisy
+
+
+def print_check(c, label, minimum):
+    """One target line: ``[MET|MISSED] <label>: <ratio>x (target ...)``,
+    with the check's note (``c["note"]``) when it has one."""
+    got = f"{c['ratio']:.2f}x" if c["ratio"] is not None else c["note"]
+    extra = f"  [{c['note']}]" if c["ratio"] is not None and "note" in c else ""
+    print(f"  [{'MET' if c['met'] else 'MISSED'}] {label}: {got} "
+          f"(target >= {minimum}x){extra}")
