@@ -151,8 +151,6 @@ cdef class _Request:
     cdef bint keep_alive
     cdef bint expect_continue
     cdef bint continue_sent
-    cdef bint chunked
-    cdef long long content_length   # -1: none given
     cdef long long body_seen        # body bytes delivered so far
     cdef object method          # str
     cdef object version         # str: "1.1", "1.0"
@@ -162,7 +160,6 @@ cdef class _Request:
         self.url = b""
         self.headers = []
         self.body = bytearray()
-        self.content_length = -1
 
 
 @cython.final
@@ -355,13 +352,10 @@ cdef class _Conn:
                 r.expect_continue = True
         elif lname == b"content-length":
             try:
-                r.content_length = int(value)
+                if int(value) > self._limits.max_body_size:
+                    r.error = HTTPLimitError(413, "body too large")
             except ValueError:
                 pass            # llhttp rejects it before we get here
-            if r.content_length > self._limits.max_body_size:
-                r.error = HTTPLimitError(413, "body too large")
-        elif lname == b"transfer-encoding":
-            r.chunked = b"chunked" in value.lower()
 
     def on_headers_complete(self):
         cdef _Request r = self._parsing
