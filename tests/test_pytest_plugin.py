@@ -499,3 +499,15 @@ def test_installed_as_a_pytest11_entry_point(run, pytester):
     r = pytester.runpytest_subprocess("-p", "no:fibers", "--strict-markers")
     r.stdout.fnmatch_lines(["*'fibers' not found in `markers` "
                             "configuration option*"])
+
+
+# ---- the project's own suite -----------------------------------------------------
+
+@pytest.mark.fibers
+def test_here_a_marked_test_runs_on_the_backend_fixtures_choice(
+        backend, fibers_scheduler, fibers_backend):
+    # tests/conftest.py's fibers_backend follows the `backend` fixture.
+    assert fibers_backend == backend
+    assert fibers_scheduler.backend == backend
+    import fibers
+    assert fibers.Scheduler.current() is fibers_scheduler
