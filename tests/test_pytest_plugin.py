@@ -273,8 +273,33 @@ def test_module_and_class_marks_and_their_options_merge(run):
         class TestGroup:
             def test_method(self, fibers_scheduler):
                 assert fibers.Scheduler.current() is fibers_scheduler
+
+            @staticmethod
+            def test_static(fibers_clock):
+                assert fibers.in_fiber() and not fibers_clock.autojump
     """)
-    r.assert_outcomes(passed=3)
+    r.assert_outcomes(passed=4)
+
+
+def test_a_mark_added_after_collection_works_too(pytester, run):
+    # The marker is usually seen at collection, where the plugin makes the
+    # test use fibers_scheduler; a hook may add it later.
+    pytester.makeconftest("""
+        import pytest
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.add_marker(pytest.mark.fibers)
+    """)
+    r = run("""
+        import fibers
+
+        def test_marked_late():
+            assert fibers.in_fiber()
+            fibers.sleep(30)
+            assert fibers.now() == 30.0
+    """)
+    r.assert_outcomes(passed=1)
 
 
 def test_a_marked_test_that_returns_a_value_warns(run):
