@@ -97,7 +97,7 @@ def _options(node):
     if not isinstance(opts["autojump"], bool):
         raise TypeError(f"@pytest.mark.fibers: autojump must be True or "
                         f"False, got {opts['autojump']!r}")
-    return opts, bool(marks)
+    return opts
 
 
 def _marked_function(collector, obj):
@@ -154,7 +154,7 @@ def pytest_pyfunc_call(pyfuncitem):
     why = _refusal(fn)
     if why is not None:
         pytest.fail(why, pytrace=False)
-    opts, _ = _options(pyfuncitem)
+    opts = _options(pyfuncitem)
     sched = pyfuncitem.funcargs.get("fibers_scheduler")
     if sched is None:
         # The marker came after collection (a hook's add_marker).
@@ -190,6 +190,7 @@ def _run_test(name, sched, fn, kwargs, opts):
         failed.append((fiber, exc))
 
     mine = opts["errors"] == "fail"
+    before = sched.on_fiber_error          # a fixture's, say
     if mine:
         sched.on_fiber_error = on_error
     result = raised = None
@@ -201,8 +202,8 @@ def _run_test(name, sched, fn, kwargs, opts):
     finally:
         if mine and sched.on_fiber_error is on_error:
             # Fibers that close() kills, and that raise on the way out, go
-            # to the log again: the test is over.
-            sched.on_fiber_error = None
+            # where they went before the test (the log): it is over.
+            sched.on_fiber_error = before
     if raised is not None and not isinstance(raised, Exception):
         # pytest.skip/xfail/fail, KeyboardInterrupt, SystemExit.
         raise raised
@@ -277,7 +278,7 @@ def fibers_clock(request):
     __tracebackhide__ = True        # a bad marker: show the test
     import fibers
 
-    opts, _ = _options(request.node)
+    opts = _options(request.node)
     return fibers.VirtualClock(autojump=opts["autojump"])
 
 
@@ -289,7 +290,7 @@ def fibers_scheduler(request, fibers_clock, fibers_backend):
     __tracebackhide__ = True        # a bad marker: show the test
     import fibers
 
-    opts, _ = _options(request.node)
+    opts = _options(request.node)
     backend = opts["backend"] if opts["backend"] is not None \
         else fibers_backend
     sched = fibers.Scheduler(clock=fibers_clock, backend=backend)
