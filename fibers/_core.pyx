@@ -1431,12 +1431,14 @@ cdef class Scheduler:
         KeyboardInterrupt and SystemExit, which go to the caller of
         :meth:`run`.  The handler runs inside the scheduler as the fiber
         ends, so it must not block; what it raises is logged, with the
-        fiber's own exception.  The pytest plugin (``fibers.pytest_plugin``)
-        uses it to fail the test."""
+        fiber's own exception.  Set it from the scheduler's own thread.
+        The pytest plugin (``fibers.pytest_plugin``) uses it to fail the
+        test."""
         return self._on_fiber_error
 
     @on_fiber_error.setter
     def on_fiber_error(self, handler):
+        _check_thread(self, "on_fiber_error")
         if handler is not None and not callable(handler):
             raise TypeError(f"on_fiber_error must be callable or None, got "
                             f"{type(handler).__name__}")

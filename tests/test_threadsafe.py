@@ -228,6 +228,8 @@ def test_every_public_method_from_a_foreign_thread(sched):
         "Fiber.resume": lambda: fiber.resume(1),
         "Timer.cancel": timer.cancel,
         "Trigger.cancel": cond.cancel,
+        "Scheduler.on_fiber_error":
+            lambda: setattr(sched, "on_fiber_error", print),
     }
     # Read-only, answered from anywhere.
     readonly = {
@@ -238,6 +240,7 @@ def test_every_public_method_from_a_foreign_thread(sched):
         "Scheduler.running": lambda: sched.running,
         "Scheduler.pending_timers": lambda: sched.pending_timers,
         "Scheduler.clock": lambda: sched.clock,
+        "Scheduler.on_fiber_error()": lambda: sched.on_fiber_error,
         "Fiber.state": lambda: fiber.state,
         "Fiber.name": lambda: fiber.name,
         "Timer.active": lambda: timer.active,
