@@ -134,7 +134,6 @@ cdef inline int64_t _after(int64_t now, double seconds) noexcept:
 cdef str _K_CONTENT_TYPE = "CONTENT_TYPE"
 cdef str _K_CONTENT_LENGTH = "CONTENT_LENGTH"
 cdef dict _ENV_KEYS = {}
-cdef dict _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 cdef str _env_key(bytes name):
@@ -153,6 +152,27 @@ cdef str _env_key(bytes name):
     return key
 
 
+cdef dict _roomy(dict base):
+    # A copy of base to copy per request, holding every key the request
+    # sets (placeholders until then) and with its hash table one size up:
+    # dict.copy() clones the table, so the request's keys then go in
+    # without growing it.  (Only speed depends on this: the copy is right
+    # whatever the dict's layout.)
+    cdef dict d = dict(base)
+    cdef Py_ssize_t i, pad
+    for k in ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI",
+              "SERVER_PROTOCOL", "wsgi.input"):
+        d.setdefault(k, None)
+    # Entries added then deleted enlarge the table; few enough of them
+    # (at most half the live ones) that copy() still clones it.
+    pad = len(d) // 2
+    for i in range(pad):
+        d[-1 - i] = None
+    for i in range(pad):
+        del d[-1 - i]
+    return d
+
+
 cdef inline bint _ascii_ieq(str s, const char *lower, Py_ssize_t n):
     # s equals the lower-case ASCII `lower` (n bytes), ignoring case.
     cdef const char *p
@@ -168,6 +188,25 @@ cdef inline bint _ascii_ieq(str s, const char *lower, Py_ssize_t n):
         if ch != lower[i]:
             return False
     return True
+
+
+cdef long long _parse_length(str v) except? -1:
+    # A Content-Length of plain digits, read in C; anything else as int()
+    # reads it (and raises as it does).
+    cdef const char *p
+    cdef Py_ssize_t i, n
+    cdef long long x = 0
+    if PyUnicode_IS_COMPACT_ASCII(v):
+        n = PyUnicode_GET_LENGTH(v)
+        p = <const char *>PyUnicode_DATA(v)
+        if 0 < n <= 18:
+            for i in range(n):
+                if p[i] < 48 or p[i] > 57:
+                    break
+                x = x * 10 + (p[i] - 48)
+            else:
+                return x
+    return int(v)
 
 
 cdef inline bint _has_newline(str s):
@@ -392,6 +431,7 @@ cdef class _Conn:
     cdef _Sock _c
     cdef int _fd
     cdef object _texc               # what a read's timer throws
+    cdef list _last_names, _last_keys   # the last request's header names
     # The response being assembled: head and small body in one buffer.
     cdef char *_wbuf
     cdef Py_ssize_t _wlen, _wcap
@@ -422,6 +462,9 @@ cdef class _Conn:
             self._c = sock._c
             self._fd = sock.fileno()
         self._texc = _FTimeout("fibers.http: read timed out")
+        self._last_names = []
+        self._last_keys = []
+        self._base_env = _roomy(base_env)
 
     def __dealloc__(self):
         free(self._wbuf)
@@ -634,9 +677,10 @@ cdef class _Conn:
         cdef dict env = self._base_env.copy()
         cdef bytes url = r.url, path, query
         cdef bytes name, value
-        cdef Py_ssize_t q
+        cdef Py_ssize_t q, i, nlast
+        cdef list last
         cdef _Input inp
-        if url[:1] != b"/":
+        if len(url) == 0 or PyBytes_AS_STRING(url)[0] != b"/":
             # absolute-form (a proxy request) or "*"
             if url == b"*":
                 path, query = b"*", b""
@@ -656,12 +700,29 @@ cdef class _Conn:
         env["PATH_INFO"] = path.decode("latin-1")
         env["QUERY_STRING"] = query.decode("latin-1")
         env["RAW_URI"] = url.decode("latin-1")
-        proto = _PROTOCOLS.get(r.version)
-        if proto is None:
-            proto = "HTTP/" + r.version
-        env["SERVER_PROTOCOL"] = proto
+        if r.version == "1.1":
+            env["SERVER_PROTOCOL"] = "HTTP/1.1"
+        else:
+            env["SERVER_PROTOCOL"] = "HTTP/" + r.version
+        last = self._last_names
+        nlast = len(last)
+        i = 0
         for name, value in r.headers:
-            key = _env_key(name)
+            # A keep-alive client sends the same names in the same order:
+            # the last request's keys, matched by comparing bytes, spare
+            # hashing each name into _ENV_KEYS.
+            if i < nlast and <bytes>last[i] == name:
+                key = self._last_keys[i]
+            else:
+                key = _env_key(name)
+                if i < nlast:
+                    last[i] = name
+                    self._last_keys[i] = key
+                elif i < 32:
+                    last.append(name)
+                    self._last_keys.append(key)
+                    nlast += 1
+            i += 1
             v = value.decode("latin-1")
             if key is _K_CONTENT_TYPE or key is _K_CONTENT_LENGTH:
                 env[key] = v
@@ -689,7 +750,7 @@ cdef class _Conn:
             result = self._app(env, resp)
             if type(result) is list or type(result) is tuple:
                 if len(result) == 1 and resp.length < 0 and \
-                        resp.status_line is not None and \
+                        resp.status is not None and \
                         not resp.headers_sent:
                     resp.length = len(result[0])
                 for chunk in result:
@@ -803,8 +864,7 @@ cdef class _Response:
     # bytes on the wire, assembled in the connection's buffer.
     cdef _Conn conn
     cdef _Request req
-    cdef public object status_line  # bytes: b"200 OK"
-    cdef public object status
+    cdef public object status       # str: "200 OK"; None until set
     cdef list headers
     cdef public bint headers_sent
     cdef public long long length    # Content-Length, -1: none
@@ -824,7 +884,7 @@ cdef class _Response:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
-        elif self.status_line is not None:
+        elif self.status is not None:
             raise RuntimeError("start_response() called twice without "
                                "exc_info")
         if not isinstance(status, str):
@@ -835,8 +895,9 @@ cdef class _Response:
         if not isinstance(headers, list):
             raise TypeError(f"headers must be a list, not "
                             f"{type(headers).__name__}")
+        if not PyUnicode_IS_COMPACT_ASCII(status):
+            status.encode("latin-1")    # (what PEP 3333 allows: or raise)
         self.status = status
-        self.status_line = status.encode("latin-1")
         self.headers = headers
         self.length = -1
         self.length_given = False
@@ -851,7 +912,7 @@ cdef class _Response:
             if _has_newline(name) or _has_newline(value):
                 raise ValueError(f"header {h!r} contains a line break")
             if _ascii_ieq(name, b"content-length", 14):
-                self.length = int(value)
+                self.length = _parse_length(value)
                 self.length_given = True
             elif _ascii_ieq(name, b"connection", 10) and \
                     value.lower() == "close":
@@ -860,8 +921,8 @@ cdef class _Response:
         return self.write
 
     cdef bint _no_body_status(self):
-        status = self.status_line[:3]
-        return status == b"204" or status == b"304" or status[:1] == b"1"
+        cdef str status = self.status
+        return status.startswith(("204", "304", "1"))
 
     cdef int _head(self) except -1:
         # The status line and header block into the connection's buffer,
@@ -871,12 +932,12 @@ cdef class _Response:
         cdef str name, value
         cdef char num[32]
         cdef int k
-        if self.status_line is None:
+        if self.status is None:
             raise RuntimeError("the app returned without calling "
                                "start_response()")
         keep = r.keep_alive and not self.must_close and not c.closing
         c._put(b"HTTP/1.1 ", 9)
-        c._put_bytes(self.status_line)
+        c._put_str(self.status)
         c._put(b"\r\n", 2)
         for name, value in self.headers:
             c._put_str(name)
@@ -993,7 +1054,7 @@ cdef class _Response:
         cdef _Conn c = self.conn
         if not self.headers_sent:
             if self.length < 0 and not self.head and \
-                    self.status_line is not None and \
+                    self.status is not None and \
                     not self._no_body_status():
                 self.length = 0     # an empty body, said so
             self._head()
