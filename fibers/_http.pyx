@@ -24,12 +24,17 @@ Limits answer with a status and close: a request line plus headers over
 ``max_body_size`` (413), headers not complete within ``header_timeout``
 seconds of the request's first byte (408), a malformed request (400).  An
 idle keep-alive connection closes quietly after ``keepalive_timeout``.
-Timeouts are the scheduler's timers (fibers.timeout), so they cost no
-system call and run on a VirtualClock in tests.
+A read's limit is one scheduler timer armed around it (cimported, not the
+fibers.timeout context manager), so it costs no system call and runs on a
+VirtualClock in tests; a plain socket's read goes straight to the core's
+socket state (_Sock), a TLS socket's through its recv_into.
 
-The response: start_response stores the status and headers; the header
-block is sent with the first non-empty body chunk (or at the end), joined
-with it in one send.  Content-Length comes from the app, or is computed
+The response: the _Response object is the app's start_response; it stores
+the status and headers (refusing CR/LF in them).  The header block is
+assembled in the connection's C buffer with the first non-empty body chunk
+(a bytes chunk up to 256 KiB is copied beside it) or at the end, and goes
+out in one send: straight to a plain socket with a non-blocking send(2),
+whatever the kernel does not take at once through the socket's sendall.  Content-Length comes from the app, or is computed
 when the app returns a one-item list or tuple; otherwise HTTP/1.1 responses
 are chunked and HTTP/1.0 ones end with the connection.  HEAD sends the
 headers alone.  An app's exception before the headers went out becomes a
