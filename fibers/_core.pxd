@@ -241,6 +241,9 @@ cdef class Scheduler:
     # close(): the real time (monotonic ns) after which calls still on the
     # pool are abandoned; 0 before close()
     cdef int64_t _pool_deadline
+    # on_fiber_error: called with (fiber, exc) instead of logging a
+    # failure nobody joined (the pytest plugin fails the test with it)
+    cdef object _on_fiber_error
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,
@@ -259,6 +262,7 @@ cdef class Scheduler:
     cdef Fiber _spawn(self, object fn, tuple args, dict kwargs)
     cdef int _run_body(self, Fiber f) except -1
     cdef int _finish(self, Fiber f, object result, object exc) except -1
+    cdef int _report_fiber_error(self, Fiber f, object exc) except -1
     cdef int _sleep(self, Fiber me, int64_t ns) except -1
     cdef Timer _arm_timeout(self, Fiber me, object seconds)
     cdef int _disarm_timeout(self, Fiber me, Timer t) except -1

@@ -1112,8 +1112,25 @@ cdef class Scheduler:
                 # Not ours to swallow: the loop re-raises it to run()'s caller.
                 self._system_error = exc
             elif not isinstance(exc, _GreenletExit):
-                _log.error("uncaught exception in %r", f,
-                           exc_info=(type(exc), exc, exc.__traceback__))
+                if self._on_fiber_error is None:
+                    _log.error("uncaught exception in %r", f,
+                               exc_info=(type(exc), exc, exc.__traceback__))
+                else:
+                    self._report_fiber_error(f, exc)
+        return 0
+
+    cdef int _report_fiber_error(self, Fiber f, object exc) except -1:
+        # We are on the dead fiber's worker greenlet (or in close()), in
+        # the middle of its bookkeeping: whatever the handler raises is
+        # logged, never let out into the worker loop.
+        try:
+            self._on_fiber_error(f, exc)
+        except BaseException as e:
+            _log.error("on_fiber_error handler %r raised while reporting "
+                       "%r", self._on_fiber_error, f,
+                       exc_info=(type(e), e, e.__traceback__))
+            _log.error("uncaught exception in %r", f,
+                       exc_info=(type(exc), exc, exc.__traceback__))
         return 0
 
     # ---- waiting ---------------------------------------------------------
@@ -1401,6 +1418,29 @@ cdef class Scheduler:
         """The name of this scheduler's completion pump: ``'io_uring'`` or
         ``'epoll'``."""
         return _BACKEND_NAMES[self._io.backend]
+
+    @property
+    def on_fiber_error(self):
+        """Called as ``handler(fiber, exc)`` when a fiber of this
+        scheduler ends with an exception that nobody had joined it for: the
+        failures that are otherwise logged as "uncaught exception in
+        <Fiber>" on the ``fibers`` logger.  None (the default) logs them.
+
+        It is not called for a fiber that was killed (:class:`FiberExit`,
+        or the exception given to :meth:`Fiber.kill`), nor for
+        KeyboardInterrupt and SystemExit, which go to the caller of
+        :meth:`run`.  The handler runs inside the scheduler as the fiber
+        ends, so it must not block; what it raises is logged, with the
+        fiber's own exception.  The pytest plugin (``fibers.pytest_plugin``)
+        uses it to fail the test."""
+        return self._on_fiber_error
+
+    @on_fiber_error.setter
+    def on_fiber_error(self, handler):
+        if handler is not None and not callable(handler):
+            raise TypeError(f"on_fiber_error must be callable or None, got "
+                            f"{type(handler).__name__}")
+        self._on_fiber_error = handler
 
     def _defers_taskrun(self):
         # For tests: is the pump an io_uring ring set up with DEFER_TASKRUN

@@ -102,6 +102,16 @@ def backend(request, _real_stderr_fd):
 
 
 @pytest.fixture
+def fibers_backend(request):
+    """For the fibers pytest plugin (fibers/pytest_plugin.py): a test marked
+    @pytest.mark.fibers that also takes `backend` runs on the backend that
+    fixture selected; one that does not, on the default."""
+    if "backend" in request.fixturenames:
+        return request.getfixturevalue("backend")
+    return None
+
+
+@pytest.fixture
 def io_sched(backend):
     s = fibers.Scheduler(clock=fibers.VirtualClock(autojump=True),
                          backend=backend)

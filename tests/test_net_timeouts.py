@@ -1,5 +1,9 @@
 """Timeouts on recv, accept, connect and sendall: settimeout(), the
-fibers.timeout() scope and connect(timeout=).  All times are virtual."""
+fibers.timeout() scope and connect(timeout=).  All times are virtual.
+
+The tests are fibers (@pytest.mark.fibers, fibers/pytest_plugin.py) on an
+autojumping VirtualClock; taking `backend`, each runs once per pump
+backend (the plugin's fibers_backend follows it, tests/conftest.py)."""
 import os
 import socket
 import struct
@@ -52,111 +56,105 @@ def silent_address():
 
 # ---- recv ------------------------------------------------------------------------
 
-def test_settimeout_recv_raises_timeouterror_after_the_timeout(io_sched):
-    def main():
-        a, b = fibers.net.socketpair()
-        with a, b:
-            b.settimeout(5)
-            assert b.gettimeout() == 5.0
-            t0 = fibers.now()
-            with pytest.raises(TimeoutError, match="timed out"):
+@pytest.mark.fibers
+def test_settimeout_recv_raises_timeouterror_after_the_timeout(backend):
+    a, b = fibers.net.socketpair()
+    with a, b:
+        b.settimeout(5)
+        assert b.gettimeout() == 5.0
+        t0 = fibers.now()
+        with pytest.raises(TimeoutError, match="timed out"):
+            b.recv(10)
+        elapsed = fibers.now() - t0
+    assert 5 <= elapsed < 5.5
+
+
+@pytest.mark.fibers
+def test_timeout_scope_recv(backend):
+    a, b = fibers.net.socketpair()
+    with a, b:
+        t0 = fibers.now()
+        with pytest.raises(fibers.Timeout):
+            with fibers.timeout(5):
                 b.recv(10)
-            return fibers.now() - t0
-    elapsed = io_sched.run(main)
+        elapsed = fibers.now() - t0
     assert 5 <= elapsed < 5.5
 
 
-def test_timeout_scope_recv(io_sched):
-    def main():
-        a, b = fibers.net.socketpair()
-        with a, b:
-            t0 = fibers.now()
-            with pytest.raises(fibers.Timeout):
-                with fibers.timeout(5):
-                    b.recv(10)
-            return fibers.now() - t0
-    elapsed = io_sched.run(main)
-    assert 5 <= elapsed < 5.5
-
-
-def test_recv_timeout_not_reached_returns_the_data(io_sched):
+@pytest.mark.fibers
+def test_recv_timeout_not_reached_returns_the_data(backend):
     def late_sender(sock):
         fibers.sleep(1)
         sock.sendall(b"in time")
 
-    def main():
-        a, b = fibers.net.socketpair()
-        with a, b:
-            b.settimeout(5)
-            t0 = fibers.now()
-            fibers.spawn(late_sender, a)
-            got = b.recv(100)
-            return got, fibers.now() - t0
-    got, elapsed = io_sched.run(main)
+    a, b = fibers.net.socketpair()
+    with a, b:
+        b.settimeout(5)
+        t0 = fibers.now()
+        sender = fibers.spawn(late_sender, a)
+        got = b.recv(100)
+        elapsed = fibers.now() - t0
+        sender.join()
     assert got == b"in time"
     assert 1 <= elapsed < 1.5
 
 
-def test_socket_still_works_after_a_recv_timeout(io_sched):
-    def main():
-        a, b = fibers.net.socketpair()
-        with a, b:
-            with pytest.raises(TimeoutError):
-                with fibers.timeout(3):
-                    b.recv(10)
-            a.sendall(b"after")
+@pytest.mark.fibers
+def test_socket_still_works_after_a_recv_timeout(backend):
+    a, b = fibers.net.socketpair()
+    with a, b:
+        with pytest.raises(TimeoutError):
             with fibers.timeout(3):
-                return b.recv(10)
-    assert io_sched.run(main) == b"after"
+                b.recv(10)
+        a.sendall(b"after")
+        with fibers.timeout(3):
+            assert b.recv(10) == b"after"
 
 
-def test_settimeout_none_waits_without_limit(io_sched):
+@pytest.mark.fibers
+def test_settimeout_none_waits_without_limit(backend):
     def late_sender(sock):
         fibers.sleep(1000)
         sock.sendall(b"eventually")
 
-    def main():
-        a, b = fibers.net.socketpair()
-        with a, b:
-            b.settimeout(3)
-            b.settimeout(None)
-            assert b.gettimeout() is None
-            fibers.spawn(late_sender, a)
-            return b.recv(100), fibers.now()
-    got, t = io_sched.run(main)
+    a, b = fibers.net.socketpair()
+    with a, b:
+        b.settimeout(3)
+        b.settimeout(None)
+        assert b.gettimeout() is None
+        sender = fibers.spawn(late_sender, a)
+        got, t = b.recv(100), fibers.now()
+        sender.join()
     assert got == b"eventually"
     assert 1000 <= t < 1000.5
 
 
 # ---- accept -------------------------------------------------------------------------
 
-def test_settimeout_accept(io_sched):
-    def main():
-        with fibers.net.listen(("127.0.0.1", 0)) as lst:
-            lst.settimeout(3)
-            t0 = fibers.now()
-            with pytest.raises(TimeoutError):
-                lst.accept()
-            return fibers.now() - t0
-    elapsed = io_sched.run(main)
+@pytest.mark.fibers
+def test_settimeout_accept(backend):
+    with fibers.net.listen(("127.0.0.1", 0)) as lst:
+        lst.settimeout(3)
+        t0 = fibers.now()
+        with pytest.raises(TimeoutError):
+            lst.accept()
+        elapsed = fibers.now() - t0
     assert 3 <= elapsed < 3.5
 
 
-def test_timeout_scope_accept_and_listener_still_accepts(io_sched):
-    def main():
-        with fibers.net.listen(("127.0.0.1", 0)) as lst:
-            t0 = fibers.now()
-            with pytest.raises(fibers.Timeout):
-                with fibers.timeout(4):
-                    lst.accept()
-            elapsed = fibers.now() - t0
-            with fibers.net.connect(lst.getsockname()) as c:
-                with fibers.timeout(3):
-                    conn, addr = lst.accept()
-                with conn:
-                    assert addr == c.getsockname()
-            return elapsed
-    elapsed = io_sched.run(main)
+@pytest.mark.fibers
+def test_timeout_scope_accept_and_listener_still_accepts(backend):
+    with fibers.net.listen(("127.0.0.1", 0)) as lst:
+        t0 = fibers.now()
+        with pytest.raises(fibers.Timeout):
+            with fibers.timeout(4):
+                lst.accept()
+        elapsed = fibers.now() - t0
+        with fibers.net.connect(lst.getsockname()) as c:
+            with fibers.timeout(3):
+                conn, addr = lst.accept()
+            with conn:
+                assert addr == c.getsockname()
     assert 4 <= elapsed < 4.5
 
 
@@ -174,111 +172,105 @@ def test_silent_address_really_hangs_a_plain_connect(silent_address):
         s.close()
 
 
-def test_settimeout_connect_then_the_socket_can_be_closed(io_sched, silent_address):
-    def main():
-        warm_up()
-        before = open_fds()
-        s = fibers.net.Socket()
-        s.settimeout(3)
-        t0 = fibers.now()
-        with pytest.raises(TimeoutError):
-            s.connect(silent_address)
-        elapsed = fibers.now() - t0
-        assert s.gettimeout() == 3.0
-        host, port = s.getsockname()              # still a usable socket
-        assert host == "127.0.0.1" and port != 0
-        s.close()
-        return elapsed, open_fds() ^ before
-    elapsed, fd_diff = io_sched.run(main)
+@pytest.mark.fibers
+def test_settimeout_connect_then_the_socket_can_be_closed(backend,
+                                                          silent_address):
+    warm_up()
+    before = open_fds()
+    s = fibers.net.Socket()
+    s.settimeout(3)
+    t0 = fibers.now()
+    with pytest.raises(TimeoutError):
+        s.connect(silent_address)
+    elapsed = fibers.now() - t0
+    assert s.gettimeout() == 3.0
+    host, port = s.getsockname()                  # still a usable socket
+    assert host == "127.0.0.1" and port != 0
+    s.close()
+    assert open_fds() ^ before == set()
     assert 3 <= elapsed < 3.5
-    assert fd_diff == set()
 
 
-def test_timeout_scope_connect(io_sched, silent_address):
-    def main():
-        warm_up()
-        before = open_fds()
-        t0 = fibers.now()
-        with fibers.net.Socket() as s:
-            with pytest.raises(fibers.Timeout):
-                with fibers.timeout(4):
-                    s.connect(silent_address)
-        return fibers.now() - t0, open_fds() ^ before
-    elapsed, fd_diff = io_sched.run(main)
+@pytest.mark.fibers
+def test_timeout_scope_connect(backend, silent_address):
+    warm_up()
+    before = open_fds()
+    t0 = fibers.now()
+    with fibers.net.Socket() as s:
+        with pytest.raises(fibers.Timeout):
+            with fibers.timeout(4):
+                s.connect(silent_address)
+    elapsed = fibers.now() - t0
+    assert open_fds() ^ before == set()
     assert 4 <= elapsed < 4.5
-    assert fd_diff == set()
 
 
-def test_net_connect_timeout_argument_leaks_no_fd(io_sched, silent_address):
-    def main():
-        warm_up()
-        before = open_fds()
-        t0 = fibers.now()
-        with pytest.raises(TimeoutError):
-            fibers.net.connect(silent_address, timeout=2)
-        return fibers.now() - t0, open_fds() ^ before
-    elapsed, fd_diff = io_sched.run(main)
+@pytest.mark.fibers
+def test_net_connect_timeout_argument_leaks_no_fd(backend, silent_address):
+    warm_up()
+    before = open_fds()
+    t0 = fibers.now()
+    with pytest.raises(TimeoutError):
+        fibers.net.connect(silent_address, timeout=2)
+    elapsed = fibers.now() - t0
+    assert open_fds() ^ before == set()
     assert 2 <= elapsed < 2.5
-    assert fd_diff == set()
 
 
-def test_connect_timeout_not_reached(io_sched):
-    def main():
-        with fibers.net.listen(("127.0.0.1", 0)) as lst:
-            t0 = fibers.now()
-            with fibers.net.connect(lst.getsockname(), timeout=5) as c:
-                peer = c.getpeername()
-            return peer == lst.getsockname(), fibers.now() - t0
-    ok, elapsed = io_sched.run(main)
-    assert ok
+@pytest.mark.fibers
+def test_connect_timeout_not_reached(backend):
+    with fibers.net.listen(("127.0.0.1", 0)) as lst:
+        t0 = fibers.now()
+        with fibers.net.connect(lst.getsockname(), timeout=5) as c:
+            assert c.getpeername() == lst.getsockname()
+        elapsed = fibers.now() - t0
     assert elapsed < 0.5
 
 
 # ---- send ---------------------------------------------------------------------------
 
-def test_sendall_times_out_when_nobody_reads(io_sched):
-    def main():
-        a, b = fibers.net.socketpair()
-        with a, b:
-            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            a.settimeout(2)
-            t0 = fibers.now()
-            with pytest.raises(TimeoutError):
-                a.sendall(b"z" * (8 << 20))
-            return fibers.now() - t0
-    elapsed = io_sched.run(main)
-    assert 2 <= elapsed < 2.5
-
-
-def test_connect_timeout_argument_raises_fibers_timeout(io_sched, silent_address):
-    # The README: every timeout= argument raises fibers.Timeout.
-    def main():
+@pytest.mark.fibers
+def test_sendall_times_out_when_nobody_reads(backend):
+    a, b = fibers.net.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        a.settimeout(2)
         t0 = fibers.now()
-        with pytest.raises(fibers.Timeout) as info:
-            fibers.net.connect(silent_address, timeout=2)
-        return fibers.now() - t0, info.value
-    elapsed, exc = io_sched.run(main)
+        with pytest.raises(TimeoutError):
+            a.sendall(b"z" * (8 << 20))
+        elapsed = fibers.now() - t0
     assert 2 <= elapsed < 2.5
-    assert isinstance(exc, TimeoutError)
-    assert "timed out" in str(exc)
 
 
-def test_connect_timeout_stays_on_the_socket_as_the_stdlibs(io_sched):
+@pytest.mark.fibers
+def test_connect_timeout_argument_raises_fibers_timeout(backend,
+                                                        silent_address):
+    # The README: every timeout= argument raises fibers.Timeout.
+    t0 = fibers.now()
+    with pytest.raises(fibers.Timeout) as info:
+        fibers.net.connect(silent_address, timeout=2)
+    elapsed = fibers.now() - t0
+    assert 2 <= elapsed < 2.5
+    assert isinstance(info.value, TimeoutError)
+    assert "timed out" in str(info.value)
+
+
+@pytest.mark.fibers
+def test_connect_timeout_stays_on_the_socket_as_the_stdlibs(backend):
     # Later calls time out as the stdlib's do, with TimeoutError('timed
     # out') (fibers.Timeout is for the connect the argument was given for).
-    def main():
-        lst = fibers.net.listen(("127.0.0.1", 0))
-        c = fibers.net.connect(lst.getsockname(), timeout=3)
-        conn, _ = lst.accept()
-        try:
-            assert c.gettimeout() == 3.0
-            with pytest.raises(TimeoutError) as info:
-                c.recv(1)
-            return type(info.value), str(info.value)
-        finally:
-            for s in (c, conn, lst):
-                s.close()
-    assert io_sched.run(main) == (TimeoutError, "timed out")
+    lst = fibers.net.listen(("127.0.0.1", 0))
+    c = fibers.net.connect(lst.getsockname(), timeout=3)
+    conn, _ = lst.accept()
+    try:
+        assert c.gettimeout() == 3.0
+        with pytest.raises(TimeoutError) as info:
+            c.recv(1)
+        assert (type(info.value), str(info.value)) == \
+            (TimeoutError, "timed out")
+    finally:
+        for s in (c, conn, lst):
+            s.close()
 
 
 SETTIMEOUT_VALUES = [None, 0, 0.0, -0.0, 1, 2.5, 1e-10, True, 4e9, 1e10,

@@ -83,6 +83,62 @@ def test_unjoined_exception_is_logged_once_and_scheduler_goes_on(sched, errlog):
     assert rec.name == "fibers" and rec.exc_info[0] is KeyError
 
 
+def test_on_fiber_error_gets_what_would_be_logged(sched, errlog):
+    seen = []
+    sched.on_fiber_error = lambda f, e: seen.append((f.name, e))
+
+    def boom():
+        raise KeyError("lost")
+
+    def joined():
+        raise ValueError("seen by join")
+
+    def victim():
+        fibers.sleep(100)
+
+    def main():
+        f = fibers.spawn(boom)
+        f.name = "boom"
+        j = fibers.spawn(joined)
+        with pytest.raises(ValueError):
+            j.join()
+        v = fibers.spawn(victim)
+        fibers.yield_now()
+        v.kill()                              # killed: no failure
+        k = fibers.spawn(victim)
+        fibers.yield_now()
+        k.kill(OSError("told to"), block=False)
+        fibers.sleep(1)
+    sched.run(main)
+    assert [(n, type(e), str(e)) for n, e in seen] == \
+        [("boom", KeyError, "'lost'")]
+    assert errlog.records == []               # the handler, not the log
+    assert sched.on_fiber_error is not None
+    sched.on_fiber_error = None
+    assert sched.on_fiber_error is None
+
+
+def test_on_fiber_error_that_raises_is_logged_with_the_failure(sched, errlog):
+    def handler(f, e):
+        raise RuntimeError("handler broke")
+    sched.on_fiber_error = handler
+
+    def boom():
+        raise KeyError("lost")
+
+    def main():
+        fibers.spawn(boom)
+        fibers.sleep(1)
+        return "went on"
+    assert sched.run(main) == "went on"
+    assert [r.exc_info[0] for r in errlog.records] == [RuntimeError, KeyError]
+
+
+def test_on_fiber_error_must_be_callable(sched):
+    with pytest.raises(TypeError, match="on_fiber_error must be callable"):
+        sched.on_fiber_error = 42
+
+
 def test_run_reraises_mains_exception(sched):
     def main():
         raise OSError(5, "io")

@@ -1,4 +1,7 @@
-"""sleep, delay, periodic and Timer.cancel on the virtual clock."""
+"""sleep, delay, periodic and Timer.cancel on the virtual clock.
+
+Most tests are fibers (@pytest.mark.fibers, fibers/pytest_plugin.py) on a
+fresh scheduler with an autojumping VirtualClock."""
 import math
 
 import pytest
@@ -6,122 +9,103 @@ import pytest
 import fibers
 
 
-def test_sleep_advances_virtual_time_exactly(sched):
-    def main():
-        fibers.sleep(1.5)
-        a = fibers.now()
-        fibers.sleep(0.25)
-        return a, fibers.now()
-    assert sched.run(main) == (1.5, 1.75)
+@pytest.mark.fibers
+def test_sleep_advances_virtual_time_exactly():
+    fibers.sleep(1.5)
+    assert fibers.now() == 1.5
+    fibers.sleep(0.25)
+    assert fibers.now() == 1.75
 
 
-def test_sleepers_wake_in_deadline_order(sched):
+@pytest.mark.fibers
+def test_sleepers_wake_in_deadline_order():
     woke = []
 
     def sleeper(t):
         fibers.sleep(t)
         woke.append((t, fibers.now()))
 
-    def main():
-        fs = [fibers.spawn(sleeper, t) for t in (3, 1, 2, 0.5)]
-        for f in fs:
-            f.join()
-    sched.run(main)
+    fs = [fibers.spawn(sleeper, t) for t in (3, 1, 2, 0.5)]
+    for f in fs:
+        f.join()
     assert woke == [(0.5, 0.5), (1, 1.0), (2, 2.0), (3, 3.0)]
 
 
+@pytest.mark.fibers
 @pytest.mark.parametrize("bad", [-1, -0.001, math.nan])
-def test_sleep_rejects_negative_and_nan(sched, bad):
-    def main():
-        with pytest.raises(ValueError):
-            fibers.sleep(bad)
-    sched.run(main)
+def test_sleep_rejects_negative_and_nan(bad):
+    with pytest.raises(ValueError):
+        fibers.sleep(bad)
 
 
-def test_sleep_rejects_non_numbers(sched):
-    def main():
-        with pytest.raises(TypeError):
-            fibers.sleep("1")
-    sched.run(main)
+@pytest.mark.fibers
+def test_sleep_rejects_non_numbers():
+    with pytest.raises(TypeError):
+        fibers.sleep("1")
 
 
-def test_sleep_zero_yields(sched):
+@pytest.mark.fibers
+def test_sleep_zero_yields():
     log = []
-
-    def other():
-        log.append("other")
-
-    def main():
-        fibers.spawn(other)
-        fibers.sleep(0)
-        log.append("main")
-    sched.run(main)
+    fibers.spawn(log.append, "other")
+    fibers.sleep(0)
+    log.append("main")
     assert log == ["other", "main"]
 
 
-def test_delay_fires_once_at_its_time(sched):
+@pytest.mark.fibers
+def test_delay_fires_once_at_its_time():
     calls = []
-
-    def main():
-        t = fibers.delay(lambda x: calls.append((x, fibers.now())), 2, "a")
-        assert t.active and t.deadline == 2.0
-        fibers.sleep(5)
-        assert not t.active
-        assert t.fired == 1
-    sched.run(main)
+    t = fibers.delay(lambda x: calls.append((x, fibers.now())), 2, "a")
+    assert t.active and t.deadline == 2.0
+    fibers.sleep(5)
+    assert not t.active
+    assert t.fired == 1
     assert calls == [("a", 2.0)]
 
 
-def test_equal_deadlines_fire_fifo(sched):
+@pytest.mark.fibers
+def test_equal_deadlines_fire_fifo():
     calls = []
-
-    def main():
-        for i in range(20):
-            fibers.delay(calls.append, 1, i)
-        fibers.sleep(2)
-    sched.run(main)
+    for i in range(20):
+        fibers.delay(calls.append, 1, i)
+    fibers.sleep(2)
     assert calls == list(range(20))
 
 
-def test_cancelled_timer_never_runs_and_heap_shrinks(sched):
+@pytest.mark.fibers
+def test_cancelled_timer_never_runs_and_heap_shrinks(fibers_scheduler):
     calls = []
-
-    def main():
-        timers = [fibers.delay(calls.append, 1 + i, i) for i in range(100)]
-        assert sched.pending_timers == 100
-        for t in timers[::2]:
-            assert t.cancel() is True
-        assert sched.pending_timers == 50
-        assert timers[0].cancel() is False      # already cancelled
-        fibers.sleep(200)
-        assert sched.pending_timers == 0
-    sched.run(main)
+    timers = [fibers.delay(calls.append, 1 + i, i) for i in range(100)]
+    assert fibers_scheduler.pending_timers == 100
+    for t in timers[::2]:
+        assert t.cancel() is True
+    assert fibers_scheduler.pending_timers == 50
+    assert timers[0].cancel() is False      # already cancelled
+    fibers.sleep(200)
+    assert fibers_scheduler.pending_timers == 0
     assert calls == list(range(1, 100, 2))
 
 
-def test_cancel_from_the_middle_keeps_heap_order(sched):
+@pytest.mark.fibers
+def test_cancel_from_the_middle_keeps_heap_order():
     calls = []
-
-    def main():
-        timers = {i: fibers.delay(calls.append, (i * 7919) % 101, i)
-                  for i in range(101)}
-        for i in range(0, 101, 3):
-            timers[i].cancel()
-        fibers.sleep(200)
-    sched.run(main)
+    timers = {i: fibers.delay(calls.append, (i * 7919) % 101, i)
+              for i in range(101)}
+    for i in range(0, 101, 3):
+        timers[i].cancel()
+    fibers.sleep(200)
     expected = sorted((i for i in range(101) if i % 3),
                       key=lambda i: (i * 7919) % 101)
     assert calls == expected
 
 
-def test_periodic_does_not_drift_over_1000_ticks(sched):
+@pytest.mark.fibers
+def test_periodic_does_not_drift_over_1000_ticks():
     stamps = []
-
-    def main():
-        t = fibers.periodic(lambda: stamps.append(fibers.now()), 0.01)
-        fibers.wait_for(lambda: len(stamps) >= 1000)
-        t.cancel()
-    sched.run(main)
+    t = fibers.periodic(lambda: stamps.append(fibers.now()), 0.01)
+    fibers.wait_for(lambda: len(stamps) >= 1000)
+    t.cancel()
     # main wakes the tick after the 1000th call; one more may land first.
     assert 1000 <= len(stamps) <= 1001
     # Each call lands exactly on the start + k*interval grid, in nanoseconds.
@@ -162,24 +146,25 @@ def test_delay_rejects_non_callable(sched):
         fibers.delay(None, 1)
 
 
-def test_timer_callback_may_block(sched):
+@pytest.mark.fibers
+def test_timer_callback_may_block():
     log = []
 
     def cb():
         fibers.sleep(1)
         log.append(fibers.now())
 
-    def main():
-        fibers.delay(cb, 1)
-        fibers.sleep(3)
-    sched.run(main)
+    fibers.delay(cb, 1)
+    fibers.sleep(3)
     assert log == [2.0]
 
 
-def test_a_raising_timer_function_is_its_own_fibers_business(sched, errlog):
+@pytest.mark.fibers(errors="log")
+def test_a_raising_timer_function_is_its_own_fibers_business(errlog):
     # delay() and periodic() functions run in fibers of their own: what
     # they raise is logged, the periodic keeps its schedule, and nothing
-    # escapes the time step into run().
+    # escapes the time step into run().  (errors="log": the plugin would
+    # otherwise fail the test with those fibers' exceptions.)
     ticks = []
     calls = []
 
@@ -187,14 +172,12 @@ def test_a_raising_timer_function_is_its_own_fibers_business(sched, errlog):
         calls.append(fibers.now())
         raise RuntimeError("timer fn broke")
 
-    def main():
-        p = fibers.periodic(bad, 1)
-        fibers.delay(bad, 2.5)
-        for _ in range(4):
-            fibers.sleep(1)
-            ticks.append(fibers.now())
-        p.cancel()
-    sched.run(main)
+    p = fibers.periodic(bad, 1)
+    fibers.delay(bad, 2.5)
+    for _ in range(4):
+        fibers.sleep(1)
+        ticks.append(fibers.now())
+    p.cancel()
     assert ticks == [1.0, 2.0, 3.0, 4.0]
     assert calls == [1.0, 2.0, 2.5, 3.0, 4.0]
     assert len([r for r in errlog.records
