@@ -121,8 +121,10 @@ def check_against_status(fams, st):
 def busy_tree(sh):
     for i in range(5):
         sh.write(f"f{i}", "data")
-    sh.sync()                   # shipped: the move is not coalesced away
     os.mkdir(sh.p("d"))
+    # Shipped, and d watched: the move is neither coalesced away nor seen
+    # as a deletion and a creation in a directory not yet watched.
+    sh.sync()
     os.rename(sh.p("f0"), sh.p("d/f0"))
     sh.sync()
 
