@@ -14,9 +14,12 @@ BUILD_DEPS := setuptools wheel "Cython>=3.0" "greenlet>=3.0"
 # requests, urllib3, pg8000, dnspython, and aiosmtpd as their SMTP server;
 # gevent, to see fibers.patch() refuse to run under its monkey patching.
 # httptools is fibers.http's parser (the `http` extra); Flask, a real app
-# for it.
+# for it.  prometheus_client is fibers.metrics' (the `metrics` extra): its
+# collector API, its exposition and its parser, which the tests read the
+# endpoint with.
 TEST_DEPS  := pytest "psycopg[binary]>=3.1" trustme redis requests urllib3 \
-              pg8000 aiosmtpd dnspython gevent "httptools>=0.6" flask
+              pg8000 aiosmtpd dnspython gevent "httptools>=0.6" flask \
+              prometheus_client
 BENCH_DEPS := pytest-benchmark gevent uvloop trio
 BENCH_FS_DEPS := watchdog inotify_simple watchfiles
 # bench-http's peer servers: granian, bjoern (built from source against

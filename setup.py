@@ -93,10 +93,15 @@ extensions = [
         depends=["csrc/fib_arena.h", "fibers/_heap.pxd"],
     ),
     # fibers.http's connection loop (the parser is httptools', at run time).
+    # It cimports the core's Scheduler and socket state (its hot path reads
+    # and times out without Python calls): _core.pxd's headers come along.
     Extension(
         "fibers._http",
         sources=["fibers/_http.pyx"],
-        extra_compile_args=cflags,
+        include_dirs=["csrc", "fibers/include", greenlet_include()],
+        extra_compile_args=cflags + uring_cflags,
+        depends=["fibers/_core.pxd", "fibers/_net.pxd", "fibers/_pump.pxd",
+                 "fibers/_stream.pxd"],
     ),
     # fibers.fs: the file-system watcher (fanotify / inotify records are
     # parsed by csrc/fib_fs.h).

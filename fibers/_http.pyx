@@ -24,12 +24,17 @@ Limits answer with a status and close: a request line plus headers over
 ``max_body_size`` (413), headers not complete within ``header_timeout``
 seconds of the request's first byte (408), a malformed request (400).  An
 idle keep-alive connection closes quietly after ``keepalive_timeout``.
-Timeouts are the scheduler's timers (fibers.timeout), so they cost no
-system call and run on a VirtualClock in tests.
+A read's limit is one scheduler timer armed around it (cimported, not the
+fibers.timeout context manager), so it costs no system call and runs on a
+VirtualClock in tests; a plain socket's read goes straight to the core's
+socket state (_Sock), a TLS socket's through its recv_into.
 
-The response: start_response stores the status and headers; the header
-block is sent with the first non-empty body chunk (or at the end), joined
-with it in one send.  Content-Length comes from the app, or is computed
+The response: the _Response object is the app's start_response; it stores
+the status and headers (refusing CR/LF in them).  The header block is
+assembled in the connection's C buffer with the first non-empty body chunk
+(a bytes chunk up to 256 KiB is copied beside it) or at the end, and goes
+out in one send: straight to a plain socket with a non-blocking send(2),
+whatever the kernel does not take at once through the socket's sendall.  Content-Length comes from the app, or is computed
 when the app returns a one-item list or tuple; otherwise HTTP/1.1 responses
 are chunked and HTTP/1.0 ones end with the connection.  HEAD sends the
 headers alone.  An app's exception before the headers went out becomes a
@@ -48,6 +53,34 @@ import httptools as _httptools
 import fibers as _fibers
 
 cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from libc.string cimport memcpy, memchr
+from libc.stdlib cimport realloc, free
+from libc.stdint cimport int64_t
+from libc.errno cimport errno, EINTR
+
+# The hot path reaches the scheduler and a plain socket's receive directly
+# (as fibers._fs does), instead of through fibers.timeout and the socket's
+# Python methods: a read's deadline is one timer, armed and disarmed.
+from fibers._core cimport Scheduler, Fiber, Timer, _Sock
+from fibers._core import Socket as _PlainSocket
+
+cdef extern from "<sys/socket.h>":
+    ssize_t send(int fd, const void *buf, size_t n, int flags) nogil
+    enum:
+        MSG_NOSIGNAL
+        MSG_DONTWAIT
+
+cdef extern from "Python.h":
+    int PyOS_snprintf(char *buf, size_t n, const char *fmt, ...)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void *PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+cdef extern from "<time.h>":
+    ctypedef long time_t
+    time_t time(time_t *t)
 
 _log = _logging.getLogger("fibers.http")
 _access_log = _logging.getLogger("fibers.http.access")
@@ -73,18 +106,123 @@ cdef dict _REASONS = {
 
 # The Date header, remade once a second (RFC 9110: an origin server with a
 # clock sends one).
-cdef double _date_second = 0.0
+cdef time_t _date_second = 0
 cdef bytes _date_line = b""
 
 
 cdef inline bytes _date():
     global _date_second, _date_line
-    cdef double now = _time.time()
-    if now - _date_second >= 1.0 or now < _date_second:
-        _date_second = <double>(<long>now)
+    cdef time_t now = time(NULL)
+    if now != _date_second:
+        _date_second = now
         _date_line = b"Date: " + \
-            _formatdate(_date_second, usegmt=True).encode("ascii") + _CRLF
+            _formatdate(<double>now, usegmt=True).encode("ascii") + _CRLF
     return _date_line
+
+
+# A limit at or past this many seconds arms no timer (as good as never).
+cdef double _NO_LIMIT = 1e9
+
+# A body chunk up to this size goes out in the same send as the head.
+cdef Py_ssize_t _JOIN_MAX = 262144
+
+
+cdef inline int64_t _after(int64_t now, double seconds) noexcept:
+    # now + seconds in ns, saturating (a limit may be float("inf")).
+    if seconds >= _NO_LIMIT:
+        return 0x7FFFFFFFFFFFFFFF
+    return now + <int64_t>(seconds * 1e9)
+
+
+# The environ's key for each header name seen, made once per spelling
+# (bounded: names a client invents past that are made per request).
+cdef str _K_CONTENT_TYPE = "CONTENT_TYPE"
+cdef str _K_CONTENT_LENGTH = "CONTENT_LENGTH"
+cdef dict _ENV_KEYS = {}
+
+
+cdef str _env_key(bytes name):
+    cdef str key = _ENV_KEYS.get(name)
+    if key is not None:
+        return key
+    key = name.decode("latin-1").upper().replace("-", "_")
+    if key == _K_CONTENT_TYPE:
+        key = _K_CONTENT_TYPE
+    elif key == _K_CONTENT_LENGTH:
+        key = _K_CONTENT_LENGTH
+    else:
+        key = "HTTP_" + key
+    if len(_ENV_KEYS) < 512:
+        _ENV_KEYS[name] = key
+    return key
+
+
+cdef dict _roomy(dict base):
+    # A copy of base to copy per request, holding every key the request
+    # sets (placeholders until then) and with its hash table one size up:
+    # dict.copy() clones the table, so the request's keys then go in
+    # without growing it.  (Only speed depends on this: the copy is right
+    # whatever the dict's layout.)
+    cdef dict d = dict(base)
+    cdef Py_ssize_t i, pad
+    for k in ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI",
+              "SERVER_PROTOCOL", "wsgi.input"):
+        d.setdefault(k, None)
+    # Entries added then deleted enlarge the table; few enough of them
+    # (at most half the live ones) that copy() still clones it.
+    pad = len(d) // 2
+    for i in range(pad):
+        d[-1 - i] = None
+    for i in range(pad):
+        del d[-1 - i]
+    return d
+
+
+cdef inline bint _ascii_ieq(str s, const char *lower, Py_ssize_t n):
+    # s equals the lower-case ASCII `lower` (n bytes), ignoring case.
+    cdef const char *p
+    cdef Py_ssize_t i
+    cdef char ch
+    if not PyUnicode_IS_COMPACT_ASCII(s) or PyUnicode_GET_LENGTH(s) != n:
+        return False
+    p = <const char *>PyUnicode_DATA(s)
+    for i in range(n):
+        ch = p[i]
+        if ch >= 65 and ch <= 90:
+            ch += 32
+        if ch != lower[i]:
+            return False
+    return True
+
+
+cdef long long _parse_length(str v) except? -1:
+    # A Content-Length of plain digits, read in C; anything else as int()
+    # reads it (and raises as it does).
+    cdef const char *p
+    cdef Py_ssize_t i, n
+    cdef long long x = 0
+    if PyUnicode_IS_COMPACT_ASCII(v):
+        n = PyUnicode_GET_LENGTH(v)
+        p = <const char *>PyUnicode_DATA(v)
+        if 0 < n <= 18:
+            for i in range(n):
+                if p[i] < 48 or p[i] > 57:
+                    break
+                x = x * 10 + (p[i] - 48)
+            else:
+                return x
+    return int(v)
+
+
+cdef inline bint _has_newline(str s):
+    # A header string with CR or LF would split the response (or smuggle
+    # another): refused, as gunicorn and wsgiref do.
+    cdef const char *p
+    if PyUnicode_IS_COMPACT_ASCII(s):
+        p = <const char *>PyUnicode_DATA(s)
+        return memchr(p, 13, PyUnicode_GET_LENGTH(s)) != NULL or \
+            memchr(p, 10, PyUnicode_GET_LENGTH(s)) != NULL
+    return "\r" in s or "\n" in s
 
 
 class HTTPLimitError(Exception):
@@ -141,6 +279,7 @@ cdef class Limits:
 
 
 @cython.final
+@cython.freelist(16)
 cdef class _Request:
     # One request as the parser delivered it.
     cdef bytes url
@@ -163,15 +302,12 @@ cdef class _Request:
 
 
 @cython.final
+@cython.freelist(16)
 cdef class _Input:
     """``wsgi.input``: the request body, read from the socket as the app
     reads it."""
     cdef _Conn _conn
     cdef _Request _req
-
-    def __cinit__(self, _Conn conn, _Request req):
-        self._conn = conn
-        self._req = req
 
     cdef int _want(self, Py_ssize_t n) except -1:
         # Until n body bytes are buffered (n < 0: all) or the body ended.
@@ -285,7 +421,7 @@ cdef class _Conn:
     cdef _Request _parsing          # the request the parser is inside
     cdef Py_ssize_t _header_bytes   # request line + fields, as parsed
     cdef Py_ssize_t _raw_header_bytes   # bytes read while in the headers
-    cdef double _header_deadline    # header_timeout after the first byte
+    cdef int64_t _header_deadline   # ns: header_timeout after the first byte
     cdef bytearray _rbuf
     cdef object _rview
     cdef bint _eof
@@ -294,6 +430,16 @@ cdef class _Conn:
     cdef public bint closing        # answer the current request, then close
     cdef object _access             # the access logger, or None
     cdef object _peer
+    cdef Scheduler _s
+    # A plain (not TLS) socket: its state, for receives without the
+    # Python method, and its fd, for sends tried straight away.
+    cdef _Sock _c
+    cdef int _fd
+    cdef object _texc               # what a read's timer throws
+    cdef list _last_names, _last_keys   # the last request's header names
+    # The response being assembled: head and small body in one buffer.
+    cdef char *_wbuf
+    cdef Py_ssize_t _wlen, _wcap
 
     def __cinit__(self, sock, app, server, Limits limits, dict base_env,
                   peer, access):
@@ -315,17 +461,30 @@ cdef class _Conn:
         self._rview = memoryview(self._rbuf)
         self._peer = peer
         self._access = access
+        self._s = _fibers.Scheduler.current()
+        self._fd = -1
+        if isinstance(sock, _PlainSocket):
+            self._c = sock._c
+            self._fd = sock.fileno()
+        self._texc = _FTimeout("fibers.http: read timed out")
+        self._last_names = []
+        self._last_keys = []
+        self._base_env = _roomy(base_env)
+
+    def __dealloc__(self):
+        free(self._wbuf)
 
     # ---- the parser's callbacks ----------------------------------------
 
     def on_message_begin(self):
-        self._parsing = _Request()
+        self._parsing = _Request.__new__(_Request)
         self._header_bytes = 0
         self._raw_header_bytes = 0
         # The whole header block must arrive within header_timeout of its
         # first byte: a per-read timeout would let a client trickling a
         # byte at a time hold the connection for ever.
-        self._header_deadline = _fibers.now() + self._limits.header_timeout
+        self._header_deadline = _after(self._s._now_ns(),
+                                       self._limits.header_timeout)
 
     def on_url(self, bytes url):
         cdef _Request r = self._parsing
@@ -337,20 +496,21 @@ cdef class _Conn:
 
     def on_header(self, bytes name, bytes value):
         cdef _Request r = self._parsing
-        cdef bytes lname
+        cdef Py_ssize_t n = len(name)
         r.headers.append((name, value))
-        self._header_bytes += len(name) + len(value) + 4
+        self._header_bytes += n + len(value) + 4
         if r.error is not None:
             return
         if len(r.headers) > self._limits.max_headers:
             r.error = HTTPLimitError(431, "too many header fields")
         elif self._header_bytes > self._limits.max_header_size:
             r.error = HTTPLimitError(431, "header block too large")
-        lname = name.lower()
-        if lname == b"expect":
+        # Only two names matter here; their lengths rule out the rest
+        # without lowering every name.
+        if n == 6 and name.lower() == b"expect":
             if value.lower() == b"100-continue":
                 r.expect_continue = True
-        elif lname == b"content-length":
+        elif n == 14 and name.lower() == b"content-length":
             try:
                 if int(value) > self._limits.max_body_size:
                     r.error = HTTPLimitError(413, "body too large")
@@ -385,6 +545,32 @@ cdef class _Conn:
     cdef bint _in_headers(self):
         return self._parsing is not None and not self._parsing.headers_done
 
+    cdef Py_ssize_t _recv(self, double limit) except -2:
+        # One read within limit seconds; -1 when the limit passed.
+        cdef Scheduler s = self._s
+        cdef Fiber me = s._current
+        cdef Timer t = None
+        cdef _Sock c = self._c
+        if me is None:
+            return self._recv_into(self._rbuf)     # (not from a fiber)
+        if limit < _NO_LIMIT:
+            t = s._arm_exc(me, <int64_t>(limit * 1e9), self._texc)
+        try:
+            if c is not None and not c._closed:
+                # Socket.recv_into's steps, minus the Python call and the
+                # socket's own timeout (ours is the timer above).
+                c._prepare(s)
+                c._raise_pending()
+                return c._recv_once(s, me, self._rbuf, 0, 0, False)
+            return self._recv_into(self._rbuf)
+        except _FTimeout as e:
+            if e is not self._texc:
+                raise
+            return -1
+        finally:
+            if t is not None:
+                s._disarm_timeout(me, t)
+
     cdef bint _fill(self, bint in_body) except -1:
         # One read, fed to the parser.  False at the end of the stream (or
         # after a parse error).  Waits are bounded: keepalive_timeout when
@@ -395,7 +581,7 @@ cdef class _Conn:
         if self._eof or self._bad is not None:
             return False
         if self._in_headers():
-            limit = self._header_deadline - _fibers.now()
+            limit = (self._header_deadline - self._s._now_ns()) / 1e9
             if limit <= 0:
                 self._bad = HTTPLimitError(408, "request header timeout")
                 self._eof = True
@@ -405,16 +591,15 @@ cdef class _Conn:
         else:
             limit = self._limits.keepalive_timeout
         try:
-            with _fibers.timeout(limit):
-                n = self._recv_into(self._rbuf)
-        except _FTimeout:
+            n = self._recv(limit)
+        except (ConnectionResetError, BrokenPipeError):
+            self._eof = True
+            return False
+        if n < 0:
             if self._in_headers():
                 self._bad = HTTPLimitError(408, "request header timeout")
             elif in_body:
                 self._bad = HTTPLimitError(408, "request body timeout")
-            self._eof = True
-            return False
-        except (ConnectionResetError, BrokenPipeError):
             self._eof = True
             return False
         if n == 0:
@@ -475,8 +660,8 @@ cdef class _Conn:
                     # A pipelined request begun while this one was served:
                     # the time the app took is not the client's, so its
                     # header timeout starts now.
-                    self._header_deadline = _fibers.now() + \
-                        self._limits.header_timeout
+                    self._header_deadline = _after(
+                        self._s._now_ns(), self._limits.header_timeout)
         except (ConnectionResetError, BrokenPipeError):
             return              # the client went away: nothing to answer
 
@@ -497,8 +682,10 @@ cdef class _Conn:
         cdef dict env = self._base_env.copy()
         cdef bytes url = r.url, path, query
         cdef bytes name, value
-        cdef Py_ssize_t q
-        if url[:1] != b"/":
+        cdef Py_ssize_t q, i, nlast
+        cdef list last
+        cdef _Input inp
+        if len(url) == 0 or PyBytes_AS_STRING(url)[0] != b"/":
             # absolute-form (a proxy request) or "*"
             if url == b"*":
                 path, query = b"*", b""
@@ -518,39 +705,67 @@ cdef class _Conn:
         env["PATH_INFO"] = path.decode("latin-1")
         env["QUERY_STRING"] = query.decode("latin-1")
         env["RAW_URI"] = url.decode("latin-1")
-        env["SERVER_PROTOCOL"] = "HTTP/" + r.version
+        if r.version == "1.1":
+            env["SERVER_PROTOCOL"] = "HTTP/1.1"
+        else:
+            env["SERVER_PROTOCOL"] = "HTTP/" + r.version
+        last = self._last_names
+        nlast = len(last)
+        i = 0
         for name, value in r.headers:
-            key = name.decode("latin-1").upper().replace("-", "_")
-            if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-                env[key] = value.decode("latin-1")
-                continue
-            key = "HTTP_" + key
-            if key in env:
-                env[key] += "," + value.decode("latin-1")
+            # A keep-alive client sends the same names in the same order:
+            # the last request's keys, matched by comparing bytes, spare
+            # hashing each name into _ENV_KEYS.
+            if i < nlast and <bytes>last[i] == name:
+                key = self._last_keys[i]
             else:
-                env[key] = value.decode("latin-1")
-        env["wsgi.input"] = _Input(self, r)
+                key = _env_key(name)
+                if i < nlast:
+                    last[i] = name
+                    self._last_keys[i] = key
+                elif i < 32:
+                    last.append(name)
+                    self._last_keys.append(key)
+                    nlast += 1
+            i += 1
+            v = value.decode("latin-1")
+            if key is _K_CONTENT_TYPE or key is _K_CONTENT_LENGTH:
+                env[key] = v
+                continue
+            old = env.get(key)
+            env[key] = v if old is None else old + "," + v
+        inp = _Input.__new__(_Input)
+        inp._conn = self
+        inp._req = r
+        env["wsgi.input"] = inp
         return env
 
     cdef bint _respond(self, _Request r) except -1:
         # Runs the app on r and writes its response.  False when the
-        # connection must close after it.
-        cdef _Response resp = _Response(self, r)
+        # connection must close after it.  The _Response is the app's
+        # start_response (it is callable), so no bound method is made.
+        cdef _Response resp = _Response.__new__(_Response)
+        resp.conn = self
+        resp.req = r
+        resp.length = -1
+        resp.head = r.method == "HEAD"
         env = self._environ(r)
         result = None
         try:
-            result = self._app(env, resp.start_response)
-            if isinstance(result, FileWrapper) and not r.method == "HEAD":
+            result = self._app(env, resp)
+            if type(result) is list or type(result) is tuple:
+                if len(result) == 1 and resp.length < 0 and \
+                        resp.status is not None and \
+                        not resp.headers_sent:
+                    resp.length = len(result[0])
+                for chunk in result:
+                    resp._write(chunk)
+            elif isinstance(result, FileWrapper) and not resp.head:
                 resp.send_file(result)
             else:
-                if type(result) is list or type(result) is tuple:
-                    if len(result) == 1 and resp.length < 0 and \
-                            resp.status_line is not None and \
-                            not resp.headers_sent:
-                        resp.length = len(result[0])
                 for chunk in result:
-                    resp.write(chunk)
-            resp.finish()
+                    resp._write(chunk)
+            resp._finish()
         except HTTPLimitError as e:
             # The body broke a limit while the app read it.
             if not resp.headers_sent:
@@ -565,15 +780,74 @@ cdef class _Conn:
                 self._answer_error(HTTPLimitError(500, "app error"))
             return False
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    _log.exception("fibers.http: the app's iterable's "
-                                   "close() raised")
+            if type(result) is not list and type(result) is not tuple:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        _log.exception("fibers.http: the app's iterable's "
+                                       "close() raised")
         self._log_access(r, resp.status, resp.sent_body)
         return not resp.must_close
+
+    # ---- writing ----------------------------------------------------------
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        # Room for n more bytes in the response buffer.
+        cdef Py_ssize_t cap = self._wcap
+        cdef char *p
+        if self._wlen + n <= cap:
+            return 0
+        if cap == 0:
+            cap = 4096
+        while cap < self._wlen + n:
+            cap *= 2
+        p = <char *>realloc(self._wbuf, cap)
+        if p == NULL:
+            raise MemoryError()
+        self._wbuf = p
+        self._wcap = cap
+        return 0
+
+    cdef inline int _put(self, const char *p, Py_ssize_t n) except -1:
+        if self._wlen + n > self._wcap:
+            self._reserve(n)
+        memcpy(self._wbuf + self._wlen, p, n)
+        self._wlen += n
+        return 0
+
+    cdef inline int _put_bytes(self, bytes b) except -1:
+        return self._put(PyBytes_AS_STRING(b), len(b))
+
+    cdef int _put_str(self, str s) except -1:
+        # Latin-1, as PEP 3333 has header strings; an ASCII string (nearly
+        # every one) is copied as it is.
+        if PyUnicode_IS_COMPACT_ASCII(s):
+            return self._put(<const char *>PyUnicode_DATA(s),
+                             PyUnicode_GET_LENGTH(s))
+        return self._put_bytes(s.encode("latin-1"))
+
+    cdef int _flush(self) except -1:
+        # Sends the buffer: straight to a plain socket first (the kernel
+        # nearly always takes it all at once), the rest -- a full socket
+        # buffer, an error to report, TLS -- through the socket's sendall,
+        # which waits and raises as the stdlib does.
+        cdef Py_ssize_t off = 0, n = self._wlen
+        cdef ssize_t k
+        self._wlen = 0
+        if self._fd >= 0 and not self._c._closed:
+            while off < n:
+                k = send(self._fd, self._wbuf + off, n - off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT)
+                if k < 0:
+                    if errno == EINTR:
+                        continue
+                    break
+                off += k
+        if off < n:
+            self._send(PyBytes_FromStringAndSize(self._wbuf + off, n - off))
+        return 0
 
     cdef int _log_access(self, _Request r, status, long long size) except -1:
         if self._access is None:
@@ -589,12 +863,13 @@ cdef class _Conn:
 
 
 @cython.final
+@cython.freelist(16)
 cdef class _Response:
-    # start_response and the response's bytes on the wire.
+    # The app's start_response (it is called as one) and the response's
+    # bytes on the wire, assembled in the connection's buffer.
     cdef _Conn conn
     cdef _Request req
-    cdef public object status_line  # bytes: b"200 OK"
-    cdef public object status
+    cdef public object status       # str: "200 OK"; None until set
     cdef list headers
     cdef public bint headers_sent
     cdef public long long length    # Content-Length, -1: none
@@ -605,31 +880,29 @@ cdef class _Response:
     cdef public bint must_close
     cdef bint head
 
-    def __cinit__(self, _Conn conn, _Request req):
-        self.conn = conn
-        self.req = req
-        self.length = -1
-        self.head = req.method == "HEAD"
-
-    def start_response(self, status, headers, exc_info=None):
-        cdef bytes name
+    def __call__(self, status, headers, exc_info=None):
+        """start_response(status, response_headers, exc_info=None)."""
+        cdef str name, value
         if exc_info is not None:
             try:
                 if self.headers_sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
-        elif self.status_line is not None:
+        elif self.status is not None:
             raise RuntimeError("start_response() called twice without "
                                "exc_info")
         if not isinstance(status, str):
             raise TypeError(f"status must be a str, not "
                             f"{type(status).__name__}")
+        if _has_newline(status):
+            raise ValueError(f"status {status!r} contains a line break")
         if not isinstance(headers, list):
             raise TypeError(f"headers must be a list, not "
                             f"{type(headers).__name__}")
+        if not PyUnicode_IS_COMPACT_ASCII(status):
+            status.encode("latin-1")    # (what PEP 3333 allows: or raise)
         self.status = status
-        self.status_line = status.encode("latin-1")
         self.headers = headers
         self.length = -1
         self.length_given = False
@@ -639,82 +912,114 @@ cdef class _Response:
                     isinstance(h[0], str) and isinstance(h[1], str)):
                 raise TypeError(f"each header must be a (str, str) "
                                 f"tuple, got {h!r}")
-            lname = h[0].lower()
-            if lname == "content-length":
-                self.length = int(h[1])
+            name = h[0]
+            value = h[1]
+            if _has_newline(name) or _has_newline(value):
+                raise ValueError(f"header {h!r} contains a line break")
+            if _ascii_ieq(name, b"content-length", 14):
+                self.length = _parse_length(value)
                 self.length_given = True
-            elif lname == "connection" and h[1].lower() == "close":
+            elif _ascii_ieq(name, b"connection", 10) and \
+                    value.lower() == "close":
                 self.must_close = True
                 self.close_given = True
         return self.write
 
     cdef bint _no_body_status(self):
-        status = self.status_line[:3]
-        return status == b"204" or status == b"304" or status[:1] == b"1"
+        cdef str status = self.status
+        return status.startswith(("204", "304", "1"))
 
-    cdef bytes _head(self):
-        # The status line and header block, deciding the framing.
+    cdef int _head(self) except -1:
+        # The status line and header block into the connection's buffer,
+        # deciding the framing.
         cdef _Request r = self.req
-        cdef list out
-        if self.status_line is None:
+        cdef _Conn c = self.conn
+        cdef str name, value
+        cdef char num[32]
+        cdef int k
+        if self.status is None:
             raise RuntimeError("the app returned without calling "
                                "start_response()")
-        keep = r.keep_alive and not self.must_close and \
-            not self.conn.closing
-        out = [b"HTTP/1.1 ", self.status_line, _CRLF]
+        keep = r.keep_alive and not self.must_close and not c.closing
+        c._put(b"HTTP/1.1 ", 9)
+        c._put_str(self.status)
+        c._put(b"\r\n", 2)
         for name, value in self.headers:
-            out.append(name.encode("latin-1"))
-            out.append(b": ")
-            out.append(value.encode("latin-1"))
-            out.append(_CRLF)
-        out.append(_date())
+            c._put_str(name)
+            c._put(b": ", 2)
+            c._put_str(value)
+            c._put(b"\r\n", 2)
+        c._put_bytes(_date())
         no_body = self.head or self._no_body_status()
         if self.length >= 0 and not self.length_given and \
                 not self._no_body_status():
-            out.append(b"Content-Length: %d\r\n" % self.length)
+            k = PyOS_snprintf(num, sizeof(num), "Content-Length: %lld\r\n",
+                              self.length)
+            c._put(num, k)
         if self.length < 0 and not no_body:
             if r.version == "1.1":
                 self.chunked = True
-                out.append(b"Transfer-Encoding: chunked\r\n")
+                c._put(b"Transfer-Encoding: chunked\r\n", 28)
             else:
                 keep = False    # the end of the body is the close
         if not keep:
             self.must_close = True
             if not self.close_given:
-                out.append(b"Connection: close\r\n")
+                c._put(b"Connection: close\r\n", 19)
         elif r.version == "1.0":
-            out.append(b"Connection: keep-alive\r\n")
-        out.append(_CRLF)
+            c._put(b"Connection: keep-alive\r\n", 24)
+        c._put(b"\r\n", 2)
         self.headers_sent = True
-        return b"".join(out)
+        return 0
 
     def write(self, data):
-        """The WSGI ``write()`` callable, and each chunk of the result."""
+        """The WSGI ``write()`` callable."""
+        self._write(data)
+
+    cdef int _write(self, data) except -1:
+        # Each chunk of the result.  The first non-empty one goes out in
+        # one send with the header block (a bytes chunk is copied beside
+        # it; anything larger than _JOIN_MAX is sent after it).
         cdef Py_ssize_t n
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        cdef _Conn c = self.conn
+        cdef char num[24]
+        cdef int k
+        if type(data) is not bytes and \
+                not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"a WSGI app must give bytes, not "
                             f"{type(data).__name__}")
         n = len(data)
         if n == 0:
-            return
+            return 0
         if self.head:
             if not self.headers_sent:
-                self.conn._send(self._head())
-            return
+                self._head()
+                c._flush()
+            return 0
         if self.length >= 0 and self.sent_body + n > self.length:
             raise RuntimeError("the app sent more than its Content-Length")
         if not self.headers_sent:
-            head = self._head()
-            if self.chunked:
-                self.conn._send(b"".join(
-                    (head, b"%x\r\n" % n, data, _CRLF)))
+            self._head()
+        if self.chunked:
+            k = PyOS_snprintf(num, sizeof(num), "%zx\r\n", n)
+            c._put(num, k)
+        if (type(data) is bytes or type(data) is bytearray) and \
+                c._wlen + n <= _JOIN_MAX:
+            if type(data) is bytes:
+                c._put_bytes(data)
             else:
-                self.conn._send(head + data)
-        elif self.chunked:
-            self.conn._send(b"".join((b"%x\r\n" % n, data, _CRLF)))
+                c._put(PyByteArray_AS_STRING(data), n)
+            if self.chunked:
+                c._put(b"\r\n", 2)
+            c._flush()
         else:
-            self.conn._send(data)
+            if c._wlen:
+                c._flush()
+            c._send(data)
+            if self.chunked:
+                c._send(_CRLF)
         self.sent_body += n
+        return 0
 
     def send_file(self, wrapper):
         # A regular file goes out with sendfile() from where it stands
@@ -745,21 +1050,25 @@ cdef class _Response:
                 self.write(data)
                 left -= len(data)
             return
-        self.conn._send(self._head())
+        self._head()
+        self.conn._flush()
         if left > 0:            # (a count of 0 would mean "to the end")
             self.sent_body += sendfile(f, pos, left)
 
-    def finish(self):
+    cdef int _finish(self) except -1:
+        cdef _Conn c = self.conn
         if not self.headers_sent:
             if self.length < 0 and not self.head and \
-                    self.status_line is not None and \
+                    self.status is not None and \
                     not self._no_body_status():
                 self.length = 0     # an empty body, said so
-            self.conn._send(self._head())
+            self._head()
+            c._flush()
         elif self.chunked:
-            self.conn._send(b"0\r\n\r\n")
+            c._send(b"0\r\n\r\n")
         if self.length >= 0 and self.sent_body < self.length and \
                 not self.head:
             # Fewer bytes than promised: the client would wait for the
             # rest.  Closing is the only way to say it went wrong.
             self.must_close = True
+        return 0

@@ -57,6 +57,10 @@ CAPABILITIES = {
     "wrk": (True, "the wrk load generator (sh tools/sysdeps.sh --test)"),
     "ab": (True, "ApacheBench, ab (Debian's apache2-utils; sh "
            "tools/sysdeps.sh --test)"),
+    "prometheus_client": (True, "prometheus_client, fibers.metrics' "
+                          "collector API and parser (make's TEST_DEPS)"),
+    "prometheus": (True, "the prometheus server command (sh "
+                   "tools/sysdeps.sh --test installs Debian's prometheus)"),
     "trustme": (True, "trustme, which makes test certificates (make's "
                 "TEST_DEPS)"),
     "rich": (True, "rich, for fibers-shadow's UI (the shadow extra, make's "

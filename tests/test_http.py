@@ -1368,3 +1368,79 @@ def test_limits_accept_good_values():
     assert (lim.max_header_size, lim.max_headers, lim.max_body_size,
             lim.header_timeout, lim.keepalive_timeout,
             lim.max_connections) == (10, 1, 1, 0.5, 2.0, 1)
+
+
+# ---- the response's bytes: header strings, big bodies over a full socket ---------
+
+@pytest.mark.parametrize("status, headers", [
+    ("200 OK", [("X-A", "1\r\nSet-Cookie: evil=1")]),
+    ("200 OK", [("X-A\nSet-Cookie", "evil=1")]),
+    ("200 OK\r\nSet-Cookie: evil=1", []),
+])
+def test_header_strings_with_line_breaks_are_refused(io_sched, errlog,
+                                                     status, headers):
+    # A CR or LF would let an app's (attacker-fed) string split the
+    # response: start_response raises, the client gets a 500 and no
+    # smuggled field reaches the wire.
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"never"]
+
+    def body(server):
+        c = Client(server.address)
+        c.send(GET % b"/")
+        r = c.response()
+        raw = r.head + r.body
+        assert c.at_eof()
+        return r, raw
+
+    r, raw = serving(io_sched, app, body)
+    assert r.status == 500
+    assert b"evil" not in raw and b"never" not in raw
+    errors = [rec for rec in errlog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert isinstance(errors[0].exc_info[1], ValueError)
+    assert "line break" in str(errors[0].exc_info[1])
+
+
+def test_latin1_header_values_go_out_as_latin1(io_sched, errlog):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/bad":
+            start_response("200 OK", [("X-Name", "\u20ac")])   # not latin-1
+        else:
+            start_response("200 Ok\xe9", [("X-Name", "caf\xe9")])
+        return [b"ok"]
+
+    def body(server):
+        c = Client(server.address)
+        c.send(GET % b"/" + GET % b"/bad")
+        return c.response(), c.response()
+
+    good, bad = serving(io_sched, app, body)
+    assert good.head.startswith(b"HTTP/1.1 200 Ok\xe9\r\n")
+    assert b"\r\nX-Name: caf\xe9\r\n" in good.head and good.body == b"ok"
+    assert bad.status == 500
+    errors = [rec for rec in errlog.records if rec.levelno >= logging.ERROR]
+    assert [type(e.exc_info[1]) for e in errors] == [UnicodeEncodeError]
+
+
+def test_big_pipelined_responses_over_a_full_socket_buffer(io_sched):
+    # 40 pipelined requests for 200 KB bodies, read only once all are
+    # sent: the server's sends fill the socket buffer, a send goes through
+    # in part, and the rest must follow in order, byte for byte.
+    size, count = 200_000, 40
+
+    def app(environ, start_response):
+        n = int(environ["PATH_INFO"][1:])
+        start_response("200 OK", [("Content-Type", "application/x")])
+        return [bytes([n % 251]) * (size - n) + b"%06d" % n]
+
+    def body(server):
+        c = Client(server.address)
+        c.send(b"".join(GET % b"/%d" % i for i in range(count)))
+        return [c.response() for _ in range(count)]
+
+    rs = serving(io_sched, app, body)
+    for i, r in enumerate(rs):
+        assert r.status == 200 and r.complete
+        assert r.body == bytes([i % 251]) * (size - i) + b"%06d" % i

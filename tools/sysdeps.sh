@@ -12,6 +12,8 @@
 #                                and redis-server, which tests/test_libs_redis.py starts
 #                                and curl, wrk and ab (apache2-utils), the real
 #                                clients of tests/test_http_real.py
+#                                and prometheus, the real server that
+#                                tests/test_metrics.py has scrape fibers.metrics
 #   sh tools/sysdeps.sh --bench  the build, plus OpenSSL's headers for
 #                                bench-tls's C load generator, and for
 #                                bench-http: wrk and ab (apache2-utils), the
@@ -65,6 +67,12 @@ if [ "$with_postgres" -eq 1 ] && ! command -v wrk >/dev/null 2>&1; then
 fi
 if [ "$with_postgres" -eq 1 ] && ! command -v ab >/dev/null 2>&1; then
     missing="$missing apache2-utils"
+fi
+# tests/test_metrics.py starts its own Prometheus server (on a free loopback
+# port, with its own scrape config and data directory) to scrape
+# fibers.metrics' endpoint and query it back; no service is enabled for it.
+if [ "$with_postgres" -eq 1 ] && ! command -v prometheus >/dev/null 2>&1; then
+    missing="$missing prometheus"
 fi
 # bench/echo/tls_loadgen.c links libssl.
 if [ "$with_bench" -eq 1 ] && ! pkg-config --exists openssl 2>/dev/null; then

@@ -1,15 +1,18 @@
 """fibers-shadow's command line.
 
     fibers-shadow [--config FILE] [--root DIR]... [--store URL]
-                  [--state-dir DIR] [--no-ui] [--reset]
+                  [--state-dir DIR] [--metrics HOST:PORT] [--no-ui]
+                  [--reset]
     fibers-shadow ctl [--state-dir DIR] status|pause|resume|set KEY=VALUE
 
 Design: everything runs in fibers.run on the main thread: the pipeline,
 the control socket, the status output (the live UI of ui.py on a
-terminal, JSON lines with --no-ui) and the wait for SIGTERM/SIGINT.
+terminal, JSON lines with --no-ui), the Prometheus endpoint with
+--metrics (metrics.py) and the wait for SIGTERM/SIGINT.
 Errors the user can fix (a missing root, an unreadable config, a bad
 store URL or a store directory that does not exist, a second instance on
-the same state directory, the live UI without rich) are reported
+the same state directory, the live UI without rich, --metrics without
+prometheus_client or on an address it cannot bind) are reported
 in one line and exit with status 2, before anything starts.  SIGTERM and
 SIGINT stop watching, drain into the journal, ship what can be shipped in
 about 2 s, and exit 0; what is left ships at the next start.
@@ -133,6 +136,35 @@ def _check_ui_deps(settings):
             f"--no-ui)") from None
 
 
+def _check_metrics_deps(settings):
+    # prometheus_client and httptools come with the `metrics` extra.
+    if not settings.metrics:
+        return
+    import importlib
+    for name in ("prometheus_client", "httptools"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise config.ConfigError(
+                f"--metrics needs the package {name!r}, which is not "
+                f"installed: pip install 'fibers[metrics]'") from None
+
+
+def _start_metrics(settings):
+    # Bound before the pipeline starts, so an address that cannot be
+    # bound is refused before anything runs.
+    if not settings.metrics:
+        return None, None
+    from . import metrics
+    address = config.parse_address(settings.metrics)
+    try:
+        return metrics.serve(address)
+    except OSError as e:
+        raise config.ConfigError(f"cannot serve metrics on "
+                                 f"{settings.metrics}: {e.strerror or e}") \
+            from None
+
+
 def _serve(settings, overrides) -> int:
     headless = _headless(settings)
     live_ui = _live_ui(settings)
@@ -151,11 +183,25 @@ def _serve(settings, overrides) -> int:
     sig = fibers.spawn(on_signal)
     fibers.yield_now()          # the signal handler is in place from here
     try:
+        metrics_server, registry = _start_metrics(settings)
+    except config.ConfigError as e:
+        print(f"fibers-shadow: {e}", file=sys.stderr)
+        sig.kill()
+        return 2
+    try:
         app.start()
     except (OSError, JournalError, ValueError) as e:
         print(f"fibers-shadow: cannot start: {e}", file=sys.stderr)
         sig.kill()
+        if metrics_server is not None:
+            metrics_server.close()
         return 2
+    if registry is not None:
+        from .metrics import ShadowCollector
+        registry.register(ShadowCollector(app))
+        host, port = metrics_server.address[:2]
+        log.info("metrics on http://%s:%d/metrics",
+                 f"[{host}]" if ":" in host else host, port)
     server = control.serve(app, control.socket_path(settings.state_dir))
     fatal = fibers.spawn(on_fatal)
     fd = sys.stdout.fileno()
@@ -198,6 +244,8 @@ def _serve(settings, overrides) -> int:
         for f in (sig, fatal, reporter):
             if not f.dead:
                 f.kill()
+        if metrics_server is not None:
+            metrics_server.close()
         os.set_blocking(fd, was_blocking)
     if app.fatal is not None:
         print(f"fibers-shadow: stopped: {app.fatal}", file=sys.stderr)
@@ -224,6 +272,9 @@ def _parser():
     p.add_argument("--state-dir", metavar="DIR",
                    help="journal and control socket (default: "
                         "$XDG_STATE_HOME/fibers-shadow)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics over HTTP there (e.g. "
+                        "127.0.0.1:9464; needs the metrics extra)")
     p.add_argument("--no-ui", action="store_true",
                    help="headless: one JSON status line per second on "
                         "stdout")
@@ -328,8 +379,10 @@ def main(argv=None) -> int:
                         format="fibers-shadow: %(levelname)s: %(message)s")
     try:
         settings, overrides = config.load(a.config, a.root, a.store,
-                                          a.state_dir, ui=not a.no_ui)
+                                          a.state_dir, ui=not a.no_ui,
+                                          metrics=a.metrics)
         _check_ui_deps(settings)
+        _check_metrics_deps(settings)
         lock = _lock_state_dir(settings.state_dir)
         if a.reset:
             _reset(settings.state_dir)

@@ -16,6 +16,7 @@ The file (every key optional)::
                                         # postgresql://user@host/db
     state_dir = "~/.local/state/fibers-shadow"
     source = "laptop-home"              # optional; default: one per journal
+    metrics = "127.0.0.1:9464"          # optional: serve Prometheus metrics
 
     [rules]                             # changeable while running
     kinds = ["created", "deleted", "modified", "moved"]
@@ -53,6 +54,11 @@ Top level (a change in the file applies at the next start, except
 - ``source``: the name of this stream of events in the store, whose rows
   are keyed by (host, source, seq).  Default: the journal's own id, 12
   random hex digits made with the journal.
+- ``metrics``: ``HOST:PORT`` (``[HOST]:PORT`` for IPv6) to serve
+  Prometheus metrics on, over HTTP: the application's counts, journal and
+  store figures and the scheduler's (see docs/metrics.md).  Needs the
+  ``metrics`` extra.  Default: empty (no endpoint).  ``--metrics``
+  overrides it.
 
 ``[rules]`` (applied while running on every save of the file, and by
 ``ctl set KEY=VALUE`` under the same names):
@@ -110,7 +116,7 @@ from .errors import ConfigError
 from .store import parse_url
 
 __all__ = ["ConfigError", "Settings", "RULE_KEYS", "load", "parse_set",
-           "default_state_dir", "apply_rule"]
+           "default_state_dir", "apply_rule", "parse_address"]
 
 # The kinds a user can pick; overflow and error are always reported.
 USER_KINDS = tuple(k for k in KINDS if k not in ("overflow", "error"))
@@ -137,6 +143,7 @@ class Settings:
     store: str = ""                     # "" = sqlite in the state dir
     state_dir: str = field(default_factory=default_state_dir)
     source: str = ""                    # "" = the journal's own id
+    metrics: str = ""                   # "" = no metrics endpoint
     kinds: frozenset = frozenset(DEFAULT_KINDS)
     include: tuple = ()
     exclude: tuple = ()
@@ -161,6 +168,22 @@ class Settings:
                 "exclude": list(self.exclude), "min_size": self.min_size,
                 "window_ms": self.window_ms, "batch": self.batch,
                 "ship_window": self.ship_window}
+
+
+def parse_address(v, what="metrics"):
+    """``"HOST:PORT"`` (or ``"[V6HOST]:PORT"``) -> ``(host, port)``;
+    ConfigError if malformed."""
+    if not isinstance(v, str):
+        raise ConfigError(f"{what} must be a HOST:PORT string, got {v!r}")
+    host, sep, port = v.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""                       # an IPv6 address needs brackets
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{what} must be HOST:PORT (or [IPV6]:PORT) with "
+                          f"a port 0-65535, got {v!r}")
+    return host, int(port)
 
 
 def _path(v, what):
@@ -277,6 +300,10 @@ def from_dict(data: dict, base: Settings | None = None) -> Settings:
         s.source = data.pop("source")
         if not isinstance(s.source, str):
             raise ConfigError(f"source must be a string, got {s.source!r}")
+    if "metrics" in data:
+        s.metrics = data.pop("metrics")
+        if s.metrics != "":
+            parse_address(s.metrics)
     for key, value in rules.items():
         apply_rule(s, key, value)
     for key, value in ship.items():
@@ -287,7 +314,8 @@ def from_dict(data: dict, base: Settings | None = None) -> Settings:
     if data:
         raise ConfigError(f"unknown key(s) {', '.join(sorted(data))}; the "
                           f"top-level keys are roots, store, state_dir, "
-                          f"source, and the tables [rules] and [ship]")
+                          f"source, metrics, and the tables [rules] and "
+                          f"[ship]")
     return s
 
 
@@ -328,7 +356,7 @@ def check_store(s: Settings) -> None:
 
 
 def load(config_file=None, roots=None, store=None, state_dir=None,
-         ui=None) -> tuple[Settings, dict]:
+         ui=None, metrics=None) -> tuple[Settings, dict]:
     """The settings at start-up: the file (if any), then the flags.
     Returns (settings, overrides) where overrides are the flags to
     re-apply over every reload of the file."""
@@ -339,6 +367,10 @@ def load(config_file=None, roots=None, store=None, state_dir=None,
         overrides["store"] = store
     if state_dir is not None:
         overrides["state_dir"] = _path(state_dir, "--state-dir")
+    if metrics is not None:
+        if metrics != "":
+            parse_address(metrics, "--metrics")
+        overrides["metrics"] = metrics
     s = Settings()
     if config_file:
         config_file = os.path.abspath(os.path.expanduser(config_file))

@@ -293,11 +293,12 @@ class Shadow:
             return False
         old = self.settings
         if new.store_url() != old.store_url() or new.source != old.source \
-                or new.state_dir != old.state_dir:
-            log.warning("store, source and state_dir changes take effect "
-                        "at the next start")
-            new.store, new.source, new.state_dir = (old.store, old.source,
-                                                    old.state_dir)
+                or new.state_dir != old.state_dir \
+                or new.metrics != old.metrics:
+            log.warning("store, source, state_dir and metrics changes take "
+                        "effect at the next start")
+            new.store, new.source, new.state_dir, new.metrics = (
+                old.store, old.source, old.state_dir, old.metrics)
         self._apply(new)
         self.config_error = None
         log.info("config reloaded: %s", new.rules())

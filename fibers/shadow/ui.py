@@ -18,9 +18,11 @@ none of them may ever hold the pipeline up:
 - **SIGWINCH**: a fiber parks on ``fibers.wait_os_signal(SIGWINCH)``,
   re-reads the size and redraws at once.
 - **the scheduler's own figures** come from
-  ``fibers.Scheduler.current().stats()`` (live fibers, ticks); the longest
-  tick is measured here: a fiber sleeps 10 ms in a loop and records how late
-  it wakes, which is how long something else held the thread.
+  ``fibers.Scheduler.current().stats()``, read once per frame and shown
+  by :func:`scheduler_line`: the very function (and keys) that
+  ``fibers.metrics`` exports to Prometheus, so the screen and a scrape
+  cannot disagree.  Ticks per second are the difference of the ``ticks``
+  counter over the sampler's second, as Prometheus's ``rate()`` is.
 - **the last events** are read from the journal file (its own read-only
   SQLite connection, on fibers' blocking pool, 4 times a second): they
   are exactly what was journaled for shipping, after rules and coalescing.
@@ -52,7 +54,7 @@ from . import control
 from .config import USER_KINDS
 from .store import shown
 
-__all__ = ["UI", "KIND_KEYS", "WINDOW_STEPS"]
+__all__ = ["UI", "KIND_KEYS", "WINDOW_STEPS", "scheduler_line"]
 
 # One key per event kind (listed on screen).
 KIND_KEYS = {"c": "created", "d": "deleted", "m": "modified",
@@ -90,6 +92,33 @@ def _age(seconds):
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def scheduler_line(st, ticks_rate):
+    """The UI's scheduler row from one ``Scheduler.stats()`` ``st``.  Each
+    figure is a key fibers.metrics exports: fibers by state
+    (``fibers_fibers``), the tick's p99 and longest over the last 1024
+    ticks (``fibers_tick_recent_seconds``), I/O in flight
+    (``fibers_io_inflight``), the blocking pool (``fibers_blocking_*``);
+    ``ticks_rate`` is the rate of ``ticks`` (``fibers_ticks_total``)."""
+    states = st.get("states")
+    if states is not None:
+        parts = [f"fibers {sum(states.values())} (ready "
+                 f"{states.get('ready', 0)}, suspended "
+                 f"{states.get('suspended', 0)})"]
+    else:                               # a core without the split
+        parts = [f"fibers {st['live']}"]
+    parts.append(f"ticks/s {ticks_rate:.0f}")
+    if "tick_p99" in st and "tick_max" in st:
+        parts.append(f"tick p99 {st['tick_p99'] * 1000:.1f} ms max "
+                     f"{st['tick_max'] * 1000:.1f} ms")
+    parts.append(f"io {st['io_pending']}")
+    blocking = f"blocking jobs {st['blocking_jobs']}"
+    if "blocking_threads" in st and "blocking_queue" in st:
+        blocking += (f" threads {st['blocking_threads']} queued "
+                     f"{st['blocking_queue']}")
+    parts.append(blocking)
+    return "  ".join(parts)
 
 
 class _Ring(logging.Handler):
@@ -130,8 +159,6 @@ class UI:
         self.last_sample = None
         self.ticks_rate = 0.0
         self.last_ticks = None
-        self.late = deque(maxlen=2 * FPS)   # (time, lateness) last seconds
-        self.max_late = 0.0
         self.max_gap = 0.0              # longest time between two frames
         self._last_frame = None
         self.recent = []
@@ -191,7 +218,6 @@ class UI:
             self._size()
             self._write(ENTER.encode())
             helpers.append(fibers.spawn(self._sampler))
-            helpers.append(fibers.spawn(self._lateness))
             helpers.append(fibers.spawn(self._winch))
             helpers.append(fibers.spawn(self._recent_loop))
             timer = fibers.periodic(self.draw, 1.0 / FPS)
@@ -307,15 +333,6 @@ class UI:
             # (\x1b[K per line, \x1b[J below), so nothing ever flickers
             self.draw()
 
-    def _lateness(self):
-        # how late a 10 ms sleep wakes = the longest stretch something else
-        # held the thread (a tick) around then
-        step = 0.01
-        while True:
-            t0 = fibers.now()
-            fibers.sleep(step)
-            self.late.append((t0, max(0.0, fibers.now() - t0 - step)))
-
     def _sampler(self):
         sched = fibers.Scheduler.current()
         while True:
@@ -333,9 +350,6 @@ class UI:
                 self.ticks_rate = (ticks - self.last_ticks) / dt
             self.last_sample, self.last_ticks = now, ticks
             self.last_kinds, self.last_seen = dict(kinds), seen
-            horizon = now - 1.0
-            self.max_late = max((v for t, v in self.late if t >= horizon),
-                                default=0.0)
             fibers.sleep(1.0)
 
     def _recent_loop(self):
@@ -463,11 +477,8 @@ class UI:
             f"coalesced {c['coalesced']}  errors {c['errors']}")
         row("watcher", f"{w.get('backend')}  overflows {c['overflows']}  "
             f"rescans {w.get('rescans')}  queued {w.get('queued')}")
-        sched = fibers.Scheduler.current().stats()
-        row("scheduler", f"fibers {sched['live']}  ticks/s "
-            f"{self.ticks_rate:.0f}  longest tick (1 s) "
-            f"{self.max_late * 1000:.1f} ms  blocking jobs "
-            f"{sched['blocking_jobs']}")
+        row("scheduler", scheduler_line(
+            fibers.Scheduler.current().stats(), self.ticks_rate))
         row("rules", f"kinds {','.join(rules['kinds']) or '-'}  window "
             f"{rules['window_ms']} ms  min_size {rules['min_size']}")
         row("", f"include {','.join(rules['include']) or '*'}  exclude "
