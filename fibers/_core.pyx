@@ -1437,6 +1437,7 @@ cdef class Scheduler:
 
     @on_fiber_error.setter
     def on_fiber_error(self, handler):
+        _check_thread(self, "on_fiber_error")
         if handler is not None and not callable(handler):
             raise TypeError(f"on_fiber_error must be callable or None, got "
                             f"{type(handler).__name__}")
