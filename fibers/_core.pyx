@@ -1029,7 +1029,7 @@ cdef class Scheduler:
         f._id = self._spawned
         f._born_ns = _birth_ns(self)
         if _debug_on:
-            f._spawned_at = _spawn_site()
+            _debug_spawned(self, f)
         self._push(f)
         return f
 
@@ -1142,6 +1142,8 @@ cdef class Scheduler:
                 self._system_error = exc
             elif not isinstance(exc, _GreenletExit):
                 _log_uncaught(self, f, exc)
+        if self._debug is not None:
+            _debug_ended(self, f)
         return 0
 
     # ---- waiting ---------------------------------------------------------
@@ -1154,11 +1156,11 @@ cdef class Scheduler:
             # there (a VirtualClock jumps to it), and would keep _quiet from
             # seeing a deadlock.  The fiber waits as in suspend(): until it
             # is killed, or resumed.
-            me._wait_on = _FOREVER
+            me._wq_item = _FOREVER
             try:
                 self._park(me)
             finally:
-                me._wait_on = None
+                me._wq_item = None
             return 0
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
         self._arm(&me._sleep_node, me, _deadline(self._now_ns(), ns))
