@@ -26,6 +26,7 @@ except ImportError as e:  # pragma: no cover - exercised only on broken builds
     ) from e
 
 from ._core import (
+    BlockingReport,
     Trigger,
     Deadlock,
     ExceptionGroup,
@@ -50,6 +51,7 @@ from ._core import (
     get_include,
     group,
     in_fiber,
+    monitor,
     move_on_after,
     now,
     on_signal,
@@ -102,4 +104,5 @@ __all__ = [
     "Channel", "ChannelClosed",
     "group", "Group", "Pool", "first", "ExceptionGroup",
     "subprocess", "patch", "unpatch", "patched",
+    "monitor", "BlockingReport",
 ]

@@ -59,6 +59,7 @@ cdef extern from "fib_stack.h":
 
 include "_pump.pxd"
 include "_blocking.pxd"
+include "_monitor.pxd"
 
 
 cdef extern from "fib_sys.h":
@@ -241,6 +242,10 @@ cdef class Scheduler:
     # close(): the real time (monotonic ns) after which calls still on the
     # pool are abandoned; 0 before close()
     cdef int64_t _pool_deadline
+    # what the blocking-call detector sees, and the wall time of each tick
+    # (fib_monitor.h, _monitor.pxi)
+    cdef fib__mon_slot _mon
+    cdef fib__tick_stats _tstats
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,
