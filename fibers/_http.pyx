@@ -941,6 +941,7 @@ cdef class _Response:
             raise RuntimeError("the app returned without calling "
                                "start_response()")
         keep = r.keep_alive and not self.must_close and not c.closing
+        c._wlen = 0     # (a head that failed half-way is not sent later)
         c._put(b"HTTP/1.1 ", 9)
         c._put_str(self.status)
         c._put(b"\r\n", 2)

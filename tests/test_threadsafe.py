@@ -221,6 +221,8 @@ def test_every_public_method_from_a_foreign_thread(sched):
         "Scheduler.spawn": lambda: sched.spawn(print),
         "Scheduler.close": sched.close,
         "Scheduler.add_quantum_step": lambda: sched.add_quantum_step(print),
+        "Scheduler.on_fiber_error":
+            lambda: setattr(sched, "on_fiber_error", print),
         "Scheduler.remove_quantum_step":
             lambda: sched.remove_quantum_step(print),
         "Fiber.join": lambda: fiber.join(),
@@ -271,6 +273,7 @@ def test_every_public_method_from_a_foreign_thread(sched):
     # Nothing was touched: same fibers, timers, conditions, steps.
     assert _state(sched, fiber) == before
     assert timer.active and cond.active and not sleeper.dead
+    assert sched.on_fiber_error is None     # the foreign set was refused
     # And the scheduler still works: close() from the thread dropped
     # nothing, so the parked fiber is still reachable by its signal.
     def wake():
