@@ -230,8 +230,6 @@ def test_every_public_method_from_a_foreign_thread(sched):
         "Fiber.resume": lambda: fiber.resume(1),
         "Timer.cancel": timer.cancel,
         "Trigger.cancel": cond.cancel,
-        "Scheduler.on_fiber_error":
-            lambda: setattr(sched, "on_fiber_error", print),
     }
     # Read-only, answered from anywhere.
     readonly = {
