@@ -402,15 +402,16 @@ cdef int _debug_slow(Scheduler s, Fiber f, int64_t ns) except -1:
             st.slow_max = ns
             st.slow_fiber = repr(f)
         if f._state == ST_DEAD:
-            where = "it ended there"
+            where = "it ran to its end"
         elif f._glet is PyGreenlet_GetCurrent():
             where = "it gave control back at:\n" + "".join(
-                _traceback.format_list(_frames_summary(_own_frame())))
+                _traceback.format_list(_frames_summary(_own_frame()))
+            ).rstrip("\n")
         else:
             where = ""
-        _log.warning("slow fiber run: %r ran %.3f s without giving the "
+        _log.warning("slow fiber run: %s ran %.3f s without giving the "
                      "scheduler a turn (FIBERS_DEBUG; the threshold is "
-                     "%.3f s); %s", f, ns / 1e9, _slow_ns / 1e9, where)
+                     "%.3f s); %s", repr(f), ns / 1e9, _slow_ns / 1e9, where)
     except Exception:
         pass
     return 0
