@@ -86,7 +86,7 @@ def top_screen(path, reply, width, height):
     tick_max = reply["tick_max"]
     longest = "-" if tick_max is None else f"{tick_max * 1000:.1f} ms"
     head = [
-        f"fibers top - {path}  pid {reply['pid']}  {reply['backend']}"
+        f"fibers top  pid {reply['pid']}  {reply['backend']}  {path}"
         f"  (q: quit)",
         f"Fibers: {sum(st.values())} live, {st.get('running', 0)} running, "
         f"{st.get('ready', 0)} ready, {st.get('suspended', 0)} suspended"
@@ -119,7 +119,7 @@ def top(path, interval=1.0, iterations=None, timeout=5.0,
             out.write("\x1b[?1049h\x1b[?25l")      # own screen, no cursor
         while True:
             reply = _ask("fibers top", path, client, {"cmd": "top"})
-            size = shutil.get_terminal_size()
+            size = _size(out, interactive)
             lines = top_screen(path, reply, size.columns, size.lines)
             if interactive:
                 out.write("\x1b[H" + "".join(line + "\x1b[K\r\n"
@@ -140,6 +140,17 @@ def top(path, interval=1.0, iterations=None, timeout=5.0,
             out.write("\x1b[?25h\x1b[?1049l")
             out.flush()
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _size(out, interactive):
+    # The terminal's size now (a window resized since start included;
+    # COLUMNS and LINES, which may be stale, only without a terminal).
+    if interactive:
+        try:
+            return os.get_terminal_size(out.fileno())
+        except OSError:
+            pass
+    return shutil.get_terminal_size()
 
 
 def _wait_key(fd, interval):

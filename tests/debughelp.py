@@ -30,7 +30,7 @@ def main():
     # by the timer step, after this tick's fibers have run
     fibers.delay(lambda: print("ready", flush=True), 0)
     fibers.wait_os_signal(signal.SIGTERM)
-    srv.stop()
+    srv.stop(grace=0.5)     # a client's open connection may not hold it
 
 fibers.run(main)
 '''
