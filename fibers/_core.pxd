@@ -161,19 +161,18 @@ cdef class Fiber:
     # the node sleep() arms, so that sleeping allocates nothing
     cdef fib__timer_node _sleep_node
     # what a fiber parked in a fibers.sync primitive carries (a put's or a
-    # send's item) or is handed (a get's item; _SYNC_CLOSED)
+    # send's item) or is handed (a get's item; _SYNC_CLOSED); in the few
+    # waits outside any WaitQueue that nothing else can find (a blocking
+    # call, a multishot stream, a thread lock, sleep forever), what it
+    # waits on, for the fiber view (_inspect.pxi) -- a field of its own
+    # would cost every spawn (the collector visits it)
     cdef object _wq_item
     # the group, pool or race this fiber belongs to: told in _finish, on
     # every way a fiber can end (even killed before it ever ran)
     cdef _Owner _owner
     # for the fiber view (_inspect.pxi): when it was spawned (the
-    # scheduler's clock, ms-coarse on the monotonic one); what it parked
-    # on, for the few waits that no registry of the scheduler's tells
-    # (blocking calls, streams, thread locks); and, under FIBERS_DEBUG,
-    # where it was spawned
+    # scheduler's clock, ms-coarse on the monotonic one)
     cdef int64_t _born_ns
-    cdef object _wait_on
-    cdef object _spawned_at
 
     cdef object _outcome(self)
 

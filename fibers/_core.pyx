@@ -1029,7 +1029,7 @@ cdef class Scheduler:
         f._id = self._spawned
         f._born_ns = _birth_ns(self)
         if _debug_on:
-            f._spawned_at = _spawn_site()
+            _debug_spawned(self, f)
         self._push(f)
         return f
 
@@ -1145,6 +1145,8 @@ cdef class Scheduler:
                     _log_uncaught(self, f, exc)
                 else:
                     self._report_fiber_error(f, exc)
+        if self._debug is not None:
+            _debug_ended(self, f)
         return 0
 
     cdef int _report_fiber_error(self, Fiber f, object exc) except -1:
@@ -1170,11 +1172,11 @@ cdef class Scheduler:
             # there (a VirtualClock jumps to it), and would keep _quiet from
             # seeing a deadlock.  The fiber waits as in suspend(): until it
             # is killed, or resumed.
-            me._wait_on = _FOREVER
+            me._wq_item = _FOREVER
             try:
                 self._park(me)
             finally:
-                me._wait_on = None
+                me._wq_item = None
             return 0
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
         self._arm(&me._sleep_node, me, _deadline(self._now_ns(), ns))

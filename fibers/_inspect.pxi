@@ -16,18 +16,20 @@
 #   A fiber that never parked is running or in the ring, so nothing live
 #   is missed.
 # - *What a suspended fiber waits on*, in the order asked:
-#   1. Fiber._wait_on, set by the few waits nothing else can find (a
-#      blocking-pool call, a multishot stream, a thread lock, sleep
-#      forever);
-#   2. its sleep node, armed only while it sleeps: the deadline;
-#   3. the WaitQueue it is parked in (Fiber._wq, which the queue keeps
+#   1. the WaitQueue it is parked in (Fiber._wq, which the queue keeps
 #      anyway): every queue is labelled once, when it is made, with a word
 #      ("Lock", "Queue.get") and its owner's address; a join's queue is the
 #      target's, a named signal's is found in Scheduler._signals;
+#   2. out of any WaitQueue, Fiber._wq_item, set by the few waits nothing
+#      else can find (a blocking-pool call, a multishot stream, a thread
+#      lock, sleep forever);
+#   3. its sleep node, armed only while it sleeps: the deadline;
 #   4. the pump's list of records in flight, whose owners name the fiber
 #      waiting (so "recv fd 7" costs the I/O path nothing);
 #   5. the OS-signal waits and wait_for's conditions, from their tables;
 #   6. else plain suspend().
+# - *Spawn sites* (FIBERS_DEBUG) live in the scheduler's debug state,
+#   keyed by fiber until it ends, not in a field every Fiber would carry.
 # - *Age* needs a birth time per fiber.  An exact clock read per spawn
 #   would be a visible part of spawn's cost, so the monotonic clock is read
 #   coarse (fib__monotonic_coarse_ns: the kernel's last tick, a few ms,
@@ -51,7 +53,7 @@ import traceback as _traceback
 # FIBERS_DEBUG: module-wide, read on the hot paths as a plain C flag.
 cdef bint _debug_on = False
 cdef int64_t _slow_ns = 100000000
-# Fiber._wait_on of a fiber in sleep(math.inf).
+# Fiber._wq_item of a fiber in sleep(math.inf).
 cdef object _FOREVER = object()
 # How many dead-with-an-unseen-exception fibers a scheduler's report keeps.
 cdef Py_ssize_t _UNSEEN_MAX = 100
@@ -236,30 +238,10 @@ cdef object _os_names(list nums):
 cdef object _waiting_of(Fiber f, _WaitIndex ix, int64_t now):
     # What a suspended fiber waits on, as a string (see the design note for
     # the order in which the places are asked).
-    cdef object w = f._wait_on
-    cdef WaitQueue q
+    cdef WaitQueue q = f._wq
+    cdef object w = f._wq_item
     cdef _Job j
     cdef _Stream st
-    if w is not None:
-        if w is _FOREVER:
-            return "sleep forever"
-        if type(w) is _Job:
-            j = <_Job>w
-            if j.op is not None:
-                return _op_words(j.op.op.code, j.op.op.fd, j.op.op.events) \
-                    + " (blocking pool)"
-            return f"blocking {_callable_name(j.fn)}"
-        if type(w) is _Stream:
-            st = <_Stream>w
-            word = "accept" if st.accepting else "recv"
-            if st.op is not None:
-                return f"{word} fd {st.op.op.fd}"
-            return word
-        return f"{type(w).__name__} 0x{id(w):x}"
-    if fib__timer_armed(&f._sleep_node):
-        return f"sleep until {f._sleep_node.deadline / 1e9:.3f} " \
-               f"(in {max(0, f._sleep_node.deadline - now) / 1e9:.3f} s)"
-    q = f._wq
     if q is not None:
         if q._what == "signal":
             return f"signal {ix.signals.get(id(q), '?')!r}"
@@ -271,6 +253,25 @@ cdef object _waiting_of(Fiber f, _WaitIndex ix, int64_t now):
         if q._what is not None:
             return f"{q._what} 0x{q._owner:x}"
         return f"WaitQueue 0x{id(q):x}"
+    if w is _FOREVER:
+        return "sleep forever"
+    if type(w) is _Job:
+        j = <_Job>w
+        if j.op is not None:
+            return _op_words(j.op.op.code, j.op.op.fd, j.op.op.events) \
+                + " (blocking pool)"
+        return f"blocking {_callable_name(j.fn)}"
+    if type(w) is _Stream:
+        st = <_Stream>w
+        word = "accept" if st.accepting else "recv"
+        if st.op is not None:
+            return f"{word} fd {st.op.op.fd}"
+        return word
+    if isinstance(w, _ThreadWaitable):
+        return f"{type(w).__name__} 0x{id(w):x}"
+    if fib__timer_armed(&f._sleep_node):
+        return f"sleep until {f._sleep_node.deadline / 1e9:.3f} " \
+               f"(in {max(0, f._sleep_node.deadline - now) / 1e9:.3f} s)"
     o = ix.io.get(f)
     if o is not None:
         return _op_words((<_Op>o).op.code, (<_Op>o).op.fd,
@@ -334,7 +335,8 @@ cdef list _fibers_of(Scheduler s):
                 ix = _wait_index(s, live)
             info.waiting = _waiting_of(f, ix, now)
         info.stack = _stack_of(f)
-        info.spawned_at = f._spawned_at
+        if s._debug is not None:
+            info.spawned_at = (<_DebugState>s._debug).sites.get(f)
         out.append(info)
     return out
 
@@ -352,24 +354,38 @@ def _thread_scheduler():
 # FIBERS_DEBUG
 # --------------------------------------------------------------------------
 
-class _DebugState:
-    # A scheduler's part of the FIBERS_DEBUG report (Scheduler._debug).
-    __slots__ = ("unseen", "unseen_dropped", "slow", "slow_max",
-                 "slow_fiber")
-
-    def __init__(self):
-        self.unseen = []        # dead fibers whose exception nobody joined
-        self.unseen_dropped = 0
-        self.slow = 0           # runs over the threshold
-        self.slow_max = 0       # the longest, ns
-        self.slow_fiber = None  # its fiber's repr
+@cython.final
+cdef class _DebugState:
+    # A scheduler's FIBERS_DEBUG state (Scheduler._debug).
+    cdef dict sites             # live Fiber -> where it was spawned
+    cdef list unseen            # dead fibers whose exception nobody joined
+    cdef Py_ssize_t unseen_dropped
+    cdef Py_ssize_t slow        # runs over the threshold
+    cdef int64_t slow_max       # the longest, ns
+    cdef object slow_fiber      # its fiber's repr
 
 
-cdef object _debug_state(Scheduler s):
+cdef _DebugState _debug_state(Scheduler s):
+    cdef _DebugState st
     if s._debug is None:
-        s._debug = _DebugState()
+        st = _DebugState.__new__(_DebugState)
+        st.sites = {}
+        st.unseen = []
+        s._debug = st
         _debug_scheds.add(s)
-    return s._debug
+    return <_DebugState>s._debug
+
+
+cdef int _debug_spawned(Scheduler s, Fiber f) except -1:
+    _debug_state(s).sites[f] = _spawn_site()
+    return 0
+
+
+cdef int _debug_ended(Scheduler s, Fiber f) except -1:
+    # The end of _finish: the fiber's spawn site is no longer needed (a
+    # failure nobody joined keeps it, with the fiber, in `unseen`).
+    (<_DebugState>s._debug).sites.pop(f, None)
+    return 0
 
 
 cdef object _spawn_site():
@@ -395,6 +411,7 @@ cdef int _debug_switch(Scheduler s, Fiber nxt) except -1:
 
 cdef int _debug_slow(Scheduler s, Fiber f, int64_t ns) except -1:
     # asyncio's "Executing <Task> took 0.2 seconds", for a fiber run.
+    cdef _DebugState st
     try:
         st = _debug_state(s)
         st.slow += 1
@@ -421,9 +438,13 @@ cdef int _log_uncaught(Scheduler s, Fiber f, object exc) except -1:
     # The one log line of a fiber that died of an exception nobody joined
     # (yet); FIBERS_DEBUG adds where the fiber was spawned, and keeps the
     # fiber for the report at close (if still nobody has joined it then).
-    if _debug_on and f._spawned_at is not None:
+    cdef _DebugState st
+    site = None
+    if s._debug is not None:
+        site = (<_DebugState>s._debug).sites.get(f)
+    if site is not None:
         _log.error("uncaught exception in %r, spawned at:\n%s", f,
-                   "".join(_traceback.format_list(f._spawned_at)).rstrip(),
+                   "".join(_traceback.format_list(site)).rstrip(),
                    exc_info=(type(exc), exc, exc.__traceback__))
     else:
         _log.error("uncaught exception in %r", f,
@@ -451,7 +472,7 @@ cdef str _raised_at(object exc):
 cdef str _debug_report(Scheduler s, str when):
     # FIBERS_DEBUG's report on s, or "" when there is nothing to say.
     cdef Fiber f
-    st = _debug_state(s)
+    cdef _DebugState st = _debug_state(s)
     live = _fibers_of(s)
     unseen = [f for f in st.unseen if not f._joined]
     if not live and not unseen and not st.slow:

@@ -217,12 +217,12 @@ cdef class _ThreadWaitable:
                 if w.woken:
                     continue        # released between add and try: again
                 w.parked = True
-                me._wait_on = self      # for the fiber view (_inspect.pxi)
+                me._wq_item = self      # for the fiber view (_inspect.pxi)
                 try:
                     s._park(me)
                 finally:
                     w.parked = False
-                    me._wait_on = None
+                    me._wq_item = None
                 # Woken (w.woken) or resumed by someone: try again.
         except BaseException as e:
             if w is not None:
