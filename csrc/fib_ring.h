@@ -103,4 +103,12 @@ static inline void *fib__ring_peek(const fib__ring *r)
     return r->count ? r->buf[r->head] : NULL;
 }
 
+/* The i-th entry from the oldest (0 is what pop would return), or NULL past
+ * the end.  For the fiber view (Scheduler.fibers), which lists the ready
+ * fibers without taking them out. */
+static inline void *fib__ring_at(const fib__ring *r, size_t i)
+{
+    return i < r->count ? r->buf[(r->head + i) & r->mask] : NULL;
+}
+
 #endif /* FIB_RING_H */

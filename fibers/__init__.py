@@ -31,6 +31,7 @@ from ._core import (
     ExceptionGroup,
     Fiber,
     FiberExit,
+    FiberInfo,
     Group,
     Pool,
     Scheduler,
@@ -84,6 +85,8 @@ from .sync import (  # noqa: E402
 )
 from . import subprocess  # noqa: E402  (fibers.subprocess)
 from .patching import patch, patched, unpatch  # noqa: E402
+from . import debug  # noqa: E402  (fibers.debug: the view's tools)
+from .debug import dump, dump_on  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -102,4 +105,5 @@ __all__ = [
     "Channel", "ChannelClosed",
     "group", "Group", "Pool", "first", "ExceptionGroup",
     "subprocess", "patch", "unpatch", "patched",
+    "FiberInfo", "debug", "dump", "dump_on",
 ]

@@ -66,6 +66,7 @@ cdef int _offload(Scheduler s, Fiber me, _Job j, bint shield) except -1:
     s._jobs += 1
     _sink_arm(s)
     j.fiber = me
+    me._wq_item = j             # for the fiber view (_inspect.pxi)
     pending = None
     try:
         while not j.done:
@@ -78,6 +79,7 @@ cdef int _offload(Scheduler s, Fiber me, _Job j, bint shield) except -1:
                     pending = e
     finally:
         j.fiber = None
+        me._wq_item = None
     if pending is not None:
         raise pending
     return 0

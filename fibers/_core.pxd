@@ -32,6 +32,7 @@ cdef extern from "fib_ring.h":
     int fib__ring_push(fib__ring *r, void *item)
     void *fib__ring_pop(fib__ring *r)
     void *fib__ring_peek(const fib__ring *r)
+    void *fib__ring_at(const fib__ring *r, size_t i)
 
 
 cdef extern from "fib_heap.h":
@@ -65,6 +66,7 @@ cdef extern from "fib_sys.h":
     void *fib__tls_get()
     void fib__tls_set(void *s)
     int64_t fib__monotonic_ns()
+    int64_t fib__monotonic_coarse_ns()
     int fib__wait_fd(int fd, int64_t ns) nogil
     int fib__waker_open(int *rfd, int *wfd)
     void fib__waker_poke(int wfd)
@@ -115,6 +117,13 @@ cdef class WaitQueue:
     cdef Fiber _head
     cdef Fiber _tail
     cdef Py_ssize_t _count
+    # What a fiber parked here waits on, for the fiber view (_inspect.pxi):
+    # a word set once, where the queue is made ("Lock", "Queue.get"), and
+    # the address of the object that owns the queue (printed, never
+    # dereferenced).  A fiber's _wq tells the view where it waits, so the
+    # waits themselves record nothing.
+    cdef object _what
+    cdef size_t _owner
 
     cdef inline void append(self, Fiber f)
     cdef inline Fiber popleft(self)
@@ -152,11 +161,18 @@ cdef class Fiber:
     # the node sleep() arms, so that sleeping allocates nothing
     cdef fib__timer_node _sleep_node
     # what a fiber parked in a fibers.sync primitive carries (a put's or a
-    # send's item) or is handed (a get's item; _SYNC_CLOSED)
+    # send's item) or is handed (a get's item; _SYNC_CLOSED); in the few
+    # waits outside any WaitQueue that nothing else can find (a blocking
+    # call, a multishot stream, a thread lock, sleep forever), what it
+    # waits on, for the fiber view (_inspect.pxi) -- a field of its own
+    # would cost every spawn (the collector visits it)
     cdef object _wq_item
     # the group, pool or race this fiber belongs to: told in _finish, on
     # every way a fiber can end (even killed before it ever ran)
     cdef _Owner _owner
+    # for the fiber view (_inspect.pxi): when it was spawned (the
+    # scheduler's clock, ms-coarse on the monotonic one)
+    cdef int64_t _born_ns
 
     cdef object _outcome(self)
 
@@ -244,6 +260,11 @@ cdef class Scheduler:
     # on_fiber_error: called with (fiber, exc) instead of logging a
     # failure nobody joined (the pytest plugin fails the test with it)
     cdef object _on_fiber_error
+    # FIBERS_DEBUG (_inspect.pxi): when the running fiber's run began (real
+    # monotonic ns; 0 while the hub runs), and the debug report's state
+    cdef int64_t _run_ns
+    cdef object _debug
+    cdef object __weakref__
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,

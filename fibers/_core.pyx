@@ -384,6 +384,22 @@ cdef class WaitQueue:
         return self._count
 
 
+cdef WaitQueue _new_wq(str what, object owner):
+    # A WaitQueue labelled for the fiber view: `what` its fibers wait on
+    # ("Lock", "Queue.get"), made once with the queue, so that no wait
+    # pays for the label.
+    cdef WaitQueue q = WaitQueue.__new__(WaitQueue)
+    q._what = what
+    q._owner = <size_t><PyObject *>owner
+    return q
+
+
+cdef inline str _kind_name(object obj, type base, str name):
+    # The class name a primitive's queues are labelled with: a subclass's
+    # own (LifoQueue.get), at no cost for the class itself.
+    return name if type(obj) is base else type(obj).__name__
+
+
 # --------------------------------------------------------------------------
 # Fiber
 # --------------------------------------------------------------------------
@@ -812,6 +828,8 @@ cdef class Scheduler:
         self._clock = clock
         # Read once now, so that a clock out of range is refused here.
         self._now_ns()
+        if _debug_on:
+            _debug_state(self)
 
     def __dealloc__(self):
         cdef void *p
@@ -895,11 +913,15 @@ cdef class Scheduler:
 
     cdef inline int _enter_fiber(self, Fiber f) except -1:
         # f is bound to a worker greenlet: make it the running fiber.
+        if _debug_on:
+            _debug_switch(self, f)
         self._current = f
         f._state = ST_RUNNING
         return fib__switch_to(<PyObject *>f._glet)
 
     cdef inline int _to_hub(self) except -1:
+        if _debug_on:
+            _debug_switch(self, None)
         self._current = None
         return fib__switch_to(<PyObject *>self._hub)
 
@@ -1005,6 +1027,9 @@ cdef class Scheduler:
             f._kwargs = kwargs
         self._spawned += 1
         f._id = self._spawned
+        f._born_ns = _birth_ns(self)
+        if _debug_on:
+            _debug_spawned(self, f)
         self._push(f)
         return f
 
@@ -1043,6 +1068,8 @@ cdef class Scheduler:
                 # Never-run fiber next in line: run it on this greenlet.
                 nxt._glet = <greenlet>me
                 self._workers_reused += 1
+                if _debug_on:
+                    _debug_switch(self, nxt)
                 self._current = nxt
                 nxt._state = ST_RUNNING
                 continue
@@ -1052,6 +1079,8 @@ cdef class Scheduler:
                 # parent must be the hub of this run; the hub then starts
                 # `nxt`, if any, from its _start_next slot.
                 self._start_next = nxt
+                if _debug_on:
+                    _debug_switch(self, None)
                 self._current = None
                 if PyGreenlet_SetParent(<greenlet>me, self._hub) < 0:
                     raise RuntimeError("cannot re-parent a worker greenlet")
@@ -1113,10 +1142,11 @@ cdef class Scheduler:
                 self._system_error = exc
             elif not isinstance(exc, _GreenletExit):
                 if self._on_fiber_error is None:
-                    _log.error("uncaught exception in %r", f,
-                               exc_info=(type(exc), exc, exc.__traceback__))
+                    _log_uncaught(self, f, exc)
                 else:
                     self._report_fiber_error(f, exc)
+        if self._debug is not None:
+            _debug_ended(self, f)
         return 0
 
     cdef int _report_fiber_error(self, Fiber f, object exc) except -1:
@@ -1129,8 +1159,7 @@ cdef class Scheduler:
             _log.error("on_fiber_error handler %r raised while reporting "
                        "%r", self._on_fiber_error, f,
                        exc_info=(type(e), e, e.__traceback__))
-            _log.error("uncaught exception in %r", f,
-                       exc_info=(type(exc), exc, exc.__traceback__))
+            _log_uncaught(self, f, exc)
         return 0
 
     # ---- waiting ---------------------------------------------------------
@@ -1143,7 +1172,11 @@ cdef class Scheduler:
             # there (a VirtualClock jumps to it), and would keep _quiet from
             # seeing a deadlock.  The fiber waits as in suspend(): until it
             # is killed, or resumed.
-            self._park(me)
+            me._wq_item = _FOREVER
+            try:
+                self._park(me)
+            finally:
+                me._wq_item = None
             return 0
         fib__timer_node_init(&me._sleep_node, TK_SLEEP, <void *>me)
         self._arm(&me._sleep_node, me, _deadline(self._now_ns(), ns))
@@ -1185,7 +1218,7 @@ cdef class Scheduler:
     cdef object _wait_signal(self, Fiber me, object name):
         cdef WaitQueue q = self._signals.get(name)
         if q is None:
-            q = WaitQueue.__new__(WaitQueue)
+            q = _new_wq("signal", None)
             self._signals[name] = q
         try:
             return self._wait_in(me, q)
@@ -1196,7 +1229,7 @@ cdef class Scheduler:
     cdef int _wait_dead(self, Fiber me, Fiber target) except -1:
         while target._state != ST_DEAD:
             if target._joiners is None:
-                target._joiners = WaitQueue.__new__(WaitQueue)
+                target._joiners = _new_wq("join", target)
             self._wait_in(me, target._joiners)
         return 0
 
@@ -1431,8 +1464,9 @@ cdef class Scheduler:
         KeyboardInterrupt and SystemExit, which go to the caller of
         :meth:`run`.  The handler runs inside the scheduler as the fiber
         ends, so it must not block; what it raises is logged, with the
-        fiber's own exception.  The pytest plugin (``fibers.pytest_plugin``)
-        uses it to fail the test."""
+        fiber's own exception.  Set it from the scheduler's own thread.
+        The pytest plugin (``fibers.pytest_plugin``) uses it to fail the
+        test."""
         return self._on_fiber_error
 
     @on_fiber_error.setter
@@ -1841,6 +1875,8 @@ cdef class Scheduler:
         if self._running:
             raise RuntimeError("close() cannot be called while the scheduler "
                                "is running")
+        if _debug_on:
+            _debug_close(self)
         # Timers and conditions first, so nothing new is spawned.
         while self._timers.len:
             n = fib__heap_pop(&self._timers)
@@ -1960,6 +1996,12 @@ cdef class Scheduler:
     def running(self):
         """True while run() or step() is executing."""
         return self._running
+
+    def fibers(self):
+        """Every live fiber (ready, running or suspended), oldest first,
+        as :class:`FiberInfo` records: name, state, age, what it waits on
+        and its Python stack, taken now.  See docs/debugging.md."""
+        return _fibers_of(self)
 
     @property
     def pending_timers(self):
@@ -2323,3 +2365,4 @@ include "_capi.pxi"
 include "_sync.pxi"
 include "_threadlock.pxi"
 include "_group.pxi"
+include "_inspect.pxi"

@@ -359,8 +359,13 @@ cdef class Watcher:
         self._kinds = kinds
         self._recursive = recursive
         self._max_queue = max_queue
+        # labelled for the fiber view (Scheduler.fibers)
         self._getters = WaitQueue.__new__(WaitQueue)
+        self._getters._what = "Watcher.get"
+        self._getters._owner = <size_t><void *>self
         self._room = WaitQueue.__new__(WaitQueue)
+        self._room._what = "Watcher (queue full)"
+        self._room._owner = <size_t><void *>self
         self._rescan_fiber = None
         self._rescan_again = False
         self._snapshot = None if snapshot is None else os.fsencode(

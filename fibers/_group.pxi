@@ -360,7 +360,7 @@ def group(timeout=None):
     g._timeout = _timeout_arg(timeout, "group")
     g._children = set()
     g._errors = []
-    g._waiter = WaitQueue.__new__(WaitQueue)
+    g._waiter = _new_wq("Group.wait", g)
     return g
 
 
@@ -395,10 +395,11 @@ cdef class _Batch:
         return 0
 
 
-cdef _Batch _new_batch(bint unordered):
+cdef _Batch _new_batch(Pool p, bint unordered):
     cdef _Batch b = _Batch.__new__(_Batch)
     b._index = {}
-    b._waiter = WaitQueue.__new__(WaitQueue)
+    b._waiter = _new_wq("Pool.imap_unordered" if unordered else "Pool.map",
+                        p)
     if unordered:
         b._done = _collections_g.deque()
         b._wake_each = True
@@ -434,8 +435,8 @@ cdef class Pool(_Owner):
             raise RuntimeError("Pool.__init__ called twice")
         self._size = size
         self._running = {}
-        self._slotq = WaitQueue.__new__(WaitQueue)
-        self._idleq = WaitQueue.__new__(WaitQueue)
+        self._slotq = _new_wq("Pool.spawn", self)
+        self._idleq = _new_wq("Pool.join", self)
 
     def __repr__(self):
         return f"<fibers.Pool size={self._size} running={len(self._running)}>"
@@ -677,7 +678,7 @@ def _pool_kill_wait_body(list victims):
 
 def _pool_map_body(Pool p, fn, it):
     cdef Scheduler s = p._sched
-    cdef _Batch b = _new_batch(False)
+    cdef _Batch b = _new_batch(p, False)
     try:
         # A slot first, then the item: none is taken that would not run.
         while not b._failed:
@@ -705,7 +706,7 @@ def _pool_map_body(Pool p, fn, it):
 
 def _pool_imap_unordered(Pool p, fn, it):
     cdef Scheduler s = p._bind("imap_unordered")
-    cdef _Batch b = _new_batch(True)
+    cdef _Batch b = _new_batch(p, True)
     cdef bint more = True
     try:
         while True:
@@ -796,7 +797,7 @@ def _first_body(*fns):
     cdef object interrupt = None
     r._sched = s
     r._live = set()
-    r._waiter = WaitQueue.__new__(WaitQueue)
+    r._waiter = _new_wq("first", r)
     try:
         for fn in fns:
             f = s._spawn(fn, (), None)

@@ -338,7 +338,7 @@ cdef class _Sock:
             raise BlockingIOError(EAGAIN, "Resource temporarily "
                                   "unavailable")
         if self._late_waiters is None:
-            self._late_waiters = WaitQueue.__new__(WaitQueue)
+            self._late_waiters = _new_wq("socket.recv", self)
         t = self._arm(s, me) if timed else None
         try:
             while self._late is not None:

@@ -153,3 +153,17 @@ def wait_os_signal(*signums, timeout=None):
         return s._drive("wait_os_signal", _wait_os_signal_body,
                         (nums, timeout))
     return _os_wait(s, me, nums, timeout)
+
+
+def _set_os_handler(int signum, handler):
+    """Internal (fibers.debug.dump_on): make ``handler`` the Python handler
+    of ``signum``, as signal.signal() does, and return the previous one --
+    unless fibers' own handler holds the signal for fibers in
+    wait_os_signal(): replacing it would strand them, so ``handler`` is
+    then the one put back when their wait ends (meanwhile the signal is
+    theirs)."""
+    if signum in _os_prev:
+        old = _os_prev[signum]
+        _os_prev[signum] = handler
+        return old
+    return _signal.signal(signum, handler)

@@ -112,10 +112,12 @@ cdef class _Stream:
         # nothing: what arrives stays queued.
         cdef Timer t = sock._arm(s, me) if timed else None
         self.waiter = me
+        me._wq_item = self          # for the fiber view (_inspect.pxi)
         try:
             s._park(me)
         finally:
             self.waiter = None
+            me._wq_item = None
             if t is not None:
                 s._disarm_timeout(me, t)
         return 0

@@ -157,7 +157,7 @@ cdef class Lock:
     cdef WaitQueue _waiters
 
     def __cinit__(self):
-        self._waiters = WaitQueue.__new__(WaitQueue)
+        self._waiters = _new_wq("Lock", self)
 
     def acquire(self, blocking=True, timeout=-1):
         """Take the lock; return True.  With ``blocking`` false, or when
@@ -237,7 +237,7 @@ cdef class RLock:
     cdef WaitQueue _waiters
 
     def __cinit__(self):
-        self._waiters = WaitQueue.__new__(WaitQueue)
+        self._waiters = _new_wq("RLock", self)
 
     def acquire(self, blocking=True, timeout=-1):
         """Take the lock (again, if this fiber holds it); see
@@ -316,7 +316,7 @@ cdef class Semaphore:
     cdef WaitQueue _waiters
 
     def __cinit__(self, *args, **kwargs):
-        self._waiters = WaitQueue.__new__(WaitQueue)
+        self._waiters = _new_wq(_kind_name(self, Semaphore, "Semaphore"), self)
 
     def __init__(self, value=1):
         value = _int_arg(value, type(self).__name__, "value")
@@ -405,7 +405,7 @@ cdef class Event:
     cdef WaitQueue _waiters
 
     def __cinit__(self):
-        self._waiters = WaitQueue.__new__(WaitQueue)
+        self._waiters = _new_wq("Event.wait", self)
 
     def is_set(self):
         """True once :meth:`set`, until :meth:`clear`."""
@@ -462,7 +462,7 @@ cdef class Condition:
     cdef WaitQueue _waiters
 
     def __cinit__(self, *args, **kwargs):
-        self._waiters = WaitQueue.__new__(WaitQueue)
+        self._waiters = _new_wq("Condition.wait", self)
 
     def __init__(self, lock=None):
         if lock is None:
@@ -636,9 +636,10 @@ cdef class Queue:
     cdef WaitQueue _joiners
 
     def __cinit__(self, *args, **kwargs):
-        self._getters = WaitQueue.__new__(WaitQueue)
-        self._putters = WaitQueue.__new__(WaitQueue)
-        self._joiners = WaitQueue.__new__(WaitQueue)
+        cdef str kind = _kind_name(self, Queue, "Queue")
+        self._getters = _new_wq(kind + ".get", self)
+        self._putters = _new_wq(kind + ".put", self)
+        self._joiners = _new_wq(kind + ".join", self)
         self._items = _collections.deque()
 
     def __init__(self, maxsize=0):
@@ -872,8 +873,8 @@ cdef class Channel:
     cdef bint _closed
 
     def __cinit__(self):
-        self._senders = WaitQueue.__new__(WaitQueue)
-        self._receivers = WaitQueue.__new__(WaitQueue)
+        self._senders = _new_wq("Channel.send", self)
+        self._receivers = _new_wq("Channel.recv", self)
 
     def send(self, item, timeout=None):
         """Hand ``item`` to a receiver, parking until one takes it.  Raises

@@ -217,10 +217,12 @@ cdef class _ThreadWaitable:
                 if w.woken:
                     continue        # released between add and try: again
                 w.parked = True
+                me._wq_item = self      # for the fiber view (_inspect.pxi)
                 try:
                     s._park(me)
                 finally:
                     w.parked = False
+                    me._wq_item = None
                 # Woken (w.woken) or resumed by someone: try again.
         except BaseException as e:
             if w is not None:

@@ -243,12 +243,7 @@ def _run_test(name, sched, fn, kwargs, opts):
 
 
 def _check_leaks(name, sched):
-    fibers_of = getattr(sched, "fibers", None)
-    if fibers_of is None:
-        # TODO(i20-view): Scheduler.fibers() lands with the live fiber
-        # view; until it is merged there is no registry to check.
-        return
-    left = fibers_of()
+    left = sched.fibers()
     if not left:
         return
     n = len(left)

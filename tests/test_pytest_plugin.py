@@ -536,3 +536,58 @@ def test_here_a_marked_test_runs_on_the_backend_fixtures_choice(
     assert fibers_scheduler.backend == backend
     import fibers
     assert fibers.Scheduler.current() is fibers_scheduler
+
+
+# ---- fibers left alive ---------------------------------------------------------
+
+def test_a_fiber_left_alive_fails_the_test_naming_it_and_its_stack(run):
+    r = run("""
+        import fibers, pytest
+
+        def serve_forever():
+            fibers.wait_signal("never")
+
+        @pytest.mark.fibers
+        def test_leaky():
+            fibers.spawn(serve_forever).name = "the-server"
+            fibers.spawn(fibers.sleep, 100).name = "the-sleeper"
+            fibers.yield_now()
+            fibers.spawn(print).name = "never-started"
+    """)
+    r.assert_outcomes(failed=1)
+    r.stdout.fnmatch_lines([
+        "3 fibers still alive at the end of test_leaky: 'the-server', "
+        "'the-sleeper', 'never-started'",
+        "(join them, kill them, or mark the test "
+        "@pytest.mark.fibers(leaks=\"ignore\"))",
+        "Fiber * 'the-server' suspended, age *, waiting on signal 'never'",
+        '  File "*test_it.py", line 4, in serve_forever',
+        "    fibers.wait_signal(\"never\")",
+        "Fiber * 'the-sleeper' suspended, age *, waiting on sleep until "
+        "100.000*",
+        "Fiber * 'never-started' ready, age *",
+        "  (not started yet)",
+    ])
+
+
+def test_leaks_ignore_opts_out_and_close_kills_them(run):
+    r = run("""
+        import fibers, pytest
+
+        ended = []
+
+        def server():
+            try:
+                fibers.wait_signal("never")
+            finally:
+                ended.append("server")
+
+        @pytest.mark.fibers(leaks="ignore")
+        def test_leaves_one():
+            fibers.spawn(server)
+            fibers.yield_now()
+
+        def test_after():
+            assert ended == ["server"]
+    """, "-p", "no:randomly")
+    r.assert_outcomes(passed=2)

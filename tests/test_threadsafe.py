@@ -220,6 +220,7 @@ def test_every_public_method_from_a_foreign_thread(sched):
         "Scheduler.step": sched.step,
         "Scheduler.spawn": lambda: sched.spawn(print),
         "Scheduler.close": sched.close,
+        "Scheduler.fibers": sched.fibers,
         "Scheduler.add_quantum_step": lambda: sched.add_quantum_step(print),
         "Scheduler.on_fiber_error":
             lambda: setattr(sched, "on_fiber_error", print),

@@ -7,7 +7,9 @@
 #   sh tools/sysdeps.sh --test   the same, plus the PostgreSQL server that
 #                                tests/test_psycopg.py starts (tests/pg.py)
 #                                and tmux, which tests/test_shadow_ui.py
-#                                drives fibers-shadow's live UI in, and
+#                                drives fibers-shadow's live UI in (and
+#                                tests/test_debug_cli.py `python -m fibers
+#                                top`), and
 #                                openssl, tests/test_ssl.py's TLS peer,
 #                                and redis-server, which tests/test_libs_redis.py starts
 #                                and curl, wrk and ab (apache2-utils), the real
@@ -89,7 +91,8 @@ fi
 if [ "$with_bench" -eq 1 ] && ! [ -e /usr/include/ev.h ]; then
     missing="$missing libev-dev"
 fi
-# tests/test_shadow_ui.py runs the live UI in a tmux pane and reads it back.
+# tests/test_shadow_ui.py runs the live UI in a tmux pane and reads it back;
+# tests/test_debug_cli.py does the same with `python -m fibers top`.
 if [ "$with_postgres" -eq 1 ] && ! command -v tmux >/dev/null 2>&1; then
     missing="$missing tmux"
 fi

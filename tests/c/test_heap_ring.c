@@ -115,6 +115,10 @@ static void test_ring(void)
         int pushes = rand() % 300, pops = rand() % 300, k;
         for (k = 0; k < pushes; k++)
             CHECK(fib__ring_push(&r, (void *)next_in++) == 0);
+        /* every entry in place, oldest first, across the wrap */
+        for (k = 0; (size_t)k < r.count; k++)
+            CHECK(fib__ring_at(&r, (size_t)k) == (void *)(next_out + k));
+        CHECK(fib__ring_at(&r, r.count) == NULL);
         for (k = 0; k < pops && r.count; k++) {
             CHECK(fib__ring_peek(&r) == (void *)next_out);
             CHECK(fib__ring_pop(&r) == (void *)next_out++);
