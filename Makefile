@@ -78,7 +78,8 @@ test-pythons:
 
 # The C parts alone, under AddressSanitizer and UBSan: the timer heap and
 # ready ring, the completion pump's contract on each backend, the native
-# heap's allocator, and the blocking-call pool's cancel.
+# heap's allocator, the blocking-call pool's cancel, and the blocking-call
+# detector's thread.
 SANITIZE := -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 # fib_uring.c is compiled only when pkg-config finds liburing (as in
 # setup.py).  test_pump is built twice: as configured here, and always also
@@ -106,6 +107,9 @@ ctest: | sysdeps
 	$(CC) $(SANITIZE) -Icsrc tests/c/test_pool.c csrc/fib_pool.c -lpthread \
 	    -o build/test_pool
 	./build/test_pool
+	$(CC) $(SANITIZE) -Icsrc tests/c/test_monitor.c csrc/fib_monitor.c \
+	    -lpthread -o build/test_monitor
+	./build/test_monitor
 
 # fibers-shadow's promise (every file-system event reaches the store once,
 # whatever happens) under crashes: SIGKILLed SOAK_KILLS times (mid-run,
