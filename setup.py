@@ -65,7 +65,7 @@ extensions = [
     Extension(
         "fibers._core",
         sources=["fibers/_core.pyx", "csrc/fib_heap.c", "csrc/fib_stack.c",
-                 "csrc/fib_pool.c"] + pump_sources,
+                 "csrc/fib_pool.c", "csrc/fib_monitor.c"] + pump_sources,
         # fibers/include: the C API's header, which _capi.pxi includes.
         include_dirs=["csrc", "fibers/include", greenlet_include()],
         extra_compile_args=cflags + uring_cflags,
@@ -81,7 +81,8 @@ extensions = [
                  "fibers/_group.pxd", "fibers/_group.pxi",
                  "fibers/_threadlock.pxd", "fibers/_threadlock.pxi",
                  "csrc/fib_pool.h", "fibers/_heap.pxd", "csrc/fib_arena.h",
-                 "fibers/include/fibers.h"],
+                 "fibers/include/fibers.h", "csrc/fib_monitor.h",
+                 "fibers/_monitor.pxd", "fibers/_monitor.pxi"],
     ),
     # The native heap (fibers.Heap, fibers.Blob).  _core cimports its
     # classes (registered heaps), hence _heap.pxd in _core's depends too.

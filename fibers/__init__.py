@@ -26,6 +26,7 @@ except ImportError as e:  # pragma: no cover - exercised only on broken builds
     ) from e
 
 from ._core import (
+    BlockingReport,
     Trigger,
     Deadlock,
     ExceptionGroup,
@@ -51,6 +52,7 @@ from ._core import (
     get_include,
     group,
     in_fiber,
+    monitor,
     move_on_after,
     now,
     on_signal,
@@ -106,4 +108,5 @@ __all__ = [
     "group", "Group", "Pool", "first", "ExceptionGroup",
     "subprocess", "patch", "unpatch", "patched",
     "FiberInfo", "debug", "dump", "dump_on",
+    "monitor", "BlockingReport",
 ]

@@ -60,6 +60,7 @@ cdef extern from "fib_stack.h":
 
 include "_pump.pxd"
 include "_blocking.pxd"
+include "_monitor.pxd"
 
 
 cdef extern from "fib_sys.h":
@@ -265,6 +266,10 @@ cdef class Scheduler:
     cdef int64_t _run_ns
     cdef object _debug
     cdef object __weakref__
+    # what the blocking-call detector sees, and the wall time of each tick
+    # (fib_monitor.h, _monitor.pxi)
+    cdef fib__mon_slot _mon
+    cdef fib__tick_stats _tstats
 
     cdef int64_t _now_ns(self) except? -1
     cdef int _arm(self, fib__timer_node *n, object owner,

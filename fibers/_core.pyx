@@ -795,6 +795,8 @@ cdef class Scheduler:
         if fib__ring_init(&self._ready, 256) < 0:
             raise MemoryError()
         fib__heap_init(&self._timers)
+        fib__mon_register(&self._mon, PyThread_get_thread_ident(),
+                          <void *>self)
 
     def __init__(self, clock=None, *, pool_size=1024, backend=None):
         pool_size = _int_arg(pool_size, "Scheduler", "pool_size")
@@ -834,6 +836,7 @@ cdef class Scheduler:
     def __dealloc__(self):
         cdef void *p
         cdef fib__timer_node *n
+        fib__mon_unregister(&self._mon)
         if fib__tls_get() == <void *>self:
             fib__tls_set(NULL)
         while self._ready.count:
@@ -1564,6 +1567,7 @@ cdef class Scheduler:
     cdef int _tick(self) except -1:
         cdef object step
         self._ticks += 1
+        fib__tick_begin(&self._tstats, &self._mon)
         self._run_ready()
         if self._custom_steps:
             steps = self.quantum_steps()
@@ -1579,6 +1583,7 @@ cdef class Scheduler:
                 except Exception as e:
                     _log.error("quantum step %r raised", step,
                                exc_info=(type(e), e, e.__traceback__))
+        fib__tick_end(&self._tstats)
         return 0
 
     cdef int _reraise_system_error(self) except -1:
@@ -1622,6 +1627,8 @@ cdef class Scheduler:
 
     cdef int _enter(self, bint may_block) except -1:
         self._check_enter()
+        if not _mon_env_read:
+            _monitor_from_env()
         if may_block:
             self._io.open_waker()
         self._hub = PyGreenlet_GetCurrent()
@@ -1647,6 +1654,7 @@ cdef class Scheduler:
         return 0
 
     cdef void _leave(self, void *prev):
+        fib__tick_leave(&self._mon)
         self._running = False
         self._stopping = False
         self._idle_wait = False
@@ -2031,6 +2039,8 @@ cdef class Scheduler:
             # operations in the pump that someone waits for
             "io_pending": self._io_inflight(),
             "blocking_jobs": self._jobs,
+            # tick times, fibers by state, pump waits, the pool (_monitor.pxi)
+            **_tick_stats(self),
         }
 
     def __repr__(self):
@@ -2366,3 +2376,4 @@ include "_sync.pxi"
 include "_threadlock.pxi"
 include "_group.pxi"
 include "_inspect.pxi"
+include "_monitor.pxi"

@@ -352,8 +352,15 @@ cdef class _Pump:
         # (a KeyboardInterrupt must not lose them): io_uring_enter cut
         # short by a signal returns the count it submitted, not EINTR, so
         # the check cannot depend on the return code.
-        cdef int i
-        cdef int rc = _pump_wait(&self.c, t, self.done)
+        cdef int i, rc
+        if t != 0:
+            # A wait that may block: the tick's time there is not busy time
+            # (fib_monitor.h).
+            fib__tick_wait_begin(&s._tstats, &s._mon)
+            rc = _pump_wait(&self.c, t, self.done)
+            fib__tick_wait_end(&s._tstats, &s._mon)
+        else:
+            rc = _pump_wait(&self.c, t, self.done)
         for i in range(rc):
             _dispatch(s, &self.done[i])
         s._check_signals()
@@ -388,8 +395,10 @@ cdef class _Pump:
         # No pump yet (no I/O so far): the tick waits on the waker alone.
         cdef int rc = 0
         if t != 0:
+            fib__tick_wait_begin(&s._tstats, &s._mon)
             with nogil:
                 rc = fib__wait_fd(self.wake_r, t)
+            fib__tick_wait_end(&s._tstats, &s._mon)
             if rc > 0:
                 fib__waker_drain(self.wake_r)
             else:
