@@ -295,8 +295,12 @@ int fib__monitor_start(int64_t threshold_ns, fib__mon_fn fn)
         rc = pthread_create(&fib__mon_thread, NULL, fib__mon_main,
                             (void *)(uintptr_t)gen);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (rc == 0)
+        if (rc == 0) {
+            /* Named for `top -H`, /proc/PID/task/TID/comm and debuggers;
+             * here, so that the name is there when start returns. */
+            pthread_setname_np(fib__mon_thread, "fibers-monitor");
             fib__mon_running = 1;
+        }
         else
             atomic_store(&fib__mon_threshold_ns, INT64_MAX);
     } else {

@@ -231,8 +231,9 @@ cdef void _mon_handle(const fib__mon_event *ev) noexcept:
             s = <Scheduler>ev.slot.owner
             f = s._current
             frame = _sys._current_frames().get(ev.thread_id)
+            # The thread's name now: it may have ended by the report.
             _mon_pending[key] = (None if f is None else f.name,
-                                 _stack_of(frame))
+                                 _stack_of(frame), _thread_name(ev.thread_id))
             return
         _mon_emit(_new_report(ev, _mon_pending.pop(key, None)))
     except BaseException:
@@ -240,6 +241,13 @@ cdef void _mon_handle(const fib__mon_event *ev) noexcept:
             _log.exception("fibers.monitor(): a report failed")
         except BaseException:
             pass
+
+
+cdef str _thread_name(unsigned long ident):
+    # threading's name for the thread (no lock taken: the thread it would
+    # wait for may be the blocked one).
+    th = getattr(threading, "_active", {}).get(ident)
+    return th.name if th is not None else f"thread {ident}"
 
 
 cdef list _stack_of(object frame):
@@ -255,18 +263,17 @@ cdef list _stack_of(object frame):
 
 cdef BlockingReport _new_report(const fib__mon_event *ev, object captured):
     cdef BlockingReport r = BlockingReport.__new__(BlockingReport)
-    cdef object th = getattr(threading, "_active", {}).get(ev.thread_id)
     r.thread_id = ev.thread_id
-    r.thread_name = th.name if th is not None else f"thread {ev.thread_id}"
     r.duration = ev.ns / 1e9
     r.ended = ev.kind == FIB__MON_ENDED
     r.threshold = _mon_threshold
     if captured is None:
         r.fiber_name = None
         r.stack = []
+        r.thread_name = _thread_name(ev.thread_id)
         who = "a fiber"
     else:
-        r.fiber_name, r.stack = captured
+        r.fiber_name, r.stack, r.thread_name = captured
         who = ("the scheduler's own greenlet (a quantum step, predicate or "
                "signal handler)" if r.fiber_name is None
                else f"fiber {r.fiber_name!r}")
