@@ -16,10 +16,12 @@
   served by a real-clock scheduler in a thread, and its query API gives
   the values back.
 """
+import math
 import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -92,37 +94,104 @@ def test_exposition_matches_stats(sched):
         for _ in range(5):
             fibers.yield_now()
         # collect() runs to the end without yielding: nothing happens in
-        # the scheduler between these two lines.
+        # the scheduler between these lines.  (Only the blocking-call
+        # pool's threads are the process's, and an idle one may exit at
+        # any moment: those are checked between a read before and after.)
+        before = sched.stats()
         text = generate_latest(reg).decode()
         st = sched.stats()
+        st["_pool_before"] = before["blocking_threads"]
         for f in helpers:
             f.kill()
         return text, st
 
     text, st = sched.run(main)
     fams = families(text)
+    assert CONTRACT <= set(st), CONTRACT - set(st)
     # The text format has no info type: a gauge with _info in its name.
     assert value(fams, "fibers_scheduler_info",
                  backend=sched.backend) == 1.0
     assert fams["fibers_scheduler_info"].type == "gauge"
-    seen = set()
     for key, name, kind, _doc in fm._SCALARS:
-        if key not in st:
-            assert name not in fams, (key, name)
-            continue
-        seen.add(key)
         fam = fams[name]
         assert fam.type == kind, (name, fam.type)
         if kind == "counter":
             assert [s.name for s in fam.samples] == [name + "_total"]
-        assert value(fams, name) == st[key], (key, name)
+        if key == "blocking_threads":
+            assert st[key] <= value(fams, name) <= st["_pool_before"]
+        else:
+            assert value(fams, name) == st[key], (key, name)
     # What busy() put there, as the program knows it.
     assert st["timers"] >= 1 and st["conditions"] == 1 and \
         st["signals"] == 3
     assert value(fams, "fibers_signals_waited") == 3
     assert value(fams, "fibers_conditions") == 1
     assert value(fams, "fibers_ticks") == st["ticks"] > 5
-    assert {"ticks", "spawned", "io_pending", "blocking_jobs"} <= seen
+    # Fibers by state: the five busy() made are parked, main runs.
+    assert fams["fibers_fibers"].type == "gauge"
+    for state in ("ready", "running", "suspended"):
+        assert value(fams, "fibers_fibers", state=state) == \
+            st["states"][state]
+    assert st["states"] == {"ready": 0, "running": 1, "suspended": 5}
+    check_tick_families(fams, st)
+
+
+CONTRACT = {"tick_p50", "tick_p99", "tick_max", "tick_sum", "tick_buckets",
+            "states", "pump_waits", "blocking_threads", "blocking_queue"}
+
+
+def check_tick_families(fams, st):
+    """fibers_tick_seconds and fibers_tick_recent_seconds are stats()'s
+    tick_* figures, sample by sample."""
+    hist = fams["fibers_tick_seconds"]
+    assert hist.type == "histogram"
+    buckets = [(s.labels["le"], s.value) for s in hist.samples
+               if s.name == "fibers_tick_seconds_bucket"]
+    assert [float(le) for le, _ in buckets] == \
+        [b for b, _ in st["tick_buckets"]]
+    assert buckets[-1][0] == "+Inf"
+    assert [n for _, n in buckets] == [n for _, n in st["tick_buckets"]]
+    assert [s.value for s in hist.samples
+            if s.name == "fibers_tick_seconds_count"] == \
+        [st["tick_buckets"][-1][1]]
+    assert [s.value for s in hist.samples
+            if s.name == "fibers_tick_seconds_sum"] == [st["tick_sum"]]
+    for key, q in (("tick_p50", "0.5"), ("tick_p99", "0.99"),
+                   ("tick_max", "1")):
+        assert value(fams, "fibers_tick_recent_seconds", quantile=q) == \
+            st[key], key
+
+
+def test_a_long_tick_shows(sched):
+    # One fiber holds the thread for 20 ms (really: the long tick is the
+    # thing measured); the exposition's longest recent tick and the
+    # histogram's upper buckets show it.
+    reg = CollectorRegistry()
+    fm.install(reg, sched)
+
+    def hog():
+        time.sleep(0.02)
+
+    def main():
+        for _ in range(20):
+            fibers.yield_now()          # short ticks first
+        fibers.spawn(hog).join()
+        fibers.yield_now()              # the hog's tick has finished
+        text = generate_latest(reg).decode()
+        return text, sched.stats()
+
+    text, st = sched.run(main)
+    fams = families(text)
+    check_tick_families(fams, st)
+    longest = value(fams, "fibers_tick_recent_seconds", quantile="1")
+    assert longest >= 0.02
+    assert value(fams, "fibers_tick_recent_seconds", quantile="0.5") < 0.02
+    le = {s.labels["le"]: s.value for s in fams["fibers_tick_seconds"].samples
+          if s.name == "fibers_tick_seconds_bucket"}
+    # At least one tick above 10 ms, and not all: the short ones are below.
+    assert le["+Inf"] - le["0.01"] >= 1
+    assert 0 < le["0.01"] < le["+Inf"]
+    assert math.isfinite(st["tick_sum"]) and st["tick_sum"] >= 0.02
 
 
 def test_io_inflight_and_blocking_jobs(io_sched):
@@ -132,14 +201,20 @@ def test_io_inflight_and_blocking_jobs(io_sched):
     fm.install(reg, io_sched)
     gate = threading.Lock()
     gate.acquire()
+    inside_r, inside_w = os.pipe()
+
+    def held():
+        os.write(inside_w, b"!")        # a pool thread has the call now
+        return gate.acquire(True, WAIT)
 
     def main():
         a1, b1 = fibers.net.socketpair()
         a2, b2 = fibers.net.socketpair()
         r1 = fibers.spawn(b1.recv, 10)
         r2 = fibers.spawn(b2.recv, 10)
-        job = fibers.spawn(fibers.blocking, gate.acquire, True, WAIT)
-        fibers.yield_now()
+        job = fibers.spawn(fibers.blocking, held)
+        fibers.wait_readable(inside_r)
+        assert os.read(inside_r, 1) == b"!"
         fibers.yield_now()
         fams = scrape(reg)
         st = io_sched.stats()
@@ -151,10 +226,20 @@ def test_io_inflight_and_blocking_jobs(io_sched):
         after = scrape(reg)
         for s in (a1, b1, a2, b2):
             s.close()
+        os.close(inside_r)
+        os.close(inside_w)
         return fams, st, after
 
     fams, st, after = io_sched.run(main)
     assert st["io_pending"] >= 2 and st["blocking_jobs"] == 1
+    # The pool has a thread in the held call; nothing waits for one.
+    # (Its thread count is the process's: an idle thread of an earlier
+    # test may leave it between two reads, so only the floor is exact.)
+    assert value(fams, "fibers_blocking_threads") >= 1
+    assert st["blocking_threads"] >= 1
+    assert value(fams, "fibers_blocking_queued") == st["blocking_queue"] == 0
+    # The run loop waited in the pump for the held call and the recvs.
+    assert value(after, "fibers_pump_waits") > 0
     assert value(fams, "fibers_io_inflight") == st["io_pending"]
     assert value(fams, "fibers_blocking_jobs") == 1
     assert value(after, "fibers_blocking_jobs") == 0
@@ -511,6 +596,11 @@ def test_scraped_by_a_real_prometheus(backend):
         info = prom.query("fibers_scheduler_info")
         waited = prom.query("fibers_signals_waited")
         spawned = prom.query("fibers_spawned_total")
+        suspended = prom.query('fibers_fibers{state="suspended"}')
+        timed = prom.query("fibers_tick_seconds_count")
+        p99 = prom.query(
+            "histogram_quantile(0.99, fibers_tick_seconds_bucket)")
+        longest = prom.query('fibers_tick_recent_seconds{quantile="1"}')
     finally:
         prom.stop()
         final = server.close()
@@ -525,3 +615,14 @@ def test_scraped_by_a_real_prometheus(backend):
     # Three parked on their own names, main on "stop".
     assert [w for _, w in waited] == [4.0]
     assert 0 < spawned[0][1] <= final["spawned"]
+    # The three parked, main on "stop", the acceptor (and the scrape's
+    # connection, between scrapes).
+    assert [v for _, v in suspended][0] >= 5
+    # Prometheus read the histogram as one: its count, and a quantile of
+    # its buckets, a number of seconds within the last bucket that counts.
+    (_, n), = timed
+    assert 0 < n <= final["ticks"]
+    (_, q), = p99
+    assert 0 < q <= 10.0
+    (_, most), = longest
+    assert 0 < most <= final["tick_sum"]

@@ -101,24 +101,13 @@ def scheduler_line(st, ticks_rate):
     ticks (``fibers_tick_recent_seconds``), I/O in flight
     (``fibers_io_inflight``), the blocking pool (``fibers_blocking_*``);
     ``ticks_rate`` is the rate of ``ticks`` (``fibers_ticks_total``)."""
-    states = st.get("states")
-    if states is not None:
-        parts = [f"fibers {sum(states.values())} (ready "
-                 f"{states.get('ready', 0)}, suspended "
-                 f"{states.get('suspended', 0)})"]
-    else:                               # a core without the split
-        parts = [f"fibers {st['live']}"]
-    parts.append(f"ticks/s {ticks_rate:.0f}")
-    if "tick_p99" in st and "tick_max" in st:
-        parts.append(f"tick p99 {st['tick_p99'] * 1000:.1f} ms max "
-                     f"{st['tick_max'] * 1000:.1f} ms")
-    parts.append(f"io {st['io_pending']}")
-    blocking = f"blocking jobs {st['blocking_jobs']}"
-    if "blocking_threads" in st and "blocking_queue" in st:
-        blocking += (f" threads {st['blocking_threads']} queued "
-                     f"{st['blocking_queue']}")
-    parts.append(blocking)
-    return "  ".join(parts)
+    states = st["states"]
+    return (f"fibers {sum(states.values())} (ready {states['ready']}, "
+            f"suspended {states['suspended']})  ticks/s {ticks_rate:.0f}  "
+            f"tick p99 {st['tick_p99'] * 1000:.1f} ms max "
+            f"{st['tick_max'] * 1000:.1f} ms  io {st['io_pending']}  "
+            f"blocking jobs {st['blocking_jobs']} threads "
+            f"{st['blocking_threads']} queued {st['blocking_queue']}")
 
 
 class _Ring(logging.Handler):
