@@ -101,13 +101,14 @@ def scheduler_line(st, ticks_rate):
     ticks (``fibers_tick_recent_seconds``), I/O in flight
     (``fibers_io_inflight``), the blocking pool (``fibers_blocking_*``);
     ``ticks_rate`` is the rate of ``ticks`` (``fibers_ticks_total``)."""
+    # At most about 105 columns, so the row fits a 120-column terminal.
     states = st["states"]
-    return (f"fibers {sum(states.values())} (ready {states['ready']}, "
-            f"suspended {states['suspended']})  ticks/s {ticks_rate:.0f}  "
-            f"tick p99 {st['tick_p99'] * 1000:.1f} ms max "
-            f"{st['tick_max'] * 1000:.1f} ms  io {st['io_pending']}  "
-            f"blocking jobs {st['blocking_jobs']} threads "
-            f"{st['blocking_threads']} queued {st['blocking_queue']}")
+    return (f"fibers {sum(states.values())} ({states['ready']} ready)  "
+            f"ticks/s {ticks_rate:.0f}  tick p99 {st['tick_p99'] * 1000:.1f}"
+            f" ms, max {st['tick_max'] * 1000:.1f} ms  io "
+            f"{st['io_pending']}  blocking {st['blocking_jobs']} "
+            f"({st['blocking_threads']} threads, {st['blocking_queue']} "
+            f"queued)")
 
 
 class _Ring(logging.Handler):
