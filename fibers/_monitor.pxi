@@ -233,7 +233,8 @@ cdef void _mon_handle(const fib__mon_event *ev) noexcept:
             frame = _sys._current_frames().get(ev.thread_id)
             # The thread's name now: it may have ended by the report.
             _mon_pending[key] = (None if f is None else f.name,
-                                 _stack_of(frame), _thread_name(ev.thread_id))
+                                 list(_frames_summary(frame)),
+                                 _thread_name(ev.thread_id))
             return
         _mon_emit(_new_report(ev, _mon_pending.pop(key, None)))
     except BaseException:
@@ -248,17 +249,6 @@ cdef str _thread_name(unsigned long ident):
     # wait for may be the blocked one).
     th = getattr(threading, "_active", {}).get(ident)
     return th.name if th is not None else f"thread {ident}"
-
-
-cdef list _stack_of(object frame):
-    # The frame's stack, innermost last.  Source lines are looked up later,
-    # when the report is formatted, not while the blocked thread waits.
-    if frame is None:
-        return []
-    st = _traceback.StackSummary.extract(_traceback.walk_stack(frame),
-                                         lookup_lines=False)
-    st.reverse()
-    return list(st)
 
 
 cdef BlockingReport _new_report(const fib__mon_event *ev, object captured):
