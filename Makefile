@@ -30,7 +30,7 @@ BENCH_HTTP_DEPS := granian bjoern gunicorn gevent uvicorn uvloop httptools waitr
 SOURCES := $(wildcard fibers/*.pyx fibers/*.pxi fibers/*.pxd csrc/*.c csrc/*.h \
                       fibers/include/*.h) setup.py pyproject.toml
 
-.PHONY: stdtests all sysdeps sysdeps-test sysdeps-bench venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-http bench-pytest clean
+.PHONY: stdtests all sysdeps sysdeps-test sysdeps-bench venv build test pytest test-pythons ctest soak-shadow run bench bench-echo bench-tls bench-bulk bench-fixed bench-fs bench-shadow bench-sync bench-subprocess bench-http bench-pytest bench-monitor clean
 
 all: build
 
@@ -230,6 +230,13 @@ $(VENV)/.bench-http: $(VENV)/.base Makefile | sysdeps-bench
 
 bench-http: build $(VENV)/.bench-http | sysdeps-bench
 	$(PY) -m bench.http_run $(BENCH_HTTP_ARGS)
+
+# The blocking-call detector's cost: the core workloads with the monitor
+# off and on (FIBERS_MONITOR=0.1), interleaved; see bench/monitor_run.py.
+# BENCH_MONITOR_ARGS="--baseline DIR" adds another built checkout.
+BENCH_MONITOR_ARGS ?=
+bench-monitor: build $(VENV)/.bench
+	$(PY) -m bench.monitor_run $(BENCH_MONITOR_ARGS)
 
 bench-pytest: build $(VENV)/.bench $(VENV)/.test-deps
 	$(PY) -m pytest bench/test_bench.py --benchmark-only \

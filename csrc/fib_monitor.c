@@ -19,9 +19,15 @@
  * A scheduler freed while its incident is unreported leaves an *orphan*:
  * the report, queued here and delivered on the next round.
  *
- * Stopping bumps a generation counter: a thread whose generation is stale
- * exits at its next look, so a thread left behind by a stop that did not
- * wait for it (stuck in a callback) can never run beside a new one.  After
+ * Stopping first *drains*: the thread makes one last pass that delivers
+ * every report still owed (incidents that ended, orphans, and as ONGOING
+ * those still going on) and exits, so a block that ends just before the
+ * program does (or before monitor(None)) is still reported.  Then it bumps
+ * a generation counter: a thread whose generation is stale exits at its
+ * next look, so a thread left behind by a stop that did not wait for it
+ * (stuck in a callback) can never run beside a new one.  Starts and stops
+ * are serialized by a second mutex (fib__mon_ctl), held across the
+ * bounded wait for the drain.  After
  * fork() the child has no thread: the registry's mutex is reset, slots of
  * threads that did not survive are marked idle, and the Python side
  * starts a new thread if the monitor was on (os.register_at_fork).
@@ -42,12 +48,14 @@ _Atomic int64_t fib__mon_threshold_ns = INT64_MAX;
 static pthread_mutex_t fib__mon_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fib__mon_cond;
 static pthread_once_t fib__mon_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t fib__mon_ctl = PTHREAD_MUTEX_INITIALIZER;
 static fib__mon_slot *fib__mon_head;
 static uint64_t fib__mon_serials;
 static fib__mon_fn fib__mon_callback;
 static int64_t fib__mon_period_ns;
 static pthread_t fib__mon_thread;
 static int fib__mon_running;
+static int fib__mon_draining;       /* the last pass is asked for */
 static _Atomic uint64_t fib__mon_gen;
 static __thread uint64_t fib__mon_my_gen;
 
@@ -79,12 +87,14 @@ static void fib__mon_child(void)
         free(o);
     }
     fib__mon_running = 0;
+    fib__mon_draining = 0;
     atomic_fetch_add(&fib__mon_gen, 1);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&fib__mon_cond, &attr);
     pthread_condattr_destroy(&attr);
     pthread_mutex_init(&fib__mon_lock, NULL);
+    pthread_mutex_init(&fib__mon_ctl, NULL);
 }
 
 static void fib__mon_init_once(void)
@@ -192,8 +202,11 @@ int fib__mon_current(fib__mon_slot *s, uint64_t serial, int64_t start)
 }
 
 /* The next event, if any, with the mutex held; the slot's state moves on
- * before the event is delivered, so a rescan never repeats it. */
-static int fib__mon_next(int64_t now, int64_t thr, fib__mon_event *ev)
+ * before the event is delivered, so a rescan never repeats it.  `last`:
+ * the drain's pass, which starts no incident and reports the ones going
+ * on at once. */
+static int fib__mon_next(int64_t now, int64_t thr, int last,
+                         fib__mon_event *ev)
 {
     fib__mon_slot *s;
     fib__mon_orphan *o = fib__mon_orphans;
@@ -207,7 +220,12 @@ static int fib__mon_next(int64_t now, int64_t thr, fib__mon_event *ev)
         return 1;
     }
     /* Reported as still going on after this long. */
-    late = thr + (thr > NS ? thr : NS);
+    if (last)
+        late = 0;
+    else if (thr > INT64_MAX / 2)       /* a stop is under way */
+        late = INT64_MAX;
+    else
+        late = thr + (thr > NS ? thr : NS);
     for (s = fib__mon_head; s != NULL; s = s->next) {
         since = atomic_load_explicit(&s->since, memory_order_acquire);
         if (s->incident != 0 && since != s->incident) {
@@ -223,7 +241,7 @@ static int fib__mon_next(int64_t now, int64_t thr, fib__mon_event *ev)
         if (since == 0)
             continue;
         if (s->incident == 0) {
-            if (now - since >= thr) {
+            if (!last && now - since >= thr) {
                 s->incident = since;
                 s->seen_ns = now - since;
                 s->reported = 0;
@@ -249,17 +267,22 @@ static void *fib__mon_main(void *arg)
     fib__mon_event ev;
     fib__mon_fn fn;
     int64_t t;
+    int last = 0;
 
     fib__mon_my_gen = gen;
     pthread_mutex_lock(&fib__mon_lock);
-    while (atomic_load(&fib__mon_gen) == gen) {
-        t = fib__monotonic_ns() + fib__mon_period_ns;
-        deadline.tv_sec = (time_t)(t / NS);
-        deadline.tv_nsec = (long)(t % NS);
-        pthread_cond_timedwait(&fib__mon_cond, &fib__mon_lock, &deadline);
+    while (!last && atomic_load(&fib__mon_gen) == gen) {
+        if (!fib__mon_draining) {
+            t = fib__monotonic_ns() + fib__mon_period_ns;
+            deadline.tv_sec = (time_t)(t / NS);
+            deadline.tv_nsec = (long)(t % NS);
+            pthread_cond_timedwait(&fib__mon_cond, &fib__mon_lock, &deadline);
+        }
+        last = fib__mon_draining;
         while (atomic_load(&fib__mon_gen) == gen &&
                fib__mon_next(fib__monotonic_ns(),
-                             atomic_load(&fib__mon_threshold_ns), &ev)) {
+                             atomic_load(&fib__mon_threshold_ns), last,
+                             &ev)) {
             fn = fib__mon_callback;
             pthread_mutex_unlock(&fib__mon_lock);
             fn(&ev);
@@ -279,6 +302,7 @@ int fib__monitor_start(int64_t threshold_ns, fib__mon_fn fn)
     if (threshold_ns <= 0 || fn == NULL)
         return -EINVAL;
     pthread_once(&fib__mon_once, fib__mon_init_once);
+    pthread_mutex_lock(&fib__mon_ctl);
     pthread_mutex_lock(&fib__mon_lock);
     fib__mon_callback = fn;
     fib__mon_period_ns = threshold_ns / 4;
@@ -308,6 +332,7 @@ int fib__monitor_start(int64_t threshold_ns, fib__mon_fn fn)
         pthread_cond_signal(&fib__mon_cond);
     }
     pthread_mutex_unlock(&fib__mon_lock);
+    pthread_mutex_unlock(&fib__mon_ctl);
     return -rc;
 }
 
@@ -319,23 +344,32 @@ int fib__monitor_stop(int64_t wait_ns)
     int rc;
 
     pthread_once(&fib__mon_once, fib__mon_init_once);
+    pthread_mutex_lock(&fib__mon_ctl);
     pthread_mutex_lock(&fib__mon_lock);
+    /* No stretch from now on is recorded as long; those already are. */
     atomic_store(&fib__mon_threshold_ns, INT64_MAX);
     if (!fib__mon_running) {
         pthread_mutex_unlock(&fib__mon_lock);
+        pthread_mutex_unlock(&fib__mon_ctl);
         return 0;
     }
-    atomic_fetch_add(&fib__mon_gen, 1);
-    fib__mon_running = 0;
+    fib__mon_draining = 1;
     th = fib__mon_thread;
     pthread_cond_signal(&fib__mon_cond);
     pthread_mutex_unlock(&fib__mon_lock);
-    /* pthread_timedjoin_np measures on CLOCK_REALTIME. */
+    /* The drain's last pass, then the thread's exit, within wait_ns
+     * (pthread_timedjoin_np measures on CLOCK_REALTIME). */
     clock_gettime(CLOCK_REALTIME, &deadline);
     t = (int64_t)deadline.tv_nsec + wait_ns;
     deadline.tv_sec += (time_t)(t / NS);
     deadline.tv_nsec = (long)(t % NS);
     rc = pthread_timedjoin_np(th, NULL, &deadline);
+    pthread_mutex_lock(&fib__mon_lock);
+    atomic_fetch_add(&fib__mon_gen, 1);
+    fib__mon_running = 0;
+    fib__mon_draining = 0;
+    pthread_mutex_unlock(&fib__mon_lock);
+    pthread_mutex_unlock(&fib__mon_ctl);
     if (rc == 0)
         return 0;
     pthread_detach(th);

@@ -91,11 +91,15 @@ int fib__mon_current(fib__mon_slot *s, uint64_t serial, int64_t start);
 
 /* Starts the thread, or changes its threshold and callback; 0 or -errno. */
 int fib__monitor_start(int64_t threshold_ns, fib__mon_fn fn);
-/* Stops it and waits up to wait_ns for it to exit: 0 when it did (or was
- * not running), 1 when it was left to finish on its own. */
+/* Stops it: its last pass delivers every report still owed (ended
+ * incidents, orphans; incidents still going on as ONGOING), then it exits.
+ * Waits up to wait_ns for that: 0 when it did (or was not running), 1 when
+ * it was left to finish on its own (its generation is stale: it delivers
+ * nothing more). */
 int fib__monitor_stop(int64_t wait_ns);
-/* True from fib__monitor_stop() on, until the next start: the callback
- * checks it once it holds the GIL, so a stop never waits on a report. */
+/* True once a stop has given up waiting for the thread (or after fork),
+ * until the next start: the callback checks it once it holds the GIL, so
+ * a thread left behind delivers nothing. */
 int fib__monitor_stopping(void);
 int fib__monitor_running(void);
 

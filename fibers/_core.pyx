@@ -2023,7 +2023,17 @@ cdef class Scheduler:
         counts fibers that ran on a recycled worker instead.
         ``blocking_jobs`` counts calls this scheduler has on the
         blocking-call pool whose completion has not come back yet
-        (including ones whose fiber gave up on them)."""
+        (including ones whose fiber gave up on them).
+
+        Tick times (a tick's real time, less its wait in the pump, in
+        seconds): ``tick_p50``, ``tick_p99`` and ``tick_max`` over the last
+        1024 ticks; ``tick_sum`` and ``tick_buckets`` (``(upper bound,
+        count)`` pairs, not cumulative, the last bound ``inf``) over every
+        tick.  ``states`` counts live fibers by state (``ready``,
+        ``running``, ``suspended``); ``io_pending`` counts I/O operations in
+        flight; ``pump_waits`` counts the ticks that waited in the pump;
+        ``blocking_threads`` and ``blocking_queue`` are the blocking-call
+        pool's threads and queued calls (the process's, shared)."""
         return {
             "ticks": self._ticks,
             "spawned": self._spawned,

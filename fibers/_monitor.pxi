@@ -118,7 +118,9 @@ def monitor(threshold=0.1, callback=None):
     the monitor's thread: keep it short).
 
     Calling it again changes the threshold and the callback;
-    ``monitor(None)`` turns it off.  The environment variable
+    ``monitor(None)`` turns it off, and so does the interpreter's exit:
+    both first deliver the reports still owed (a block that has just
+    ended; one still going on, as ongoing).  The environment variable
     ``FIBERS_MONITOR=<seconds>`` turns it on when the first scheduler
     starts running, unless ``monitor()`` was called first.
 
@@ -161,11 +163,14 @@ def monitor(threshold=0.1, callback=None):
 
 cdef int _monitor_stop() except -1:
     global _mon_threshold, _mon_threshold_ns, _mon_callback
+    # The thread's last pass reports what is still owed (a block that ended
+    # just now) through the callback and threshold in force: clear them
+    # after it.
+    with nogil:
+        fib__monitor_stop(MONITOR_STOP_WAIT_NS)
     _mon_threshold = 0.0
     _mon_threshold_ns = 0
     _mon_callback = None
-    with nogil:
-        fib__monitor_stop(MONITOR_STOP_WAIT_NS)
     _mon_pending.clear()
     return 0
 
@@ -214,7 +219,7 @@ cdef void _mon_event(const fib__mon_event *ev) noexcept nogil:
         return
     with gil:
         if fib__monitor_stopping():
-            return          # stopped while this waited for the GIL
+            return          # a stop gave up on this thread meanwhile
         _mon_handle(ev)
 
 

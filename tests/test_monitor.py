@@ -293,6 +293,20 @@ def test_monitor_none_stops_the_thread(sched):
     assert [x.fiber_name for x in got] == ["marker"]
 
 
+def test_monitor_none_delivers_a_report_still_owed(sched):
+    # The block ends and monitor(None) comes before the thread's next look:
+    # the stop's last pass reports it, through the callback, before
+    # monitor(None) returns.
+    got = []
+    fibers.monitor(0.1, got.append)
+    try:
+        run_named(sched, (sleeper, "sleeper"))
+    finally:
+        fibers.monitor(None)
+    assert [r.fiber_name for r in got] == ["sleeper"]
+    check_report(got[0], "sleeper", "# BLOCK-SLEEP", 0.3)
+
+
 def test_a_callback_that_raises_is_logged_and_the_monitor_goes_on(
         sched, errlog):
     r = Reports()
@@ -423,6 +437,19 @@ def test_an_explicit_call_wins_over_the_environment():
     """, "0.1")
     assert p.returncode == 0, p.stderr
     assert "monitor threads: 0" in p.stdout
+
+
+def test_a_block_that_ends_just_before_exit_is_reported():
+    # No wait after run(): the program exits while the monitor has yet to
+    # look at the ended block; the exit's stop reports it all the same.
+    code = SCRIPT[:SCRIPT.index("    # The report comes")]
+    p = run_script(code, "0.1")
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stderr.splitlines()
+             if ln.startswith("WARNING fibers")]
+    assert len(lines) == 1, p.stderr
+    assert "fiber 'envfiber' blocked thread 'MainThread'" in lines[0]
+    assert "<string>:6 in blocker" in lines[0]
 
 
 def test_exit_with_the_monitor_on_and_a_thread_blocked_is_clean():

@@ -86,6 +86,16 @@ static int wait_events(int want) { return wait_events_ms(want, 3000); }
 /* No more events expected: long enough for the monitor to have looked. */
 static int count_events(void) { return wait_events_ms(1000, 100); }
 
+/* The events delivered so far, without waiting for more. */
+static int events_now(void)
+{
+    int n;
+    pthread_mutex_lock(&lock);
+    n = nevents;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
 static void reset(void)
 {
     pthread_mutex_lock(&lock);
@@ -175,6 +185,29 @@ int main(void)
     CHECK(events[1].thread_id == 12345);
     sleep_ms(100);
     CHECK(count_events() == 2);
+
+    /* A stop delivers what is still owed before it returns: the ENDED of
+     * a block that ended just before it (the thread had no look since),
+     * and an ONGOING for one still going on. */
+    reset();
+    CHECK(fib__monitor_start(50 * MS, on_event) == 0);
+    start = fib__monotonic_ns();
+    fib__mon_busy(&slot, start);
+    CHECK(wait_events(1) == 1 && events[0].kind == FIB__MON_DETECT);
+    t = fib__monotonic_ns();
+    fib__mon_idle(&slot, t);
+    CHECK(fib__monitor_stop(1000 * MS) == 0);
+    CHECK(events_now() == 2);
+    CHECK(events[1].kind == FIB__MON_ENDED && events[1].ns == t - start);
+    reset();
+    CHECK(fib__monitor_start(50 * MS, on_event) == 0);
+    start = fib__monotonic_ns();
+    fib__mon_busy(&slot, start);
+    CHECK(wait_events(1) == 1 && events[0].kind == FIB__MON_DETECT);
+    CHECK(fib__monitor_stop(1000 * MS) == 0);
+    CHECK(events_now() == 2);
+    CHECK(events[1].kind == FIB__MON_ONGOING && events[1].start == start);
+    fib__mon_idle(&slot, fib__monotonic_ns());
 
     /* Stopped: nothing is reported and no stretch is recorded as long. */
     reset();
