@@ -139,14 +139,15 @@ _PUMP_SYSCALLS = {"x86_64": (426, (232, 281)), "aarch64": (426, (22,))}
 _GETEVENTS, _EXT_ARG = 1, 8         # io_uring_enter's flags
 
 
-def pump_wait(tid):
-    """How thread `tid` of this process is blocked in a pump's wait, as the
-    kernel shows it (/proc/self/task/<tid>/syscall): "forever" (no time
+def pump_wait(tid, pid="self"):
+    """How thread `tid` of process `pid` (this one by default) is blocked in
+    a pump's wait, as the kernel shows it (/proc/<pid>/task/<tid>/syscall):
+    "forever" (no time
     limit), "timed", or None (running, in another call, or in a wait that
     does not block).  A test then knows the thread is asleep in the kernel,
     not merely about to be."""
     uring, epolls = _PUMP_SYSCALLS[platform.machine()]
-    with open(f"/proc/self/task/{tid}/syscall") as f:
+    with open(f"/proc/{pid}/task/{tid}/syscall") as f:
         fields = f.read().split()
     if len(fields) < 7:                 # "running", or "-1 sp pc"
         return None
@@ -175,13 +176,14 @@ def skip_unless_pump_wait_seen():
         skip("proc_syscall", f"cannot read a thread's system call: {e}")
 
 
-def wait_until_blocked_in_pump(tid, kinds=("forever", "timed"), limit=30.0):
-    """Return once thread `tid` is blocked in a pump's wait of one of
-    `kinds` (see pump_wait); AssertionError if it is not within `limit`
-    seconds (a hang guard).  Polls the kernel's view every 0.5 ms,
-    sleeping, so the thread watched has the GIL to get there."""
+def wait_until_blocked_in_pump(tid, kinds=("forever", "timed"), limit=30.0,
+                               pid="self"):
+    """Return once thread `tid` (of process `pid`) is blocked in a pump's
+    wait of one of `kinds` (see pump_wait); AssertionError if it is not
+    within `limit` seconds (a hang guard).  Polls the kernel's view every
+    0.5 ms, sleeping, so the thread watched has the GIL to get there."""
     deadline = time.monotonic() + limit
-    while pump_wait(tid) not in kinds:
+    while pump_wait(tid, pid) not in kinds:
         if time.monotonic() > deadline:
             raise AssertionError(f"thread {tid} was not blocked in the "
                                  f"pump's wait ({' or '.join(kinds)}) "

@@ -18,6 +18,7 @@ from fibers import net
 from fibers._core import ThreadLock
 
 from debughelp import ServerProcess, read_until
+from iohelp import skip_unless_pump_wait_seen, wait_until_blocked_in_pump
 
 HERE = os.path.abspath(__file__)
 
@@ -479,7 +480,11 @@ def test_dump_on_beside_wait_os_signal(sched):
 def test_sigusr1_from_another_process_ends_the_wait(backend, tmp_path):
     # The program waits in its pump (nothing ready, no timer): the signal's
     # byte on the wakeup fd ends the wait and the dump appears at once.
+    skip_unless_pump_wait_seen()
     with ServerProcess(tmp_path, backend, dump_on=True) as srv:
+        # "ready" is printed by a fiber that may not have ended yet: the
+        # signal goes once the main thread is blocked in the pump's wait.
+        wait_until_blocked_in_pump(srv.proc.pid, pid=srv.proc.pid)
         srv.proc.send_signal(signal.SIGUSR1)
         text = read_until(srv.proc.stderr, "sleeper", 30)
         assert "=== fibers: 6 live in <Scheduler" in text
@@ -487,6 +492,7 @@ def test_sigusr1_from_another_process_ends_the_wait(backend, tmp_path):
         assert "waiting on Queue.get 0x" in text
         assert "waiting on os signal SIGTERM" in text
         # and again: the handler stays
+        wait_until_blocked_in_pump(srv.proc.pid, pid=srv.proc.pid)
         srv.proc.send_signal(signal.SIGUSR1)
         assert "=== fibers: 6 live" in read_until(srv.proc.stderr,
                                                    "sleeper", 30)
