@@ -145,6 +145,7 @@ static const int64_t fib__tick_bounds_ns[FIB__TICK_BOUNDS] = {
 
 typedef struct fib__tick_stats {
     int64_t start;               /* this tick's start */
+    int64_t next;                /* the last tick's end, 0 after a leave */
     int64_t waited;              /* this tick's time in the pump's wait */
     int64_t wait_start;
     uint64_t count;              /* ticks timed */
@@ -154,9 +155,12 @@ typedef struct fib__tick_stats {
     int64_t window[FIB__TICK_WINDOW];
 } fib__tick_stats;
 
+/* One clock read per tick: ticks run back to back, so the end of one is
+ * the start of the next (the run loop's few checks between them count as
+ * the next tick's); a tick after run()/step() returned reads the clock. */
 static inline void fib__tick_begin(fib__tick_stats *t, fib__mon_slot *m)
 {
-    int64_t now = fib__monotonic_ns();
+    int64_t now = t->next != 0 ? t->next : fib__monotonic_ns();
     t->start = now;
     t->waited = 0;
     fib__mon_busy(m, now);
@@ -164,8 +168,10 @@ static inline void fib__tick_begin(fib__tick_stats *t, fib__mon_slot *m)
 
 static inline void fib__tick_end(fib__tick_stats *t)
 {
-    int64_t ns = fib__monotonic_ns() - t->start - t->waited;
+    int64_t now = fib__monotonic_ns();
+    int64_t ns = now - t->start - t->waited;
     int i = 0;
+    t->next = now;
     if (ns < 0)
         ns = 0;
     /* Most ticks are short: the loop ends within the first few bounds. */
@@ -193,8 +199,9 @@ static inline void fib__tick_wait_end(fib__tick_stats *t, fib__mon_slot *m)
 }
 
 /* run()/step() returns: the thread is no longer the scheduler's. */
-static inline void fib__tick_leave(fib__mon_slot *m)
+static inline void fib__tick_leave(fib__tick_stats *t, fib__mon_slot *m)
 {
+    t->next = 0;
     if (atomic_load_explicit(&m->since, memory_order_relaxed) != 0)
         fib__mon_idle(m, fib__monotonic_ns());
 }

@@ -1654,7 +1654,7 @@ cdef class Scheduler:
         return 0
 
     cdef void _leave(self, void *prev):
-        fib__tick_leave(&self._mon)
+        fib__tick_leave(&self._tstats, &self._mon)
         self._running = False
         self._stopping = False
         self._idle_wait = False

@@ -13,7 +13,8 @@
 #   publishes the start of its current *busy stretch* (a tick, less its
 #   wait in the pump) with plain atomic stores; a stretch past the
 #   threshold is an incident.  So a scheduler pays nothing extra for being
-#   watched: the tick accounting reads the clock twice per tick anyway.
+#   watched: the tick accounting reads the clock once per tick anyway
+#   (twice more around a wait in the pump).
 # - At detection (DETECT) the callback below takes the GIL and captures
 #   the blocked thread's Python stack (sys._current_frames() gives the
 #   running greenlet's frame) and the running fiber's name, while the
