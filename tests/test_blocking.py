@@ -15,24 +15,7 @@ import pytest
 import fibers
 import fibers.io
 import fibers.net
-from fibers import _core
-
-
-@pytest.fixture
-def limit():
-    old = fibers.blocking_limit()
-    yield fibers.set_blocking_limit
-    fibers.set_blocking_limit(old)
-
-
-def wait_until(pred, seconds=5.0):
-    """Bounded real-time wait, for pool threads (which live in real time)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
+from poolhelp import fresh_pool, limit, wait_until  # noqa: F401 (fixtures)
 
 
 def test_twenty_sleeps_run_in_parallel_while_a_ticker_ticks(io_sched, limit):
@@ -120,33 +103,27 @@ def test_killing_a_waiting_fiber_drops_the_result(io_sched):
     assert finished == [True]
 
 
-def test_pool_grows_to_its_cap_queues_past_it_and_shrinks(limit):
+def test_pool_grows_to_its_cap_queues_past_it_and_shrinks(limit, fresh_pool):
     limit(3)
-    _core._set_blocking_idle(0.05)
     gate = threading.Event()
-    try:
-        # Threads left idle by earlier tests exit first.
-        assert wait_until(lambda: fibers.blocking_stats()["threads"] == 0)
-        sched = fibers.Scheduler()
+    sched = fibers.Scheduler()
 
-        def main():
-            jobs = [fibers.spawn(fibers.blocking, gate.wait, 5)
-                    for _ in range(6)]
-            fibers.yield_now()
-            # The three threads take a job each; three jobs wait.
-            wait_until(lambda: fibers.blocking_stats()["queued"] == 3)
-            stats = fibers.blocking_stats()
-            gate.set()
-            for j in jobs:
-                j.join()
-            return stats
+    def main():
+        jobs = [fibers.spawn(fibers.blocking, gate.wait, 5)
+                for _ in range(6)]
+        fibers.yield_now()
+        # The three threads take a job each; three jobs wait.
+        wait_until(lambda: fibers.blocking_stats()["queued"] == 3)
+        stats = fibers.blocking_stats()
+        gate.set()
+        for j in jobs:
+            j.join()
+        return stats
 
-        stats = sched.run(main)
-        sched.close()
-        assert stats["threads"] == 3 and stats["queued"] == 3
-        assert wait_until(lambda: fibers.blocking_stats()["threads"] == 0)
-    finally:
-        _core._set_blocking_idle(10)
+    stats = sched.run(main)
+    sched.close()
+    assert stats["threads"] == 3 and stats["queued"] == 3
+    assert wait_until(lambda: fibers.blocking_stats()["threads"] == 0)
 
 
 def test_timeout_scope_applies(io_sched):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import fibers
-from fibers import _core
+from poolhelp import fresh_pool, limit, wait_until  # noqa: F401 (fixtures)
 
 BOUNDS = (2.5e-06, 5e-06, 1e-05, 2.5e-05, 5e-05, 0.0001, 0.00025, 0.0005,
           0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -176,35 +176,6 @@ def test_states_count_the_fibers(sched):
     assert sched.stats()["states"] == {"ready": 0, "running": 0,
                                        "suspended": 2}
     assert sum(f.state == "suspended" for f in waiters) == 2
-
-
-def wait_until(pred, seconds=5.0):
-    """Bounded real-time wait, for pool threads (which live in real time)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
-
-
-@pytest.fixture
-def limit():
-    old = fibers.blocking_limit()
-    yield fibers.set_blocking_limit
-    fibers.set_blocking_limit(old)
-
-
-@pytest.fixture
-def fresh_pool():
-    # Threads left idle by earlier tests would take the jobs a lowered cap
-    # should queue: let them exit first (the pool is the process's).
-    _core._set_blocking_idle(0.05)
-    try:
-        assert wait_until(lambda: fibers.blocking_stats()["threads"] == 0)
-        yield
-    finally:
-        _core._set_blocking_idle(10)
 
 
 def test_the_blocking_pool_threads_and_queue(io_sched, limit, fresh_pool):
