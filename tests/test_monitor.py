@@ -408,6 +408,15 @@ def test_the_environment_variable_turns_it_on():
     assert "<string>:6 in blocker" in lines[0]
 
 
+# For a script: how many monitor threads the process has, by their names.
+PRINT_MONITOR_THREADS = """
+        import os
+        names = [open(f"/proc/self/task/{t}/comm").read().strip()
+                 for t in os.listdir("/proc/self/task")]
+        print("monitor threads:", names.count("fibers-monitor"))
+"""
+
+
 @pytest.mark.parametrize("value", ["abc", "-1"])
 def test_a_bad_environment_variable_is_a_warning(value):
     p = run_script("""
@@ -415,11 +424,7 @@ def test_a_bad_environment_variable_is_a_warning(value):
         logging.basicConfig(level=logging.WARNING)
         fibers.run(fibers.yield_now)
         fibers.run(fibers.yield_now)
-        import os
-        names = [open(f"/proc/self/task/{t}/comm").read().strip()
-                 for t in os.listdir("/proc/self/task")]
-        print("monitor threads:", names.count("fibers-monitor"))
-    """, value)
+    """ + PRINT_MONITOR_THREADS, value)
     assert p.returncode == 0, p.stderr
     assert "monitor threads: 0" in p.stdout
     warnings = [ln for ln in p.stderr.splitlines() if "FIBERS_MONITOR" in ln]
@@ -431,10 +436,7 @@ def test_an_explicit_call_wins_over_the_environment():
         import os, fibers
         fibers.monitor(None)
         fibers.run(fibers.yield_now)
-        names = [open(f"/proc/self/task/{t}/comm").read().strip()
-                 for t in os.listdir("/proc/self/task")]
-        print("monitor threads:", names.count("fibers-monitor"))
-    """, "0.1")
+    """ + PRINT_MONITOR_THREADS, "0.1")
     assert p.returncode == 0, p.stderr
     assert "monitor threads: 0" in p.stdout
 
