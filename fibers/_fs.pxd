@@ -186,12 +186,14 @@ cdef class _InotifyWatcher(Watcher):
     cdef dict _aliases        # ino -> [_Dir whose path found another's wd]
     cdef bint _via_proc       # /proc/self/fd is there to watch an open fd
     cdef int _idle_repairs    # audits that repaired since the last read
+    cdef bint _auditing       # an audit runs (it parks: lstats, listings)
 
     cdef uint32_t _mask(self)
     cdef int _add_watch(self, _Dir d) except -1
     cdef bint _owns(self, _Dir d)
     cdef int _flush_pending(self) except -1
     cdef int _audit(self) except -1
+    cdef int _audit_now(self) except -1
 
 
 # _fs_fanotify.pxi

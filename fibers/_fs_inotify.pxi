@@ -24,15 +24,21 @@
 #   _wd_of: node -> wd, both this backend's): inotify_add_watch answering with
 #   a wd another node holds means the path names that node's directory (a
 #   rename still queued), and the new node stays without a watch until the
-#   queue says more.  Each node watched (or left without a watch) by a path is
-#   checked once the queue has been read to the end and nothing new has come
-#   while checking: lstat of its path must give its watch's inode.  One that
-#   fails is reported ('overflow'), watched again and its parent rescanned; one
-#   never listed is listed.  Those repairs (and a rescan's listings) can raise
-#   doubts of their own after the last event, so the idle reader reads again
-#   every 5 ms while any are left (_recheck), and stats() says 'rescanning'
-#   until they are settled.  So a lagging reader is exact when the events allow
-#   it and never silent when they do not.
+#   queue says more: it is an alias of that directory (_aliases), and if the
+#   events drop the owner while it stands, it inherits the wd.  Listings at
+#   two moments can make two aliases of one directory; one inherits, the
+#   other stays an alias of the heir, so the directory is never left
+#   unwatched while a node of it is in the tree.  Each node watched (or left
+#   without a watch) by a path is checked once the queue has been read to the
+#   end and nothing new has come while checking: lstat of its path must give
+#   its watch's inode.  One that fails is reported ('overflow'), watched again
+#   and its parent rescanned; one never listed is listed.  Those repairs (and
+#   a rescan's listings) can raise doubts of their own after the last event,
+#   so the idle reader reads again every 5 ms while any are left (_recheck),
+#   and stats() says 'rescanning' until they are settled, and while a check
+#   runs (it parks on the pool, and what it finds is reported after the
+#   events of the read that ran it).  So a lagging reader is exact when the
+#   events allow it and never silent when they do not.
 # - A root's own watch reports it deleted or moved away (IN_DELETE_SELF /
 #   IN_MOVE_SELF).  A root that is gone is waited for with a watch on the
 #   deepest ancestor left (IN_CREATE | IN_MOVED_TO, the name filtered
@@ -138,7 +144,9 @@ cdef class _InotifyWatcher(Watcher):
             # after the event that made d, and the queue still holds how.
             # Taking the wd would blind that node; d gets it if the events
             # drop that node (_forget) while d stands.
-            self._aliases.setdefault(ino, []).append(d)
+            al = self._aliases.setdefault(ino, [])
+            if d not in al:
+                al.append(d)
             return 0
         if owner is None:
             self._nw += 1
@@ -189,17 +197,31 @@ cdef class _InotifyWatcher(Watcher):
 
     cdef int _forget(self, _Dir d) except -1:
         cdef _Dir a
+        cdef list al
         cdef int wd = self._wd_of.pop(d, -1)
         if wd >= 0 and self._by_wd[wd] is d:
-            for a in self._aliases.pop(d.key, ()):
+            al = self._aliases.get(d.key)
+            while al:
+                a = <_Dir>al.pop(0)
                 if not a.dead and a not in self._wd_of and a.key == d.key:
                     # The events say d's directory left, but a listing that
                     # ran ahead of them found it at a's path (a move whose
-                    # far side no watch saw): a inherits the watch.
+                    # far side no watch saw): a inherits the watch.  The
+                    # other aliases stay in the list, aliases of a now: a's
+                    # path may be an old one too (listings at two moments
+                    # found the directory at two paths), and when the events
+                    # drop a, the next one inherits.  Dropping them here
+                    # took the watch off a directory still in the tree, which
+                    # then went blind: its entries deleted or moved away
+                    # stayed in the tree (ghosts), and a directory moved out
+                    # of it unseen could be moved into its own subtree.
+                    if not al:
+                        del self._aliases[d.key]
                     self._by_wd[wd] = a
                     self._wd_of[a] = wd
                     self._doubt(a)
                     return 0
+            self._aliases.pop(d.key, None)
             inotify_rm_watch(self._fd, wd)   # EINVAL if already gone
             self._by_wd[wd] = None
             self._nw -= 1
@@ -220,9 +242,23 @@ cdef class _InotifyWatcher(Watcher):
         if (self._doubted or self._rescan_fiber is not None) and \
                 self._idle_repairs < 8:
             return 0.005
+        if self._auditing:
+            # An audit parked on the pool (its lstats, its listings) has
+            # taken the doubts it checks, and may still report what it
+            # finds: stats() says 'rescanning' until it is done.
+            return 0.005
         return None
 
     cdef int _audit(self) except -1:
+        if self._auditing:
+            return 0
+        self._auditing = True
+        try:
+            return self._audit_now()
+        finally:
+            self._auditing = False
+
+    cdef int _audit_now(self) except -1:
         # The tree now holds every event the kernel had queued; if nothing
         # new comes while the doubted nodes' paths are looked up, each path
         # must name its node's watched directory.

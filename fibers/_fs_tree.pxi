@@ -15,7 +15,10 @@
 #   what is inside is reported created (a new directory fills faster than
 #   any watch is added); a renamed directory's node is re-parented and its
 #   subtree's paths rewritten, one 'moved' for it; a side of a rename
-#   outside the roots (or excluded) makes it a deletion or a creation.
+#   outside the roots (or excluded) makes it a deletion or a creation.  A
+#   rename into the moved directory's own subtree (as the tree has it: a
+#   move out of that subtree went unseen) is never applied, which would
+#   make a cycle: it is an overflow, and the roots are rescanned.
 #   Subtrees go deepest first, so a per-path model needs no subtree rule.
 # - Rescans: after an overflow, every root (or a subtree whose check
 #   failed) is listed again and diffed against the tree; each difference
@@ -363,6 +366,14 @@ cdef class _Tree:
             # rename saw only the new name): to a consumer this is the new
             # name appearing, not a move from a path it never heard of.
             return self._created(d2, n2, is_dir, pid, 0, True)
+        if type(v) is _Dir and _under(d2, <_Dir>v):
+            # Into its own subtree, as the tree has it: impossible on disk,
+            # so the tree missed a move out of that subtree (a directory in
+            # it that no watch saw).  Never a cycle: the node stays where it
+            # was and the roots are rescanned (reported as an overflow),
+            # which puts both where they are now.
+            d1.entries[n1] = v
+            return self._rescan_at(None)
         old = d2.entries.pop(n2, None)
         if type(old) is _Dir and old is not v:
             # Replaced: an empty directory, unless a listing that ran ahead

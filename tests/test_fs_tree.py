@@ -307,6 +307,36 @@ def test_overflow_then_a_rescan_reaches_the_world():
     assert before != world
 
 
+def test_a_move_into_the_moved_directorys_own_subtree_is_a_rescan():
+    # The tree holds q below s, but q left s unseen (inotify: a directory
+    # whose watch had gone, see test_fs_lag); then the kernel says s was
+    # moved into q.  Applied, that made s its own descendant: paths that
+    # repeat for ever in the events (13 'extra' paths in test_fs_lag), and
+    # walks of the tree that never end.  The move is not applied: an
+    # overflow, and the rescan puts both where they are.
+    world = {b"/r": D(1), b"/r/s": D(2), b"/r/s/p": D(3),
+             b"/r/s/p/q": D(4), b"/r/s/p/q/f": F(5), b"/r/s/g": F(6)}
+    t = _Replay(world, [b"/r"])
+    model = model_of(world, b"/r")
+    # unseen: q moved out to /r/m; seen: s moved into it, as x
+    world = {b"/r": D(1), b"/r/m": D(4), b"/r/m/f": F(5), b"/r/m/x": D(2),
+             b"/r/m/x/p": D(3), b"/r/m/x/g": F(6)}
+    t.world.clear()
+    t.world.update(world)
+    t.moved(b"/r", b"s", b"/r/s/p/q", b"x", is_dir=True)
+    assert said(t.events()) == [("overflow", None, None)]
+    # the tree is as it was: no cycle
+    assert paths(t.picture()) == {b"/r": True, b"/r/s": True,
+                                  b"/r/s/p": True, b"/r/s/p/q": True,
+                                  b"/r/s/p/q/f": False, b"/r/s/g": False}
+    assert t.rescan() == 1
+    anomalies = []
+    apply(model, t.events(), anomalies)
+    assert anomalies == []
+    assert model == model_of(world, b"/r")
+    assert paths(t.picture()) == paths(world)
+
+
 def test_a_rescan_finds_the_root_gone():
     world, t = make()
     for p in list(world):
