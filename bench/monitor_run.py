@@ -63,7 +63,7 @@ def configs(baseline):
 def sample(workload, env, tree):
     out = subprocess.run(
         [sys.executable, "-c", CHILD, workload, str(REPS), tree],
-        capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=HERE)
+        capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=tree)
     if out.returncode != 0:
         raise RuntimeError(f"{workload} failed:\n{out.stderr}")
     return float(out.stdout.strip().splitlines()[-1])
