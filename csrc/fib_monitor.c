@@ -27,10 +27,11 @@
  * next look, so a thread left behind by a stop that did not wait for it
  * (stuck in a callback) can never run beside a new one.  Starts and stops
  * are serialized by a second mutex (fib__mon_ctl), held across the
- * bounded wait for the drain.  After
- * fork() the child has no thread: the registry's mutex is reset, slots of
- * threads that did not survive are marked idle, and the Python side
- * starts a new thread if the monitor was on (os.register_at_fork).
+ * bounded wait for the drain.
+ *
+ * After fork() the child has no thread: the registry's mutexes are reset,
+ * slots of threads that did not survive are marked idle, and the Python
+ * side starts a new thread if the monitor was on (os.register_at_fork).
  */
 #define _GNU_SOURCE
 #include <errno.h>
