@@ -83,8 +83,7 @@ def ps(path, stacks=False, timeout=5.0, out=sys.stdout):
 def top_screen(path, reply, width, height):
     """The lines of one top screen."""
     st = reply["states"]
-    tick_max = reply["tick_max"]
-    longest = "-" if tick_max is None else f"{tick_max * 1000:.1f} ms"
+    longest = f"{reply['tick_max'] * 1000:.1f} ms"
     head = [
         f"fibers top  pid {reply['pid']}  {reply['backend']}  {path}"
         f"  (q: quit)",

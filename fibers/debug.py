@@ -178,32 +178,21 @@ class _Conn:
         self.ticks = ticks
 
 
-def _top(s, infos, conn):
+def _top(s, conn):
     st = s.stats()
     t = time.monotonic()
     ticks = st["ticks"]
     dt = t - conn.t
     rate = (ticks - conn.ticks) / dt if dt > 0 else 0.0
     conn.t, conn.ticks = t, ticks
-    states = st.get("states")
-    if states is None:
-        states = {"ready": 0, "running": 0, "suspended": 0}
-        for info in infos:
-            states[info.state] += 1
-    pool = None
-    if "blocking_threads" not in st or "blocking_queue" not in st:
-        pool = _core.blocking_stats()
     return {
-        "states": dict(states),
+        "states": dict(st["states"]),
         "ticks": ticks,
         "ticks_per_second": round(rate, 1),
-        # None where stats() has no tick timing (before the monitor's)
-        "tick_max": st.get("tick_max"),
+        "tick_max": st["tick_max"],
         "io_pending": st["io_pending"],
-        "blocking_threads": st["blocking_threads"] if pool is None
-        else pool["threads"],
-        "blocking_queue": st["blocking_queue"] if pool is None
-        else pool["queued"],
+        "blocking_threads": st["blocking_threads"],
+        "blocking_queue": st["blocking_queue"],
         "blocking_jobs": st["blocking_jobs"],
         "spawned": st["spawned"],
     }
@@ -237,7 +226,7 @@ def _answer(s, line, conn):
     reply = {"ok": True, "pid": os.getpid(), "now": s.now(),
              "backend": s.backend}
     if cmd == "top":
-        reply.update(_top(s, infos, conn))
+        reply.update(_top(s, conn))
     reply["fibers"] = _rows(infos, stacks)
     return reply
 
