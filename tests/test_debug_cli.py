@@ -5,7 +5,6 @@ in a real tmux pane, read back with capture-pane."""
 import json
 import os
 import shlex
-import shutil
 import socket
 import stat
 import subprocess
@@ -14,12 +13,12 @@ import time
 
 import pytest
 
-import capabilities
 import fibers
 import fibers.debug
 from fibers import net
 
 from debughelp import PROGRAM, ServerProcess
+from tmuxhelp import TmuxPane, need_tmux
 
 DEADLINE = 30.0
 
@@ -293,27 +292,17 @@ def test_top_exits_1_when_the_server_goes_away(backend, tmp_path):
     assert err.count("\n") == 1
 
 
-class Pane:
+class Pane(TmuxPane):
     """`python -m fibers top` in a detached tmux session on a private
     server; a wrapper writes its exit status to a file."""
 
     def __init__(self, tmp_path, path):
-        self.sock = f"fibers-top-{os.getpid()}"
         self.rc = tmp_path / "rc"
         cmd = " ".join(shlex.quote(a) for a in (
             sys.executable, "-m", "fibers", "top", path, "-d", "0.2"))
         script = (f"{cmd}; echo $? >{shlex.quote(str(self.rc))}; "
                   f"printf 'WRAPPER-PROMPT$ '; exec sleep 600")
-        self.tmux("new-session", "-d", "-x", "120", "-y", "30",
-                  "-s", "top", "sh", "-c", script)
-
-    def tmux(self, *args):
-        return subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null",
-                               *args], check=True, capture_output=True,
-                              text=True, timeout=10).stdout
-
-    def screen(self):
-        return self.tmux("capture-pane", "-p", "-t", "top")
+        super().__init__(f"fibers-top-{os.getpid()}", "top", script, 120, 30)
 
     def wait_for(self, pred, what):
         deadline = time.monotonic() + DEADLINE
@@ -325,21 +314,9 @@ class Pane:
         raise AssertionError(f"{what} never showed; the screen:\n"
                              f"{self.screen()}")
 
-    def close(self):
-        subprocess.run(["tmux", "-L", self.sock, "kill-server"],
-                       capture_output=True, timeout=10)
-        path = os.path.join(os.environ.get("TMUX_TMPDIR") or "/tmp",
-                            f"tmux-{os.getuid()}", self.sock)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
 
 def test_top_in_tmux_redraws_until_q(backend, tmp_path):
-    if shutil.which("tmux") is None:
-        capabilities.skip("tmux", "tmux is not installed "
-                          "(sh tools/sysdeps.sh --test)")
+    need_tmux()
     with ServerProcess(tmp_path, backend) as srv:
         pane = Pane(tmp_path, srv.path)
         try:

@@ -6,9 +6,7 @@ at the end whatever happens."""
 import os
 import re
 import shlex
-import shutil
 import sqlite3
-import subprocess
 import sys
 
 import pytest
@@ -19,14 +17,14 @@ capabilities.importorskip("rich", "rich",
                           "the UI needs rich (the shadow extra)")
 
 from test_shadow_e2e import DEADLINE, poll  # noqa: E402
+from tmuxhelp import TmuxPane, need_tmux  # noqa: E402
 
 
-class Pane:
+class Pane(TmuxPane):
     """fibers-shadow in a detached tmux session on a private server; a
     wrapper writes its exit status to a file, then prints a prompt."""
 
     def __init__(self, tmp_path, env=None):
-        self.sock = f"fibers-shadow-ui-{os.getpid()}"
         self.root = os.path.realpath(tmp_path / "root")
         os.makedirs(self.root)
         self.state = str(tmp_path / "state")
@@ -45,16 +43,8 @@ class Pane:
                   f"echo $? >{shlex.quote(str(self.rc))}; "
                   f"stty -a >{shlex.quote(str(self.stty))}; "
                   f"printf 'WRAPPER-PROMPT$ '; exec sleep 600")
-        self.tmux("new-session", "-d", "-x", "120", "-y", "40",
-                  "-s", "shadow", "sh", "-c", script)
-
-    def tmux(self, *args):
-        return subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null",
-                               *args], check=True, capture_output=True,
-                              text=True, timeout=10).stdout
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "shadow")
+        super().__init__(f"fibers-shadow-ui-{os.getpid()}", "shadow",
+                         script, 120, 40)
 
     def flag(self, name) -> str:
         return self.tmux("display-message", "-p", "-t", "shadow",
@@ -81,23 +71,6 @@ class Pane:
                 db.close()
         except sqlite3.Error:
             return set()
-
-    def close(self):
-        subprocess.run(["tmux", "-L", self.sock, "kill-server"],
-                       capture_output=True, timeout=10)
-        # tmux leaves the socket file of a killed server behind
-        path = os.path.join(os.environ.get("TMUX_TMPDIR") or "/tmp",
-                            f"tmux-{os.getuid()}", self.sock)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-def need_tmux():
-    if shutil.which("tmux") is None:
-        capabilities.skip("tmux", "tmux is not installed "
-                          "(sh tools/sysdeps.sh --test)")
 
 
 @pytest.fixture
