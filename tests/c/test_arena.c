@@ -27,14 +27,7 @@
 
 #include "fib_arena.h"
 
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            exit(1);                                                         \
-        }                                                                    \
-    } while (0)
+#include "check.h"
 
 #define HDR 16      /* block header, per the documented layout */
 #define MINB 32     /* smallest block */
