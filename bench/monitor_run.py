@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 
+from bench.samples import csv_list, print_table
 from bench.workloads import WORKLOADS
 
 WORKLOADS_HERE = ("yield", "pingpong", "spawn_join")
@@ -76,7 +77,7 @@ def main(argv=None):
     ap.add_argument("--baseline", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    workloads = [w for w in args.workloads.split(",") if w]
+    workloads = csv_list(args.workloads)
     for w in workloads:
         if w not in WORKLOADS_HERE:
             ap.error(f"unknown workload {w!r} (one of "
@@ -102,12 +103,7 @@ def main(argv=None):
         if args.baseline:
             row.append(f"{m['off'] / m['baseline']:.3f}")
         rows.append(row)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    print("| " + " | ".join(h.ljust(n) for h, n in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(n) for c, n in zip(row, widths)) +
-              " |")
+    print_table(head, rows)
     checks = []
     w, limit = TARGET
     if w in med:

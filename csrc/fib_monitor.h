@@ -14,7 +14,7 @@
  * - The owner thread publishes with relaxed/release atomic stores (plain
  *   moves on x86-64); the monitor thread (fib_monitor.c) reads them with
  *   acquire loads and never takes the GIL to look.  The owner's cost per
- *   tick is the clock reads that the tick accounting makes anyway, two
+ *   tick is the clock read that the tick accounting makes anyway, two
  *   stores and one compare.
  * - When a stretch ends after lasting at least the threshold, the owner
  *   also stores its start and length (`long_start`, `long_ns`), so the
@@ -28,7 +28,8 @@
  *   the pump's wait, kept in a ring of the last FIB__TICK_WINDOW (the
  *   percentiles are computed from it only when asked) and counted in
  *   fixed log-spaced buckets (a Prometheus histogram).  Always on: it is
- *   the same two clock reads per tick the detector needs.
+ *   the same one clock read per tick (a tick's end is the next one's
+ *   start) the detector needs, and two around each wait in the pump.
  */
 #ifndef FIB_MONITOR_H
 #define FIB_MONITOR_H
@@ -36,7 +37,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "fib_ring.h"
 #include "fib_sys.h"
 
 /* ---- the monitor's view of one scheduler ------------------------------ */
@@ -204,12 +204,6 @@ static inline void fib__tick_leave(fib__tick_stats *t, fib__mon_slot *m)
     t->next = 0;
     if (atomic_load_explicit(&m->since, memory_order_relaxed) != 0)
         fib__mon_idle(m, fib__monotonic_ns());
-}
-
-/* The ready ring's i-th entry (0: the oldest), for counting states. */
-static inline void *fib__mon_ring_at(const fib__ring *r, size_t i)
-{
-    return r->buf[(r->head + i) & r->mask];
 }
 
 #endif

@@ -2028,7 +2028,7 @@ cdef class Scheduler:
         Tick times (a tick's real time, less its wait in the pump, in
         seconds): ``tick_p50``, ``tick_p99`` and ``tick_max`` over the last
         1024 ticks; ``tick_sum`` and ``tick_buckets`` (``(upper bound,
-        count)`` pairs, not cumulative, the last bound ``inf``) over every
+        cumulative count)`` pairs, the last bound ``inf``) over every
         tick.  ``states`` counts live fibers by state (``ready``,
         ``running``, ``suspended``); ``io_pending`` counts I/O operations in
         flight; ``pump_waits`` counts the ticks that waited in the pump;

@@ -128,8 +128,11 @@ cdef inline int64_t _birth_ns(Scheduler s) except? -1:
     return s._now_ns()
 
 
-cdef list _live_fibers(Scheduler s):
-    # Every fiber that is not dead, oldest (lowest id) first.
+cdef list _live_fibers(Scheduler s, bint ordered=True):
+    # Every fiber that is not dead: the running one, the one the hub is
+    # about to start, the ready ring (which keeps fibers killed before they
+    # ever ran until their turn) and the parked ones; oldest (lowest id)
+    # first when `ordered`.
     cdef dict seen = {}
     cdef Fiber f
     cdef size_t i
@@ -144,7 +147,8 @@ cdef list _live_fibers(Scheduler s):
         for f in list(s._live):
             seen[f] = None
     out = [f for f in seen if (<Fiber>f)._state != ST_DEAD]
-    out.sort(key=_fiber_id)
+    if ordered:
+        out.sort(key=_fiber_id)
     return out
 
 

@@ -45,4 +45,3 @@ cdef extern from "fib_monitor.h":
     void fib__tick_wait_begin(fib__tick_stats *t, fib__mon_slot *m)
     void fib__tick_wait_end(fib__tick_stats *t, fib__mon_slot *m)
     void fib__tick_leave(fib__tick_stats *t, fib__mon_slot *m)
-    void *fib__mon_ring_at(const fib__ring *r, size_t i)

@@ -151,36 +151,27 @@ class FibersCollector:
         yield _Info("fibers_scheduler", "The scheduler's completion pump",
                     value={"backend": sched.backend})
         for key, name, kind, doc in _SCALARS:
-            v = st.get(key)
-            if v is None:
-                continue
             if kind == "counter":
-                yield _Counter(name, doc, value=v)
+                yield _Counter(name, doc, value=st[key])
             else:
-                yield _Gauge(name, doc, value=v)
-        states = st.get("states")
-        if states is not None:
-            g = _Gauge("fibers_fibers", "Live fibers, by state",
-                       labels=["state"])
-            for state in sorted(states):
-                g.add_metric([state], states[state])
-            yield g
-        buckets = st.get("tick_buckets")
-        if buckets is not None and "tick_sum" in st:
-            yield _Histogram(
-                "fibers_tick_seconds",
-                "Wall time of each finished tick of the run loop",
-                buckets=[(_go_float(le), n) for le, n in buckets],
-                sum_value=st["tick_sum"])
-        recent = [(q, st[k]) for k, q in _RECENT if k in st]
-        if recent:
-            g = _Gauge("fibers_tick_recent_seconds",
-                       "Tick wall time over the last 1024 ticks: median "
-                       "(0.5), 99th percentile (0.99), longest (1)",
-                       labels=["quantile"])
-            for q, v in recent:
-                g.add_metric([q], v)
-            yield g
+                yield _Gauge(name, doc, value=st[key])
+        states = st["states"]
+        g = _Gauge("fibers_fibers", "Live fibers, by state", labels=["state"])
+        for state in sorted(states):
+            g.add_metric([state], states[state])
+        yield g
+        yield _Histogram(
+            "fibers_tick_seconds",
+            "Wall time of each finished tick of the run loop",
+            buckets=[(_go_float(le), n) for le, n in st["tick_buckets"]],
+            sum_value=st["tick_sum"])
+        g = _Gauge("fibers_tick_recent_seconds",
+                   "Tick wall time over the last 1024 ticks: median "
+                   "(0.5), 99th percentile (0.99), longest (1)",
+                   labels=["quantile"])
+        for key, q in _RECENT:
+            g.add_metric([q], st[key])
+        yield g
 
     def __repr__(self):
         which = "scraping fiber's" if self.scheduler is None else \
